@@ -1,0 +1,5 @@
+import sys
+
+from fsar.cli import main
+
+sys.exit(main())
