@@ -1,0 +1,209 @@
+"""CLIP-FSAR (Wang et al., IJCV 2023): a fully fine-tuned CLIP visual encoder, prototype
+modulation with the class text, OTAM, and a classification loss against the texts of
+all training classes.
+
+One episode (C-way K-shot, Nq queries, width W)::
+
+    F_S, F_Q = encoder(frames)                                 no text inside the encoder
+    F~_S = modulation([F_S ; F_T])[:T]    F~_Q = modulation(F_Q)  (one 1-layer transformer, shared)
+    logits_Q2S = τ · metric(mean_K F~_S, F~_Q)                 (Nq, C), OTAM by default
+    L = CE(logits_Q2S, query labels)
+        + w · CE(s · cos(GAP_T [F_S; F_Q], texts of ALL training classes), global labels)
+
+Prediction: the metric branch only (``log_softmax(logits_Q2S)``), as CLIP-FSAR's
+default evaluation does; the classification head is a training signal. The training
+class names come from :meth:`CLIPFSAR.set_training_classes` (the engine calls it with
+the training split's classes); their texts are the 16-template means (frozen text
+encoder, cached). The support text in the modulation follows the same rule as MA-FSAR
+(one random template per clip in training, 16-template mean at evaluation).
+
+Backbones: CLIP with ``finetune="full"`` (default, the paper's setting); on the embedded
+pair (always frozen) the encoder cannot fine-tune, so learned projections into
+``embed_dim`` plus the modulation layer train instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fsar.data.inputs import EpisodeInputs
+from fsar.encoders.base import Encoder
+from fsar.methods import METHODS
+from fsar.methods.base import MethodOutput
+from fsar.methods.common import (
+    EncoderMethod,
+    Scale,
+    backbone_label,
+    class_means,
+    default_finetune,
+    make_config,
+    metric_label,
+    resolve_encoder,
+    resolve_metric,
+)
+from fsar.methods.ma_fsar import CLIP_LOGIT_SCALE, initial_logit_scale
+from fsar.methods.text_side import TextSpace, cosine_logits, episode_text, text_bank_for
+from fsar.methods.tpcm import PrototypeModulation
+
+__all__ = ["CLIPFSAR", "CLIPFSARConfig"]
+
+
+@dataclass
+class CLIPFSARConfig:
+    """Resolved CLIP-FSAR options (JSON-able)."""
+
+    backbone: str
+    weights: str | None = None
+    finetune: str = "full"
+    encoder_options: dict[str, Any] = field(default_factory=dict)
+    metric: str = "otam"
+    metric_options: dict[str, Any] = field(default_factory=dict)
+    #: weight w of the classification loss against all training-class texts (0 = off).
+    classification_weight: float = 1.0
+    modulation_heads: int = 8
+    modulation_ffn_dim: int | None = None
+    modulation_dropout: float = 0.1
+    modulation_pre_ln: bool = True
+    prototype: str = "mean"
+    embed_dim: int = 512
+    logit_scale_init: float | None = None
+    learn_logit_scale: bool = True
+    metric_scale: float = 1.0
+    learn_metric_scale: bool = False
+
+    def validate(self) -> None:
+        if self.prototype not in ("mean", "raw"):
+            raise ValueError(f"clip-fsar: prototype must be 'mean' or 'raw', got {self.prototype!r}")
+        if self.classification_weight < 0:
+            raise ValueError(f"clip-fsar: classification_weight must be >= 0, got {self.classification_weight}")
+
+
+@METHODS.register("clip-fsar")
+class CLIPFSAR(EncoderMethod):
+    """CLIP-FSAR: fine-tuned encoder + prototype modulation + metric + classification loss.
+
+    Options are the fields of :class:`CLIPFSARConfig`; ``finetune`` defaults to
+    ``"full"`` on CLIP and ``"frozen"`` elsewhere. Call :meth:`set_training_classes`
+    before training with ``classification_weight > 0``.
+    """
+
+    name = "clip-fsar"
+
+    def __init__(
+        self,
+        *,
+        backbone: str | Encoder,
+        weights: str | Path | None = None,
+        finetune: str | None = None,
+        metric: str | nn.Module = "otam",
+        training_classes: list[str] | None = None,
+        **options: Any,
+    ) -> None:
+        finetune = finetune or default_finetune(backbone, "full")
+        config = make_config(
+            CLIPFSARConfig,
+            method=self.name,
+            backbone=backbone_label(backbone),
+            weights=None if weights is None else str(weights),
+            finetune=finetune,
+            metric=metric_label(metric),
+            **options,
+        )
+        config.validate()
+        encoder = resolve_encoder(
+            backbone, weights=weights, finetune=finetune, encoder_options=config.encoder_options, method=self.name
+        )
+        super().__init__(encoder)
+        self.config = config
+        self.space = TextSpace(
+            feature_dim=encoder.feature_dim,
+            text_dim=encoder.text_dim,
+            shared_space=encoder.shared_space,
+            embed_dim=config.embed_dim,
+        )
+        self.modulation = PrototypeModulation(
+            dim=self.space.dim,
+            heads=config.modulation_heads,
+            ffn_dim=config.modulation_ffn_dim,
+            dropout=config.modulation_dropout,
+            pre_ln=config.modulation_pre_ln,
+        )
+        self.metric = resolve_metric(metric, config.metric_options, method=self.name)
+        scale_init = config.logit_scale_init or initial_logit_scale(encoder)
+        self.logit_scale = Scale(scale_init, learnable=config.learn_logit_scale, max_value=CLIP_LOGIT_SCALE)
+        self.metric_scale = Scale(config.metric_scale, learnable=config.learn_metric_scale)
+        self.text_bank = text_bank_for(encoder)
+        self.training_classes: list[str] | None = None
+        if training_classes is not None:
+            self.set_training_classes(training_classes)
+
+    def set_training_classes(self, class_names: list[str]) -> None:
+        """The classes of the training split, for the classification loss (global labels =
+        positions in this list)."""
+        names = list(class_names)
+        if not names:
+            raise ValueError("clip-fsar: set_training_classes needs at least one class name")
+        if len(set(names)) != len(names):
+            raise ValueError("clip-fsar: set_training_classes got duplicate class names")
+        self.training_classes = names
+        self._class_index = {name: i for i, name in enumerate(names)}
+
+    def _classification_loss(
+        self, inputs: EpisodeInputs, f_support: torch.Tensor, f_query: torch.Tensor, query_labels: torch.Tensor
+    ) -> torch.Tensor:
+        if self.training_classes is None:
+            raise ValueError(
+                "clip-fsar: the classification loss needs the training classes; call "
+                "method.set_training_classes(names) first (or set classification_weight=0)"
+            )
+        unknown = [c for c in inputs.class_names if c not in self._class_index]
+        if unknown:
+            raise ValueError(f"clip-fsar: episode classes {unknown} are not among the training classes")
+        device = f_query.device
+        episode_to_global = torch.tensor([self._class_index[c] for c in inputs.class_names], device=device)
+        targets = torch.cat([episode_to_global[inputs.support_labels.to(device)], episode_to_global[query_labels]])
+        class_text = self.text_bank.features(self.training_classes, train=False).detach().float().to(device)
+        video = torch.cat([f_support.mean(1), f_query.mean(1)])  # GAP over T, before modulation
+        logits = cosine_logits(video, self.space.text(class_text), self.logit_scale())
+        return F.cross_entropy(logits, targets)
+
+    def forward(self, inputs: EpisodeInputs, *, generator: torch.Generator | None = None) -> MethodOutput:
+        train = self.training
+        text = episode_text(
+            self.text_bank, inputs.class_names, inputs.support_labels, train=train, generator=generator
+        )
+        support, query = self.encode_episode(inputs)  # CLIP-FSAR puts no text into the encoder
+        assert support is not None
+        device = query.device
+        labels = inputs.support_labels.to(device)
+        way = inputs.way
+
+        f_support = self.space.frames(support)
+        f_query = self.space.frames(query)
+        support_mod = self.modulation(f_support, self.space.text(text.per_clip.to(device)))
+        query_mod = self.modulation(f_query, None)
+        if self.config.prototype == "mean":
+            prototypes, proto_labels = class_means(support_mod, labels, way), torch.arange(way, device=device)
+        else:
+            prototypes, proto_labels = support_mod, labels
+        logits = self.metric(prototypes, proto_labels, query_mod, way) * self.metric_scale()
+        log_probs = F.log_softmax(logits, dim=-1)
+        parts: dict[str, torch.Tensor] = {"log_p_q2s": log_probs.detach()}
+
+        loss = None
+        if train and inputs.query_labels is not None:
+            query_labels = inputs.query_labels.to(device)
+            loss_q2s = F.cross_entropy(logits, query_labels)
+            loss = loss_q2s
+            parts["loss_q2s"] = loss_q2s.detach()
+            if self.config.classification_weight > 0:
+                loss_cls = self._classification_loss(inputs, f_support, f_query, query_labels)
+                loss = loss + self.config.classification_weight * loss_cls
+                parts["loss_classification"] = loss_cls.detach()
+        return MethodOutput(log_probs=log_probs, loss=loss, parts=parts)

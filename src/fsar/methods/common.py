@@ -1,0 +1,253 @@
+"""Plumbing every encoder-based method shares: backbone resolution, episode checks,
+frame encoding (or cached features), metric resolution and K-shot prototypes.
+
+Methods differ in what they do *after* the encoder (TPCM, prototype modulation, text
+branch, losses); everything here is the part that must behave identically for all of
+them so that every method runs on every backbone the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fsar.data.inputs import EpisodeInputs
+from fsar.encoders.base import Encoder
+from fsar.methods.base import FewShotMethod
+
+__all__ = [
+    "EncoderMethod",
+    "Scale",
+    "backbone_label",
+    "make_config",
+    "metric_label",
+    "check_episode",
+    "class_means",
+    "default_finetune",
+    "mix_log_probs",
+    "resolve_encoder",
+    "resolve_metric",
+]
+
+
+def default_finetune(backbone: str | Encoder, preferred: str) -> str:
+    """The fine-tuning mode a method asks of ``backbone`` when the user gives none.
+
+    Only the CLIP backbones can be adapted or fine-tuned; every other backbone here
+    (the embedded ``effnet-lite0+minilm`` pair) is always frozen, so a method that
+    prefers ``"adapters"`` or ``"full"`` falls back to ``"frozen"`` there.
+    """
+    name = backbone.name if isinstance(backbone, Encoder) else str(backbone)
+    return preferred if name.startswith("clip") else "frozen"
+
+
+def resolve_encoder(
+    backbone: str | Encoder,
+    *,
+    weights: str | Path | None,
+    finetune: str,
+    encoder_options: dict[str, Any] | None,
+    method: str,
+) -> Encoder:
+    """Build the encoder from a registry name, or take a ready :class:`Encoder`.
+
+    ``weights``/``finetune``/``encoder_options`` only apply when building by name; passing
+    them with a ready encoder is an error (they would be silently ignored otherwise).
+    """
+    if isinstance(backbone, Encoder):
+        if weights is not None or encoder_options:
+            raise ValueError(
+                f"{method}: weights/encoder_options are only used when backbone is a registry "
+                f"name, not with a ready Encoder ({type(backbone).__name__})"
+            )
+        return backbone
+    if not isinstance(backbone, str):
+        raise TypeError(
+            f"{method}: backbone must be a registry name or an fsar Encoder, got {type(backbone).__name__}"
+        )
+    from fsar.encoders import create_encoder
+
+    options = dict(encoder_options or {})
+    return create_encoder(
+        backbone,
+        weights=None if weights is None else str(weights),
+        finetune=finetune,
+        **options,
+    )
+
+
+def resolve_metric(metric: str | nn.Module, options: dict[str, Any] | None, *, method: str) -> nn.Module:
+    """``fsar.metrics.build(name, **options)``, or a ready metric module (for experiments)."""
+    if isinstance(metric, nn.Module):
+        if options:
+            raise ValueError(f"{method}: metric_options only apply when metric is a name")
+        return metric
+    if not isinstance(metric, str):
+        raise TypeError(f"{method}: metric must be a fsar.metrics name or an nn.Module, got {metric!r}")
+    from fsar import metrics
+
+    return metrics.build(metric, **dict(options or {}))
+
+
+def backbone_label(backbone: str | Encoder) -> str:
+    """What the JSON config records for a backbone given as name or ready encoder."""
+    return backbone.name if isinstance(backbone, Encoder) else str(backbone)
+
+
+def make_config(config_cls, *, method: str, **values):
+    """Build a config dataclass, turning unknown options into a clear ValueError."""
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{method}: unknown option(s) {unknown}; known options: {sorted(known)}")
+    return config_cls(**values)
+
+
+def metric_label(metric: str | nn.Module) -> str:
+    """What the JSON config records for a metric given as name or module."""
+    return metric if isinstance(metric, str) else f"module:{type(metric).__name__}"
+
+
+def check_episode(inputs: EpisodeInputs, *, method: str) -> None:
+    """Reject malformed episodes with a message naming the problem (never guess)."""
+    support, query, labels = inputs.support, inputs.query, inputs.support_labels
+    want = 3 if inputs.features else 5
+    kind = "features (n, T, D)" if inputs.features else "frames (n, T, C, H, W)"
+    for name, tensor in (("support", support), ("query", query)):
+        if tensor.dim() != want:
+            raise ValueError(f"{method}: {name} must be {kind}, got shape {tuple(tensor.shape)}")
+    if support.shape[1] != query.shape[1]:
+        raise ValueError(
+            f"{method}: support and query must have the same number of frames T, "
+            f"got {support.shape[1]} and {query.shape[1]}"
+        )
+    if labels.dim() != 1 or labels.shape[0] != support.shape[0]:
+        raise ValueError(
+            f"{method}: support_labels must be ({support.shape[0]},), got {tuple(labels.shape)}"
+        )
+    way = inputs.way
+    if way < 1:
+        raise ValueError(f"{method}: the episode has no class names")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= way):
+        raise ValueError(f"{method}: support_labels must lie in 0..{way - 1}, got {labels.tolist()}")
+    missing = sorted(set(range(way)) - set(labels.tolist()))
+    if missing:
+        raise ValueError(
+            f"{method}: classes {[inputs.class_names[c] for c in missing]} have no support clip"
+        )
+    if inputs.query_labels is not None:
+        q = inputs.query_labels
+        if q.dim() != 1 or q.shape[0] != query.shape[0]:
+            raise ValueError(f"{method}: query_labels must be ({query.shape[0]},), got {tuple(q.shape)}")
+        if q.numel() and (int(q.min()) < 0 or int(q.max()) >= way):
+            raise ValueError(f"{method}: query_labels must lie in 0..{way - 1}, got {q.tolist()}")
+
+
+def class_means(features: torch.Tensor, labels: torch.Tensor, way: int) -> torch.Tensor:
+    """K-shot prototypes: mean over each class's support items. (n, ...) -> (way, ...)."""
+    one_hot = torch.nn.functional.one_hot(labels, way).to(features.dtype)  # (n, way)
+    counts = one_hot.sum(0)  # (way,)
+    summed = torch.einsum("nc,n...->c...", one_hot, features)
+    return summed / counts.view(-1, *([1] * (features.dim() - 1)))
+
+
+def mix_log_probs(log_p_a: torch.Tensor, log_p_b: torch.Tensor, weight_a: float) -> torch.Tensor:
+    """``log(w·p_a + (1−w)·p_b)`` computed in log space (exact at w = 0 and w = 1)."""
+    if weight_a >= 1.0:
+        return log_p_a
+    if weight_a <= 0.0:
+        return log_p_b
+    return torch.logaddexp(log_p_a + math.log(weight_a), log_p_b + math.log1p(-weight_a))
+
+
+class Scale(nn.Module):
+    """A positive multiplier kept as a log, learnable or fixed, optionally capped.
+
+    Used for CLIP-style logit scales (init 100, capped at 100 as CLIP does) and for the
+    temperature applied to metric logits.
+    """
+
+    def __init__(self, init: float, *, learnable: bool, max_value: float | None = None) -> None:
+        super().__init__()
+        if init <= 0:
+            raise ValueError(f"Scale: init must be positive, got {init}")
+        log_value = torch.tensor(math.log(init), dtype=torch.float32)
+        if learnable:
+            self.log_value = nn.Parameter(log_value)
+        else:
+            self.register_buffer("log_value", log_value)
+        self.max_value = max_value
+
+    def forward(self) -> torch.Tensor:
+        value = self.log_value.exp()
+        return value if self.max_value is None else value.clamp(max=self.max_value)
+
+
+class EncoderMethod(FewShotMethod):
+    """A :class:`FewShotMethod` built around one :class:`Encoder`.
+
+    Handles the two input kinds of :class:`EpisodeInputs`: frames go through
+    ``encoder.encode_frames``; cached features (``features=True``) are accepted only
+    when the encoder is frozen, because a trainable encoder would have produced
+    different features than the cache holds.
+    """
+
+    def __init__(self, encoder: Encoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+        if encoder.is_frozen:
+            encoder.eval()
+
+    @property
+    def backbone_name(self) -> str:
+        return self.encoder.name
+
+    def train(self, mode: bool = True) -> "EncoderMethod":
+        # A frozen encoder stays in eval mode: its BatchNorm statistics and dropout must
+        # not change while the method's own modules train.
+        super().train(mode)
+        if self.encoder.is_frozen:
+            self.encoder.eval()
+        return self
+
+    def _encode(self, tensor: torch.Tensor, text_features: torch.Tensor | None, features: bool) -> torch.Tensor:
+        if features:
+            if tensor.shape[-1] != self.encoder.feature_dim:
+                raise ValueError(
+                    f"{self.name}: cached features have D={tensor.shape[-1]} but backbone "
+                    f"{self.backbone_name} gives D={self.encoder.feature_dim}"
+                )
+            return tensor.float()
+        if self.encoder.is_frozen:
+            with torch.no_grad():
+                return self.encoder.encode_frames(tensor, text_features)
+        return self.encoder.encode_frames(tensor, text_features)
+
+    def encode_episode(
+        self,
+        inputs: EpisodeInputs,
+        *,
+        support_text: torch.Tensor | None = None,
+        need_support: bool = True,
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """-> support (n_support, T, D) (or None if not needed), query (n_query, T, D).
+
+        ``support_text`` (n_support, D_text) goes to the support branch only; the query
+        branch never receives text.
+        """
+        check_episode(inputs, method=self.name)
+        if inputs.features and not self.encoder.is_frozen:
+            raise ValueError(
+                f"{self.name}: cached features (features=True) need a frozen encoder, but "
+                f"{self.backbone_name} trains here (fine-tuned or adapted); pass frames instead"
+            )
+        support = (
+            self._encode(inputs.support, support_text, inputs.features) if need_support else None
+        )
+        query = self._encode(inputs.query, None, inputs.features)
+        return support, query

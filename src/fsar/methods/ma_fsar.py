@@ -1,0 +1,245 @@
+"""MA-FSAR (Xing et al., Pattern Recognition 2025): CLIP with Fine-grained Multimodal
+Adaptation (FgMA, inside the encoder), the Text-guided Prototype Construction Module
+(TPCM), a temporal matching metric, and a video-text branch.
+
+One episode (shapes for C-way K-shot, Nq queries, width W)::
+
+    F_S = encoder(support frames, text of each support clip)   (C·K, T, W)   FgMA support branch (LMA)
+    F_Q = encoder(query frames)                                 (Nq, T, W)    query branch (LSTA), no text
+    text branch:   p_S2T = softmax_C(s · cos(GAP_T F_S, F_T)),  p_Q2T likewise       eqs. 14/15
+    visual branch: F~_S = TPCM(F_S, F_T), F~_Q = TPCM(F_Q)  (shared weights)        eqs. 9-12
+                   prototypes = mean over K of F~_S              (C, T, W)
+                   p_Q2S = softmax_C(τ · metric(prototypes, F~_Q))                  eq. 13
+    L = α·½(L_S2T + L_Q2T) + (1−α)·L_Q2S                                            eq. 16
+    p = α·p_Q2T + (1−α)·p_Q2S   -> MethodOutput.log_probs = log p                   eq. 17
+
+The KL losses against one-hot targets are cross-entropies. α defaults to the paper's
+0.75 for appearance-heavy ("spatial") data sets; ``dataset_kind="temporal"`` (SSv2)
+gives 0.25; an explicit ``alpha`` wins.
+
+Backbones:
+
+* ``clip-vit-b32`` / ``clip-vit-b16``: ``finetune="adapters"`` (default) is the full
+  model (FgMA); ``"frozen"`` is the paper's "frozen CLIP + TPCM" row (Table 4) and
+  accepts cached features; ``"full"`` is the "fine-tuned visual-only" row. Frame and
+  text features share CLIP's 512-d space, so no projection is learned.
+* ``effnet-lite0+minilm`` (embedded default, always frozen): a CNN has no tokens to
+  adapt, so there is **no FgMA** here; frame features (1280-d) and MiniLM text
+  (384-d) are projected into ``embed_dim`` (512) by two learned Linear layers, and
+  those projections train together with TPCM and the logit scale.
+
+Temperatures: the text logits use a CLIP-style logit scale (init from the CLIP model,
+100 for OpenAI weights, capped at 100, learnable unless ``learn_logit_scale=False``; on
+learned projections it starts at CLIP's own initial 1/0.07, since random projections
+give unstructured cosines).
+The metric's logits (−distance for OTAM) are multiplied by ``metric_scale`` (fixed 1.0
+by default, as in the OTAM/CLIP-FSAR code) before the softmax giving p_Q2S.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fsar.data.inputs import EpisodeInputs
+from fsar.encoders.base import Encoder
+from fsar.methods import METHODS
+from fsar.methods.base import MethodOutput
+from fsar.methods.common import (
+    EncoderMethod,
+    Scale,
+    backbone_label,
+    class_means,
+    default_finetune,
+    make_config,
+    metric_label,
+    mix_log_probs,
+    resolve_encoder,
+    resolve_metric,
+)
+from fsar.methods.text_side import TextSpace, cosine_logits, episode_text, text_bank_for
+from fsar.methods.tpcm import PROTOTYPE_MODULES, build_prototype_module
+
+__all__ = ["ALPHA_BY_DATASET_KIND", "MAFSAR", "MAFSARConfig", "initial_logit_scale"]
+
+#: The paper's α (§4.1, Table 13): text-heavy on appearance data sets, visual-heavy on SSv2.
+ALPHA_BY_DATASET_KIND = {"spatial": 0.75, "temporal": 0.25}
+
+#: CLIP's trained logit scale is 100 (its cap); its initial value was 1/0.07.
+CLIP_LOGIT_SCALE = 100.0
+CLIP_INITIAL_LOGIT_SCALE = 1.0 / 0.07
+
+
+def initial_logit_scale(encoder: Encoder) -> float:
+    """Start of the learnable text logit scale: the encoder's own CLIP scale when it has a
+    shared space (``logit_scale_init``, 100 for OpenAI weights, capped at 100); on learned
+    projections CLIP's training start 1/0.07, since random projections give unstructured
+    cosines that a scale of 100 would turn into near one-hot softmaxes."""
+    if encoder.shared_space:
+        return min(float(getattr(encoder, "logit_scale_init", CLIP_LOGIT_SCALE)), CLIP_LOGIT_SCALE)
+    return CLIP_INITIAL_LOGIT_SCALE
+
+
+@dataclass
+class MAFSARConfig:
+    """Resolved MA-FSAR options (saved beside checkpoints; JSON-able)."""
+
+    backbone: str
+    weights: str | None = None
+    finetune: str = "adapters"
+    encoder_options: dict[str, Any] = field(default_factory=dict)
+    metric: str = "otam"
+    metric_options: dict[str, Any] = field(default_factory=dict)
+    #: "spatial" (α 0.75) or "temporal" (α 0.25); ignored when alpha is given.
+    dataset_kind: str = "spatial"
+    #: weight of the text branch in eqs. 16/17; None = from dataset_kind.
+    alpha: float | None = None
+    #: "tpcm" | "unimodal" | "multimodal" | "none" (Table 3/6 ablations).
+    prototype_module: str = "tpcm"
+    tpcm_heads: int = 8
+    tpcm_ffn_dim: int | None = None  # None = 4 x width
+    tpcm_dropout: float = 0.1
+    tpcm_pre_ln: bool = True
+    #: "mean": the metric gets (way, T, W) class prototypes (mean of K enhanced supports)
+    #: with labels 0..way-1; "raw": it gets all enhanced support clips.
+    prototype: str = "mean"
+    #: width of the learned common space when the encoder has no shared space.
+    embed_dim: int = 512
+    logit_scale_init: float | None = None  # None = initial_logit_scale(encoder)
+    learn_logit_scale: bool = True
+    metric_scale: float = 1.0
+    learn_metric_scale: bool = False
+
+    def resolved_alpha(self) -> float:
+        return float(self.alpha) if self.alpha is not None else ALPHA_BY_DATASET_KIND[self.dataset_kind]
+
+    def validate(self) -> None:
+        if self.dataset_kind not in ALPHA_BY_DATASET_KIND:
+            raise ValueError(
+                f"ma-fsar: dataset_kind must be one of {sorted(ALPHA_BY_DATASET_KIND)}, got {self.dataset_kind!r}"
+            )
+        if self.alpha is not None and not 0.0 <= float(self.alpha) <= 1.0:
+            raise ValueError(f"ma-fsar: alpha must lie in [0, 1], got {self.alpha}")
+        if self.prototype_module not in PROTOTYPE_MODULES:
+            raise ValueError(f"ma-fsar: prototype_module must be one of {PROTOTYPE_MODULES}, got {self.prototype_module!r}")
+        if self.prototype not in ("mean", "raw"):
+            raise ValueError(f"ma-fsar: prototype must be 'mean' or 'raw', got {self.prototype!r}")
+
+
+@METHODS.register("ma-fsar")
+class MAFSAR(EncoderMethod):
+    """MA-FSAR: FgMA encoder + TPCM + metric (p_Q2S) + video-text branch (p_Q2T), eqs. 9-17.
+
+    Build with ``fsar.create_method("ma-fsar", backbone=..., weights=..., **options)``;
+    the options are the fields of :class:`MAFSARConfig` (``finetune`` defaults to
+    ``"adapters"`` on CLIP and ``"frozen"`` elsewhere; ``metric`` may also be an
+    ``nn.Module``). Text and support labels only ever reach the support side; the
+    query path (encoder branch and TPCM) never sees text.
+    """
+
+    name = "ma-fsar"
+
+    def __init__(
+        self,
+        *,
+        backbone: str | Encoder,
+        weights: str | Path | None = None,
+        finetune: str | None = None,
+        metric: str | nn.Module = "otam",
+        **options: Any,
+    ) -> None:
+        finetune = finetune or default_finetune(backbone, "adapters")
+        config = make_config(
+            MAFSARConfig,
+            method=self.name,
+            backbone=backbone_label(backbone),
+            weights=None if weights is None else str(weights),
+            finetune=finetune,
+            metric=metric_label(metric),
+            **options,
+        )
+        config.validate()
+        encoder = resolve_encoder(
+            backbone, weights=weights, finetune=finetune, encoder_options=config.encoder_options, method=self.name
+        )
+        super().__init__(encoder)
+        self.config = config
+        cfg = self.config
+        # Record the α actually used, so the saved config reproduces the run by itself.
+        cfg.alpha = self.alpha = cfg.resolved_alpha()
+        self.space = TextSpace(
+            feature_dim=encoder.feature_dim,
+            text_dim=encoder.text_dim,
+            shared_space=encoder.shared_space,
+            embed_dim=cfg.embed_dim,
+        )
+        self.tpcm = build_prototype_module(
+            cfg.prototype_module,
+            dim=self.space.dim,
+            heads=cfg.tpcm_heads,
+            ffn_dim=cfg.tpcm_ffn_dim,
+            dropout=cfg.tpcm_dropout,
+            pre_ln=cfg.tpcm_pre_ln,
+        )
+        self.metric = resolve_metric(metric, cfg.metric_options, method=self.name)
+        scale_init = cfg.logit_scale_init or initial_logit_scale(encoder)
+        self.logit_scale = Scale(scale_init, learnable=cfg.learn_logit_scale, max_value=CLIP_LOGIT_SCALE)
+        self.metric_scale = Scale(cfg.metric_scale, learnable=cfg.learn_metric_scale)
+        # A plain object (not a submodule): a cache over the frozen text encoder.
+        self.text_bank = text_bank_for(encoder)
+
+    def _enhance(self, features: torch.Tensor, text: torch.Tensor | None) -> torch.Tensor:
+        return features if self.tpcm is None else self.tpcm(features, text)
+
+    def forward(self, inputs: EpisodeInputs, *, generator: torch.Generator | None = None) -> MethodOutput:
+        train = self.training
+        text = episode_text(
+            self.text_bank, inputs.class_names, inputs.support_labels, train=train, generator=generator
+        )
+        support, query = self.encode_episode(inputs, support_text=text.per_clip)
+        assert support is not None
+        device = query.device
+        labels = inputs.support_labels.to(device)
+        way = inputs.way
+
+        f_support = self.space.frames(support)  # (Ns, T, W)
+        f_query = self.space.frames(query)  # (Nq, T, W)
+        text_clip = self.space.text(text.per_clip.to(device))  # (Ns, W)
+        text_class = self.space.text(text.per_class.to(device))  # (C, W)
+
+        # Text branch (eqs. 14/15): GAP over T of the features *before* TPCM.
+        scale = self.logit_scale()
+        s2t_logits = cosine_logits(f_support.mean(1), text_class, scale)  # (Ns, C)
+        q2t_logits = cosine_logits(f_query.mean(1), text_class, scale)  # (Nq, C)
+
+        # Visual branch (eqs. 9-13): shared TPCM, then K-shot prototypes, then the metric.
+        support_tilde = self._enhance(f_support, text_clip)
+        query_tilde = self._enhance(f_query, None)
+        if self.config.prototype == "mean":
+            prototypes = class_means(support_tilde, labels, way)  # (C, T, W)
+            proto_labels = torch.arange(way, device=device)
+        else:
+            prototypes, proto_labels = support_tilde, labels
+        q2s_logits = self.metric(prototypes, proto_labels, query_tilde, way) * self.metric_scale()
+
+        log_p_q2t = F.log_softmax(q2t_logits, dim=-1)
+        log_p_q2s = F.log_softmax(q2s_logits, dim=-1)
+        log_probs = mix_log_probs(log_p_q2t, log_p_q2s, self.alpha)  # eq. 17
+        parts = {"log_p_q2t": log_p_q2t.detach(), "log_p_q2s": log_p_q2s.detach()}
+
+        loss = None
+        if train and inputs.query_labels is not None:
+            query_labels = inputs.query_labels.to(device)
+            loss_s2t = F.cross_entropy(s2t_logits, labels)
+            loss_q2t = F.cross_entropy(q2t_logits, query_labels)
+            loss_q2s = F.cross_entropy(q2s_logits, query_labels)
+            loss = self.alpha * 0.5 * (loss_s2t + loss_q2t) + (1.0 - self.alpha) * loss_q2s  # eq. 16
+            parts.update(
+                loss_s2t=loss_s2t.detach(), loss_q2t=loss_q2t.detach(), loss_q2s=loss_q2s.detach()
+            )
+        return MethodOutput(log_probs=log_probs, loss=loss, parts=parts)
