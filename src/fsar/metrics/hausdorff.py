@@ -1,0 +1,297 @@
+"""Mean-Hausdorff matching: Bi-MHM (HyRSM, Wang et al. CVPR 2022) and AB-MHM (LGA, ICCV 2025).
+
+Frame distance ``d(x, y) = 1 - cos(x, y)`` with the exact cosine (``F.normalize``), as HyRSM.
+
+**Bi-MHM** between frame sets Q and S::
+
+    Bi-MHM(Q, S) = red_{x in Q} min_{y in S} d(x, y) + red_{y in S} min_{x in Q} d(x, y)
+
+``reduction="mean"`` is the paper; ``reduction="sum"`` is what HyRSM's code does (reference
+README §2). Shots: ``shots="prototype"`` compares with the frame-wise mean of a class's *raw*
+support features (``CNN_HyRSM_5shot``, used by HyRSM for every shot > 1); ``shots="distance"``
+averages the per-clip distances over the class (``CNN_HyRSM_1shot``).
+
+**AB-MHM** (Aligned Bidirectional Mean Hausdorff Metric, ``../shared/specs/lga.md`` §5.1): each
+clip is cut into L ordered atomic stages and query stage i is matched only with the support
+stage i::
+
+    AB-MHM(q, c) = (1/L) Σ_i [ mean_{x in Q_i} min_{y in S_i^c} d(x, y)
+                              + mean_{y in S_i^c} min_{x in Q_i} d(x, y) ]
+
+Stages come in as arguments (LGA's CLUSTER-Segment produces them); by default the clips are cut
+into ``num_stages`` uniform chunks (the HARD split). A stage specification per clip is either
+
+* a boolean membership mask ``(n, L, T)`` — the general form: stages may overlap (the frames
+  CLUSTER-Segment shares between neighbouring stages) but must each be non-empty; or
+* integer boundaries ``(n, L + 1)`` ``[0, b_1, ..., b_{L-1}, T]``, strictly increasing
+  (a convenience; use :func:`stage_mask` with ``overlap`` to add shared frames).
+
+A 2-D mask ``(L, T)`` or 1-D boundaries ``(L + 1,)`` apply to every clip.
+
+K-shot (spec §4, [proposed]): ``shots="union"`` (default) takes the class's stage-i frame set as
+the union of its K support clips' stage-i frames; ``shots="distance"`` averages the per-clip
+AB-MHM over the class's shots instead. The optional relaxation ``neighbor_window = w > 0`` lets
+query stage i match the best support stage j with ``|i - j| <= w`` at a penalty ``beta |i - j|``
+(this breaks the Q/S symmetry; off by default).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from fsar.metrics._common import (
+    check_choice,
+    class_index,
+    class_prototypes,
+    shot_average_matrix,
+    unit_frame_cosine,
+    validate_episode,
+)
+
+REDUCTIONS = ("mean", "sum")
+BIMHM_SHOTS = ("prototype", "distance")
+ABMHM_SHOTS = ("union", "distance")
+
+
+def hausdorff_distances(dists: Tensor, reduction: str = "mean") -> Tensor:
+    """Bi-MHM from frame distances ``(..., T_q, T_s)`` -> ``(...)``."""
+    reduce = torch.mean if reduction == "mean" else torch.sum
+    query_to_support = reduce(dists.amin(-1), -1)  # each query frame to its nearest support frame
+    support_to_query = reduce(dists.amin(-2), -1)  # each support frame to its nearest query frame
+    return query_to_support + support_to_query
+
+
+class BiMHM(nn.Module):
+    """Bi-directional Mean Hausdorff Metric head (HyRSM). logits = ``-Bi-MHM``.
+
+    Args:
+        reduction: ``"mean"`` over frames (paper) or ``"sum"`` (HyRSM code).
+        shots: ``"prototype"`` (raw-feature class mean first) or ``"distance"`` (average per clip).
+    """
+
+    def __init__(self, *, reduction: str = "mean", shots: str = "prototype") -> None:
+        super().__init__()
+        self.reduction = check_choice("reduction", reduction, REDUCTIONS, metric="bimhm")
+        self.shots = check_choice("shots", shots, BIMHM_SHOTS, metric="bimhm")
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction}, shots={self.shots}"
+
+    def forward(self, support: Tensor, support_labels: Tensor, query: Tensor, way: int) -> Tensor:
+        support, support_labels, query = validate_episode(
+            support, support_labels, query, way, metric="bimhm"
+        )
+        if self.shots == "prototype":
+            targets = class_prototypes(support, support_labels, way)  # (way, T_s, D)
+        else:
+            targets = support
+        dists = 1.0 - unit_frame_cosine(query, targets)  # (n_query, n_targets, T_q, T_s)
+        distance = hausdorff_distances(dists, self.reduction)  # (n_query, n_targets)
+        if self.shots == "distance":
+            distance = distance @ shot_average_matrix(support_labels, way, distance.dtype)
+        return -distance
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def uniform_boundaries(num_frames: int, num_stages: int) -> Tensor:
+    """HARD split into ``num_stages`` contiguous chunks: ``b_i = floor(i T / L)``, shape ``(L + 1,)``."""
+    if num_stages < 1 or num_frames < num_stages:
+        raise ValueError(
+            f"metric 'abmhm': cannot cut {num_frames} frames into {num_stages} non-empty stages"
+        )
+    return torch.tensor([i * num_frames // num_stages for i in range(num_stages + 1)])
+
+
+def stage_mask(boundaries: Tensor, num_frames: int, *, overlap: int = 0) -> Tensor:
+    """Boundaries ``(n, L + 1)`` (or ``(L + 1,)``) -> membership mask ``(n, L, T)`` (or ``(L, T)``).
+
+    ``overlap = o`` shares frames between neighbouring stages as LGA's CLUSTER-Segment does
+    (spec §3): at each internal boundary the first o frames of stage i+1 are appended to stage i
+    and the last o frames of stage i are prepended to stage i+1.
+    """
+    boundaries = torch.as_tensor(boundaries)
+    single = boundaries.dim() == 1
+    if single:
+        boundaries = boundaries[None]
+    if boundaries.dim() != 2 or boundaries.shape[1] < 2:
+        raise ValueError(
+            f"metric 'abmhm': stage boundaries must be (n, L+1) with L >= 1, got {tuple(boundaries.shape)}"
+        )
+    if boundaries.dtype.is_floating_point or boundaries.dtype == torch.bool:
+        raise ValueError(f"metric 'abmhm': stage boundaries must be integers, got {boundaries.dtype}")
+    if overlap < 0:
+        raise ValueError(f"metric 'abmhm': overlap must be >= 0, got {overlap}")
+    boundaries = boundaries.long()
+    bad_ends = (boundaries[:, 0] != 0) | (boundaries[:, -1] != num_frames)
+    if bool(bad_ends.any()):
+        row = int(torch.nonzero(bad_ends)[0])
+        raise ValueError(
+            f"metric 'abmhm': stage boundaries must start at 0 and end at T={num_frames}; "
+            f"clip {row} has {boundaries[row].tolist()}"
+        )
+    not_increasing = (boundaries[:, 1:] <= boundaries[:, :-1]).any(1)
+    if bool(not_increasing.any()):
+        row = int(torch.nonzero(not_increasing)[0])
+        raise ValueError(
+            f"metric 'abmhm': stage boundaries must be strictly increasing (non-empty stages); "
+            f"clip {row} has {boundaries[row].tolist()}"
+        )
+    starts = (boundaries[:, :-1] - overlap).clamp(min=0)  # (n, L)
+    ends = (boundaries[:, 1:] + overlap).clamp(max=num_frames)  # (n, L)
+    frames = torch.arange(num_frames, device=boundaries.device)
+    mask = (frames >= starts[..., None]) & (frames < ends[..., None])  # (n, L, T)
+    return mask[0] if single else mask
+
+
+def _as_stage_mask(
+    stages: Tensor | None, *, count: int, num_frames: int, num_stages: int, who: str, device
+) -> Tensor:
+    """Normalise a stage specification to a bool mask ``(count, L, T)`` (module docstring)."""
+    if stages is None:
+        stages = uniform_boundaries(num_frames, num_stages)
+    stages = torch.as_tensor(stages, device=device)
+    if stages.dtype == torch.bool:
+        mask = stages
+        if mask.dim() == 2:
+            mask = mask[None].expand(count, -1, -1)
+        if mask.dim() != 3 or mask.shape[0] != count or mask.shape[2] != num_frames:
+            raise ValueError(
+                f"metric 'abmhm': {who}_stages mask must be ({count}, L, {num_frames}) or "
+                f"(L, {num_frames}), got {tuple(stages.shape)}"
+            )
+        empty = ~mask.any(-1)  # (count, L)
+        if bool(empty.any()):
+            clip, stage = (int(v) for v in torch.nonzero(empty)[0])
+            raise ValueError(f"metric 'abmhm': {who} clip {clip} has an empty stage {stage}")
+        return mask
+    if stages.dim() == 2 and stages.shape[0] != count:
+        raise ValueError(
+            f"metric 'abmhm': {who}_stages boundaries must be ({count}, L+1) or (L+1,), "
+            f"got {tuple(stages.shape)}"
+        )
+    try:
+        mask = stage_mask(stages, num_frames)
+    except ValueError as error:
+        raise ValueError(f"{who}_stages: {error}") from None
+    return mask[None].expand(count, -1, -1) if mask.dim() == 2 else mask
+
+
+def stage_hausdorff_matrix(
+    dists: Tensor, query_mask: Tensor, target_mask: Tensor
+) -> Tensor:
+    """Bi-MHM (mean form) between every query stage i and target stage j.
+
+    dists ``(n_q, n_t, T_q, T_t)``; query_mask ``(n_q, L, T_q)``; target_mask ``(n_t, L, T_t)``
+    (bool, every stage non-empty) -> ``(n_q, n_t, L_i, L_j)``.
+    """
+    inf = torch.finfo(dists.dtype).max
+    query_weight = query_mask.to(dists.dtype)
+    query_weight = query_weight / query_weight.sum(-1, keepdim=True)  # (n_q, L, T_q)
+    target_weight = target_mask.to(dists.dtype)
+    target_weight = target_weight / target_weight.sum(-1, keepdim=True)  # (n_t, L, T_t)
+    # nearest frame of target stage j for every query frame: (n_q, n_t, L_j, T_q)
+    to_target = dists[:, :, None].masked_fill(~target_mask[None, :, :, None, :], inf).amin(-1)
+    # nearest frame of query stage i for every target frame: (n_q, n_t, L_i, T_t)
+    to_query = dists[:, :, None].masked_fill(~query_mask[:, None, :, :, None], inf).amin(-2)
+    query_side = torch.einsum("qtja,qia->qtij", to_target, query_weight)
+    target_side = torch.einsum("qtib,tjb->qtij", to_query, target_weight)
+    return query_side + target_side
+
+
+class ABMHM(nn.Module):
+    """Aligned Bidirectional Mean Hausdorff Metric (LGA). logits = ``-AB-MHM``.
+
+    Called as ``metric(support, support_labels, query, way, *, support_stages=None,
+    query_stages=None)``; stage formats in the module docstring.
+
+    Args:
+        num_stages: L for the default uniform stages (3 in LGA).
+        shots: ``"union"`` (class stage = union of its shots' stage frames) or ``"distance"``.
+        neighbor_window: w >= 0; 0 = strict stage alignment (default).
+        neighbor_penalty: β per stage of offset when ``neighbor_window > 0`` (0.1 in the spec).
+    """
+
+    def __init__(
+        self,
+        *,
+        num_stages: int = 3,
+        shots: str = "union",
+        neighbor_window: int = 0,
+        neighbor_penalty: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if num_stages < 1:
+            raise ValueError(f"metric 'abmhm': num_stages must be >= 1, got {num_stages}")
+        if neighbor_window < 0:
+            raise ValueError(f"metric 'abmhm': neighbor_window must be >= 0, got {neighbor_window}")
+        self.num_stages = int(num_stages)
+        self.shots = check_choice("shots", shots, ABMHM_SHOTS, metric="abmhm")
+        self.neighbor_window = int(neighbor_window)
+        self.neighbor_penalty = float(neighbor_penalty)
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_stages={self.num_stages}, shots={self.shots}, "
+            f"neighbor_window={self.neighbor_window}, neighbor_penalty={self.neighbor_penalty}"
+        )
+
+    def _aligned(self, matrix: Tensor) -> Tensor:
+        """``(..., L, L)`` stage-pair distances -> ``(...)`` AB-MHM."""
+        num_stages = matrix.shape[-1]
+        if self.neighbor_window == 0:
+            return matrix.diagonal(dim1=-2, dim2=-1).mean(-1)
+        stage = torch.arange(num_stages, device=matrix.device)
+        offset = (stage[:, None] - stage[None, :]).abs()
+        penalty = (self.neighbor_penalty * offset).to(matrix.dtype)
+        penalty = penalty.masked_fill(offset > self.neighbor_window, float("inf"))
+        return (matrix + penalty).amin(-1).mean(-1)
+
+    def forward(
+        self,
+        support: Tensor,
+        support_labels: Tensor,
+        query: Tensor,
+        way: int,
+        *,
+        support_stages: Tensor | None = None,
+        query_stages: Tensor | None = None,
+    ) -> Tensor:
+        support, support_labels, query = validate_episode(
+            support, support_labels, query, way, metric="abmhm"
+        )
+        n_support, t_support, _ = support.shape
+        n_query, t_query, _ = query.shape
+        support_mask = _as_stage_mask(
+            support_stages, count=n_support, num_frames=t_support,
+            num_stages=self.num_stages, who="support", device=support.device,
+        )  # (n_support, L, T_s)
+        query_mask = _as_stage_mask(
+            query_stages, count=n_query, num_frames=t_query,
+            num_stages=self.num_stages, who="query", device=query.device,
+        )  # (n_query, L, T_q)
+        if support_mask.shape[1] != query_mask.shape[1]:
+            raise ValueError(
+                f"metric 'abmhm': support has {support_mask.shape[1]} stages, "
+                f"query has {query_mask.shape[1]}"
+            )
+        num_stages = support_mask.shape[1]
+        dists = 1.0 - unit_frame_cosine(query, support)  # (n_query, n_support, T_q, T_s)
+        if self.shots == "distance":
+            matrix = stage_hausdorff_matrix(dists, query_mask, support_mask)
+            distance = self._aligned(matrix)  # (n_query, n_support)
+            distance = distance @ shot_average_matrix(support_labels, way, distance.dtype)
+            return -distance
+        # union: each class's shots side by side as one clip of max_shot * T_s frames
+        index, valid = class_index(support_labels, way)  # (way, max_shot)
+        max_shot = index.shape[1]
+        class_dists = dists[:, index]  # (n_query, way, max_shot, T_q, T_s)
+        class_dists = class_dists.permute(0, 1, 3, 2, 4).reshape(
+            n_query, way, t_query, max_shot * t_support
+        )
+        class_mask = support_mask[index] & valid[:, :, None, None]  # (way, max_shot, L, T_s)
+        class_mask = class_mask.permute(0, 2, 1, 3).reshape(way, num_stages, max_shot * t_support)
+        matrix = stage_hausdorff_matrix(class_dists, query_mask, class_mask)
+        return -self._aligned(matrix)

@@ -1,0 +1,239 @@
+"""OTAM: Ordered Temporal Alignment Module (Cao et al., CVPR 2020), batched over all pairs.
+
+The frame distance is ``d = 1 - cos`` between every "from" frame (rows, R of them) and every
+"to" frame (columns, C of them). A zero column is padded on the left and on the right of the
+``(R, C)`` matrix, and a soft-min (temperature λ) dynamic programme accumulates the cost of a
+monotone alignment from the left padding column to the bottom-right cell: every real column
+(frame of the "to" sequence) is consumed once, the row advances by 0 or 1 between columns, and
+the zero columns let the path enter and leave at any row for free.
+
+Two variants of the recursion (``variant=``), indices on the padded matrix ``P = [0 | d | 0]``:
+
+``"reference"`` — the widely used implementation (tobyperrett/few-shot-action-recognition
+``OTAM_cum_dist``; CLIP-FSAR ``OTAM_cum_dist_v2`` is the same with λ = 0.5), reproduced exactly:
+
+* row 0 is a plain (hard) prefix sum;
+* the left padding column is never computed (stays 0);
+* the *first real column* takes a 3-term soft-min ``(Cm[l-1,0]=0, Cm[l-1,1], Cm[l,0]=0)``, i.e. it
+  allows a vertical move inside column 1 and always contains two ``exp(0)`` terms;
+* middle columns: diagonal or horizontal predecessor only;
+* the right padding column: 3-term soft-min (diagonal, vertical, horizontal).
+
+``"paper"`` — the soft-DTW recursion as the OTAM paper writes it on the padded matrix, with
++inf outside the grid: padding columns take the 3-term soft-min, *every* real column (including
+the first) the 2-term one. The left padding column is then exactly 0 and the first real column
+is ``d[l, 0] + softmin(0, 0) = d[l, 0] - λ log 2`` for l > 0. The two variants differ only in
+that first real column (the hard first row and the right padding column agree in exact
+arithmetic). As λ -> 0 the paper variant tends to the hard minimum over monotone alignments.
+
+Numerics (reference README note 2): the originals compute the soft-min naively,
+``-λ log Σ exp(-a/λ)``, which in float32 at λ = 0.1 underflows to ``log 0 = inf`` once all
+cumulative costs exceed ~10. We run the same recursion in the scaled log domain
+``X = -Cm/λ`` with ``logaddexp``/``logsumexp`` (``stable=True``, the default): it matches the
+float64 reference outputs (``*_f64``) everywhere and stays finite where the peer's float32
+gives inf. ``stable=False`` (reference variant only) reproduces the naive float32 behaviour,
+including its inf, for comparisons.
+
+Speed: the recursion runs on all pairs (and both directions when T_q == T_s) at once, as one
+``(B, R, C)`` problem, and only loops over time: the first real column is a sequential
+recursion over rows (reference variant only), each middle column is one vectorised step over
+all rows, and the right padding column has the closed form
+``logsumexp_l(X[l, C] + w_l)`` with ``w_l = log 2`` for l < R-1 and 0 for the last row (its
+soft-min chain ``z_l = lse(z_{l-1}, X[l-1,C], X[l,C])`` is linear in exp-space).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from fsar.metrics._common import (
+    COSINES,
+    check_choice,
+    class_prototypes,
+    frame_cosine,
+    shot_average_matrix,
+    validate_episode,
+)
+
+VARIANTS = ("reference", "paper")
+DIRECTIONS = ("both", "query_to_support", "support_to_query")
+COMBINES = ("mean", "sum")
+SHOT_MODES = ("distance", "prototype")
+
+_LOG2 = math.log(2.0)
+
+
+def _reference_scaled(scaled: Tensor) -> Tensor:
+    """Reference recursion in the scaled log domain. ``scaled = -d/λ`` ``(B, R, C)`` -> ``X (B,)``
+    where the cumulative distance is ``-λ X``."""
+    batch, rows, cols = scaled.shape
+    row0 = scaled[:, 0, :].cumsum(-1)  # (B, C): X[0, m] for real columns, hard prefix sum
+    if rows == 1:
+        return row0[:, -1]
+    log2 = scaled.new_tensor(_LOG2)
+    # first real column: X[l,1] = E[l,0] + log(exp(0) + exp(X[l-1,1]) + exp(0)), sequential in l
+    first = scaled[:, 1:, 0].unbind(1)
+    value = row0[:, 0]
+    column = [value]
+    for entry in first:
+        value = entry + torch.logaddexp(value, log2)
+        column.append(value)
+    col = torch.stack(column, 1)  # (B, R)
+    return _middle_and_last(scaled, row0, col)
+
+
+def _paper_scaled(scaled: Tensor) -> Tensor:
+    """Paper (soft-DTW, +inf boundaries) recursion in the scaled log domain, see module doc."""
+    row0 = scaled[:, 0, :].cumsum(-1)
+    if scaled.shape[1] == 1:
+        return row0[:, -1]
+    col = torch.cat([row0[:, :1], scaled[:, 1:, 0] + _LOG2], 1)  # (B, R)
+    return _middle_and_last(scaled, row0, col)
+
+
+def _middle_and_last(scaled: Tensor, row0: Tensor, col: Tensor) -> Tensor:
+    """Shared by both variants: middle columns (diagonal/horizontal) and the right padding column."""
+    rows, cols = scaled.shape[1], scaled.shape[2]
+    for m in range(1, cols):
+        rest = scaled[:, 1:, m] + torch.logaddexp(col[:, :-1], col[:, 1:])  # (B, R-1)
+        col = torch.cat([row0[:, m : m + 1], rest], 1)
+    weights = torch.full((rows,), _LOG2, dtype=col.dtype, device=col.device)
+    weights[-1] = 0.0
+    return torch.logsumexp(col + weights, 1)
+
+
+def _naive_softmin(lam: float, *terms: Tensor) -> Tensor:
+    """The originals' soft-min, ``-λ log Σ exp(-a/λ)``, without a max-shift (underflows)."""
+    total = torch.exp(-terms[0] / lam)
+    for term in terms[1:]:
+        total = total + torch.exp(-term / lam)
+    return -lam * torch.log(total)
+
+
+def _reference_naive(dists: Tensor, lam: float) -> Tensor:
+    """Reference recursion in the cost domain with the naive soft-min: ``(B, R, C) -> (B,)``."""
+    batch, rows, cols = dists.shape
+    row0 = dists[:, 0, :].cumsum(-1)
+    if rows == 1:
+        return row0[:, -1]
+    zero = dists.new_zeros(batch)
+    value = row0[:, 0]
+    column = [value]
+    for l in range(1, rows):
+        value = dists[:, l, 0] + _naive_softmin(lam, zero, value, zero)
+        column.append(value)
+    col = torch.stack(column, 1)
+    for m in range(1, cols):
+        rest = dists[:, 1:, m] + _naive_softmin(lam, col[:, :-1], col[:, 1:])
+        col = torch.cat([row0[:, m : m + 1], rest], 1)
+    value = col[:, 0]  # right padding column, row 0: prefix sum + 0
+    for l in range(1, rows):
+        value = _naive_softmin(lam, col[:, l - 1], value, col[:, l])
+    return value
+
+
+def otam_cum_dist(
+    dists: Tensor, lam: float = 0.1, *, variant: str = "reference", stable: bool = True
+) -> Tensor:
+    """OTAM cumulative distance of ``dists (..., R, C)`` (rows = "from" frames) -> ``(...)``.
+
+    ``variant`` and ``stable`` as in the module docstring. ``R`` and ``C`` may differ and may be 1.
+    """
+    check_choice("variant", variant, VARIANTS, metric="otam")
+    if lam <= 0:
+        raise ValueError(f"metric 'otam': lam must be > 0, got {lam}")
+    if dists.dim() < 2 or dists.shape[-1] == 0 or dists.shape[-2] == 0:
+        raise ValueError(f"metric 'otam': dists must be (..., R, C) with R, C >= 1, got {tuple(dists.shape)}")
+    lead = dists.shape[:-2]
+    flat = dists.reshape(-1, *dists.shape[-2:])
+    if not stable:
+        if variant != "reference":
+            raise ValueError("metric 'otam': stable=False exists only for variant='reference'")
+        return _reference_naive(flat, lam).view(lead)
+    recursion = _reference_scaled if variant == "reference" else _paper_scaled
+    return (-lam * recursion(flat / -lam)).view(lead)
+
+
+class OTAM(nn.Module):
+    """OTAM matching head: ``(support, support_labels, query, way) -> logits (n_query, way)``.
+
+    Args:
+        lam: soft-min temperature λ (0.1 in the OTAM head, 0.5 in CLIP-FSAR).
+        variant: ``"reference"`` or ``"paper"`` recursion (module docstring).
+        directions: ``"both"`` (query->support and support->query), or one of them.
+            ``query_to_support`` puts query frames on the rows.
+        combine: how the two directions are combined: ``"mean"`` or ``"sum"`` (the originals sum).
+        shots: ``"distance"`` averages OTAM distances over a class's support clips (plain OTAM);
+            ``"prototype"`` averages the support features frame-wise into one prototype clip per
+            class first (CLIP-FSAR).
+        cosine: ``"exact"`` or ``"peer"`` (+0.01 in the denominator, as both originals).
+        stable: log-sum-exp soft-min (default) or the originals' naive one (float32 underflow).
+
+    logits = ``-distance`` (no scale); query and support frame counts may differ.
+    """
+
+    def __init__(
+        self,
+        *,
+        lam: float = 0.1,
+        variant: str = "reference",
+        directions: str = "both",
+        combine: str = "mean",
+        shots: str = "distance",
+        cosine: str = "exact",
+        stable: bool = True,
+    ) -> None:
+        super().__init__()
+        if not lam > 0:
+            raise ValueError(f"metric 'otam': lam must be > 0, got {lam}")
+        self.lam = float(lam)
+        self.variant = check_choice("variant", variant, VARIANTS, metric="otam")
+        self.directions = check_choice("directions", directions, DIRECTIONS, metric="otam")
+        self.combine = check_choice("combine", combine, COMBINES, metric="otam")
+        self.shots = check_choice("shots", shots, SHOT_MODES, metric="otam")
+        self.cosine = check_choice("cosine", cosine, COSINES, metric="otam")
+        if not stable and variant != "reference":
+            raise ValueError("metric 'otam': stable=False exists only for variant='reference'")
+        self.stable = bool(stable)
+
+    def extra_repr(self) -> str:
+        return (
+            f"lam={self.lam}, variant={self.variant}, directions={self.directions}, "
+            f"combine={self.combine}, shots={self.shots}, cosine={self.cosine}, stable={self.stable}"
+        )
+
+    def pair_distances(self, targets: Tensor, query: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """Per-direction OTAM distances ``(n_query, n_targets)``: ``(query_to_support, support_to_query)``;
+        a direction that is switched off is None."""
+        dists = 1.0 - frame_cosine(query, targets, self.cosine)  # (n_query, n_targets, T_q, T_s)
+        want_q2s = self.directions in ("both", "query_to_support")
+        want_s2q = self.directions in ("both", "support_to_query")
+        run = lambda d: otam_cum_dist(d, self.lam, variant=self.variant, stable=self.stable)  # noqa: E731
+        if want_q2s and want_s2q and dists.shape[-1] == dists.shape[-2]:
+            both = run(torch.stack([dists, dists.transpose(-1, -2)]))  # one batched DP
+            return both[0], both[1]
+        q2s = run(dists) if want_q2s else None
+        s2q = run(dists.transpose(-1, -2)) if want_s2q else None
+        return q2s, s2q
+
+    def forward(self, support: Tensor, support_labels: Tensor, query: Tensor, way: int) -> Tensor:
+        support, support_labels, query = validate_episode(
+            support, support_labels, query, way, metric="otam"
+        )
+        if self.shots == "prototype":
+            targets = class_prototypes(support, support_labels, way)  # (way, T_s, D)
+        else:
+            targets = support
+        q2s, s2q = self.pair_distances(targets, query)
+        if q2s is not None and s2q is not None:
+            distance = q2s + s2q
+            if self.combine == "mean":
+                distance = distance * 0.5
+        else:
+            distance = q2s if q2s is not None else s2q
+        if self.shots == "distance":
+            distance = distance @ shot_average_matrix(support_labels, way, distance.dtype)
+        return -distance
