@@ -1,0 +1,236 @@
+"""Visual anatomy for LGA: split a video's frame features into L atomic action stages.
+
+Three strategies, all returning stage *boundaries* ``(B, L + 1)`` (stage i covers the
+frames ``boundaries[:, i] <= t < boundaries[:, i + 1]``, contiguous, non-empty, covering
+all T frames):
+
+* :func:`cluster_segment` -- **CLUSTER-Segment** (LGA, ICCV 2025): every frame starts as
+  its own cluster; the most cosine-similar *adjacent* pair of clusters is merged until L
+  clusters remain. Clusters are represented by the mean of their L2-normalised frame
+  features (centroid linkage, recomputed after each merge); ties go to the earliest pair.
+  Because every video performs exactly T - L merges, the whole batch is merged in lock
+  step with tensor operations (no per-video Python loop).
+* :func:`uniform_segment` -- **HARD**: L equal chunks (the ablation baseline).
+* :func:`tw_finch_segment` -- **TW-FINCH** (Sarfraz et al., CVPR 2021): temporally
+  weighted first-neighbour clustering, cut to exactly L clusters; it is not constrained
+  to temporal neighbours, so its clusters are turned into contiguous stages by time.
+
+:func:`stage_membership` then adds the **overlap** frames (o frames shared across each
+internal border, as LGA does for robustness) and returns a ``(B, L, T)`` boolean
+membership mask -- the form ``fsar.metrics`` AB-MHM accepts -- and
+:func:`gather_stages` packs the stages into a padded ``(B, L, n_max, D)`` tensor with a
+``(B, L, n_max)`` validity mask for the fusion module.
+
+Segmentation choices are discrete, so they are computed on detached features; the stage
+features are gathered from the original tensor, so gradients still reach the backbone.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "SEGMENTATIONS",
+    "cluster_segment",
+    "gather_stages",
+    "segment",
+    "stage_membership",
+    "tw_finch_segment",
+    "uniform_segment",
+]
+
+
+def _check_features(features: torch.Tensor, num_stages: int) -> None:
+    if features.dim() != 3:
+        raise ValueError(f"expected frame features (B, T, D), got shape {tuple(features.shape)}")
+    if num_stages < 1:
+        raise ValueError(f"num_stages must be >= 1, got {num_stages}")
+    if features.shape[1] < num_stages:
+        raise ValueError(
+            f"cannot split {features.shape[1]} frames into {num_stages} non-empty stages"
+        )
+
+
+def cluster_segment(features: torch.Tensor, num_stages: int) -> torch.Tensor:
+    """CLUSTER-Segment: ``features`` (B, T, D) -> stage boundaries (B, L + 1) int64.
+
+    Agglomerative clustering that only merges temporal neighbours: start from T
+    singleton clusters, merge the adjacent pair whose centroids have the highest cosine
+    similarity (earliest pair on ties), repeat until ``num_stages`` clusters remain.
+    """
+    _check_features(features, num_stages)
+    batch, num_frames, _ = features.shape
+    # float64: merges of identical frames must tie exactly so the earliest pair wins.
+    sums = F.normalize(features.detach().to(torch.float64), dim=-1)  # (B, K, D) cluster sums
+    counts = torch.ones(batch, num_frames, dtype=torch.float64, device=features.device)
+    starts = torch.arange(num_frames, device=features.device).expand(batch, -1)  # (B, K)
+    rows = torch.arange(batch, device=features.device)
+    for clusters in range(num_frames, num_stages, -1):
+        centroids = F.normalize(sums / counts[..., None], dim=-1)
+        similarity = (centroids[:, :-1] * centroids[:, 1:]).sum(-1)  # (B, K - 1) adjacent pairs
+        merge = similarity.argmax(dim=1)  # first maximum = earliest pair
+        # Cluster merge+1 folds into cluster merge; new index k reads old k (k <= merge) or k + 1.
+        new_index = torch.arange(clusters - 1, device=features.device).expand(batch, -1)
+        source = new_index + (new_index > merge[:, None]).long()
+        absorbed = (new_index == merge[:, None])
+        partner = (merge + 1)
+        sums_partner = sums[rows, partner]  # (B, D)
+        counts_partner = counts[rows, partner]
+        sums = torch.gather(sums, 1, source[..., None].expand(-1, -1, sums.shape[-1]))
+        sums = sums + absorbed[..., None] * sums_partner[:, None]
+        counts = torch.gather(counts, 1, source) + absorbed * counts_partner[:, None]
+        starts = torch.gather(starts, 1, source)
+    ends = torch.full((batch, 1), num_frames, dtype=torch.long, device=features.device)
+    return torch.cat([starts.long(), ends], dim=1)
+
+
+def uniform_segment(
+    num_frames: int, num_stages: int, *, batch: int = 1, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """HARD segmentation: ``num_stages`` equal chunks -> boundaries (batch, L + 1).
+
+    Border i sits at round(i * T / L), so T = 8, L = 3 gives stages of 3, 2 and 3 frames.
+    """
+    if num_frames < num_stages or num_stages < 1:
+        raise ValueError(f"cannot split {num_frames} frames into {num_stages} non-empty stages")
+    borders = [int(torch.tensor(i * num_frames / num_stages).round()) for i in range(num_stages + 1)]
+    return torch.tensor(borders, dtype=torch.long, device=device).expand(batch, -1).clone()
+
+
+def tw_finch_segment(features: torch.Tensor, num_stages: int) -> torch.Tensor:
+    """TW-FINCH cut to ``num_stages`` clusters, as contiguous stages: (B, T, D) -> (B, L + 1).
+
+    Each round links every cluster to its first neighbour under the temporally weighted
+    distance ``(1 - cos) * |t_i - t_j| / T`` (cluster time = mean frame index) and takes
+    the connected components as the next partition. When a round would drop below
+    ``num_stages`` clusters, the closest pair is merged one at a time instead (FINCH's
+    "required clusters" refinement). The final clusters are ordered by mean time and
+    stage i gets as many frames as cluster i has, so temporally contiguous clusters are
+    reproduced exactly and interleaved ones become contiguous, non-empty stages of the
+    same sizes (AB-MHM needs contiguous stages).
+    """
+    _check_features(features, num_stages)
+    out = []
+    for video in features.detach().to(torch.float64):
+        out.append(_tw_finch_one(video, num_stages))
+    return torch.stack(out).to(features.device)
+
+
+def _tw_finch_distance(centroids: torch.Tensor, times: torch.Tensor, num_frames: int) -> torch.Tensor:
+    unit = F.normalize(centroids, dim=-1)
+    feature_distance = 1.0 - unit @ unit.T
+    temporal_distance = (times[:, None] - times[None, :]).abs() / num_frames
+    distance = feature_distance.clamp_min(0) * temporal_distance
+    distance.fill_diagonal_(float("inf"))
+    return distance
+
+
+def _tw_finch_one(video: torch.Tensor, num_stages: int) -> torch.Tensor:
+    num_frames = video.shape[0]
+    assignment = torch.arange(num_frames)  # frame -> cluster id
+    frame_times = torch.arange(num_frames, dtype=torch.float64)
+
+    def summarise(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        count = labels.max().item() + 1
+        sizes = torch.bincount(labels, minlength=count).to(torch.float64)
+        centroids = torch.zeros(count, video.shape[1], dtype=torch.float64).index_add_(0, labels, video)
+        times = torch.zeros(count, dtype=torch.float64).index_add_(0, labels, frame_times)
+        return centroids / sizes[:, None], times / sizes
+
+    while assignment.max().item() + 1 > num_stages:
+        centroids, times = summarise(assignment)
+        count = centroids.shape[0]
+        neighbour = _tw_finch_distance(centroids, times, num_frames).argmin(dim=1)
+        # Connected components of the first-neighbour graph (undirected), by label propagation.
+        labels = torch.arange(count)
+        for _ in range(count):
+            merged = torch.minimum(labels, labels[neighbour])
+            merged = merged.scatter_reduce(0, neighbour, labels, reduce="amin")
+            if torch.equal(merged, labels):
+                break
+            labels = merged
+        _, labels = torch.unique(labels, return_inverse=True)
+        if labels.max().item() + 1 >= num_stages and labels.max().item() + 1 < count:
+            assignment = labels[assignment]
+            continue
+        # Would fall below num_stages (or made no progress): merge the closest pair only.
+        distance = _tw_finch_distance(centroids, times, num_frames)
+        flat = int(distance.argmin())
+        a, b = sorted(divmod(flat, count))
+        labels = torch.arange(count)
+        labels[b] = a
+        _, labels = torch.unique(labels, return_inverse=True)
+        assignment = labels[assignment]
+    _, times = summarise(assignment)
+    sizes = torch.bincount(assignment, minlength=times.numel())
+    borders = torch.cumsum(sizes[torch.argsort(times)], 0)
+    return torch.cat([torch.tensor([0]), borders])
+
+
+SEGMENTATIONS = ("cluster", "uniform", "tw-finch")
+
+
+def segment(features: torch.Tensor, num_stages: int, method: str = "cluster") -> torch.Tensor:
+    """Stage boundaries (B, L + 1) of ``features`` (B, T, D) by ``method`` in :data:`SEGMENTATIONS`."""
+    if method == "cluster":
+        return cluster_segment(features, num_stages)
+    if method == "uniform":
+        _check_features(features, num_stages)
+        return uniform_segment(
+            features.shape[1], num_stages, batch=features.shape[0], device=features.device
+        )
+    if method == "tw-finch":
+        return tw_finch_segment(features, num_stages)
+    raise ValueError(f"unknown segmentation {method!r}; available: {', '.join(SEGMENTATIONS)}")
+
+
+def stage_membership(boundaries: torch.Tensor, num_frames: int, overlap: int = 1) -> torch.Tensor:
+    """Boundaries (B, L + 1) -> membership mask (B, L, T) bool, with ``overlap`` frames shared.
+
+    At each internal border the first ``overlap`` frames of stage i + 1 are appended to
+    stage i and the last ``overlap`` frames of stage i are prepended to stage i + 1 (never
+    reaching past the neighbouring stage), so with stages of at least ``overlap`` frames the
+    total is T + 2 * overlap * (L - 1).
+    """
+    if overlap < 0:
+        raise ValueError(f"overlap must be >= 0, got {overlap}")
+    if boundaries.dim() != 2 or boundaries.shape[1] < 2:
+        raise ValueError(f"expected boundaries (B, L + 1), got shape {tuple(boundaries.shape)}")
+    starts, ends = boundaries[:, :-1], boundaries[:, 1:]
+    if (ends <= starts).any() or (boundaries[:, 0] != 0).any() or (boundaries[:, -1] != num_frames).any():
+        raise ValueError(f"boundaries must rise strictly from 0 to {num_frames}: {boundaries.tolist()}")
+    # Stage i may reach back into stage i - 1 (not before its start) and forward into
+    # stage i + 1 (not past its end).
+    previous_starts = torch.cat([starts[:, :1], starts[:, :-1]], dim=1)
+    next_ends = torch.cat([ends[:, 1:], ends[:, -1:]], dim=1)
+    lo = torch.maximum(starts - overlap, previous_starts)
+    hi = torch.minimum(ends + overlap, next_ends)
+    frames = torch.arange(num_frames, device=boundaries.device)
+    return (frames >= lo[..., None]) & (frames < hi[..., None])
+
+
+def gather_stages(
+    features: torch.Tensor, membership: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pack stages: features (B, T, D) + membership (B, L, T) -> ((B, L, n_max, D), (B, L, n_max)).
+
+    Each stage's frames are kept in time order; slots past a stage's length are zero and
+    marked False in the validity mask. Gradients flow to ``features``.
+    """
+    batch, num_frames, dim = features.shape
+    if membership.shape[0] != batch or membership.shape[2] != num_frames:
+        raise ValueError(
+            f"membership {tuple(membership.shape)} does not match features {tuple(features.shape)}"
+        )
+    lengths = membership.sum(-1)  # (B, L)
+    n_max = int(lengths.max())
+    frames = torch.arange(num_frames, device=features.device)
+    # Members first, in time order: sort key t for members, T + t for the rest.
+    order = torch.argsort(torch.where(membership, frames, frames + num_frames), dim=-1)[..., :n_max]
+    valid = torch.arange(n_max, device=features.device) < lengths[..., None]  # (B, L, n_max)
+    num_stages = membership.shape[1]
+    flat_index = order.reshape(batch, num_stages * n_max)
+    gathered = torch.gather(features, 1, flat_index[..., None].expand(-1, -1, dim))
+    gathered = gathered.reshape(batch, num_stages, n_max, dim) * valid[..., None]
+    return gathered, valid
