@@ -1,0 +1,66 @@
+import pytest
+
+from fsar.engine.config import (
+    ConfigError,
+    EvalConfig,
+    TrainConfig,
+    config_from_dict,
+    config_to_dict,
+    resolve_config,
+)
+
+
+def test_defaults_then_yaml_then_cli(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("data: /data/a\nway: 3\nlr: 1\nlr_milestones: [0.5]\nmethod_options: {alpha: 0.25}\nshot: 2\n")
+    config = resolve_config(TrainConfig, yaml_path=path, overrides={"shot": 5, "seed": None, "out": "r"})
+    assert config.data == "/data/a"
+    assert config.way == 3  # from YAML
+    assert config.shot == 5  # CLI beats YAML
+    assert config.seed == 0  # None = not given: the default stays
+    assert config.lr == 1.0 and isinstance(config.lr, float)  # int -> float is safe
+    assert config.lr_milestones == [0.5]
+    assert config.method_options == {"alpha": 0.25}
+    assert config.tasks_per_step == TrainConfig().tasks_per_step
+
+
+def test_unknown_key_names_file_and_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("data: x\nwya: 3\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*'wya'"):
+        resolve_config(TrainConfig, yaml_path=path)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"data": "x", "way": "five"}, "way: expected an integer"),
+        ({"data": "x", "way": True}, "way: expected an integer"),
+        ({"data": "x", "way": 1}, "way must be >= 2"),
+        ({"data": "x", "lr_milestones": [60]}, "fractions"),
+        ({"data": "x", "amp": "fp8"}, "amp must be"),
+        ({"data": "x", "split_file_dir": "s", "val_classes": 2}, "split-file-dir"),
+        ({"way": 5}, "no data root"),
+    ],
+)
+def test_bad_values_are_errors(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve_config(TrainConfig, overrides=overrides)
+
+
+def test_yaml_must_be_mapping(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        resolve_config(EvalConfig, yaml_path=path)
+    with pytest.raises(ConfigError, match="cannot read"):
+        resolve_config(EvalConfig, yaml_path=tmp_path / "missing.yaml")
+
+
+def test_round_trip_through_dict():
+    config = resolve_config(EvalConfig, overrides={"data": "d", "method": "otam", "episodes": 7})
+    saved = config_to_dict(config)
+    assert saved["kind"] == "EvalConfig"
+    assert config_from_dict(saved) == config
+    train = resolve_config(TrainConfig, overrides={"data": "d"})
+    assert config_from_dict(config_to_dict(train)) == train
