@@ -131,7 +131,8 @@ class FrameFolderReader(VideoReader):
             what = f"{len(entries)} non-image file(s) and no" if entries else "no"
             raise VideoReadError(self.path, f"frame folder has {what} {'/'.join(IMAGE_EXTENSIONS)} images")
         if self.ignored_files:
-            log.warning("%s: ignored %d non-image file(s) in frame folder", self.path, self.ignored_files)
+            # Counted, not warned about on every open: `fsar data check` reports the counts.
+            log.debug("%s: ignored %d non-image file(s) in frame folder", self.path, self.ignored_files)
         self.num_frames = len(self.frame_paths)
         self.decoded_frames = 0
 

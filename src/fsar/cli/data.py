@@ -1,0 +1,118 @@
+"""``fsar data``: look at a data set before spending hours on it.
+
+``fsar data check ROOT``: classes, videos per class, frames per video, missing and
+unreadable files, byte-identical duplicates; exit status 1 when the data cannot serve
+the requested ``--way/--shot/--queries`` (the message names the short classes).
+
+``fsar data synth OUT``: render the synthetic action data set (the embedded default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from fsar.cli import CLIError
+
+ORDER = 20
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "data",
+        help="check a data set (fsar data check) or render the synthetic one (fsar data synth)",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+    )
+    commands = parser.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
+    parser.set_defaults(func=lambda args: _help(parser))
+
+    check = commands.add_parser(
+        "check",
+        help="report classes, frame counts, unreadable files and duplicates; fail if episodes can't be served",
+    )
+    check.add_argument("root", metavar="ROOT", help="data root: ROOT/<class>/<video file or frame folder>")
+    check.add_argument("--split-file", metavar="F", help="check the entries of a 'label/video_id' split file")
+    check.add_argument(
+        "--classnames-file",
+        metavar="F",
+        help="class names for anonymised labels (SSv2-Full 'trainN'); default: classnames_<split>.txt beside it",
+    )
+    check.add_argument("--way", type=int, default=5, help="classes per episode (default 5)")
+    check.add_argument("--shot", type=int, default=1, help="support videos per class (default 1)")
+    check.add_argument("--queries", type=int, default=1, help="query videos per class (default 1)")
+    check.add_argument("--deep", action="store_true", help="decode every frame (default: first and last)")
+    check.add_argument("--no-duplicates", action="store_true", help="skip the duplicate search (hashing)")
+    check.add_argument("--json", metavar="OUT", help="also write the full report as JSON")
+    check.add_argument("--no-progress", action="store_true", help="no progress bar")
+    check.set_defaults(func=run_check)
+
+    synth = commands.add_parser("synth", help="render the synthetic action data set (seeded)")
+    synth.add_argument("out", metavar="OUT", help="output folder: OUT/<action>/<clip>.mp4 + OUT/synth.json")
+    synth.add_argument("--classes", type=int, default=None, help="number of actions (default: all)")
+    synth.add_argument("--videos-per-class", type=int, default=10, help="clips per action (default 10)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synth.add_argument("--frames", type=int, default=16, help="frames per clip (default 16)")
+    synth.add_argument("--size", type=int, default=112, help="frame side in pixels (default 112)")
+    synth.add_argument("--no-progress", action="store_true", help="no progress bar")
+    synth.set_defaults(func=run_synth)
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from fsar.data.check import check_dataset
+    from fsar.data.manifest import ManifestError
+
+    for name in ("way", "shot", "queries"):
+        if getattr(args, name) < 1:
+            raise CLIError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.classnames_file and not args.split_file:
+        raise CLIError("--classnames-file needs --split-file")
+    try:
+        report = check_dataset(
+            args.root,
+            split_file=args.split_file,
+            classnames_file=args.classnames_file,
+            way=args.way,
+            shot=args.shot,
+            queries=args.queries,
+            deep=args.deep,
+            duplicates=not args.no_duplicates,
+            progress=not args.no_progress,
+        )
+    except ManifestError as error:
+        raise CLIError(str(error)) from None
+    print(report.format())
+    if args.json:
+        path = report.write_json(args.json)
+        print(f"report written to {path}")
+    if not report.ok:
+        print(f"fsar data check: {report.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    from fsar.data.synth import render_dataset
+
+    if args.classes is not None and args.classes < 1:
+        raise CLIError(f"--classes must be >= 1, got {args.classes}")
+    if args.videos_per_class < 1:
+        raise CLIError(f"--videos-per-class must be >= 1, got {args.videos_per_class}")
+    try:
+        out = render_dataset(
+            args.out,
+            classes=args.classes,
+            videos_per_class=args.videos_per_class,
+            seed=args.seed,
+            frames=args.frames,
+            size=args.size,
+            progress=not args.no_progress,
+        )
+    except ValueError as error:
+        raise CLIError(str(error)) from None
+    print(f"synthetic data set written to {out}")
+    return 0
