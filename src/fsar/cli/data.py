@@ -53,6 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     synth.add_argument("--frames", type=int, default=16, help="frames per clip (default 16)")
     synth.add_argument("--size", type=int, default=112, help="frame side in pixels (default 112)")
+    synth.add_argument("--overwrite", action="store_true", help="replace a synthetic set rendered with other parameters")
     synth.add_argument("--no-progress", action="store_true", help="no progress bar")
     synth.set_defaults(func=run_synth)
 
@@ -111,6 +112,7 @@ def run_synth(args: argparse.Namespace) -> int:
             frames=args.frames,
             size=args.size,
             progress=not args.no_progress,
+            overwrite=args.overwrite,
         )
     except ValueError as error:
         raise CLIError(str(error)) from None

@@ -106,6 +106,7 @@ class EpisodeSampler:
 
     def __repr__(self) -> str:
         return (
-            f"EpisodeSampler({self.way}-way {self.shot}-shot, {self.queries} queries, seed={self.seed}, "
+            f"EpisodeSampler({self.way}-way {self.shot}-shot, {self.queries} quer{'y' if self.queries == 1 else 'ies'}, "
+            f"seed={self.seed}, "
             f"{len(self.usable_classes)} usable classes)"
         )

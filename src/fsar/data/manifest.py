@@ -118,7 +118,11 @@ class Manifest:
 
     @classmethod
     def from_folder(cls, root: str | Path, *, validate: bool = True, progress: bool = False) -> "Manifest":
-        """``root/<class name>/<video file or frame folder>``; names starting with '.' are ignored."""
+        """``root/<class name>/<video file or frame folder>``.
+
+        Names starting with '.' are ignored, and so are non-video files directly under ``root``
+        (metadata such as ``synth.json``); anything else that is not a clip is a :class:`Skipped`.
+        """
         root = _existing_dir(root)
         classes: list[str] = []
         candidates: list[tuple[Path, str]] = []
@@ -127,7 +131,9 @@ class Manifest:
             if entry.name.startswith("."):
                 continue
             if not entry.is_dir():
-                skipped.append(Skipped(entry, "file directly under the data root; expected ROOT/<class>/<video>"))
+                # Metadata beside the classes (synth.json, README, split files) is not data; a video is misplaced.
+                if is_video_file(entry):
+                    skipped.append(Skipped(entry, "video directly under the data root; expected ROOT/<class>/<video>"))
                 continue
             classes.append(entry.name)
             for item in sorted(entry.iterdir(), key=lambda p: natural_key(p.name)):
