@@ -1,0 +1,97 @@
+"""``fsar extract``: cache per-frame features of a frozen encoder for every clip of a data set.
+
+    fsar extract ROOT [--split-file F] --backbone effnet-lite0+minilm [--weights W] --out DIR
+                 [--frames 8] [--batch-size N] [--shard-size N]
+
+Resumes after an interruption (complete shards are kept); refuses a trainable encoder and a
+directory that already holds another backbone's features. See :mod:`fsar.encoders.cache`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from fsar.cli import CLIError
+
+ORDER = 40
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "extract",
+        help="cache per-frame features of a frozen encoder (resumable)",
+        description=(
+            "Encode the evaluation view (centre TSN frames, centre crop) of every clip once and store "
+            "the per-frame features in safetensors shards; methods with a frozen encoder then train and "
+            "evaluate from the cache. Re-running after an interruption keeps complete shards."
+        ),
+    )
+    parser.add_argument("root", help="data root: ROOT/<class>/<video or frame folder>")
+    parser.add_argument("--split-file", help="split file (label/video_id per line); default: every clip under ROOT")
+    parser.add_argument("--classnames-file", help="class names for anonymised split labels (SSv2-Full)")
+    parser.add_argument("--backbone", default="effnet-lite0+minilm", help="registered backbone (default: %(default)s)")
+    parser.add_argument("--weights", default=None, help="backbone weights (folder, hub id, or 'random')")
+    parser.add_argument("--out", required=True, help="cache directory")
+    parser.add_argument("--frames", type=int, default=8, help="frames per clip T (default: %(default)s)")
+    parser.add_argument("--sampling", default="tsn", choices=("tsn", "uniform"), help="frame sampling (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=8, help="clips per encoder call (default: %(default)s)")
+    parser.add_argument("--shard-size", type=int, default=256, help="clips per shard file (default: %(default)s)")
+    parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fsar.data.loading import ClipLoader
+    from fsar.data.manifest import Manifest
+    from fsar.data.transforms import TransformConfig
+    from fsar.encoders import create_encoder, list_encoders
+    from fsar.encoders.cache import CacheMismatchError, extract_features
+
+    if args.frames < 1 or args.batch_size < 1 or args.shard_size < 1:
+        raise CLIError("--frames, --batch-size and --shard-size must be >= 1")
+    if args.backbone not in list_encoders():
+        raise CLIError(f"unknown backbone {args.backbone!r}; available: {', '.join(list_encoders())}")
+    try:
+        if args.split_file:
+            manifest = Manifest.from_split_file(
+                args.root, args.split_file, classnames_file=args.classnames_file, progress=not args.no_progress
+            )
+        else:
+            manifest = Manifest.from_folder(args.root, progress=not args.no_progress)
+    except (ValueError, FileNotFoundError) as error:
+        raise CLIError(str(error)) from None
+    try:
+        encoder = create_encoder(args.backbone, weights=args.weights)
+    except (ValueError, OSError) as error:
+        raise CLIError(f"cannot build backbone {args.backbone!r}: {error}") from None
+    if not encoder.is_frozen:
+        raise CLIError(f"backbone {args.backbone!r} is not frozen; only frozen encoders can be cached")
+    encoder = encoder.to(args.device)
+    loader = ClipLoader(num_frames=args.frames, sampling=args.sampling, transform=TransformConfig.for_encoder(encoder))
+    options = {"weights": args.weights}
+    try:
+        summary = extract_features(
+            manifest,
+            encoder,
+            loader,
+            Path(args.out),
+            shard_size=args.shard_size,
+            batch_size=args.batch_size,
+            backbone_options=options,
+            progress=not args.no_progress,
+        )
+    except CacheMismatchError as error:
+        raise CLIError(str(error)) from None
+    print(
+        f"{summary.out_dir}: {summary.extracted} clips cached ({summary.shards_written} shards written, "
+        f"{summary.shards_reused} reused), {len(summary.skipped)} skipped, "
+        f"{summary.clips_per_second:.1f} clips/s"
+    )
+    for path, reason in summary.skipped[:20]:
+        print(f"  skipped {path}: {reason}")
+    if len(summary.skipped) > 20:
+        print(f"  ... {len(summary.skipped) - 20} more (see {summary.out_dir / 'index.json'})")
+    return 0

@@ -1,0 +1,285 @@
+"""Feature cache: extraction in atomic resumable shards, the index, reading episodes back, refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from fsar.data.episodes import Episode
+from fsar.data.loading import ClipLoader
+from fsar.data.manifest import Clip, Manifest
+from fsar.data.testing import write_frame_folder, write_video
+from fsar.data.transforms import TransformConfig
+from fsar.encoders.base import Encoder
+from fsar.encoders.cache import (
+    CacheMismatchError,
+    FeatureCache,
+    MissingFeatureError,
+    extract_features,
+)
+
+
+class TinyEncoder(Encoder):
+    """Deterministic, frozen: per-frame channel means and a fixed random projection of them."""
+
+    name = "tiny-test"
+    feature_dim = 6
+    text_dim = 2
+    image_size = 16
+    mean = (0.5, 0.5, 0.5)
+    std = (0.25, 0.25, 0.25)
+    shared_space = False
+
+    def __init__(self, seed: int = 0, trainable: bool = False) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.proj = nn.Parameter(torch.randn(3, 3, generator=g), requires_grad=trainable)
+        self.calls = 0
+        self.clips_seen = 0
+
+    def encode_frames(self, frames, text_features=None):
+        self.calls += 1
+        self.clips_seen += frames.shape[0]
+        means = frames.mean(dim=(-2, -1))  # (B, T, 3)
+        return torch.cat([means, means @ self.proj], dim=-1)
+
+    def encode_text(self, texts):
+        return torch.zeros(len(texts), 2)
+
+
+def _loader(encoder, frames: int = 4) -> ClipLoader:
+    return ClipLoader(num_frames=frames, transform=TransformConfig.for_encoder(encoder))
+
+
+@pytest.fixture()
+def dataset(tmp_path) -> Path:
+    """3 classes x 3 clips: frame folders and mp4 files of different lengths (frame-identifying colours)."""
+    root = tmp_path / "data"
+    for c, name in enumerate(["alpha", "beta", "gamma"]):
+        for v in range(3):
+            length = 6 + 3 * v + c
+            if v == 2:
+                write_video(root / name / f"clip{v}.mp4", length)
+            else:
+                write_frame_folder(root / name / f"clip{v}", length, start=5 * c + v)
+    return root
+
+
+def _tensors(cache: FeatureCache) -> dict[str, torch.Tensor]:
+    return {key: cache._tensor(entry["shard"], key) for key, entry in cache.entries.items()}
+
+
+def test_features_equal_the_encoder_on_the_loader_eval_view(dataset, tmp_path):
+    manifest = Manifest.from_folder(dataset)
+    enc = TinyEncoder()
+    loader = _loader(enc)
+    summary = extract_features(manifest, enc, loader, tmp_path / "cache", shard_size=4, batch_size=3, progress=False)
+    assert summary.extracted == summary.encoded == 9 and summary.skipped == []
+    assert summary.shards_written == 3 and summary.shards_reused == 0
+    cache = FeatureCache(tmp_path / "cache")
+    assert cache.complete and len(cache) == 9 and cache.feature_dim == 6 and cache.backbone == "tiny-test"
+    for clip in manifest.clips:
+        indices = loader.indices(clip, train=False)
+        expected = enc.encode_frames(loader.load(clip, train=False)[None])[0]
+        got = cache.get(clip.path, indices, loader.key())
+        assert got is not None and got.shape == (4, 6)
+        torch.testing.assert_close(got, expected)
+        rel = clip.path.relative_to(dataset).as_posix()
+        assert cache.entries[rel]["indices"] == indices
+        assert rel in cache
+        # Other indices or another transform are not this entry.
+        assert cache.get(clip.path, [0, 0, 0, 0], loader.key()) is None
+        assert cache.get(clip.path, indices, "another transform") is None
+    # Relative paths work as keys too.
+    first = manifest.clips[0]
+    rel = first.path.relative_to(dataset)
+    assert cache.get(rel, loader.indices(first, train=False), loader.key()) is not None
+    # No temporary files are left behind.
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
+        "index.json", "shard-00000.safetensors", "shard-00001.safetensors", "shard-00002.safetensors"
+    ]
+
+
+def test_index_records_backbone_transform_and_clips(dataset, tmp_path):
+    manifest = Manifest.from_folder(dataset)
+    enc = TinyEncoder()
+    loader = _loader(enc)
+    extract_features(manifest, enc, loader, tmp_path / "c", backbone_options={"weights": "x"}, progress=False)
+    index = json.loads((tmp_path / "c" / "index.json").read_text())
+    assert index["backbone"] == "tiny-test" and index["backbone_options"] == {"weights": "x"}
+    assert index["transform_key"] == loader.key() and index["num_frames"] == 4 and index["sampling"] == "tsn"
+    assert index["complete"] is True
+    assert set(index["entries"]) == {c.path.relative_to(dataset).as_posix() for c in manifest.clips}
+    entry = index["entries"]["alpha/clip0"]
+    assert entry["num_frames"] == 6 and entry["indices"] == [0, 2, 3, 5]
+
+
+def test_interrupted_extraction_resumes_and_matches_an_uninterrupted_run(dataset, tmp_path):
+    manifest = Manifest.from_folder(dataset)
+    reference_dir, resumed_dir = tmp_path / "reference", tmp_path / "resumed"
+    enc = TinyEncoder()
+    extract_features(manifest, enc, _loader(enc), reference_dir, shard_size=2, progress=False)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_first(number, path):
+        assert path.exists()
+        raise Interrupt
+
+    enc1 = TinyEncoder()
+    with pytest.raises(Interrupt):
+        extract_features(manifest, enc1, _loader(enc1), resumed_dir, shard_size=2, progress=False,
+                         on_shard_written=stop_after_first)
+    assert enc1.clips_seen == 2
+    partial = FeatureCache(resumed_dir)
+    assert not partial.complete and len(partial) == 2
+    missing = next(c for c in manifest.clips if c.path.relative_to(dataset).as_posix() not in partial.entries)
+    with pytest.raises(MissingFeatureError, match="interrupted"):
+        partial.clip_features(missing, _loader(enc1))
+
+    enc2 = TinyEncoder()
+    summary = extract_features(manifest, enc2, _loader(enc2), resumed_dir, shard_size=2, progress=False)
+    assert summary.shards_reused == 1 and summary.shards_written == 4
+    assert enc2.clips_seen == 7  # the first shard's two clips were not encoded again
+    resumed, reference = FeatureCache(resumed_dir), FeatureCache(reference_dir)
+    assert resumed.complete and resumed.entries == reference.entries
+    a, b = _tensors(resumed), _tensors(reference)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    # A third run has nothing to do.
+    enc3 = TinyEncoder()
+    again = extract_features(manifest, enc3, _loader(enc3), resumed_dir, shard_size=2, progress=False)
+    assert enc3.calls == 0 and again.shards_reused == 5 and again.extracted == 9
+
+
+def test_refuses_trainable_encoder(dataset, tmp_path):
+    enc = TinyEncoder(trainable=True)
+    with pytest.raises(ValueError, match="tiny-test.*trainable"):
+        extract_features(Manifest.from_folder(dataset), enc, _loader(enc), tmp_path / "c", progress=False)
+
+
+def test_refuses_to_mix_backbones_weights_or_views(dataset, tmp_path):
+    manifest = Manifest.from_folder(dataset)
+    enc = TinyEncoder(seed=0)
+    extract_features(manifest, enc, _loader(enc), tmp_path / "c", progress=False)
+    other_weights = TinyEncoder(seed=1)
+    with pytest.raises(CacheMismatchError, match="refusing to mix"):
+        extract_features(manifest, other_weights, _loader(other_weights), tmp_path / "c", progress=False)
+    with pytest.raises(CacheMismatchError, match="refusing to mix"):
+        extract_features(manifest, enc, _loader(enc, frames=3), tmp_path / "c", progress=False)
+    with pytest.raises(CacheMismatchError, match="refusing to mix"):
+        extract_features(manifest, enc, _loader(enc), tmp_path / "c", backbone_options={"weights": "random"},
+                         progress=False)
+    cache = FeatureCache(tmp_path / "c")
+    cache.check_backbone("tiny-test")
+    with pytest.raises(CacheMismatchError, match="effnet"):
+        cache.check_backbone("effnet-lite0+minilm")
+
+
+def test_unreadable_clips_are_counted_listed_and_not_fatal(dataset, tmp_path, caplog):
+    broken = dataset / "beta" / "broken.mp4"
+    broken.write_bytes(b"this is not a video")
+    manifest = Manifest.from_folder(dataset, validate=False)
+    assert any(c.path == broken for c in manifest.clips)
+    enc = TinyEncoder()
+    loader = _loader(enc)
+    summary = extract_features(manifest, enc, loader, tmp_path / "c", shard_size=3, progress=False)
+    assert summary.extracted == 9 and [p for p, _ in summary.skipped] == ["beta/broken.mp4"]
+    assert "skipping unreadable clip" in caplog.text and "broken.mp4" in caplog.text
+    cache = FeatureCache(tmp_path / "c")
+    assert "beta/broken.mp4" in cache.skipped and "beta/broken.mp4" not in cache
+    with pytest.raises(MissingFeatureError, match=r"broken\.mp4.*skipped at extraction"):
+        cache.clip_features(Clip(broken, 1, "beta"), loader)
+    # Manifest-level skips are listed too.
+    validated = Manifest.from_folder(dataset)
+    assert any(s.path == broken for s in validated.skipped)
+    summary2 = extract_features(validated, enc, loader, tmp_path / "c2", progress=False)
+    assert [p for p, _ in summary2.skipped] == ["beta/broken.mp4"]
+
+
+def test_load_episode_builds_feature_inputs(dataset, tmp_path):
+    manifest = Manifest.from_folder(dataset)
+    enc = TinyEncoder()
+    loader = _loader(enc)
+    extract_features(manifest, enc, loader, tmp_path / "c", progress=False)
+    cache = FeatureCache(tmp_path / "c")
+    names = ["gamma", "alpha"]
+    support = [manifest.clips_of("gamma")[0], manifest.clips_of("alpha")[0]]
+    query = [manifest.clips_of("gamma")[1], manifest.clips_of("alpha")[2], manifest.clips_of("alpha")[1]]
+    episode = Episode(class_names=names, support=support, support_labels=[0, 1], query=query,
+                      query_labels=[0, 1, 1])
+    inputs = cache.load_episode(episode, loader)
+    assert inputs.features is True
+    assert inputs.support.shape == (2, 4, 6) and inputs.query.shape == (3, 4, 6)
+    assert inputs.support_labels.tolist() == [0, 1] and inputs.query_labels.tolist() == [0, 1, 1]
+    assert inputs.class_names == names
+    for row, clip in zip(inputs.query, query):
+        torch.testing.assert_close(row, enc.encode_frames(loader.load(clip, train=False)[None])[0])
+
+    # A clip that was never extracted, and a loader asking for another view: clear errors naming the clip.
+    stranger = Clip(dataset / "alpha" / "not-there", 1, "alpha")
+    bad = Episode(class_names=names, support=support, support_labels=[0, 1], query=[stranger], query_labels=[1])
+    with pytest.raises(MissingFeatureError, match="not-there.*not extracted"):
+        cache.load_episode(bad, loader)
+    with pytest.raises(MissingFeatureError, match="clip0.*transform"):
+        cache.load_episode(episode, _loader(enc, frames=8))
+
+
+def test_moved_dataset_is_matched_by_trailing_path(dataset, tmp_path):
+    manifest = Manifest.from_folder(dataset)
+    enc = TinyEncoder()
+    loader = _loader(enc)
+    extract_features(manifest, enc, loader, tmp_path / "c", progress=False)
+    moved = tmp_path / "elsewhere" / "data"
+    moved.parent.mkdir()
+    dataset.rename(moved)
+    cache = FeatureCache(tmp_path / "c")
+    clip = Manifest.from_folder(moved).clips_of("beta")[1]
+    assert cache.clip_features(clip, loader).shape == (4, 6)
+
+
+def test_missing_or_foreign_cache_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match="fsar extract"):
+        FeatureCache(tmp_path)
+    (tmp_path / "index.json").write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(ValueError, match="format"):
+        FeatureCache(tmp_path)
+
+
+def test_cli_extract_with_the_embedded_encoder(dataset, tmp_path, capsys, monkeypatch):
+    """One real EfficientNet-Lite0 run through `fsar extract`, then reading an episode back."""
+    import fsar.encoders
+    from fsar.cli import main
+
+    built = []
+    create = fsar.encoders.create_encoder
+
+    def recording_create(name, **options):
+        built.append(create(name, **options))
+        return built[-1]
+
+    monkeypatch.setattr(fsar.encoders, "create_encoder", recording_create)
+    out = tmp_path / "effnet"
+    code = main(["extract", str(dataset), "--backbone", "effnet-lite0+minilm", "--out", str(out),
+                 "--frames", "2", "--batch-size", "4", "--shard-size", "5", "--no-progress"])
+    assert code == 0
+    assert "9 clips cached" in capsys.readouterr().out
+    cache = FeatureCache(out)
+    assert cache.backbone == "effnet-lite0+minilm" and cache.feature_dim == 1280
+    enc = built[0]
+    assert enc.weights == "pretrained"
+    loader = ClipLoader(num_frames=2, transform=TransformConfig.for_encoder(enc))
+    clip = Manifest.from_folder(dataset).clips_of("gamma")[2]
+    expected = enc.encode_frames(loader.load(clip, train=False)[None])[0]
+    torch.testing.assert_close(cache.clip_features(clip, loader), expected, rtol=1e-4, atol=1e-4)
+    # A second run with other weights into the same directory is refused with a one-line error.
+    code = main(["extract", str(dataset), "--backbone", "effnet-lite0+minilm", "--weights", "random",
+                 "--out", str(out), "--frames", "2", "--no-progress"])
+    assert code == 2 and "refusing to mix" in capsys.readouterr().err
+    assert main(["extract", str(dataset), "--backbone", "nope", "--out", str(out)]) == 2
+    assert "unknown backbone 'nope'" in capsys.readouterr().err
