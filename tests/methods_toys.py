@@ -6,6 +6,7 @@ the embedded pair is built with ``weights="random"`` (same architecture, no pret
 
 from __future__ import annotations
 
+import functools
 import zlib
 
 import torch
@@ -25,9 +26,24 @@ CLASSES = ["pushing something left", "lifting a cup", "waving hand", "opening do
 
 
 def tiny_clip(finetune: str = "frozen"):
+    """A fresh tiny random CLIP (use :func:`shared_frozen_clip` when a frozen one will do)."""
     from fsar.encoders import create_encoder
 
     return create_encoder("clip-vit-b32", weights="random", finetune=finetune, **TINY_CLIP)
+
+
+@functools.lru_cache(maxsize=None)
+def shared_frozen_clip():
+    """One frozen tiny CLIP for the whole session (nothing in it can change)."""
+    return tiny_clip("frozen")
+
+
+@functools.lru_cache(maxsize=None)
+def shared_embedded_pair():
+    """One ``effnet-lite0+minilm`` (random weights: same architecture, no pretrained load)."""
+    from fsar.encoders import create_encoder
+
+    return create_encoder("effnet-lite0+minilm", weights="random")
 
 
 def frames_episode(*, way=3, shot=1, queries=2, frames=4, size=32, seed=0, names=None) -> EpisodeInputs:

@@ -88,7 +88,7 @@ class FrozenMetricBaseline(EncoderMethod):
         super().__init__(encoder)
         self.name = name
         self.config = config
-        self.metric = resolve_metric(metric, config.metric_options, method=name)
+        self.metric = resolve_metric(metric, config.metric_options, method=name, feature_dim=encoder.feature_dim)
 
     def forward(self, inputs: EpisodeInputs) -> MethodOutput:
         support, query = self.encode_episode(inputs)

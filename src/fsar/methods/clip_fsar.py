@@ -6,7 +6,7 @@ One episode (C-way K-shot, Nq queries, width W)::
 
     F_S, F_Q = encoder(frames)                                 no text inside the encoder
     F~_S = modulation([F_S ; F_T])[:T]    F~_Q = modulation(F_Q)  (one 1-layer transformer, shared)
-    logits_Q2S = τ · metric(mean_K F~_S, F~_Q)                 (Nq, C), OTAM by default
+    logits_Q2S = τ · metric(mean_K F~_S, F~_Q)                 (Nq, C), CLIP-FSAR's OTAM by default
     L = CE(logits_Q2S, query labels)
         + w · CE(s · cos(GAP_T [F_S; F_Q], texts of ALL training classes), global labels)
 
@@ -62,7 +62,8 @@ class CLIPFSARConfig:
     weights: str | None = None
     finetune: str = "full"
     encoder_options: dict[str, Any] = field(default_factory=dict)
-    metric: str = "otam"
+    #: CLIP-FSAR's own OTAM head (λ 0.5, both directions summed, prototype shots).
+    metric: str = "otam_clipfsar"
     metric_options: dict[str, Any] = field(default_factory=dict)
     #: weight w of the classification loss against all training-class texts (0 = off).
     classification_weight: float = 1.0
@@ -101,7 +102,7 @@ class CLIPFSAR(EncoderMethod):
         backbone: str | Encoder,
         weights: str | Path | None = None,
         finetune: str | None = None,
-        metric: str | nn.Module = "otam",
+        metric: str | nn.Module = "otam_clipfsar",
         training_classes: list[str] | None = None,
         **options: Any,
     ) -> None:
@@ -134,7 +135,7 @@ class CLIPFSAR(EncoderMethod):
             dropout=config.modulation_dropout,
             pre_ln=config.modulation_pre_ln,
         )
-        self.metric = resolve_metric(metric, config.metric_options, method=self.name)
+        self.metric = resolve_metric(metric, config.metric_options, method=self.name, feature_dim=self.space.dim)
         scale_init = config.logit_scale_init or initial_logit_scale(encoder)
         self.logit_scale = Scale(scale_init, learnable=config.learn_logit_scale, max_value=CLIP_LOGIT_SCALE)
         self.metric_scale = Scale(config.metric_scale, learnable=config.learn_metric_scale)

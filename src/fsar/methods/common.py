@@ -81,8 +81,14 @@ def resolve_encoder(
     )
 
 
-def resolve_metric(metric: str | nn.Module, options: dict[str, Any] | None, *, method: str) -> nn.Module:
-    """``fsar.metrics.build(name, **options)``, or a ready metric module (for experiments)."""
+def resolve_metric(
+    metric: str | nn.Module, options: dict[str, Any] | None, *, method: str, feature_dim: int | None = None
+) -> nn.Module:
+    """``fsar.metrics.build(name, **options)``, or a ready metric module (for experiments).
+
+    Metrics with learned weights sized by the feature width (TRX) get ``feature_dim`` (the
+    width the method feeds them) unless the options set it.
+    """
     if isinstance(metric, nn.Module):
         if options:
             raise ValueError(f"{method}: metric_options only apply when metric is a name")
@@ -91,7 +97,10 @@ def resolve_metric(metric: str | nn.Module, options: dict[str, Any] | None, *, m
         raise TypeError(f"{method}: metric must be a fsar.metrics name or an nn.Module, got {metric!r}")
     from fsar import metrics
 
-    return metrics.build(metric, **dict(options or {}))
+    options = dict(options or {})
+    if metric.startswith("trx") and feature_dim is not None:
+        options.setdefault("feature_dim", feature_dim)
+    return metrics.build(metric, **options)
 
 
 def backbone_label(backbone: str | Encoder) -> str:

@@ -186,7 +186,7 @@ class MAFSAR(EncoderMethod):
             dropout=cfg.tpcm_dropout,
             pre_ln=cfg.tpcm_pre_ln,
         )
-        self.metric = resolve_metric(metric, cfg.metric_options, method=self.name)
+        self.metric = resolve_metric(metric, cfg.metric_options, method=self.name, feature_dim=self.space.dim)
         scale_init = cfg.logit_scale_init or initial_logit_scale(encoder)
         self.logit_scale = Scale(scale_init, learnable=cfg.learn_logit_scale, max_value=CLIP_LOGIT_SCALE)
         self.metric_scale = Scale(cfg.metric_scale, learnable=cfg.learn_metric_scale)
