@@ -260,10 +260,13 @@ def _appearing(p, m, r, ro):
 
 
 def _covering(p, m, r, ro):
-    start = 0.3 + r + ro  # the cover starts beside the object, partly outside the frame
-    cover_x = m.cx + m.side * start * (1.0 - _smooth(p))
+    # The object sits off-centre, away from the side the cover comes from; the cover starts
+    # beside it (a small gap, fully or mostly in view) and ends centred on it.
+    obj_x = 0.5 - m.side * 0.12 + 0.2 * (m.cx - 0.5)
+    start = r + ro + 0.06
+    cover_x = obj_x + m.side * start * (1.0 - _smooth(p))
     return [
-        Track(x=_full(p, m.cx), y=_full(p, m.cy), layer=0),
+        Track(x=_full(p, obj_x), y=_full(p, m.cy), layer=0),
         Track(x=cover_x, y=_full(p, m.cy), kind="other", layer=1),
     ]
 
@@ -756,8 +759,9 @@ def draw_boundaries(seed: int, clip_index: int, frames: int) -> tuple[int, int]:
     if frames < 3 * min_phase:
         raise ValueError(f"synthetic clips need at least 3 frames (one per phase), got frames={frames}")
     rng = _rng(seed, _STREAM_PHASES, clip_index)
-    lo = max(min_phase, math.ceil(0.4 * frames))
-    hi = max(lo, min(frames - 2 * min_phase, math.floor(0.7 * frames)))
+    cap = frames - 2 * min_phase  # longest progression that leaves room for onset and completion
+    lo = min(max(min_phase, math.ceil(0.4 * frames)), cap)
+    hi = max(lo, min(cap, math.floor(0.7 * frames)))
     progression = int(rng.integers(lo, hi + 1))
     rest = frames - progression
     onset = int(rng.integers(min_phase, rest - min_phase + 1))
