@@ -32,6 +32,7 @@ naming the short classes.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -173,13 +174,14 @@ class Manifest:
             class_of = {name: name for name in classes}
 
         finder = _Finder(root)
+        root_text = str(root)
         candidates: list[tuple[Path, str]] = []
         skipped: list[Skipped] = []
         seen: set[tuple[str, str]] = set()
         for label, video_id, line in entries:
             class_name = class_of[label]
             if (class_name, video_id) in seen:
-                skipped.append(Skipped(root / class_name / video_id, f"duplicate entry ({split_file}:{line})", class_name))
+                skipped.append(Skipped(Path(os.path.join(root_text, class_name, video_id)), f"duplicate entry ({split_file}:{line})", class_name))
                 continue
             seen.add((class_name, video_id))
             # Directory spellings to try: the class name, the raw (anonymised) label, the name without brackets.
@@ -188,7 +190,7 @@ class Manifest:
             if path is None:
                 skipped.append(
                     Skipped(
-                        root / class_name / video_id,
+                        Path(os.path.join(root_text, class_name, video_id)),  # one parse: splits have 10^5 lines
                         f"not found under {root} (tried <class>/{video_id}[/ or .ext] and {video_id}[/ or .ext]; "
                         f"{split_file.name}:{line})",
                         class_name,
