@@ -16,6 +16,8 @@ unit-norm features (reference README, note 4):
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -59,18 +61,25 @@ def validate_episode(
     if support_labels.dtype.is_floating_point or support_labels.dtype == torch.bool:
         raise ValueError(f"{where}: support_labels must be integers, got {support_labels.dtype}")
     support_labels = support_labels.to(device=support.device, dtype=torch.long)
-    low, high = int(support_labels.min()), int(support_labels.max())
+    # one host sync for all cheap checks: label range, and a finiteness probe (a NaN or inf
+    # anywhere makes the sums non-finite; an overflowing sum of finite values is re-checked below)
+    low, high, probe = torch.stack(
+        [support_labels.min().double(), support_labels.max().double(),
+         support.sum(dtype=torch.float64) + query.sum(dtype=torch.float64)]
+    ).tolist()
     if low < 0 or high >= way:
         bad = sorted({int(v) for v in support_labels.tolist() if not 0 <= v < way})
         raise ValueError(f"{where}: support_labels outside 0..{way - 1}: {bad}")
     counts = torch.bincount(support_labels, minlength=way)
-    if bool((counts == 0).any()):
+    if int(counts.min()) == 0:
         empty = torch.nonzero(counts == 0).flatten().tolist()
         raise ValueError(f"{where}: class(es) {empty} have no support clip (way={way})")
-    for name, x in (("support", support), ("query", query)):
-        if not bool(torch.isfinite(x).all()):
-            kind = "NaN" if bool(torch.isnan(x).any()) else "inf"
-            raise ValueError(f"{where}: {kind} in {name} features")
+    if not math.isfinite(probe):
+        for name, x in (("support", support), ("query", query)):
+            if bool(torch.isnan(x).any()):
+                raise ValueError(f"{where}: NaN in {name} features")
+            if bool(torch.isinf(x).any()):
+                raise ValueError(f"{where}: inf in {name} features")
     dtype = torch.promote_types(support.dtype, query.dtype)
     return support.to(dtype), support_labels, query.to(dtype)
 

@@ -67,42 +67,52 @@ _LOG2 = math.log(2.0)
 
 
 def _reference_scaled(scaled: Tensor) -> Tensor:
-    """Reference recursion in the scaled log domain. ``scaled = -d/λ`` ``(B, R, C)`` -> ``X (B,)``
-    where the cumulative distance is ``-λ X``."""
-    batch, rows, cols = scaled.shape
-    row0 = scaled[:, 0, :].cumsum(-1)  # (B, C): X[0, m] for real columns, hard prefix sum
-    if rows == 1:
-        return row0[:, -1]
+    """Reference recursion in the scaled log domain.
+
+    ``scaled = -d/λ`` laid out column-major as ``(C, R, B)`` (batch last, so every slice below
+    is a contiguous block) -> ``X (B,)``; the cumulative distance is ``-λ X``.
+    """
+    row0 = scaled[:, 0].cumsum(0)  # (C, B): X[0, m] for real columns, hard prefix sum
+    if scaled.shape[1] == 1:
+        return row0[-1]
     log2 = scaled.new_tensor(_LOG2)
     # first real column: X[l,1] = E[l,0] + log(exp(0) + exp(X[l-1,1]) + exp(0)), sequential in l
-    first = scaled[:, 1:, 0].unbind(1)
-    value = row0[:, 0]
+    value = row0[0]
     column = [value]
-    for entry in first:
+    for entry in scaled[0, 1:].unbind(0):
         value = entry + torch.logaddexp(value, log2)
         column.append(value)
-    col = torch.stack(column, 1)  # (B, R)
-    return _middle_and_last(scaled, row0, col)
+    return _middle_and_last(scaled, row0, torch.stack(column))
 
 
 def _paper_scaled(scaled: Tensor) -> Tensor:
-    """Paper (soft-DTW, +inf boundaries) recursion in the scaled log domain, see module doc."""
-    row0 = scaled[:, 0, :].cumsum(-1)
+    """Paper (soft-DTW, +inf boundaries) recursion in the scaled log domain, ``(C, R, B) -> (B,)``."""
+    row0 = scaled[:, 0].cumsum(0)
     if scaled.shape[1] == 1:
-        return row0[:, -1]
-    col = torch.cat([row0[:, :1], scaled[:, 1:, 0] + _LOG2], 1)  # (B, R)
+        return row0[-1]
+    col = torch.cat([row0[:1], scaled[0, 1:] + _LOG2])  # (R, B)
     return _middle_and_last(scaled, row0, col)
 
 
 def _middle_and_last(scaled: Tensor, row0: Tensor, col: Tensor) -> Tensor:
-    """Shared by both variants: middle columns (diagonal/horizontal) and the right padding column."""
-    rows, cols = scaled.shape[1], scaled.shape[2]
+    """Shared by both variants: middle columns (diagonal/horizontal) and the right padding column.
+
+    ``col (R, B)`` is the first real column.
+    """
+    rows, cols = scaled.shape[1], scaled.shape[0]
     for m in range(1, cols):
-        rest = scaled[:, 1:, m] + torch.logaddexp(col[:, :-1], col[:, 1:])  # (B, R-1)
-        col = torch.cat([row0[:, m : m + 1], rest], 1)
-    weights = torch.full((rows,), _LOG2, dtype=col.dtype, device=col.device)
+        rest = scaled[m, 1:] + torch.logaddexp(col[:-1], col[1:])  # (R-1, B)
+        col = torch.cat([row0[m : m + 1], rest])
+    weights = torch.full((rows, 1), _LOG2, dtype=col.dtype, device=col.device)
     weights[-1] = 0.0
-    return torch.logsumexp(col + weights, 1)
+    return torch.logsumexp(col + weights, 0)
+
+
+def otam_scaled_columns(scaled: Tensor, *, variant: str = "reference") -> Tensor:
+    """Fast path used by :class:`OTAM`: ``scaled = -d/λ`` as a contiguous ``(C, R, B)`` tensor
+    (column-major, batch last) -> ``X (B,)`` with cumulative distance ``-λ X``. Stable only."""
+    recursion = _reference_scaled if variant == "reference" else _paper_scaled
+    return recursion(scaled)
 
 
 def _naive_softmin(lam: float, *terms: Tensor) -> Tensor:
@@ -153,8 +163,8 @@ def otam_cum_dist(
         if variant != "reference":
             raise ValueError("metric 'otam': stable=False exists only for variant='reference'")
         return _reference_naive(flat, lam).view(lead)
-    recursion = _reference_scaled if variant == "reference" else _paper_scaled
-    return (-lam * recursion(flat / -lam)).view(lead)
+    columns = (flat / -lam).permute(2, 1, 0).contiguous()  # (C, R, B)
+    return (-lam * otam_scaled_columns(columns, variant=variant)).view(lead)
 
 
 class OTAM(nn.Module):
@@ -208,13 +218,21 @@ class OTAM(nn.Module):
     def pair_distances(self, targets: Tensor, query: Tensor) -> tuple[Tensor | None, Tensor | None]:
         """Per-direction OTAM distances ``(n_query, n_targets)``: ``(query_to_support, support_to_query)``;
         a direction that is switched off is None."""
-        dists = 1.0 - frame_cosine(query, targets, self.cosine)  # (n_query, n_targets, T_q, T_s)
+        cos = frame_cosine(query, targets, self.cosine)  # (n_query, n_targets, T_q, T_s)
+        n_query, n_targets, t_query, t_support = cos.shape
         want_q2s = self.directions in ("both", "query_to_support")
         want_s2q = self.directions in ("both", "support_to_query")
-        run = lambda d: otam_cum_dist(d, self.lam, variant=self.variant, stable=self.stable)  # noqa: E731
-        if want_q2s and want_s2q and dists.shape[-1] == dists.shape[-2]:
-            both = run(torch.stack([dists, dists.transpose(-1, -2)]))  # one batched DP
+        if self.stable and want_q2s and want_s2q and t_query == t_support:
+            # fast path: both directions of all pairs as one column-major (C, R, 2 * B) problem
+            scaled = (cos - 1.0) / self.lam  # -d/λ
+            columns = torch.stack(
+                [scaled.permute(3, 2, 0, 1), scaled.permute(2, 3, 0, 1)], 2
+            ).view(t_query, t_query, 2 * n_query * n_targets)
+            both = -self.lam * otam_scaled_columns(columns, variant=self.variant)
+            both = both.view(2, n_query, n_targets)
             return both[0], both[1]
+        dists = 1.0 - cos
+        run = lambda d: otam_cum_dist(d, self.lam, variant=self.variant, stable=self.stable)  # noqa: E731
         q2s = run(dists) if want_q2s else None
         s2q = run(dists.transpose(-1, -2)) if want_s2q else None
         return q2s, s2q
