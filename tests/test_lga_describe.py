@@ -276,6 +276,9 @@ def test_template_fallback_documented_form():
         "the end of closing something: a person completes the action",
     ]
     assert len(set(D.TemplateDescriber().describe("x", 5))) == 5
+    assert D.TemplateDescriber().describe("ApplyEyeMakeup", 2)[0] == "the start of apply eye makeup: a person begins the action"
+    with pytest.raises(D.DescriptionError, match="empty"):
+        D.TemplateDescriber().describe("  ", 3)
 
 
 def test_cache_roundtrip_and_atomic_write(tmp_path):

@@ -397,9 +397,13 @@ class TemplateDescriber:
     source = TEMPLATE_SOURCE
 
     def describe(self, class_name: str, num_stages: int) -> list[str]:
-        label = " ".join(class_name.split()).lower()
-        if not label:
-            raise DescriptionError("cannot describe an empty class name")
+        # Same normalisation as the prompt templates: brackets, underscores, CamelCase.
+        from fsar.encoders.prompts import normalise_class_name
+
+        try:
+            label = normalise_class_name(class_name)
+        except ValueError:
+            raise DescriptionError(f"cannot describe the empty class name {class_name!r}") from None
         if num_stages == 1:
             return [f"{label}: a person performs the whole action"]
         out = []

@@ -1,0 +1,364 @@
+"""LGA -- Language-Guided Action Anatomy for few-shot action recognition (Qian et al., ICCV 2025).
+
+One episode (C-way K-shot, Nq queries, width W, L stages)::
+
+    f_S, f_Q      = encoder(frames)                        per-frame features (n, T, D)
+    stages        = CLUSTER-Segment(f.detach(), L) + overlap          visual anatomy
+    t^c_1..t^c_L  = text_encoder(LLM stage descriptions of class c)   textual anatomy
+    f~_S          = Fusion(Q_i = t^{y}_i + f_{S_i}, K = V = concat_i f_{S_i})   support
+    f~_Q          = Fusion(Q_i = f_{Q_i},           K = V = concat_i f_{Q_i})   query: no text
+    p_vv          = softmax_c(-AB-MHM(f~_Q, f~_S^c) / τ_v)              fsar.metrics "abmhm"
+    p_vt          = softmax_c(s · 1/L Σ_i cos(mean f~_{Q_i}, t^c_i))
+    p             ∝ p_vv^α · p_vt^(1-α)          (evaluation; training predicts with p_vv only)
+    L             = CE(-AB-MHM/τ_v, y) + λ · L_con
+
+``L_con`` (stage-level video-text contrastive loss, spec §6 [proposed]): for every labelled
+clip of the episode (support and query) and every stage i, cross-entropy of
+``s · cos(mean f~_{S_i}, t^{c'}_i)`` over all training classes c' (set with
+:meth:`LGA.set_training_classes`; without it, over the episode's classes).
+
+Descriptions: ``descriptions={class name: [L strings]}`` (from the cache file, see
+:mod:`fsar.lga.describe`); a class without one is described on the fly by ``describer``
+when given, else by the documented template fallback (logged once per class). The
+method never opens files.
+
+Everything the paper leaves open is a config field (see :class:`LGAConfig`), with the
+spec's proposals as defaults. Ablations: ``textual_anatomy=False`` (every stage uses the
+label text "a video of <label>"), ``visual_anatomy=False`` (one stage = whole clip, text
+= mean of the stage texts), ``segmentation="uniform"`` (HARD) or ``"tw-finch"``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fsar.data.inputs import EpisodeInputs
+from fsar.encoders.base import Encoder
+from fsar.lga.describe import Describer, TemplateDescriber
+from fsar.lga.fusion import StageFusion, concat_stages
+from fsar.lga.segment import SEGMENTATIONS, gather_stages, segment, stage_membership
+from fsar.methods import METHODS
+from fsar.methods.base import MethodOutput
+from fsar.methods.common import (
+    EncoderMethod,
+    Scale,
+    backbone_label,
+    default_finetune,
+    make_config,
+    resolve_encoder,
+)
+from fsar.methods.ma_fsar import CLIP_LOGIT_SCALE, initial_logit_scale
+from fsar.methods.text_side import TextSpace
+
+__all__ = ["LGA", "LGAConfig", "geometric_mean_log_probs"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LGAConfig:
+    """Resolved LGA options (JSON-able). [proposed] = our choice where the paper is silent."""
+
+    backbone: str
+    weights: str | None = None
+    #: CLIP is fine-tuned in the paper ("full"); the embedded pair is always frozen.
+    finetune: str = "full"
+    encoder_options: dict[str, Any] = field(default_factory=dict)
+    #: L, the number of atomic stages (onset, progression, completion).
+    num_stages: int = 3
+    #: frames shared across each internal stage border (CLUSTER-Segment's overlap) [proposed 1].
+    overlap: int = 1
+    #: "cluster" (CLUSTER-Segment), "uniform" (HARD) or "tw-finch".
+    segmentation: str = "cluster"
+    #: options of fsar.metrics "abmhm" (shots="union"|"distance", neighbor_window, ...).
+    metric_options: dict[str, Any] = field(default_factory=dict)
+    #: weight of p_vv in the geometric mean p = p_vv^α p_vt^(1-α) [proposed 0.5].
+    alpha: float = 0.5
+    #: λ of the stage-level video-text contrastive loss (0 = off).
+    contrastive_weight: float = 1.0
+    #: τ_v: V-V logits are -AB-MHM / τ_v [proposed: learnable, init 0.1].
+    metric_temperature: float = 0.1
+    learn_metric_temperature: bool = True
+    #: s = 1/τ_t of the V-T cosines; None = the encoder's CLIP scale (100) or 1/0.07 on projections.
+    text_logit_scale: float | None = None
+    learn_text_logit_scale: bool = True
+    fusion_heads: int = 8
+    fusion_ffn_mult: int = 4
+    fusion_dropout: float = 0.1
+    #: "query": f~ = Q + MHA(...) (spec); "visual": f~ = f_S + MHA(...) (text only steers attention).
+    fusion_residual: str = "query"
+    #: V-T matching on the fused query stages ("fused", spec) or the raw backbone frames ("raw").
+    vt_features: str = "fused"
+    #: width of the learned joint space when the encoder has no shared space (embedded pair).
+    embed_dim: int = 512
+    textual_anatomy: bool = True
+    visual_anatomy: bool = True
+
+    def validate(self) -> None:
+        if self.num_stages < 1:
+            raise ValueError(f"lga: num_stages must be >= 1, got {self.num_stages}")
+        if self.overlap < 0:
+            raise ValueError(f"lga: overlap must be >= 0, got {self.overlap}")
+        if self.segmentation not in SEGMENTATIONS:
+            raise ValueError(f"lga: segmentation must be one of {SEGMENTATIONS}, got {self.segmentation!r}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"lga: alpha must lie in [0, 1], got {self.alpha}")
+        if self.contrastive_weight < 0:
+            raise ValueError(f"lga: contrastive_weight must be >= 0, got {self.contrastive_weight}")
+        if self.metric_temperature <= 0:
+            raise ValueError(f"lga: metric_temperature must be > 0, got {self.metric_temperature}")
+        if self.vt_features not in ("fused", "raw"):
+            raise ValueError(f"lga: vt_features must be 'fused' or 'raw', got {self.vt_features!r}")
+
+
+def geometric_mean_log_probs(log_p_vv: torch.Tensor, log_p_vt: torch.Tensor, alpha: float) -> torch.Tensor:
+    """LGA's weighted geometric mean p ∝ p_vv^α · p_vt^(1-α), in log space, renormalised over classes."""
+    return F.log_softmax(alpha * log_p_vv + (1.0 - alpha) * log_p_vt, dim=-1)
+
+
+@METHODS.register("lga")
+class LGA(EncoderMethod):
+    """LGA: textual + visual anatomy, stage-level fusion, AB-MHM and video-text matching.
+
+    Build with ``fsar.create_method("lga", backbone=..., descriptions=..., describer=...,
+    **options)``; options are the fields of :class:`LGAConfig` (``num_stages``, ``alpha``,
+    ...). Query clips never see text or labels: their fusion is visual-only and their
+    V-T scores compare them with every episode class.
+    """
+
+    name = "lga"
+
+    def __init__(
+        self,
+        *,
+        backbone: str | Encoder,
+        weights: str | Path | None = None,
+        finetune: str | None = None,
+        descriptions: dict[str, list[str]] | None = None,
+        describer: Describer | None = None,
+        training_classes: list[str] | None = None,
+        **options: Any,
+    ) -> None:
+        finetune = finetune or default_finetune(backbone, "full")
+        config = make_config(
+            LGAConfig,
+            method=self.name,
+            backbone=backbone_label(backbone),
+            weights=None if weights is None else str(weights),
+            finetune=finetune,
+            **options,
+        )
+        config.validate()
+        encoder = resolve_encoder(
+            backbone, weights=weights, finetune=finetune, encoder_options=config.encoder_options, method=self.name
+        )
+        super().__init__(encoder)
+        self.config = config
+        self.space = TextSpace(
+            feature_dim=encoder.feature_dim,
+            text_dim=encoder.text_dim,
+            shared_space=encoder.shared_space,
+            embed_dim=config.embed_dim,
+        )
+        self.fusion = StageFusion(
+            self.space.dim,
+            heads=config.fusion_heads,
+            ffn_mult=config.fusion_ffn_mult,
+            dropout=config.fusion_dropout,
+            residual=config.fusion_residual,
+        )
+        from fsar import metrics
+
+        self.metric = metrics.build("abmhm", **{"num_stages": config.num_stages, **config.metric_options})
+        self.metric_temperature = Scale(config.metric_temperature, learnable=config.learn_metric_temperature)
+        scale_init = config.text_logit_scale or initial_logit_scale(encoder)
+        self.text_logit_scale = Scale(
+            scale_init, learnable=config.learn_text_logit_scale, max_value=CLIP_LOGIT_SCALE
+        )
+        self.descriptions: dict[str, list[str]] = {}
+        for name, stages in (descriptions or {}).items():
+            self.descriptions[name] = self._check_description(name, stages)
+        self.describer = describer
+        self._template = TemplateDescriber()
+        self._templated: set[str] = set()
+        self._text_cache: dict[tuple[str, ...], torch.Tensor] = {}
+        self.training_classes: list[str] | None = None
+        if training_classes is not None:
+            self.set_training_classes(training_classes)
+
+    # ------------------------------------------------------------------ text side
+
+    @property
+    def stages_used(self) -> int:
+        """Stages actually matched: L, or 1 with visual anatomy off."""
+        return self.config.num_stages if self.config.visual_anatomy else 1
+
+    def _check_description(self, name: str, stages: Any) -> list[str]:
+        L = self.config.num_stages
+        if not isinstance(stages, (list, tuple)) or len(stages) != L or not all(
+            isinstance(s, str) and s.strip() for s in stages
+        ):
+            raise ValueError(
+                f"lga: description of class {name!r} must be {L} non-empty strings "
+                f"(num_stages={L}), got {stages!r}"
+            )
+        return list(stages)
+
+    def describe(self, class_name: str) -> list[str]:
+        """The L stage descriptions of ``class_name`` (given, described on the fly, or template)."""
+        if class_name in self.descriptions:
+            return self.descriptions[class_name]
+        if self.describer is not None:
+            stages = self._check_description(class_name, self.describer.describe(class_name, self.config.num_stages))
+        else:
+            stages = self._template.describe(class_name, self.config.num_stages)
+            if class_name not in self._templated:
+                self._templated.add(class_name)
+                log.warning(
+                    "lga: no description for class %r and no describer: using the template "
+                    "fallback (run `fsar describe` or pass --descriptions/--llm-url)",
+                    class_name,
+                )
+        self.descriptions[class_name] = stages
+        return stages
+
+    def _class_texts(self, class_names: list[str], device: torch.device) -> torch.Tensor:
+        """Raw stage text features (C, L_used, D_text) of the frozen text encoder (cached)."""
+        out = []
+        for name in class_names:
+            if self.config.textual_anatomy:
+                texts = tuple(self.describe(name))
+            else:
+                from fsar.encoders.prompts import normalise_class_name
+
+                texts = (f"a video of {normalise_class_name(name)}",) * self.config.num_stages
+            cached = self._text_cache.get(texts)
+            if cached is None:
+                with torch.no_grad():
+                    cached = self.encoder.encode_text(list(texts)).detach().float().cpu()
+                self._text_cache[texts] = cached
+            out.append(cached)
+        texts = torch.stack(out).to(device)  # (C, L, D_text)
+        if not self.config.visual_anatomy:
+            texts = texts.mean(1, keepdim=True)
+        return texts
+
+    def set_training_classes(self, class_names: list[str]) -> None:
+        """All training class names, for the contrastive loss (global labels = positions)."""
+        names = list(class_names)
+        if not names:
+            raise ValueError("lga: set_training_classes needs at least one class name")
+        if len(set(names)) != len(names):
+            raise ValueError("lga: set_training_classes got duplicate class names")
+        self.training_classes = names
+        self._class_index = {name: i for i, name in enumerate(names)}
+
+    # ------------------------------------------------------------------ forward
+
+    def _stages(self, raw: torch.Tensor, projected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Visual anatomy: boundaries from the raw frames, stage packs of the projected ones."""
+        num_frames = raw.shape[1]
+        if self.config.visual_anatomy:
+            boundaries = segment(raw.detach(), self.stages_used, self.config.segmentation)
+            membership = stage_membership(boundaries, num_frames, self.config.overlap)
+        else:
+            membership = torch.ones(raw.shape[0], 1, num_frames, dtype=torch.bool, device=raw.device)
+        stages, valid = gather_stages(projected, membership)
+        return stages, valid, membership
+
+    @staticmethod
+    def _pool(stages: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Mean over each stage's valid frames: (n, L, n_max, W) -> (n, L, W)."""
+        weight = valid.to(stages.dtype)
+        return (stages * weight[..., None]).sum(2) / weight.sum(2, keepdim=True).clamp_min(1.0)
+
+    def _stage_cosines(self, pooled: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
+        """1/L Σ_i cos(pooled_i, text^c_i): (n, L, W) x (C, L, W) -> (n, C)."""
+        return torch.einsum("nlw,clw->nc", F.normalize(pooled, dim=-1), F.normalize(texts, dim=-1)) / pooled.shape[1]
+
+    def forward(self, inputs: EpisodeInputs) -> MethodOutput:
+        support, query = self.encode_episode(inputs)
+        assert support is not None
+        device = query.device
+        n_support = support.shape[0]
+        labels = inputs.support_labels.to(device)
+        way = inputs.way
+
+        raw = torch.cat([support, query])  # (Ns + Nq, T, D)
+        stages, valid, _ = self._stages(raw, self.space.frames(raw))
+        class_text = self.space.text(self._class_texts(inputs.class_names, device))  # (C, L, W)
+
+        # Fine-grained multimodal fusion: support stages with their class's stage texts,
+        # query stages visual-only (same weights).
+        fused_support = self.fusion(stages[:n_support], valid[:n_support], class_text[labels])
+        fused_query = self.fusion(stages[n_support:], valid[n_support:], None)
+
+        # Video-video: AB-MHM over the concatenated fused stages (prototype f~ = concat_i f~_{S_i}).
+        seq_support, mem_support = concat_stages(fused_support, valid[:n_support])
+        seq_query, mem_query = concat_stages(fused_query, valid[n_support:])
+        vv_logits = self.metric(
+            seq_support, labels, seq_query, way, support_stages=mem_support, query_stages=mem_query
+        ) / self.metric_temperature()
+        log_p_vv = F.log_softmax(vv_logits, dim=-1)
+
+        # Video-text: pooled query stages vs each class's stage texts.
+        query_stages = fused_query if self.config.vt_features == "fused" else stages[n_support:]
+        pooled_query = self._pool(query_stages, valid[n_support:])
+        scale = self.text_logit_scale()
+        vt_logits = scale * self._stage_cosines(pooled_query, class_text)
+        log_p_vt = F.log_softmax(vt_logits, dim=-1)
+
+        if self.training:
+            log_probs = log_p_vv  # training classifies with V-V only (paper, for stability)
+        else:
+            log_probs = geometric_mean_log_probs(log_p_vv, log_p_vt, self.config.alpha)
+        parts: dict[str, torch.Tensor] = {"log_p_vv": log_p_vv.detach(), "log_p_vt": log_p_vt.detach()}
+
+        loss = None
+        if self.training and inputs.query_labels is not None:
+            query_labels = inputs.query_labels.to(device)
+            loss_vv = F.cross_entropy(vv_logits, query_labels)
+            loss = loss_vv
+            parts["loss_vv"] = loss_vv.detach()
+            if self.config.contrastive_weight > 0:
+                fused = torch.cat([fused_support, fused_query])
+                targets_episode = torch.cat([labels, query_labels])
+                loss_con = self._contrastive_loss(
+                    self._pool(fused, valid), targets_episode, inputs.class_names, class_text, scale
+                )
+                loss = loss + self.config.contrastive_weight * loss_con
+                parts["loss_contrastive"] = loss_con.detach()
+        return MethodOutput(log_probs=log_probs, loss=loss, parts=parts)
+
+    def _contrastive_loss(
+        self,
+        pooled: torch.Tensor,
+        episode_labels: torch.Tensor,
+        class_names: list[str],
+        class_text: torch.Tensor,
+        scale: torch.Tensor,
+    ) -> torch.Tensor:
+        """Stage-level CE of cos(pooled stage, stage text) over the training (or episode) classes."""
+        if self.training_classes is None:
+            texts, targets = class_text, episode_labels
+        else:
+            unknown = [c for c in class_names if c not in self._class_index]
+            if unknown:
+                raise ValueError(f"lga: episode classes {unknown} are not among the training classes")
+            device = pooled.device
+            to_global = torch.tensor([self._class_index[c] for c in class_names], device=device)
+            texts = self.space.text(self._class_texts(self.training_classes, device))
+            targets = to_global[episode_labels]
+        # (n, L, C): per-stage cosines, CE over classes, averaged over clips and stages.
+        logits = scale * torch.einsum(
+            "nlw,clw->nlc", F.normalize(pooled, dim=-1), F.normalize(texts, dim=-1)
+        )
+        num_stages = logits.shape[1]
+        return F.cross_entropy(logits.flatten(0, 1), targets.repeat_interleave(num_stages))
