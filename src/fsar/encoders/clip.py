@@ -400,6 +400,7 @@ def build_clip_encoder(
     if finetune not in FINETUNE_MODES:
         raise ValueError(f"{name}: finetune must be one of {FINETUNE_MODES}, got {finetune!r}")
 
+    fgma = FgMAConfig(**fgma_options) if finetune == "adapters" else None  # validate before the slow build
     if weights == "random":
         architecture = ClipArchitecture(**{"patch_size": PATCH_SIZES[name], **arch_options})
         model, tokenizer = build_random_clip(architecture, seed=seed, config=config)
@@ -410,7 +411,6 @@ def build_clip_encoder(
                 f"weights='random'; pretrained weights bring their own config"
             )
         model, tokenizer = load_pretrained_clip(name, weights or HUB_IDS[name])
-    fgma = FgMAConfig(**fgma_options) if finetune == "adapters" else None
     return ClipEncoder(
         name=name,
         model=model,
