@@ -122,7 +122,8 @@ def test_interrupted_extraction_resumes_and_matches_an_uninterrupted_run(dataset
     manifest = Manifest.from_folder(dataset)
     reference_dir, resumed_dir = tmp_path / "reference", tmp_path / "resumed"
     enc = TinyEncoder()
-    extract_features(manifest, enc, _loader(enc), reference_dir, shard_size=2, progress=False)
+    # The reference decodes serially, the others with background prefetch: same bytes.
+    extract_features(manifest, enc, _loader(enc), reference_dir, shard_size=2, prefetch=0, progress=False)
 
     class Interrupt(Exception):
         pass
@@ -283,3 +284,15 @@ def test_cli_extract_with_the_embedded_encoder(dataset, tmp_path, capsys, monkey
     assert code == 2 and "refusing to mix" in capsys.readouterr().err
     assert main(["extract", str(dataset), "--backbone", "nope", "--out", str(out)]) == 2
     assert "unknown backbone 'nope'" in capsys.readouterr().err
+
+
+def test_relative_data_root(dataset, tmp_path, monkeypatch):
+    monkeypatch.chdir(dataset.parent)
+    manifest = Manifest.from_folder(Path(dataset.name))
+    enc = TinyEncoder()
+    loader = _loader(enc)
+    extract_features(manifest, enc, loader, Path("cache"), progress=False)
+    cache = FeatureCache(tmp_path / "cache")
+    assert "alpha/clip1" in cache.entries
+    clip = Manifest.from_folder(dataset).clips_of("alpha")[1]  # absolute paths this time
+    assert cache.clip_features(clip, loader).shape == (4, 6)

@@ -108,15 +108,15 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
 
 
 def _relative_key(path: str | os.PathLike, root: Path) -> str:
+    """Clip path relative to the data root, POSIX style (the index key)."""
     path = Path(path)
-    if path.is_absolute():
+    try:
+        path = path.relative_to(root)
+    except ValueError:
         try:
-            path = path.relative_to(root)
+            path = path.resolve().relative_to(root.resolve())
         except ValueError:
-            try:
-                path = path.resolve().relative_to(root.resolve())
-            except ValueError:
-                return path.as_posix()
+            pass  # outside the root (or already relative to it): keep as given
     return PurePosixPath(*path.parts).as_posix()
 
 
@@ -200,6 +200,7 @@ def extract_features(
     shard_size: int = 256,
     batch_size: int = 8,
     backbone_options: dict[str, Any] | None = None,
+    prefetch: int = 2,
     progress: bool = True,
     on_shard_written: Callable[[int, Path], None] | None = None,
 ) -> ExtractionSummary:
@@ -216,6 +217,7 @@ def extract_features(
         batch_size: clips per encoder call.
         backbone_options: how the encoder was built (e.g. ``{"weights": "random"}``), stored
             in the index; a different value in an existing cache is refused.
+        prefetch: batches decoded ahead by a background thread while the encoder runs (0: none).
         on_shard_written: called with (shard number, path) after each newly written shard.
     """
     if not getattr(encoder, "is_frozen", False):
@@ -273,7 +275,7 @@ def extract_features(
                 summary.shards_reused += 1
             else:
                 shard_entries, shard_skipped, tensors = _encode_shard(
-                    shard_clips, shard_keys, encoder, loader, batch_size, device, VideoReadError, bar
+                    shard_clips, shard_keys, encoder, loader, batch_size, device, VideoReadError, bar, prefetch
                 )
                 metadata = {
                     "header": json.dumps(header, sort_keys=True),
@@ -343,7 +345,40 @@ def _reusable_shard(path: Path, header: dict, shard_keys: list[str]):
     return entries, skipped
 
 
-def _encode_shard(shard_clips, shard_keys, encoder, loader, batch_size, device, read_error, bar):
+def _decoded(items, loader, lookahead: int, read_error):
+    """For (clip, key) items, yield (clip, key, (indices, frame count, frames) | exception) in order.
+
+    With ``lookahead`` > 0 a background thread decodes up to that many clips ahead while the
+    encoder runs (PyAV and the resize release the GIL), bounded so memory stays small.
+    """
+    errors = (read_error, OSError, RuntimeError, ValueError)
+
+    def load(clip):
+        try:
+            return _load_eval_view(clip, loader)
+        except errors as error:
+            return error
+
+    if lookahead <= 0:
+        for clip, key in items:
+            yield clip, key, load(clip)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fsar-decode") as pool:
+        pending: deque = deque()
+        for clip, key in items:
+            pending.append((clip, key, pool.submit(load, clip)))
+            if len(pending) > lookahead:
+                done_clip, done_key, future = pending.popleft()
+                yield done_clip, done_key, future.result()
+        while pending:
+            done_clip, done_key, future = pending.popleft()
+            yield done_clip, done_key, future.result()
+
+
+def _encode_shard(shard_clips, shard_keys, encoder, loader, batch_size, device, read_error, bar, prefetch):
     entries: dict[str, dict] = {}
     skipped: list[tuple[str, str]] = []
     tensors: dict[str, torch.Tensor] = {}
@@ -362,15 +397,16 @@ def _encode_shard(shard_clips, shard_keys, encoder, loader, batch_size, device, 
         bar.update(len(pending))
         pending.clear()
 
-    for clip, key in zip(shard_clips, shard_keys):
-        try:
-            indices, total, frames = _load_eval_view(clip, loader)
-        except (read_error, OSError, RuntimeError, ValueError) as error:
+    items = list(zip(shard_clips, shard_keys))
+    for clip, key, result in _decoded(items, loader, prefetch * batch_size, read_error):
+        if isinstance(result, BaseException):
+            error = result
             reason = str(error) or type(error).__name__
             log.warning("feature cache: skipping unreadable clip %s: %s", clip.path, reason)
             skipped.append((key, reason))
             bar.update(1)
             continue
+        indices, total, frames = result
         pending.append((key, indices, total, frames))
         if len(pending) >= batch_size:
             flush()
