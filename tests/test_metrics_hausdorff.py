@@ -1,0 +1,210 @@
+"""Bi-MHM (HyRSM golden files, reductions) and AB-MHM (LGA spec §8 checks, stages, K-shot)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import fsar.metrics as metrics
+from fsar.metrics.hausdorff import ABMHM, BiMHM, stage_mask, uniform_boundaries
+
+REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+
+
+def _load(name: str) -> dict:
+    path = REFERENCE / f"{name}.npz"
+    if not path.exists():
+        pytest.skip(f"reference file {path} not available (needs ../shared)")
+    with np.load(path) as z:
+        return {key: z[key] for key in z.files}
+
+
+def _episode(z: dict, dtype=torch.float64):
+    way = json.loads(str(z["meta_json"]))["way"]
+    return (
+        torch.from_numpy(z["support"]).to(dtype),
+        torch.from_numpy(z["support_labels"]),
+        torch.from_numpy(z["query"]).to(dtype),
+        way,
+    )
+
+
+@pytest.mark.parametrize("case", "abc")
+@pytest.mark.parametrize("preset", ["bimhm_hyrsm1shot", "bimhm_hyrsm5shot"])
+def test_presets_match_reference_files(preset: str, case: str) -> None:
+    z = _load(f"{preset}_{case}")
+    metric = metrics.build(preset)
+    logits = metric(*_episode(z))
+    np.testing.assert_allclose(logits.numpy(), z["logits_f64"], rtol=1e-9, atol=1e-9)
+    logits32 = metric(*_episode(z, torch.float32))
+    np.testing.assert_allclose(logits32.numpy(), z["logits_f64"], rtol=1e-5, atol=1e-5)
+
+
+def _random_episode(way=3, shot=2, n_query=4, t_support=6, t_query=6, dim=16, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(way).repeat(shot)
+    support = torch.randn(way * shot, t_support, dim, generator=generator, dtype=torch.float64)
+    query = torch.randn(n_query, t_query, dim, generator=generator, dtype=torch.float64)
+    return support, labels, query, way
+
+
+def _bimhm_loop(q: torch.Tensor, s: torch.Tensor) -> float:
+    """Paper form, frame by frame."""
+    cos = torch.nn.functional.cosine_similarity(q[:, None], s[None], dim=-1, eps=1e-12)
+    d = 1 - cos
+    return float(d.min(1).values.mean() + d.min(0).values.mean())
+
+
+def test_bimhm_mean_is_the_paper_formula_and_sum_scales_by_frames() -> None:
+    support, labels, query, way = _random_episode(shot=1, t_support=5, t_query=7)
+    mean = BiMHM(reduction="mean", shots="distance")(support, labels, query, way)
+    expected = torch.tensor([[_bimhm_loop(q, s) for s in support] for q in query], dtype=torch.float64)
+    torch.testing.assert_close(mean, -expected)
+    # with equal frame counts the sum form is exactly T times the mean form
+    support, labels, query, way = _random_episode(shot=1)
+    torch.testing.assert_close(
+        BiMHM(reduction="sum")(support, labels, query, way),
+        6 * BiMHM(reduction="mean")(support, labels, query, way),
+    )
+
+
+def test_bimhm_shot_modes_differ_for_several_shots() -> None:
+    support, labels, query, way = _random_episode(shot=3)
+    prototype = BiMHM(shots="prototype")(support, labels, query, way)
+    distance = BiMHM(shots="distance")(support, labels, query, way)
+    assert not torch.allclose(prototype, distance)
+
+
+# ----------------------------------------------------------------------------- AB-MHM
+
+
+def test_stage_masks_from_boundaries_and_overlap() -> None:
+    assert uniform_boundaries(8, 3).tolist() == [0, 2, 5, 8]
+    mask = stage_mask(torch.tensor([[0, 2, 6, 8]]), 8)
+    assert mask.shape == (1, 3, 8)
+    assert mask.sum(-1).tolist() == [[2, 4, 2]]
+    assert mask.sum(1).eq(1).all()  # every frame in exactly one stage
+    overlapped = stage_mask(torch.tensor([0, 2, 6, 8]), 8, overlap=1)
+    assert overlapped.sum().item() == 8 + 2 * (3 - 1)
+    assert overlapped[0].nonzero().flatten().tolist() == [0, 1, 2]
+    assert overlapped[1].nonzero().flatten().tolist() == [1, 2, 3, 4, 5, 6]
+    for bad in ([0, 2, 2, 8], [1, 4, 8], [0, 4, 7]):
+        with pytest.raises(ValueError, match="stage boundaries"):
+            stage_mask(torch.tensor(bad), 8)
+
+
+def test_abmhm_is_zero_for_identical_clips_and_symmetric() -> None:
+    support, labels, query, way = _random_episode(way=1, shot=1, n_query=1, t_support=8, t_query=8)
+    metric = ABMHM(num_stages=3)
+    stages_s = torch.tensor([[0, 3, 5, 8]])
+    stages_q = torch.tensor([[0, 2, 6, 8]])
+    same = metric(support, labels, support.clone(), way, support_stages=stages_s, query_stages=stages_s)
+    torch.testing.assert_close(same, torch.zeros(1, 1, dtype=torch.float64), atol=1e-12, rtol=0)
+    forward = metric(support, labels, query, way, support_stages=stages_s, query_stages=stages_q)
+    swapped = metric(query, labels, support, way, support_stages=stages_q, query_stages=stages_s)
+    torch.testing.assert_close(forward, swapped)
+    assert float(forward) < 0
+
+
+def test_abmhm_with_one_stage_equals_bimhm_mean() -> None:
+    support, labels, query, way = _random_episode(shot=1, t_support=5, t_query=7)
+    torch.testing.assert_close(
+        ABMHM(num_stages=1)(support, labels, query, way),
+        BiMHM(reduction="mean")(support, labels, query, way),
+    )
+    support, labels, query, way = _random_episode(shot=3)
+    torch.testing.assert_close(
+        ABMHM(num_stages=1, shots="distance")(support, labels, query, way),
+        BiMHM(reduction="mean", shots="distance")(support, labels, query, way),
+    )
+
+
+def test_abmhm_matches_stages_by_index_and_accepts_masks() -> None:
+    support, labels, query, way = _random_episode(shot=1, t_support=8, t_query=8)
+    boundaries = torch.tensor([0, 3, 5, 8])
+    metric = ABMHM()
+    logits = metric(support, labels, query, way, support_stages=boundaries, query_stages=boundaries)
+    expected = torch.zeros(query.shape[0], way, dtype=torch.float64)
+    for q in range(query.shape[0]):
+        for s in range(support.shape[0]):
+            parts = [
+                _bimhm_loop(query[q, a:b], support[s, a:b])
+                for a, b in zip(boundaries[:-1].tolist(), boundaries[1:].tolist())
+            ]
+            expected[q, labels[s]] = sum(parts) / 3
+    torch.testing.assert_close(logits, -expected)
+    masks = stage_mask(boundaries, 8)
+    torch.testing.assert_close(
+        metric(support, labels, query, way, support_stages=masks, query_stages=masks), logits
+    )
+    # the default stages are the uniform HARD split
+    uniform = uniform_boundaries(8, 3)
+    torch.testing.assert_close(
+        metric(support, labels, query, way),
+        metric(support, labels, query, way, support_stages=uniform, query_stages=uniform),
+    )
+
+
+def test_abmhm_k_shot_union_of_stage_frames() -> None:
+    support, labels, query, way = _random_episode(way=2, shot=2, n_query=2, t_support=4, t_query=4)
+    boundaries = torch.tensor([0, 2, 4])
+    logits = ABMHM(num_stages=2)(support, labels, query, way)
+    for q in range(2):
+        for c in range(way):
+            clips = support[labels == c]
+            parts = []
+            for a, b in ((0, 2), (2, 4)):
+                union = torch.cat([clip[a:b] for clip in clips])  # the class's stage frames
+                parts.append(_bimhm_loop(query[q, a:b], union))
+            assert float(logits[q, c]) == pytest.approx(-sum(parts) / 2, rel=1e-12)
+    # unequal shot counts are handled too (padding is masked out)
+    labels3 = torch.tensor([0, 1, 0, 0])
+    support3 = support
+    union_logits = ABMHM(num_stages=2)(support3, labels3, query, way)
+    clips = support3[labels3 == 1]
+    expected = sum(_bimhm_loop(query[0, a:b], clips[0, a:b]) for a, b in ((0, 2), (2, 4))) / 2
+    assert float(union_logits[0, 1]) == pytest.approx(-expected, rel=1e-12)
+
+
+def test_abmhm_neighbor_window_can_only_lower_the_distance() -> None:
+    support, labels, query, way = _random_episode(shot=1, t_support=9, t_query=9)
+    strict = ABMHM(num_stages=3)(support, labels, query, way)
+    relaxed = ABMHM(num_stages=3, neighbor_window=1, neighbor_penalty=0.0)(support, labels, query, way)
+    assert (relaxed >= strict - 1e-12).all() and (relaxed > strict).any()
+    huge_penalty = ABMHM(num_stages=3, neighbor_window=1, neighbor_penalty=1e6)(support, labels, query, way)
+    torch.testing.assert_close(huge_penalty, strict)
+
+
+def test_abmhm_bad_stages() -> None:
+    support, labels, query, way = _random_episode(shot=1, t_support=8, t_query=8)
+    metric = ABMHM()
+    empty = torch.zeros(3, 8, dtype=torch.bool)
+    empty[0, :4] = True
+    empty[2, 4:] = True
+    with pytest.raises(ValueError, match="empty stage 1"):
+        metric(support, labels, query, way, query_stages=empty)
+    with pytest.raises(ValueError, match="support has 3 stages, query has 2"):
+        metric(support, labels, query, way, query_stages=torch.tensor([0, 4, 8]))
+    with pytest.raises(ValueError, match="query_stages"):
+        metric(support, labels, query, way, query_stages=torch.tensor([0, 4, 4, 8]))
+    with pytest.raises(ValueError, match="cannot cut"):
+        ABMHM(num_stages=9)(support, labels, query, way)
+
+
+@pytest.mark.parametrize("name", ["bimhm", "abmhm", "bimhm_hyrsm1shot", "bimhm_hyrsm5shot"])
+def test_properties_identity_permutation_gradients(name: str) -> None:
+    support, labels, query, way = _random_episode(shot=2, seed=7)
+    metric = metrics.build(name)
+    probe = support[4:5].clone()
+    assert int(metric(support, labels, probe, way).argmax()) == int(labels[4])
+    logits = metric(support, labels, query, way)
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(metric(support[order], labels[order], query, way), logits)
+    s, q = support.clone().requires_grad_(), query.clone().requires_grad_()
+    metric(s, labels, q, way).sum().backward()
+    for grad in (s.grad, q.grad):
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0

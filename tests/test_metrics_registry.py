@@ -1,0 +1,54 @@
+"""fsar.metrics.build/available and the episode checks every metric shares."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fsar.metrics as metrics
+
+NAMES = [
+    "abmhm", "bimhm", "bimhm_hyrsm1shot", "bimhm_hyrsm5shot", "otam", "otam_clipfsar",
+    "otam_plain", "proto", "proto_tsn_cos", "proto_tsn_sqeuclid", "trx",
+]
+
+
+def _build(name: str) -> torch.nn.Module:
+    return metrics.build(name, feature_dim=8, out_dim=8, seq_len=4) if name == "trx" else metrics.build(name)
+
+
+def test_available_and_unknown_name() -> None:
+    assert metrics.available() == NAMES
+    with pytest.raises(ValueError, match="unknown metric 'dtw'"):
+        metrics.build("dtw")
+
+
+def test_presets_take_overrides() -> None:
+    assert metrics.build("otam_plain").lam == 0.1
+    assert metrics.build("otam_clipfsar").lam == 0.5
+    assert metrics.build("otam_clipfsar", lam=0.2).lam == 0.2
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bad_input_raises_value_error_naming_the_problem(name: str) -> None:
+    metric = _build(name)
+    generator = torch.Generator().manual_seed(0)
+    support = torch.randn(4, 4, 8, generator=generator)
+    query = torch.randn(3, 4, 8, generator=generator)
+    labels = torch.tensor([0, 1, 0, 1])
+    assert metric(support, labels, query, 2).shape == (3, 2)
+    cases = [
+        ((support, labels, torch.randn(3, 4, 6), 2), "mismatched feature sizes"),
+        ((support, torch.tensor([0, 1, 2, 1]), query, 2), r"support_labels outside 0\.\.1: \[2\]"),
+        ((support, torch.tensor([0, -1, 0, 1]), query, 2), "outside"),
+        ((support, labels, query, 3), r"class\(es\) \[2\] have no support clip"),
+        ((support.clone().index_fill_(0, torch.tensor([1]), float("nan")), labels, query, 2), "NaN in support"),
+        ((support, labels, query.clone().index_fill_(0, torch.tensor([2]), float("nan")), 2), "NaN in query"),
+        ((support, labels, query.clone().index_fill_(0, torch.tensor([2]), float("inf")), 2), "inf in query"),
+        ((support, labels[:3], query, 2), "support_labels must have shape"),
+        ((support[0], labels, query, 2), "support must have shape"),
+        ((support, labels.float(), query, 2), "must be integers"),
+    ]
+    for args, message in cases:
+        with pytest.raises(ValueError, match=message):
+            metric(*args)
