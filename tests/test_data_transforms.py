@@ -124,3 +124,18 @@ def test_bad_input_and_config():
         TransformConfig(color_jitter=1.5)
     with pytest.raises(ValueError, match="std"):
         TransformConfig(std=(0.0, 1.0, 1.0))
+
+
+def test_crop_then_resize_matches_resize_then_crop():
+    """The fast path (crop the source window, resize it) agrees with resize-everything-then-crop."""
+    height, width = 48, 84
+    yy, xx = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    smooth = (127 + 60 * torch.sin(xx / 9.0) + 60 * torch.cos(yy / 7.0)).round().to(torch.uint8)
+    frames = smooth.expand(2, 3, height, width).contiguous()
+    config = TransformConfig(image_size=28, resize_short=32, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    fast = ClipTransform(config, train=False)(frames) * 255
+    full = resize_short_side(frames.float(), 32)  # (2, 3, 32, 56)
+    top, left = (32 - 28) // 2, (56 - 28) // 2
+    slow = full[:, :, top : top + 28, left : left + 28]
+    assert fast.shape == slow.shape
+    assert (fast - slow).abs().mean() < 4.0  # grey levels; a wrong window would be off by tens

@@ -196,7 +196,6 @@ class VideoFileReader(VideoReader):
         try:
             with av.open(str(self.path)) as container:
                 stream = container.streams.video[0]
-                stream.thread_type = "AUTO"
                 frames = None
                 if self._index is None:
                     self._index = _PacketIndex.build(container, stream)
