@@ -77,7 +77,7 @@ def _class_loop(module: TRX, support, labels, query, way):
     return torch.stack(outs).mean(0)
 
 
-def test_vectorised_classes_equal_the_class_loop_with_unequal_shots() -> None:
+def test_vectorised_classes_equal_the_class_loop_with_unequal_shots(monkeypatch) -> None:
     torch.manual_seed(0)
     module = TRX(feature_dim=12, out_dim=16, seq_len=5, cardinalities=(1, 2, 4)).double().eval()
     generator = torch.Generator().manual_seed(1)
@@ -85,7 +85,11 @@ def test_vectorised_classes_equal_the_class_loop_with_unequal_shots() -> None:
     support = torch.randn(6, 5, 12, generator=generator, dtype=torch.float64)
     query = torch.randn(4, 5, 12, generator=generator, dtype=torch.float64)
     with torch.no_grad():
-        torch.testing.assert_close(module(support, labels, query, 3), _class_loop(module, support, labels, query, 3))
+        expected = _class_loop(module, support, labels, query, 3)
+        torch.testing.assert_close(module(support, labels, query, 3), expected)
+        # memory-bounded path: queries in chunks of one
+        monkeypatch.setattr("fsar.metrics.trx.ATTENTION_CHUNK_ELEMENTS", 1)
+        torch.testing.assert_close(module(support, labels, query, 3), expected)
 
 
 def test_properties_and_frame_counts() -> None:

@@ -14,6 +14,8 @@ Differences from tobyperrett/trx, all without effect on the output (reference RE
   (padding masked out of the softmax) instead of a Python loop over classes;
 * the tuple projection is split per tuple slot, ``W [x_t0; x_t1] = W_0 x_t0 + W_1 x_t1``, so each
   frame is projected once instead of once per tuple (P/T times fewer FLOPs);
+* queries are split into chunks when the all-class attention would exceed
+  ``ATTENTION_CHUNK_ELEMENTS`` scores (long clips only; one chunk at T = 8);
 * query and support may have different frame counts (each at most ``int(1.5 * seq_len)``,
   the positional-encoding length).
 
@@ -35,6 +37,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fsar.metrics._common import class_index, validate_episode
+
+ATTENTION_CHUNK_ELEMENTS = 1 << 25  # 32 M scores (128 MiB in float32) per chunk of queries
 
 
 class PositionalEncoding(nn.Module):
@@ -113,16 +117,39 @@ class TemporalCrossTransformer(nn.Module):
         class_keys = support_keys[index].reshape(way, max_shot * tuples_s, self.out_dim)
         class_values = support_values[index].reshape(way, max_shot * tuples_s, self.out_dim)
         n_query, tuples_q, _ = query_keys.shape
-        flat_query_keys = query_keys.reshape(1, n_query * tuples_q, self.out_dim)
-        scores = flat_query_keys @ class_keys.transpose(1, 2) / math.sqrt(self.out_dim)  # (way, n_q*P_q, shot*P_s)
+        # The attention of all classes at once holds way * n_query * P_q * max_shot * P_s scores;
+        # queries are processed in chunks that keep it below ATTENTION_CHUNK_ELEMENTS (memory bound
+        # for long clips, e.g. T = 16 gives P = 560 triples). At T = 8 there is a single chunk.
+        per_query = way * tuples_q * max_shot * tuples_s
+        chunk = max(1, ATTENTION_CHUNK_ELEMENTS // per_query)
+        padding = None
         if not bool(valid.all()):
             padding = ~valid[:, :, None].expand(way, max_shot, tuples_s).reshape(way, 1, -1)
+        distances = [
+            self._class_distances(
+                query_keys[start : start + chunk], query_values[start : start + chunk],
+                class_keys, class_values, padding,
+            )
+            for start in range(0, n_query, chunk)
+        ]
+        return -torch.cat(distances)
+
+    def _class_distances(
+        self, query_keys: Tensor, query_values: Tensor, class_keys: Tensor, class_values: Tensor,
+        padding: Tensor | None,
+    ) -> Tensor:
+        """``-logits (n_query, way)`` for a chunk of queries against all classes at once."""
+        way = class_keys.shape[0]
+        n_query, tuples_q, _ = query_keys.shape
+        flat_query_keys = query_keys.reshape(1, n_query * tuples_q, self.out_dim)
+        scores = flat_query_keys @ class_keys.transpose(1, 2) / math.sqrt(self.out_dim)  # (way, n_q*P_q, shot*P_s)
+        if padding is not None:
             scores = scores.masked_fill(padding, float("-inf"))
         attention = F.softmax(scores, dim=-1)
         prototypes = (attention @ class_values).view(way, n_query, tuples_q, self.out_dim)
         difference = query_values[None] - prototypes  # (way, n_q, P_q, out)
         distance = difference.pow(2).sum((2, 3)) / tuples_q  # (way, n_q)
-        return -distance.T
+        return distance.T
 
 
 class TRX(nn.Module):
