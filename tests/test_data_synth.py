@@ -318,3 +318,21 @@ def test_encode_mp4_validates_and_leaves_no_temp_files(tmp_path):
     with pytest.raises(ValueError, match="even"):
         S.encode_mp4(tmp_path / "z.mp4", np.zeros((2, 31, 32, 3), np.uint8))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.mp4"]
+
+
+def test_load_metadata_and_phase_of_frames(tmp_path):
+    root = _render(tmp_path, classes=2, videos_per_class=1)
+    meta = S.load_metadata(root)
+    clip = meta["clips"][0]
+    a, b = clip["boundaries"]
+    phases = S.phase_of_frames(range(16), clip["boundaries"])
+    assert phases == [0] * a + [1] * (b - a) + [2] * (16 - b)
+    assert S.phase_of_frames([0, 15], (1, 2)) == [0, 2]
+    with pytest.raises(ValueError, match="invalid phase boundaries"):
+        S.phase_of_frames([0], (3, 3))
+    with pytest.raises(S.SynthDatasetError, match="missing"):
+        S.load_metadata(tmp_path / "nowhere")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "synth.json").write_text('{"format": "something else"}')
+    with pytest.raises(S.SynthDatasetError, match="not an fsar-synth"):
+        S.load_metadata(tmp_path / "other")

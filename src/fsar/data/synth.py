@@ -75,6 +75,8 @@ __all__ = [
     "render_clip",
     "encode_mp4",
     "render_dataset",
+    "load_metadata",
+    "phase_of_frames",
 ]
 
 PHASES: tuple[str, str, str] = ("onset", "progression", "completion")
@@ -89,6 +91,9 @@ _STREAM_APPEARANCE = 0xA11
 _STREAM_MOTION = 0x307
 _STREAM_PHASES = 0x5A9
 _NOISE_CELLS = 8  # resolution of the "noise" texture table in object-local coordinates
+#: Clip index = canonical class index * this + video index, so a clip keeps its identity (and its
+#: bytes) whichever subset of classes or number of videos is rendered.
+_MAX_VIDEOS_PER_CLASS = 10_000
 
 
 class SynthDatasetError(ValueError):
@@ -1128,10 +1133,30 @@ def render_dataset(
         not a synthetic set (anything besides action folders) is refused.
     Writes are atomic (temp file + os.replace); synth.json is written last, so an interrupted
     run never looks complete.
+
+    ``synth.json`` schema (format_version 1; one clip record per line)::
+
+        format: "fsar-synth"        format_version: 1         seed: int
+        params: {classes: [name], videos_per_class, frames, size, fps, codec, codec_options}
+        classes: [name]             # label order of this set
+        phases: ["onset", "progression", "completion"]
+        reverse_pairs: [[forward, reverse]]            # among the rendered classes
+        default_split: {train: [name], val: [name], test: [name]}
+        descriptions: {name: [onset, progression, completion sentence]}
+        clips: [{
+            id: "cNN_vVVVV", path: "<action name>/<id>.mp4" (relative, "/"), class, label,
+            clip_index,             # (seed, clip_index) re-derives every parameter
+            num_frames,
+            boundaries: [a, b],     # first progression frame, first completion frame (0 < a < b < T)
+            phases: {onset: [0, a], progression: [a, b], completion: [b, T]},  # half-open
+            centroid: [[x, y]] * T, # pixels, main object (mean of the two parts for split/merge)
+            scale: [float] * T, angle: [rad] * T, opacity: [float] * T,       # main object
+            appearance: {...}, motion: {...}                                   # Appearance, Motion
+        }]
     """
     names = _resolve_classes(classes)
-    if videos_per_class < 1:
-        raise ValueError(f"videos_per_class must be >= 1, got {videos_per_class}")
+    if not 1 <= videos_per_class <= _MAX_VIDEOS_PER_CLASS:
+        raise ValueError(f"videos_per_class must be in 1..{_MAX_VIDEOS_PER_CLASS}, got {videos_per_class}")
     _check_size(frames, size)
     out = Path(out_dir)
     params = {
@@ -1188,7 +1213,7 @@ def render_dataset(
             class_dir = out / name
             class_dir.mkdir(exist_ok=True)
             for v in range(videos_per_class):
-                clip_index = canon[name] * 10_000 + v  # stable across class subsets and counts
+                clip_index = canon[name] * _MAX_VIDEOS_PER_CLASS + v  # stable across class subsets and counts
                 p = draw_clip_params(name, seed=seed, clip_index=clip_index, frames=frames, size=size)
                 video, tracks = render_clip(p)
                 rel = f"{name}/{_clip_id(canon[name], v)}.mp4"
@@ -1243,3 +1268,35 @@ def render_dataset(
     }
     _write_json_atomic(meta_path, meta)
     return out
+
+
+def load_metadata(root: str | os.PathLike) -> dict:
+    """Read ``root/synth.json`` (see :func:`render_dataset` for the schema).
+
+    Raises :class:`SynthDatasetError` naming the file when it is missing, unreadable, or not a
+    synthetic data set description of a known format version.
+    """
+    path = Path(root) / "synth.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SynthDatasetError(f"{path}: missing; {root} is not a rendered synthetic data set") from None
+    except (OSError, ValueError) as exc:
+        raise SynthDatasetError(f"{path}: unreadable ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != "fsar-synth":
+        raise SynthDatasetError(f"{path}: not an fsar-synth description (no format 'fsar-synth')")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise SynthDatasetError(f"{path}: format_version {meta.get('format_version')!r}, this fsar reads {FORMAT_VERSION}")
+    return meta
+
+
+def phase_of_frames(indices: Sequence[int], boundaries: Sequence[int]) -> list[int]:
+    """Phase (0 onset, 1 progression, 2 completion) of each sampled frame index.
+
+    Maps a clip's ground-truth ``boundaries`` (first progression frame, first completion frame)
+    onto the frames a sampler picked, e.g. to score CLUSTER-Segment's stages against the truth.
+    """
+    a, b = (int(x) for x in boundaries)
+    if not 0 < a < b:
+        raise ValueError(f"invalid phase boundaries {tuple(boundaries)} (need 0 < a < b)")
+    return [0 if i < a else 1 if i < b else 2 for i in (int(i) for i in indices)]
