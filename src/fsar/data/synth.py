@@ -653,21 +653,17 @@ def default_split(names: Sequence[str] | None = None) -> tuple[list[str], list[s
             if pair_quota[k]:
                 parts[k].extend(next(it))
                 pair_quota[k] -= 1
-    its = iter(singles)
     remaining = [max(t - len(p), 0) for t, p in zip(targets, parts)]
-    leftovers = list(its)
-    idx = 0
-    while idx < len(leftovers):
-        progressed = False
-        for k in order:
-            if remaining[k] and idx < len(leftovers):
-                parts[k].append(leftovers[idx])
-                remaining[k] -= 1
-                idx += 1
-                progressed = True
-        if not progressed:  # pairs overfilled a part; the rest goes to train
-            parts[0].extend(leftovers[idx:])
+    queue = list(singles)
+    while queue:
+        takers = [k for k in order if remaining[k]]
+        if not takers:  # pairs overfilled a part; the rest goes to train
+            parts[0].extend(queue)
             break
+        for k in takers:
+            if queue:
+                parts[k].append(queue.pop(0))
+                remaining[k] -= 1
     return tuple(sorted(p, key=canon.__getitem__) for p in parts)  # type: ignore[return-value]
 
 
