@@ -281,6 +281,8 @@ def test_render_dataset_bad_input(tmp_path):
         _render(tmp_path, classes=["moving something from left to right", "dancing"])
     with pytest.raises(ValueError, match="videos_per_class"):
         _render(tmp_path, videos_per_class=0)
+    with pytest.raises(ValueError, match="seed must be"):
+        _render(tmp_path, seed=-1)
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")

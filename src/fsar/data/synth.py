@@ -24,9 +24,11 @@ Design choices that make the set useful for few-shot *temporal* matching:
 * **Look-alike classes.** Pushing towards the camera vs expanding, moving in front of vs behind
   something, shaking vs wobbling, squeezing vs stretching: single frames are ambiguous.
 
-Rendering is numpy-vectorised over (T, H, W): object masks come from coordinate grids in the
-object's rotated, scaled local frame, with a one-pixel soft edge; clips are encoded with PyAV
-(MPEG-4 part 2, yuv420p) and written atomically. Everything is deterministic from the seed.
+Rendering is numpy-vectorised (no per-pixel Python): each object's mask is a level function of
+coordinate grids mapped into its rotated, scaled local frame, with a one-pixel soft edge,
+evaluated on its bounding box per frame; every object carries a small contrasting marker dot so
+rotations of symmetric shapes are visible. Clips are encoded with PyAV (MPEG-4 part 2, yuv420p)
+and written atomically. Everything is deterministic from the seed.
 
 Layout written by :func:`render_dataset`::
 
@@ -1151,6 +1153,9 @@ def render_dataset(
         }]
     """
     names = _resolve_classes(classes)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = int(seed)
     if not 1 <= videos_per_class <= _MAX_VIDEOS_PER_CLASS:
         raise ValueError(f"videos_per_class must be in 1..{_MAX_VIDEOS_PER_CLASS}, got {videos_per_class}")
     _check_size(frames, size)
