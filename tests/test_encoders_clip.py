@@ -17,6 +17,7 @@ from fsar.encoders.clip import (
     ClipEncoder,
     ClipWeightsError,
     HashTokenizer,
+    MemoryEfficientQuickGELU,
 )
 from fsar.encoders.params import count_parameters, parameter_report
 
@@ -173,6 +174,23 @@ def test_gradient_checkpointing_gives_same_values_and_grads():
     torch.testing.assert_close(results[0][0], results[1][0])
     for a, b in zip(results[0][1], results[1][1]):
         torch.testing.assert_close(a, b)
+
+
+def test_memory_efficient_quick_gelu_matches_hf():
+    from transformers.activations import QuickGELUActivation
+
+    x = torch.randn(4, 7, dtype=torch.float64, requires_grad=True)
+    assert torch.equal(MemoryEfficientQuickGELU()(x), QuickGELUActivation()(x))
+    torch.autograd.gradcheck(MemoryEfficientQuickGELU(), (x,))
+    x32 = torch.randn(3, 5, requires_grad=True)
+    (MemoryEfficientQuickGELU()(x32) * torch.arange(15.0).view(3, 5)).sum().backward()
+    grad = x32.grad.clone()
+    x32.grad = None
+    (QuickGELUActivation()(x32) * torch.arange(15.0).view(3, 5)).sum().backward()
+    torch.testing.assert_close(grad, x32.grad)
+    # Installed in every vision block (the frozen text tower runs without graphs and keeps HF's).
+    encoder = tiny()
+    assert all(isinstance(l.mlp.activation_fn, MemoryEfficientQuickGELU) for l in encoder.clip.vision_model.encoder.layers)
 
 
 # -- tokenizer fallback --------------------------------------------------------------------------------

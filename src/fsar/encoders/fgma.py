@@ -157,7 +157,8 @@ class FgMA(nn.Module):
         The block's frozen attention runs with batch = clips and sequence = the T frames.
         """
         frames_total, _, dim = hidden.shape
-        cls_tokens = hidden[:, 0, :].reshape(frames_total // num_frames, num_frames, dim)  # (B, T, D)
+        # A copy, not a view: LN1 saves its input for backward, and a view would keep all of ``hidden`` alive.
+        cls_tokens = hidden[:, 0, :].reshape(frames_total // num_frames, num_frames, dim).clone()  # (B, T, D)
         y = layer.layer_norm1(cls_tokens)
         if self.gta_in_adapters is not None:
             y = self.gta_in_adapters[index](y)
