@@ -22,6 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "data",
         help="check a data set (fsar data check) or render the synthetic one (fsar data synth)",
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
     parser.set_defaults(func=lambda args: _help(parser))
@@ -29,6 +30,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     check = commands.add_parser(
         "check",
         help="report classes, frame counts, unreadable files and duplicates; fail if episodes can't be served",
+        description=(
+            "Report classes, videos per class, frames per video (min/median/max), missing and unreadable "
+            "files, non-image files in frame folders and byte-identical duplicates. Exit status 1 when the "
+            "data cannot serve --way/--shot/--queries episodes (the short classes are named), 2 on bad input."
+        ),
     )
     check.add_argument("root", metavar="ROOT", help="data root: ROOT/<class>/<video file or frame folder>")
     check.add_argument("--split-file", metavar="F", help="check the entries of a 'label/video_id' split file")

@@ -8,8 +8,9 @@ Video files (mp4, avi, webm, mkv, mov) are decoded with PyAV. Decoding a whole c
 to keep 8 of its frames is the main cost of few-shot episode loading, so the reader
 *seeks*: it demuxes the packets once (cheap: no decoding) to learn every frame's
 presentation timestamp and where the keyframes are, then for each needed frame jumps
-to the keyframe before it, unless continuing to decode from the current position is
-no longer. When seeking misbehaves (a timestamp that isn't in the index, an overshoot,
+to the keyframe before it, unless that keyframe is not ahead of the current decoder
+position (then decoding on is no more work). So it never decodes more frames than a
+sequential decode up to the last needed frame would. When seeking misbehaves (a timestamp that isn't in the index, an overshoot,
 a decoder error) the reader falls back to one sequential decode from the start, which
 numbers frames by their decode-output order. ``VideoReader.decoded_frames`` counts the
 frames decoded so far, so tests (and curious users) can see what a read costs.
@@ -80,7 +81,11 @@ class VideoReader(ABC):
 
     @abstractmethod
     def read(self, indices: Sequence[int]) -> torch.Tensor:
-        """Frames at ``indices`` (any order, repeats allowed) as uint8 ``(T, C, H, W)`` RGB."""
+        """Frames at ``indices`` (any order, repeats allowed) as uint8 ``(T, C, H, W)`` RGB.
+
+        Raises :class:`VideoReadError` when the source cannot be decoded and ``IndexError``
+        for indices outside ``0..num_frames-1`` (a caller's mistake, not bad data).
+        """
 
     def _check_indices(self, indices: Sequence[int]) -> list[int]:
         wanted = [int(i) for i in indices]
