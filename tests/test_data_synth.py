@@ -338,3 +338,17 @@ def test_load_metadata_and_phase_of_frames(tmp_path):
     (tmp_path / "other" / "synth.json").write_text('{"format": "something else"}')
     with pytest.raises(S.SynthDatasetError, match="not an fsar-synth"):
         S.load_metadata(tmp_path / "other")
+
+
+def test_covering_hides_the_object_completely_and_uncovering_reveals_it():
+    import dataclasses
+
+    for i in range(6):
+        params = S.draw_clip_params("covering something", seed=4, clip_index=i)
+        assert params.appearance.other.shape in S.COVER_SHAPES
+        frames, _ = S.render_clip(params)
+        main = params.appearance.main
+        tiny = dataclasses.replace(params.appearance, main=dataclasses.replace(main, radius=1e-4))
+        without_object, _ = S.render_clip(dataclasses.replace(params, appearance=tiny))
+        assert np.array_equal(frames[-1], without_object[-1])  # hidden under the cover at the end
+        assert not np.array_equal(frames[0], without_object[0])  # visible at the start

@@ -54,6 +54,7 @@ __all__ = [
     "SHAPES",
     "TEXTURES",
     "BACKGROUNDS",
+    "COVER_SHAPES",
     "FORMAT_VERSION",
     "ActionSpec",
     "ACTIONS",
@@ -85,6 +86,8 @@ PHASES: tuple[str, str, str] = ("onset", "progression", "completion")
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "ring", "cross", "hexagon", "diamond")
 TEXTURES: tuple[str, ...] = ("solid", "stripes", "checker", "noise")
 BACKGROUNDS: tuple[str, ...] = ("plain", "gradient", "noise", "clutter")
+#: Shapes of the second object (the cover, the target, the thing passed behind): solid bodies.
+COVER_SHAPES: tuple[str, ...] = ("circle", "square", "hexagon")
 FORMAT_VERSION = 1
 #: Frames per second written into the mp4 container (16 frames = 2 s, a short SSv2-like clip).
 FPS = 8
@@ -693,7 +696,12 @@ def _distinct(a: Sequence[float], b: Sequence[float]) -> float:
     return abs(_luma(a) - _luma(b)) + 0.5 * float(np.linalg.norm(np.subtract(a, b))) / math.sqrt(3)
 
 
-def _look(rng: np.random.Generator, radius_range: tuple[float, float], avoid: Sequence[Sequence[float]]) -> Look:
+def _look(
+    rng: np.random.Generator,
+    radius_range: tuple[float, float],
+    avoid: Sequence[Sequence[float]],
+    shapes: Sequence[str] = SHAPES,
+) -> Look:
     for _ in range(32):
         colour = _colour(rng, (0.55, 1.0), (0.55, 1.0))
         if all(_distinct(colour, a) > 0.3 for a in avoid):
@@ -704,7 +712,7 @@ def _look(rng: np.random.Generator, radius_range: tuple[float, float], avoid: Se
             break
     marker = (0.05, 0.05, 0.05) if _luma(colour) > 0.5 else (0.97, 0.97, 0.97)
     return Look(
-        shape=str(rng.choice(SHAPES)),
+        shape=str(rng.choice(shapes)),
         colour=colour,
         colour_to=colour_to,
         texture=str(rng.choice(TEXTURES)),
@@ -729,7 +737,11 @@ def draw_appearance(seed: int, clip_index: int) -> Appearance:
     bg_angle = round(float(rng.uniform(0.0, 2.0 * math.pi)), 4)
     bg_seed = int(rng.integers(0, 2**31 - 1))
     main = _look(rng, (0.09, 0.15), avoid=(bg1, bg2))
-    other = _look(rng, (0.16, 0.2), avoid=(bg1, bg2, main.colour))
+    # The second object covers / hides the main one in some actions, so it is a solid-bodied
+    # shape (no ring, star, cross) at least 1.45x larger: its inscribed circle covers the main
+    # object's full extent. Drawn the same way for every clip, whatever the action.
+    r_other = (1.45 * main.radius, min(1.7 * main.radius, 0.24))
+    other = _look(rng, r_other, avoid=(bg1, bg2, main.colour), shapes=COVER_SHAPES)
     return Appearance(main=main, other=other, background=background, bg_colours=(bg1, bg2), bg_angle=bg_angle, bg_seed=bg_seed)
 
 
