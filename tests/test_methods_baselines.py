@@ -9,6 +9,7 @@ import torch.nn.functional as F
 import fsar
 from fsar.data.inputs import EpisodeInputs
 from fsar.metrics import build
+from methods_toys import single_thread  # noqa: F401  (autouse fixture)
 from methods_toys import TINY_CLIP, features_episode, frames_episode, shared_embedded_pair, shared_frozen_clip
 
 

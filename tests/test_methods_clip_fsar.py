@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 import fsar
 from fsar.data.inputs import EpisodeInputs
-from methods_toys import (
+from methods_toys import (  # noqa: F401  (single_thread: autouse fixture)
+    single_thread,
     CLASSES,
     TINY_CLIP,
     TINY_MODULATION,

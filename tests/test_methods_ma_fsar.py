@@ -10,7 +10,8 @@ import torch
 
 import fsar
 from fsar.data.inputs import EpisodeInputs
-from methods_toys import (
+from methods_toys import (  # noqa: F401  (single_thread: autouse fixture)
+    single_thread,
     TINY_CLIP,
     TINY_TPCM,
     ToyEncoder,
