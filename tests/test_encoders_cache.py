@@ -51,6 +51,10 @@ class TinyEncoder(Encoder):
         return torch.zeros(len(texts), 2)
 
 
+def _loader_with_other_crop(encoder) -> ClipLoader:
+    return ClipLoader(num_frames=4, transform=TransformConfig.for_encoder(encoder, resize_short=24))
+
+
 def _loader(encoder, frames: int = 4) -> ClipLoader:
     return ClipLoader(num_frames=frames, transform=TransformConfig.for_encoder(encoder))
 
@@ -174,8 +178,11 @@ def test_refuses_to_mix_backbones_weights_or_views(dataset, tmp_path):
     with pytest.raises(CacheMismatchError, match="refusing to mix"):
         extract_features(manifest, enc, _loader(enc, frames=3), tmp_path / "c", progress=False)
     with pytest.raises(CacheMismatchError, match="refusing to mix"):
-        extract_features(manifest, enc, _loader(enc), tmp_path / "c", backbone_options={"weights": "random"},
-                         progress=False)
+        extract_features(manifest, enc, _loader_with_other_crop(enc), tmp_path / "c", progress=False)
+    # Same weights under another spelling of the options: same features, the cache is reused.
+    again = extract_features(manifest, TinyEncoder(seed=0), _loader(enc), tmp_path / "c",
+                             backbone_options={"weights": "pretrained"}, progress=False)
+    assert again.shards_written == 0 and again.extracted == 9
     cache = FeatureCache(tmp_path / "c")
     cache.check_backbone("tiny-test")
     with pytest.raises(CacheMismatchError, match="effnet"):

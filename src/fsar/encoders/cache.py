@@ -20,7 +20,8 @@ file + ``os.replace``); each carries in its metadata the header (backbone name, 
 fingerprint, transform key, sampling) and its clips' frame indices and skips. After an
 interruption, re-running the extraction keeps every shard whose metadata matches the plan and
 computes only the rest. A directory never mixes backbones: extracting with another backbone
-(or other options, weights, frames or transform) into it is refused.
+(or other weights, frames, sampling or transform) into it is refused. The weights are
+identified by a fingerprint of the parameters, so two spellings of the same weights agree.
 
 The index is keyed by clip path; each entry records the clip's frame count, the frame
 indices that were encoded and the shard; the header records the transform key. Unreadable
@@ -183,6 +184,16 @@ def _header(encoder, backbone_options: dict[str, Any], transform_key: str, num_f
     }
 
 
+#: Header fields that must agree for features to share a cache. ``backbone_options`` is recorded
+#: but not compared: equal weights reached by another spelling (a folder vs. a hub id, None vs.
+#: "pretrained") give the same fingerprint and the same features.
+_IDENTITY = ("format", "backbone", "weights_fingerprint", "feature_dim", "transform_key", "num_frames", "sampling")
+
+
+def _same_features(a: dict, b: dict) -> bool:
+    return all(a.get(k) == b.get(k) for k in _IDENTITY)
+
+
 def _describe(header: dict) -> str:
     return (
         f"backbone {header.get('backbone')!r} options {header.get('backbone_options')} "
@@ -316,7 +327,7 @@ def _refuse_mixing(out: Path, header: dict) -> None:
         except (OSError, json.JSONDecodeError) as error:
             raise CacheMismatchError(f"feature cache: {existing} is not a readable cache index ({error})") from None
         old_header = {k: old.get(k) for k in header}
-        if old_header != header:
+        if not _same_features(old_header, header):
             raise CacheMismatchError(
                 f"feature cache: {out} already holds features of {_describe(old_header)}; "
                 f"refusing to mix in {_describe(header)}. Use another --out directory."
@@ -331,7 +342,7 @@ def _reusable_shard(path: Path, header: dict, shard_keys: list[str]):
     if not meta:
         return None
     try:
-        if json.loads(meta["header"]) != header:
+        if not _same_features(json.loads(meta["header"]), header):
             raise CacheMismatchError(
                 f"feature cache: shard {path} was written for {_describe(json.loads(meta['header']))}; "
                 f"refusing to mix in {_describe(header)}. Use another --out directory."
