@@ -21,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "describe",
         help="generate LGA stage descriptions (onset/progression/completion) for class names",
-        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        description=__doc__.split("\n\n", 1)[1].replace("``", "") if __doc__ else None,
     )
     parser.add_argument("classes_file", metavar="CLASSES_FILE", help="text file, one class name per line")
     parser.add_argument("--out", required=True, metavar="CACHE.json", help="description cache to fill")
