@@ -212,3 +212,19 @@ def test_embedded_pair_runs_on_cached_features_and_frames():
     with torch.no_grad():
         out = method(frames_episode(way=2, shot=1, queries=1, frames=2, size=32))
     assert out.log_probs.shape == (2, 2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "finetune, tunable",
+    [("frozen", 3_150_336), ("full", 87_849_216 + 3_150_336)],  # spec §8 exact checks (Table 4)
+)
+def test_parameter_counts_of_the_full_size_model(finetune, tunable):
+    """Full-size CLIP ViT-B/32 (random weights): total = 151.28M + TPCM = 154.43M; tunable
+    3.15M (frozen CLIP + TPCM) or 91.00M (fine-tuned visual-only). +1 is the logit scale."""
+    method = fsar.create_method("ma-fsar", backbone="clip-vit-b32", weights="random", finetune=finetune,
+                                tpcm_pre_ln=False)
+    total = sum(p.numel() for p in method.parameters())
+    trainable = sum(p.numel() for p in method.parameters() if p.requires_grad)
+    assert total == 151_277_313 + 3_150_336 + 1
+    assert trainable == tunable + 1
