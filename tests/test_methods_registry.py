@@ -55,3 +55,15 @@ def test_every_method_runs_on_the_embedded_pair(name):
     assert out.log_probs.shape == (2, 2)
     assert (out.loss is not None) == method.trainable
     assert all(not key.startswith("encoder.") for key in method.trainable_state_dict())
+
+
+@pytest.mark.parametrize("name", ["ma-fsar", "clip-fsar", "otam"])
+def test_unknown_metric_fails_before_building_the_encoder(name, monkeypatch):
+    import fsar.encoders
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the encoder was built before the options were checked")
+
+    monkeypatch.setattr(fsar.encoders, "create_encoder", refuse)
+    with pytest.raises(ValueError, match="unknown metric 'otma'"):
+        create_method(name, backbone="clip-vit-b32", metric="otma")

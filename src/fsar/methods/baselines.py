@@ -31,6 +31,7 @@ from fsar.methods.base import MethodOutput
 from fsar.methods.common import (
     EncoderMethod,
     backbone_label,
+    check_metric_name,
     make_config,
     metric_label,
     resolve_encoder,
@@ -78,6 +79,7 @@ class FrozenMetricBaseline(EncoderMethod):
             metric=metric_label(metric),
             **options,
         )
+        check_metric_name(metric, method=name)
         if config.finetune != "frozen":
             raise ValueError(f"{name}: a training-free baseline needs finetune='frozen', got {config.finetune!r}")
         encoder = resolve_encoder(
@@ -155,7 +157,8 @@ class ZeroShot(EncoderMethod):
             )
         super().__init__(encoder)
         self.config = config
-        self.logit_scale = config.logit_scale or initial_logit_scale(encoder)
+        # Record the scale actually used, so the saved config reproduces the run by itself.
+        config.logit_scale = self.logit_scale = config.logit_scale or initial_logit_scale(encoder)
         self.text_bank = text_bank_for(encoder)
 
     def forward(self, inputs: EpisodeInputs) -> MethodOutput:

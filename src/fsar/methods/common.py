@@ -24,6 +24,7 @@ __all__ = [
     "EncoderMethod",
     "Scale",
     "backbone_label",
+    "check_metric_name",
     "make_config",
     "metric_label",
     "check_episode",
@@ -101,6 +102,15 @@ def resolve_metric(
     if metric.startswith("trx") and feature_dim is not None:
         options.setdefault("feature_dim", feature_dim)
     return metrics.build(metric, **options)
+
+
+def check_metric_name(metric: str | nn.Module, *, method: str) -> None:
+    """Fail on an unknown metric name *before* building a (possibly large) encoder."""
+    if isinstance(metric, str):
+        from fsar import metrics
+
+        if metric not in metrics.available():
+            raise ValueError(f"{method}: unknown metric {metric!r}; available: {', '.join(metrics.available())}")
 
 
 def backbone_label(backbone: str | Encoder) -> str:

@@ -54,6 +54,7 @@ from fsar.methods.common import (
     EncoderMethod,
     Scale,
     backbone_label,
+    check_metric_name,
     class_means,
     default_finetune,
     make_config,
@@ -164,6 +165,7 @@ class MAFSAR(EncoderMethod):
             **options,
         )
         config.validate()
+        check_metric_name(metric, method=self.name)
         encoder = resolve_encoder(
             backbone, weights=weights, finetune=finetune, encoder_options=config.encoder_options, method=self.name
         )
