@@ -65,7 +65,7 @@ def validate_episode(
     # anywhere makes the sums non-finite; an overflowing sum of finite values is re-checked below)
     low, high, probe = torch.stack(
         [support_labels.min().double(), support_labels.max().double(),
-         support.sum(dtype=torch.float64) + query.sum(dtype=torch.float64)]
+         (support.sum() + query.sum()).double()]
     ).tolist()
     if low < 0 or high >= way:
         bad = sorted({int(v) for v in support_labels.tolist() if not 0 <= v < way})
@@ -90,7 +90,8 @@ def shot_average_matrix(support_labels: Tensor, way: int, dtype: torch.dtype) ->
     ``x @ M`` averages a per-support-clip quantity ``x (..., n_support)`` over each class's
     shots; ``M.T @ f`` gives class means of per-clip features. Labels must be validated.
     """
-    one_hot = F.one_hot(support_labels, way).to(dtype)
+    classes = torch.arange(way, device=support_labels.device)
+    one_hot = (support_labels[:, None] == classes).to(dtype)  # no host sync, unlike F.one_hot
     return one_hot / one_hot.sum(0, keepdim=True)
 
 

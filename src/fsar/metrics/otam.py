@@ -47,6 +47,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fsar.metrics._common import (
@@ -72,37 +73,39 @@ def _reference_scaled(scaled: Tensor) -> Tensor:
     ``scaled = -d/λ`` laid out column-major as ``(C, R, B)`` (batch last, so every slice below
     is a contiguous block) -> ``X (B,)``; the cumulative distance is ``-λ X``.
     """
-    row0 = scaled[:, 0].cumsum(0)  # (C, B): X[0, m] for real columns, hard prefix sum
     if scaled.shape[1] == 1:
-        return row0[-1]
+        return scaled[:, 0].sum(0)  # a single row: the plain sum
     log2 = scaled.new_tensor(_LOG2)
     # first real column: X[l,1] = E[l,0] + log(exp(0) + exp(X[l-1,1]) + exp(0)), sequential in l
-    value = row0[0]
+    first = scaled[0].unbind(0)
+    value = first[0]
     column = [value]
-    for entry in scaled[0, 1:].unbind(0):
+    for entry in first[1:]:
         value = entry + torch.logaddexp(value, log2)
         column.append(value)
-    return _middle_and_last(scaled, row0, torch.stack(column))
+    return _middle_and_last(scaled, torch.stack(column))
 
 
 def _paper_scaled(scaled: Tensor) -> Tensor:
     """Paper (soft-DTW, +inf boundaries) recursion in the scaled log domain, ``(C, R, B) -> (B,)``."""
-    row0 = scaled[:, 0].cumsum(0)
     if scaled.shape[1] == 1:
-        return row0[-1]
-    col = torch.cat([row0[:1], scaled[0, 1:] + _LOG2])  # (R, B)
-    return _middle_and_last(scaled, row0, col)
+        return scaled[:, 0].sum(0)
+    first = scaled[0]
+    col = torch.cat([first[:1], first[1:] + _LOG2])  # (R, B)
+    return _middle_and_last(scaled, col)
 
 
-def _middle_and_last(scaled: Tensor, row0: Tensor, col: Tensor) -> Tensor:
+def _middle_and_last(scaled: Tensor, col: Tensor) -> Tensor:
     """Shared by both variants: middle columns (diagonal/horizontal) and the right padding column.
 
-    ``col (R, B)`` is the first real column.
+    ``col (R, B)`` is the first real column. The diagonal predecessor of row 0 is -inf
+    (outside the grid), so ``logaddexp(-inf, X[0, m-1]) = X[0, m-1]`` exactly and row 0 comes
+    out as the hard prefix sum of the reference.
     """
     rows, cols = scaled.shape[1], scaled.shape[0]
     for m in range(1, cols):
-        rest = scaled[m, 1:] + torch.logaddexp(col[:-1], col[1:])  # (R-1, B)
-        col = torch.cat([row0[m : m + 1], rest])
+        diagonal = F.pad(col[:-1], (0, 0, 1, 0), value=-math.inf)  # X[l-1, m-1], -inf for l = 0
+        col = scaled[m] + torch.logaddexp(diagonal, col)
     weights = torch.full((rows, 1), _LOG2, dtype=col.dtype, device=col.device)
     weights[-1] = 0.0
     return torch.logsumexp(col + weights, 0)
