@@ -14,6 +14,7 @@ from fsar.methods.common import (
     check_episode,
     class_means,
     default_finetune,
+    resolve_finetune,
     make_config,
     mix_log_probs,
     resolve_encoder,
@@ -80,6 +81,15 @@ def test_default_finetune_only_adapts_clip():
     assert default_finetune("clip-vit-b16", "adapters") == "adapters"
     assert default_finetune("effnet-lite0+minilm", "adapters") == "frozen"
     assert default_finetune(ToyEncoder(), "full") == "frozen"
+
+
+def test_a_ready_encoder_keeps_its_own_finetune_mode():
+    assert resolve_finetune("clip-vit-b32", None, "adapters", method="m") == "adapters"
+    assert resolve_finetune("clip-vit-b32", "full", "adapters", method="m") == "full"
+    assert resolve_finetune(ToyEncoder(), None, "adapters", method="m") == "frozen"
+    assert resolve_finetune(ToyEncoder(adapters=True), None, "full", method="m") == "trainable"
+    with pytest.raises(ValueError, match="ready encoder"):
+        resolve_finetune(ToyEncoder(), "adapters", "adapters", method="m")
 
 
 def test_resolve_encoder_rejects_options_with_a_ready_encoder():

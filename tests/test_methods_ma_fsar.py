@@ -135,7 +135,8 @@ def test_alpha_zero_is_visual_only(frozen_clip):
 
 
 def test_alpha_defaults_and_validation(frozen_clip):
-    assert _ma_fsar(backbone=frozen_clip).alpha == 0.75
+    frozen = _ma_fsar(backbone=frozen_clip)
+    assert frozen.alpha == 0.75 and frozen.config.finetune == "frozen"  # the ready encoder's own mode
     assert _ma_fsar(backbone=frozen_clip, dataset_kind="temporal").alpha == 0.25
     assert _ma_fsar(backbone=frozen_clip, dataset_kind="temporal", alpha=0.5).alpha == 0.5
     with pytest.raises(ValueError, match="dataset_kind"):

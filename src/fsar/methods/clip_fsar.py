@@ -42,10 +42,10 @@ from fsar.methods.common import (
     backbone_label,
     check_metric_name,
     class_means,
-    default_finetune,
     make_config,
     metric_label,
     resolve_encoder,
+    resolve_finetune,
     resolve_metric,
 )
 from fsar.methods.ma_fsar import CLIP_LOGIT_SCALE, initial_logit_scale
@@ -107,7 +107,7 @@ class CLIPFSAR(EncoderMethod):
         training_classes: list[str] | None = None,
         **options: Any,
     ) -> None:
-        finetune = finetune or default_finetune(backbone, "full")
+        finetune = resolve_finetune(backbone, finetune, "full", method=self.name)
         config = make_config(
             CLIPFSARConfig,
             method=self.name,

@@ -30,6 +30,7 @@ __all__ = [
     "check_episode",
     "class_means",
     "default_finetune",
+    "resolve_finetune",
     "mix_log_probs",
     "resolve_encoder",
     "resolve_metric",
@@ -45,6 +46,23 @@ def default_finetune(backbone: str | Encoder, preferred: str) -> str:
     """
     name = backbone.name if isinstance(backbone, Encoder) else str(backbone)
     return preferred if name.startswith("clip") else "frozen"
+
+
+def resolve_finetune(backbone: str | Encoder, finetune: str | None, preferred: str, *, method: str) -> str:
+    """The fine-tuning mode to build with (registry name) or that a ready encoder already has.
+
+    A ready :class:`Encoder` keeps its own mode (its ``finetune`` attribute, else ``"frozen"``
+    or ``"trainable"`` from :attr:`Encoder.is_frozen`); asking it for another mode is an error.
+    """
+    if not isinstance(backbone, Encoder):
+        return finetune or default_finetune(backbone, preferred)
+    actual = getattr(backbone, "finetune", None) or ("frozen" if backbone.is_frozen else "trainable")
+    if finetune is not None and finetune != actual:
+        raise ValueError(
+            f"{method}: finetune={finetune!r} does not apply to a ready encoder, which is {actual!r}; "
+            "build the encoder with that mode, or pass the backbone name"
+        )
+    return actual
 
 
 def resolve_encoder(

@@ -56,11 +56,11 @@ from fsar.methods.common import (
     backbone_label,
     check_metric_name,
     class_means,
-    default_finetune,
     make_config,
     metric_label,
     mix_log_probs,
     resolve_encoder,
+    resolve_finetune,
     resolve_metric,
 )
 from fsar.methods.text_side import TextSpace, cosine_logits, episode_text, text_bank_for
@@ -154,7 +154,7 @@ class MAFSAR(EncoderMethod):
         metric: str | nn.Module = "otam",
         **options: Any,
     ) -> None:
-        finetune = finetune or default_finetune(backbone, "adapters")
+        finetune = resolve_finetune(backbone, finetune, "adapters", method=self.name)
         config = make_config(
             MAFSARConfig,
             method=self.name,
