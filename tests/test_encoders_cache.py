@@ -303,3 +303,27 @@ def test_relative_data_root(dataset, tmp_path, monkeypatch):
     assert "alpha/clip1" in cache.entries
     clip = Manifest.from_folder(dataset).clips_of("alpha")[1]  # absolute paths this time
     assert cache.clip_features(clip, loader).shape == (4, 6)
+
+
+def test_cli_extract_split_file_and_refusals(dataset, tmp_path, capsys, monkeypatch):
+    from fsar.cli import main
+    from fsar.encoders import ENCODERS
+
+    monkeypatch.setitem(ENCODERS._factories, "tiny-test", lambda weights=None, **o: TinyEncoder())
+    monkeypatch.setitem(ENCODERS._factories, "tiny-trainable", lambda weights=None, **o: TinyEncoder(trainable=True))
+    split = tmp_path / "test.txt"
+    split.write_text("alpha/clip0\nalpha/clip2\ngamma/clip1\ngamma/missing-video\n")
+    out = tmp_path / "c"
+    argv = ["extract", str(dataset), "--split-file", str(split), "--backbone", "tiny-test", "--out", str(out),
+            "--frames", "3", "--no-progress"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "3 clips cached" in printed and "1 skipped" in printed and "missing-video" in printed
+    cache = FeatureCache(out)
+    assert set(cache.entries) == {"alpha/clip0", "alpha/clip2.mp4", "gamma/clip1"}
+    assert cache.num_frames == 3 and list(cache.skipped) == ["gamma/missing-video"]
+
+    assert main(["extract", str(dataset), "--backbone", "tiny-trainable", "--out", str(tmp_path / "d")]) == 2
+    assert "not frozen" in capsys.readouterr().err
+    assert main(["extract", str(tmp_path / "nowhere"), "--backbone", "tiny-test", "--out", str(tmp_path / "e")]) == 2
+    assert "nowhere" in capsys.readouterr().err

@@ -59,6 +59,15 @@ def normalise_class_name(name: str) -> str:
     return text
 
 
+def _device_of(encoder) -> torch.device | None:
+    """The device of the encoder's parameters (None for parameter-free encoders)."""
+    parameters = getattr(encoder, "parameters", None)
+    if not callable(parameters):
+        return None
+    first = next(iter(parameters()), None)
+    return None if first is None else first.device
+
+
 class ClassTextBank:
     """Text features of class names under the prompt templates, computed once per class.
 
@@ -67,7 +76,8 @@ class ClassTextBank:
     ``features(names, train=False)`` returns, per name, the mean of its features over all
     templates. Both read from an in-memory cache of (num_templates, D_text) per class, filled
     by one batched ``encoder.encode_text`` call for all missing classes; so a fixed class list
-    costs one encoder call in total. Cached tensors are detached: the text encoder is frozen.
+    costs one encoder call in total. Cached tensors are detached (the text encoder is frozen)
+    and returned on the encoder's current device.
 
     Args:
         encoder: anything with ``encode_text(list[str]) -> (N, D_text)``.
@@ -101,7 +111,9 @@ class ClassTextBank:
     def template_features(self, class_names: Sequence[str]) -> torch.Tensor:
         """(n, num_templates, D_text): every template's features for each name."""
         self._fill(class_names)
-        return torch.stack([self._per_template[n] for n in class_names])
+        stacked = torch.stack([self._per_template[n] for n in class_names])
+        device = _device_of(self.encoder)
+        return stacked if device is None else stacked.to(device)
 
     def features(
         self,
