@@ -266,3 +266,34 @@ def test_learns_a_temporal_toy_task():
     after = accuracy()
     assert after > before + 0.1 or after > 0.9, (before, after)
     assert math.isfinite(out.loss.item())
+
+
+def _backbone(name):
+    from methods_toys import TINY_CLIP, shared_embedded_pair, shared_frozen_clip
+
+    from fsar.encoders import create_encoder
+
+    if name == "clip-vit-b32":
+        return shared_frozen_clip()
+    if name == "clip-vit-b16":
+        return create_encoder("clip-vit-b16", weights="random", finetune="frozen", **TINY_CLIP)
+    return shared_embedded_pair()
+
+
+@pytest.mark.parametrize("backbone", ["clip-vit-b32", "clip-vit-b16", "effnet-lite0+minilm"])
+def test_every_backbone_frames_or_cached_features(backbone):
+    """LGA runs on every registered backbone: CLIP from frames, the embedded pair from features."""
+    encoder = _backbone(backbone)
+    torch.manual_seed(0)
+    method = fsar.create_method("lga", backbone=encoder, fusion_heads=4, embed_dim=32)
+    assert method.backbone_name == backbone
+    if backbone.startswith("clip"):
+        ep = frames_episode(frames=8, size=encoder.image_size)
+    else:
+        ep = features_episode(dim=encoder.feature_dim, frames=8)
+    out = method.train()(ep)
+    out.loss.backward()
+    assert method.fusion.norm_query.weight.grad is not None
+    evaluated = method.eval()(ep)
+    assert evaluated.log_probs.shape == (ep.query.shape[0], ep.way)
+    assert torch.allclose(evaluated.log_probs.exp().sum(-1), torch.ones(ep.query.shape[0]), atol=1e-5)
