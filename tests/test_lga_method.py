@@ -238,6 +238,7 @@ def test_tiny_clip_frames_end_to_end_gradients_reach_encoder():
     grads = [p.grad for p in method.encoder.parameters() if p.requires_grad]
     assert grads and any(g is not None and g.abs().sum() > 0 for g in grads)
     assert method.config.finetune == "full"
+    assert toy_lga().config.finetune == "frozen"  # a ready encoder keeps its own mode
 
 
 def test_learns_a_temporal_toy_task():

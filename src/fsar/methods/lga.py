@@ -50,9 +50,9 @@ from fsar.methods.common import (
     EncoderMethod,
     Scale,
     backbone_label,
-    default_finetune,
     make_config,
     resolve_encoder,
+    resolve_finetune,
 )
 from fsar.methods.ma_fsar import CLIP_LOGIT_SCALE, initial_logit_scale
 from fsar.methods.text_side import TextSpace
@@ -146,7 +146,7 @@ class LGA(EncoderMethod):
         training_classes: list[str] | None = None,
         **options: Any,
     ) -> None:
-        finetune = finetune or default_finetune(backbone, "full")
+        finetune = resolve_finetune(backbone, finetune, "full", method=self.name)
         config = make_config(
             LGAConfig,
             method=self.name,
