@@ -34,6 +34,16 @@ learned projections it starts at CLIP's own initial 1/0.07, since random project
 give unstructured cosines).
 The metric's logits (−distance for OTAM) are multiplied by ``metric_scale`` (fixed 1.0
 by default, as in the OTAM/CLIP-FSAR code) before the softmax giving p_Q2S.
+
+Choices the paper leaves open (spec tags [proposed]), all configurable:
+
+* TPCM: 8 heads, GELU, dropout 0.1, pre-LayerNorm on (``tpcm_pre_ln``; off = the bare
+  equations). Width = the common space (512 on CLIP ViT-B, ``embed_dim`` otherwise).
+* K-shot: prototypes are the mean of the K TPCM-enhanced support clips (``prototype="mean"``).
+* Training texts: one random template per support clip; the C-way text classifier of
+  eqs. 14/15 uses, per class, the mean of its K clips' draws (for 1-shot: that clip's
+  draw, so one draw serves FgMA, TPCM and the losses).
+* The metric defaults to ``otam`` (fsar's default OTAM: λ 0.1, both directions averaged).
 """
 
 from __future__ import annotations
