@@ -94,6 +94,9 @@ def test_frame_shapes_chunking_and_determinism(encoder):
     torch.testing.assert_close(chunked, out, rtol=1e-4, atol=1e-5)
     single = encoder.encode_frames(frames[1:2, 2:3])
     torch.testing.assert_close(single[0, 0], out[1, 2], rtol=1e-4, atol=1e-5)
+    # The NHWC fast path computes the same features as the plain layout.
+    plain = EmbeddedEncoder(channels_last=False)
+    torch.testing.assert_close(plain.encode_frames(frames), out, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="B, T, 3, H, W"):
         encoder.encode_frames(frames[0])
 
