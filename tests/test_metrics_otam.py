@@ -218,3 +218,14 @@ def test_bad_options_and_inputs() -> None:
     support, labels, query, way = _random_episode()
     with pytest.raises(ValueError, match="NaN in query"):
         OTAM()(support, labels, query.masked_fill(query > 1.5, float("nan")), way)
+
+
+@pytest.mark.parametrize("rows, cols", [(4, 4), (3, 5), (5, 2), (1, 3), (3, 1)])
+@pytest.mark.parametrize("variant", ["reference", "paper"])
+def test_hand_written_backward_of_the_recursion(rows: int, cols: int, variant: str) -> None:
+    d = torch.rand(2, rows, cols, generator=torch.Generator().manual_seed(rows + 7 * cols), dtype=torch.float64)
+    torch.autograd.gradcheck(lambda x: otam_cum_dist(x, 0.3, variant=variant), (d.requires_grad_(),))
+    if variant == "reference":  # against plain autograd through the naive soft-min
+        stable = torch.autograd.grad(otam_cum_dist(d, 0.3).sum(), d)[0]
+        naive = torch.autograd.grad(otam_cum_dist(d, 0.3, stable=False).sum(), d)[0]
+        torch.testing.assert_close(stable, naive)

@@ -47,11 +47,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fsar.metrics._common import (
     COSINES,
+    PEER_COSINE_EPS,
     check_choice,
     class_prototypes,
     frame_cosine,
@@ -67,55 +67,91 @@ SHOT_MODES = ("distance", "prototype")
 _LOG2 = math.log(2.0)
 
 
-def _reference_scaled(scaled: Tensor) -> Tensor:
-    """Reference recursion in the scaled log domain.
-
-    ``scaled = -d/λ`` laid out column-major as ``(C, R, B)`` (batch last, so every slice below
-    is a contiguous block) -> ``X (B,)``; the cumulative distance is ``-λ X``.
-    """
-    if scaled.shape[1] == 1:
-        return scaled[:, 0].sum(0)  # a single row: the plain sum
-    log2 = scaled.new_tensor(_LOG2)
-    # first real column: X[l,1] = E[l,0] + log(exp(0) + exp(X[l-1,1]) + exp(0)), sequential in l
-    first = scaled[0].unbind(0)
-    value = first[0]
-    column = [value]
-    for entry in first[1:]:
-        value = entry + torch.logaddexp(value, log2)
-        column.append(value)
-    return _middle_and_last(scaled, torch.stack(column))
-
-
-def _paper_scaled(scaled: Tensor) -> Tensor:
-    """Paper (soft-DTW, +inf boundaries) recursion in the scaled log domain, ``(C, R, B) -> (B,)``."""
-    if scaled.shape[1] == 1:
-        return scaled[:, 0].sum(0)
+def _first_column_(scaled: Tensor, out: Tensor, variant: str) -> None:
+    """Write the first real column ``X[l, 1]`` (``(R, B)``) into ``out`` (no autograd)."""
     first = scaled[0]
-    col = torch.cat([first[:1], first[1:] + _LOG2])  # (R, B)
-    return _middle_and_last(scaled, col)
+    out[0] = first[0]
+    if variant == "paper":
+        torch.add(first[1:], _LOG2, out=out[1:])  # d[l, 0] + softmin(0, 0) for l > 0
+        return
+    log2 = scaled.new_tensor(_LOG2)
+    for l in range(1, first.shape[0]):  # 3-term soft-min (0, X[l-1, 1], 0): sequential in l
+        torch.logaddexp(out[l - 1], log2, out=out[l])
+        out[l] += first[l]
 
 
-def _middle_and_last(scaled: Tensor, col: Tensor) -> Tensor:
-    """Shared by both variants: middle columns (diagonal/horizontal) and the right padding column.
-
-    ``col (R, B)`` is the first real column. The diagonal predecessor of row 0 is -inf
-    (outside the grid), so ``logaddexp(-inf, X[0, m-1]) = X[0, m-1]`` exactly and row 0 comes
-    out as the hard prefix sum of the reference.
-    """
-    rows, cols = scaled.shape[1], scaled.shape[0]
-    for m in range(1, cols):
-        diagonal = F.pad(col[:-1], (0, 0, 1, 0), value=-math.inf)  # X[l-1, m-1], -inf for l = 0
-        col = scaled[m] + torch.logaddexp(diagonal, col)
-    weights = torch.full((rows, 1), _LOG2, dtype=col.dtype, device=col.device)
+def _last_column_weights(rows: int, like: Tensor) -> Tensor:
+    """``w_l`` of the closed-form right padding column: log 2 for l < R-1, 0 for the last row."""
+    weights = torch.full((rows, 1), _LOG2, dtype=like.dtype, device=like.device)
     weights[-1] = 0.0
-    return torch.logsumexp(col + weights, 0)
+    return weights
+
+
+class _ScaledOTAM(torch.autograd.Function):
+    """OTAM dynamic programme in the scaled log domain with a hand-written backward.
+
+    Forward runs without building a graph, writing every column in place into one
+    ``(C, R, B)`` buffer (3 kernels per column, no allocations); backward walks the columns in
+    reverse with the soft-min weights ``exp(X_pred + E - X)``. This keeps the
+    autograd-enabled forward as fast as the no-grad one. Not twice differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, scaled: Tensor, variant: str) -> Tensor:  # type: ignore[override]
+        cols, rows, batch = scaled.shape
+        columns = torch.empty_like(scaled)  # X[:, m] for every real column m
+        _first_column_(scaled, columns[0], variant)
+        for m in range(1, cols):
+            previous, current = columns[m - 1], columns[m]
+            # row 0 has only the horizontal predecessor: the hard prefix sum
+            torch.add(previous[0], scaled[m, 0], out=current[0])
+            torch.logaddexp(previous[:-1], previous[1:], out=current[1:])  # diagonal, horizontal
+            current[1:] += scaled[m, 1:]
+        result = torch.logsumexp(columns[-1] + _last_column_weights(rows, scaled), 0)
+        ctx.save_for_backward(scaled, columns, result)
+        ctx.variant = variant
+        return result
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_result: Tensor):  # type: ignore[override]
+        scaled, columns, result = ctx.saved_tensors
+        cols, rows, _ = scaled.shape
+        grad_scaled = torch.empty_like(scaled)
+        # right padding column: result = logsumexp_l(X[C, l] + w_l)
+        weights = _last_column_weights(rows, scaled)
+        grad = torch.exp(columns[-1] + weights - result) * grad_result  # dResult/dX[:, C]  (R, B)
+        for m in range(cols - 1, 0, -1):
+            grad_scaled[m] = grad
+            softmin = columns[m] - scaled[m]  # logaddexp of the predecessors
+            previous = columns[m - 1]
+            horizontal = torch.exp(previous - softmin)  # row 0: exactly 1
+            diagonal = torch.exp(previous[:-1] - softmin[1:])
+            new_grad = grad * horizontal
+            new_grad[:-1] += grad[1:] * diagonal
+            grad = new_grad
+        first = columns[0]
+        if ctx.variant == "reference":
+            grad = grad.clone()
+            for l in range(rows - 1, 0, -1):  # X[l] = E[l] + logaddexp(X[l-1], log 2)
+                grad[l - 1] += grad[l] * torch.exp(first[l - 1] - (first[l] - scaled[0, l]))
+        grad_scaled[0] = grad
+        return grad_scaled, None
 
 
 def otam_scaled_columns(scaled: Tensor, *, variant: str = "reference") -> Tensor:
     """Fast path used by :class:`OTAM`: ``scaled = -d/λ`` as a contiguous ``(C, R, B)`` tensor
-    (column-major, batch last) -> ``X (B,)`` with cumulative distance ``-λ X``. Stable only."""
-    recursion = _reference_scaled if variant == "reference" else _paper_scaled
-    return recursion(scaled)
+    (column-major, batch last) -> ``X (B,)`` with cumulative distance ``-λ X``. Stable only.
+
+    Column recursions (see the module docstring): the first real column is sequential over rows
+    in the reference variant (``X[l,1] = E[l,0] + logaddexp(X[l-1,1], log 2)``) and closed-form
+    in the paper variant (``E[l,0] + log 2``); every later real column is one vectorised step
+    ``X[l,m] = E[l,m] + logaddexp(X[l-1,m-1], X[l,m-1])`` with ``X[-1, ·] = -inf`` (so row 0 is
+    the hard prefix sum); the right padding column is ``logsumexp_l(X[l,C] + w_l)``.
+    """
+    if scaled.shape[1] == 1:
+        return scaled[:, 0].sum(0)  # a single row: the plain sum in both variants
+    return _ScaledOTAM.apply(scaled.contiguous(), variant)
 
 
 def _naive_softmin(lam: float, *terms: Tensor) -> Tensor:
@@ -170,6 +206,28 @@ def otam_cum_dist(
     return (-lam * otam_scaled_columns(columns, variant=variant)).view(lead)
 
 
+def _scaled_neg_distances(query: Tensor, targets: Tensor, cosine: str, lam: float) -> Tensor:
+    """``-d/λ = (cos - 1)/λ`` of all frame pairs in the matmul's layout ``(n_q, T_q, n_t, T_s)``.
+
+    Same cosines as :func:`fsar.metrics._common.frame_cosine` (exact: norms clamped at 1e-12 as
+    ``F.normalize``; peer: +0.01 on the norm product), fused into two kernels after the matmul.
+    """
+    n_query, t_query, dim = query.shape
+    n_targets, t_support, _ = targets.shape
+    query_flat = query.reshape(n_query * t_query, dim)
+    target_flat = targets.reshape(n_targets * t_support, dim)
+    query_norm = query_flat.norm(dim=-1)
+    target_norm = target_flat.norm(dim=-1)
+    if cosine == "exact":
+        query_norm, target_norm, eps = query_norm.clamp_min(1e-12), target_norm.clamp_min(1e-12), 0.0
+    else:
+        eps = PEER_COSINE_EPS
+    dots = query_flat @ target_flat.T
+    denominator = torch.addr(dots.new_tensor(lam * eps), query_norm * lam, target_norm)  # λ(|q||s| + eps)
+    scaled = torch.addcdiv(dots.new_tensor(-1.0 / lam), dots, denominator)
+    return scaled.view(n_query, t_query, n_targets, t_support)
+
+
 class OTAM(nn.Module):
     """OTAM matching head: ``(support, support_labels, query, way) -> logits (n_query, way)``.
 
@@ -221,19 +279,20 @@ class OTAM(nn.Module):
     def pair_distances(self, targets: Tensor, query: Tensor) -> tuple[Tensor | None, Tensor | None]:
         """Per-direction OTAM distances ``(n_query, n_targets)``: ``(query_to_support, support_to_query)``;
         a direction that is switched off is None."""
-        cos = frame_cosine(query, targets, self.cosine)  # (n_query, n_targets, T_q, T_s)
-        n_query, n_targets, t_query, t_support = cos.shape
+        n_query, t_query, dim = query.shape
+        n_targets, t_support, _ = targets.shape
         want_q2s = self.directions in ("both", "query_to_support")
         want_s2q = self.directions in ("both", "support_to_query")
         if self.stable and want_q2s and want_s2q and t_query == t_support:
             # fast path: both directions of all pairs as one column-major (C, R, 2 * B) problem
-            scaled = (cos - 1.0) / self.lam  # -d/λ
+            scaled = _scaled_neg_distances(query, targets, self.cosine, self.lam)  # (n_q, T_q, n_t, T_s)
             columns = torch.stack(
-                [scaled.permute(3, 2, 0, 1), scaled.permute(2, 3, 0, 1)], 2
+                [scaled.permute(3, 1, 0, 2), scaled.permute(1, 3, 0, 2)], 2
             ).view(t_query, t_query, 2 * n_query * n_targets)
             both = -self.lam * otam_scaled_columns(columns, variant=self.variant)
             both = both.view(2, n_query, n_targets)
             return both[0], both[1]
+        cos = frame_cosine(query, targets, self.cosine)  # (n_query, n_targets, T_q, T_s)
         dists = 1.0 - cos
         run = lambda d: otam_cum_dist(d, self.lam, variant=self.variant, stable=self.stable)  # noqa: E731
         q2s = run(dists) if want_q2s else None
