@@ -1,6 +1,6 @@
 """Embedded encoder and feature cache speed on CPU: frame chunking, extraction prefetch, episodes from cache.
 
-    /work/venv/bin/python benchmarks/feature_cache.py [--classes 5] [--videos 4] [--repeats 3]
+    /work/venv/bin/python benchmarks/feature_cache.py [--classes 5] [--videos 2] [--repeats 3]
 
 Prints three tables (see benchmarks/feature_cache.md):
 1. EfficientNet-Lite0 frames/s through ``EmbeddedEncoder.encode_frames``, NCHW vs channels_last,

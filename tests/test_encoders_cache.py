@@ -103,9 +103,10 @@ def test_features_equal_the_encoder_on_the_loader_eval_view(dataset, tmp_path):
     rel = first.path.relative_to(dataset)
     assert cache.get(rel, loader.indices(first, train=False), loader.key()) is not None
     # No temporary files are left behind.
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
-        "index.json", "shard-00000.safetensors", "shard-00001.safetensors", "shard-00002.safetensors"
-    ]
+    names = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert names[0] == "index.json" and len(names) == 4
+    assert [n[:11] for n in names[1:]] == ["shard-00000", "shard-00001", "shard-00002"]
+    assert all(n.endswith(".safetensors") for n in names[1:])
 
 
 def test_index_records_backbone_transform_and_clips(dataset, tmp_path):
@@ -327,3 +328,22 @@ def test_cli_extract_split_file_and_refusals(dataset, tmp_path, capsys, monkeypa
     assert "not frozen" in capsys.readouterr().err
     assert main(["extract", str(tmp_path / "nowhere"), "--backbone", "tiny-test", "--out", str(tmp_path / "e")]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_second_split_adds_to_the_cache_and_other_roots_are_refused(dataset, tmp_path):
+    full = Manifest.from_folder(dataset)
+    train, test = full.subset(["alpha", "beta"]), full.subset(["gamma"])
+    enc = TinyEncoder()
+    loader = _loader(enc)
+    extract_features(train, enc, loader, tmp_path / "c", shard_size=2, progress=False)
+    summary = extract_features(test, enc, loader, tmp_path / "c", shard_size=2, progress=False)
+    assert summary.extracted == 3 and summary.shards_written == 2
+    cache = FeatureCache(tmp_path / "c")
+    assert len(cache) == 9  # train clips kept beside the test clips
+    for clip in full.clips:
+        torch.testing.assert_close(cache.clip_features(clip, loader),
+                                   enc.encode_frames(loader.load(clip, train=False)[None])[0])
+    other_root = tmp_path / "other"
+    write_frame_folder(other_root / "alpha" / "clip0", 5)
+    with pytest.raises(CacheMismatchError, match="one data root"):
+        extract_features(Manifest.from_folder(other_root), enc, loader, tmp_path / "c", progress=False)

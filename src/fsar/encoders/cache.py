@@ -11,17 +11,20 @@ of each clip in every episode, i.e. no frame or crop augmentation.
 
 Layout of a cache directory::
 
-    index.json                   written atomically after every shard
-    shard-00000.safetensors      tensors named by clip path (relative to the data root), (T, D)
-    shard-00001.safetensors      ...
+    index.json                              written atomically after every shard
+    shard-00000-<digest>.safetensors        tensors named by clip path (relative to the data root), (T, D)
+    shard-00001-<digest>.safetensors        ...
 
-Shards hold ``shard_size`` clips of the sorted clip list and are written atomically (temporary
+Shards hold ``shard_size`` clips of the sorted clip list (the digest names that list) and are
+written atomically (temporary
 file + ``os.replace``); each carries in its metadata the header (backbone name, options, weight
 fingerprint, transform key, sampling) and its clips' frame indices and skips. After an
 interruption, re-running the extraction keeps every shard whose metadata matches the plan and
 computes only the rest. A directory never mixes backbones: extracting with another backbone
 (or other weights, frames, sampling or transform) into it is refused. The weights are
 identified by a fingerprint of the parameters, so two spellings of the same weights agree.
+Extracting another manifest of the same data root (e.g. the test split after the train split)
+into a cache adds its clips; one directory serves one data root.
 
 The index is keyed by clip path; each entry records the clip's frame count, the frame
 indices that were encoded and the shard; the header records the transform key. Unreadable
@@ -58,7 +61,11 @@ log = logging.getLogger(__name__)
 
 CACHE_FORMAT = "fsar-feature-cache/1"
 INDEX_NAME = "index.json"
-_SHARD_PATTERN = "shard-{:05d}.safetensors"
+def _shard_name(number: int, shard_keys: list[str]) -> str:
+    """``shard-<number>-<digest of its clip list>.safetensors``: another manifest's shard of the
+    same number gets another name, so extracting a second split into a cache adds to it."""
+    digest = hashlib.sha1(json.dumps(shard_keys).encode()).hexdigest()[:10]
+    return f"shard-{number:05d}-{digest}.safetensors"
 
 
 class CacheMismatchError(ValueError):
@@ -226,8 +233,8 @@ def extract_features(
         out_dir: cache directory (created). Complete shards already there are kept.
         shard_size: clips per shard file.
         batch_size: clips per encoder call.
-        backbone_options: how the encoder was built (e.g. ``{"weights": "random"}``), stored
-            in the index; a different value in an existing cache is refused.
+        backbone_options: how the encoder was built (e.g. ``{"weights": "random"}``), recorded
+            in the index (the weights themselves are compared by fingerprint).
         prefetch: batches decoded ahead by a background thread while the encoder runs (0: none).
         on_shard_written: called with (shard number, path) after each newly written shard.
     """
@@ -247,7 +254,7 @@ def extract_features(
     root = Path(manifest.root)
     num_frames, sampling = _loader_sampling(loader)
     header = _header(encoder, dict(backbone_options or {}), loader_transform_key(loader), num_frames, sampling)
-    _refuse_mixing(out, header)
+    previous = _refuse_mixing(out, header, root)
 
     clips = sorted(manifest.clips, key=lambda c: _relative_key(c.path, root))
     keys = [_relative_key(c.path, root) for c in clips]
@@ -256,18 +263,23 @@ def extract_features(
     shards = [clips[i : i + shard_size] for i in range(0, len(clips), shard_size)]
     pre_skipped = [(_relative_key(s.path, root), str(s.reason)) for s in getattr(manifest, "skipped", [])]
 
+    # Clips of earlier extractions into this directory (another split) stay available.
+    kept_entries = {k: e for k, e in previous.get("entries", {}).items() if (out / e["shard"]).exists()}
+    kept_skipped = {s["path"]: s["reason"] for s in previous.get("skipped", [])}
     entries: dict[str, dict] = {}
     skipped: list[tuple[str, str]] = []
     summary = ExtractionSummary(out_dir=out, clips=len(clips) + len(pre_skipped), extracted=0)
 
     def write_index(complete: bool) -> None:
+        all_entries = {**kept_entries, **entries}
+        all_skipped = {**kept_skipped, **dict(pre_skipped + skipped)}
         index = dict(header)
         index.update(
             root=str(root.resolve()),
             complete=complete,
             shard_size=shard_size,
-            entries=entries,
-            skipped=[{"path": p, "reason": r} for p, r in pre_skipped + skipped],
+            entries=all_entries,
+            skipped=[{"path": p, "reason": r} for p, r in sorted(all_skipped.items()) if p not in all_entries],
         )
         _atomic_write_text(out / INDEX_NAME, json.dumps(index, indent=1, sort_keys=True))
 
@@ -278,8 +290,8 @@ def extract_features(
     device = first.device if first is not None else torch.device("cpu")
     try:
         for number, shard_clips in enumerate(shards):
-            path = out / _SHARD_PATTERN.format(number)
             shard_keys = [_relative_key(c.path, root) for c in shard_clips]
+            path = out / _shard_name(number, shard_keys)
             reused = _reusable_shard(path, header, shard_keys)
             if reused is not None:
                 shard_entries, shard_skipped = reused
@@ -319,19 +331,28 @@ def extract_features(
     return summary
 
 
-def _refuse_mixing(out: Path, header: dict) -> None:
+def _refuse_mixing(out: Path, header: dict, root: Path) -> dict:
+    """The existing index of ``out`` ({} if none); raises if it holds other features or another data root."""
     existing = out / INDEX_NAME
-    if existing.exists():
-        try:
-            old = json.loads(existing.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise CacheMismatchError(f"feature cache: {existing} is not a readable cache index ({error})") from None
-        old_header = {k: old.get(k) for k in header}
-        if not _same_features(old_header, header):
-            raise CacheMismatchError(
-                f"feature cache: {out} already holds features of {_describe(old_header)}; "
-                f"refusing to mix in {_describe(header)}. Use another --out directory."
-            )
+    if not existing.exists():
+        return {}
+    try:
+        old = json.loads(existing.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise CacheMismatchError(f"feature cache: {existing} is not a readable cache index ({error})") from None
+    old_header = {k: old.get(k) for k in header}
+    if not _same_features(old_header, header):
+        raise CacheMismatchError(
+            f"feature cache: {out} already holds features of {_describe(old_header)}; "
+            f"refusing to mix in {_describe(header)}. Use another --out directory."
+        )
+    old_root = old.get("root")
+    if old_root is not None and Path(old_root) != root.resolve():
+        raise CacheMismatchError(
+            f"feature cache: {out} holds clips of the data root {old_root}, not {root.resolve()}; "
+            "one cache directory serves one data root. Use another --out directory."
+        )
+    return old
 
 
 def _reusable_shard(path: Path, header: dict, shard_keys: list[str]):
