@@ -35,11 +35,15 @@ gives inf. ``stable=False`` (reference variant only) reproduces the naive float3
 including its inf, for comparisons.
 
 Speed: the recursion runs on all pairs (and both directions when T_q == T_s) at once, as one
-``(B, R, C)`` problem, and only loops over time: the first real column is a sequential
-recursion over rows (reference variant only), each middle column is one vectorised step over
-all rows, and the right padding column has the closed form
+column-major ``(C, R, B)`` problem, and only loops over time: the first real column is a
+sequential recursion over rows (reference variant only), each later column is one vectorised
+step over all rows and pairs, and the right padding column has the closed form
 ``logsumexp_l(X[l, C] + w_l)`` with ``w_l = log 2`` for l < R-1 and 0 for the last row (its
-soft-min chain ``z_l = lse(z_{l-1}, X[l-1,C], X[l,C])`` is linear in exp-space).
+soft-min chain ``z_l = lse(z_{l-1}, X[l-1,C], X[l,C])`` is linear in exp-space). The stable
+programme is a ``torch.autograd.Function`` (:class:`_ScaledOTAM`): its forward writes the
+columns in place without building a graph, and its hand-written backward walks them in reverse,
+so an autograd-enabled forward costs the same as a no-grad one. The originals instead loop in
+Python over all ``R x (C + 2)`` cells, each a handful of tiny tensor ops.
 """
 
 from __future__ import annotations
@@ -68,9 +72,9 @@ _LOG2 = math.log(2.0)
 
 
 def _first_column_(scaled: Tensor, out: Tensor, variant: str) -> None:
-    """Write the first real column ``X[l, 1]`` (``(R, B)``) into ``out`` (no autograd)."""
+    """Write rows 1.. of the first real column ``X[l, 1]`` into ``out (R, B)`` (no autograd);
+    row 0 (``E[0, 0]``) is already there."""
     first = scaled[0]
-    out[0] = first[0]
     if variant == "paper":
         torch.add(first[1:], _LOG2, out=out[1:])  # d[l, 0] + softmin(0, 0) for l > 0
         return
@@ -100,13 +104,16 @@ class _ScaledOTAM(torch.autograd.Function):
     def forward(ctx, scaled: Tensor, variant: str) -> Tensor:  # type: ignore[override]
         cols, rows, batch = scaled.shape
         columns = torch.empty_like(scaled)  # X[:, m] for every real column m
+        # row 0 has only the horizontal predecessor: the hard prefix sum, all columns at once
+        torch.cumsum(scaled[:, 0], 0, out=columns[:, 0])
         _first_column_(scaled, columns[0], variant)
+        # later columns, rows 1..: X[l, m] = E[l, m] + logaddexp(X[l-1, m-1], X[l, m-1])
+        heads = columns[:, :-1].unbind(0)  # X[:-1, m] views
+        tails = columns[:, 1:].unbind(0)  # X[1:, m] views
+        scaled_tails = scaled[:, 1:].unbind(0)
         for m in range(1, cols):
-            previous, current = columns[m - 1], columns[m]
-            # row 0 has only the horizontal predecessor: the hard prefix sum
-            torch.add(previous[0], scaled[m, 0], out=current[0])
-            torch.logaddexp(previous[:-1], previous[1:], out=current[1:])  # diagonal, horizontal
-            current[1:] += scaled[m, 1:]
+            torch.logaddexp(heads[m - 1], tails[m - 1], out=tails[m])
+            tails[m].add_(scaled_tails[m])
         result = torch.logsumexp(columns[-1] + _last_column_weights(rows, scaled), 0)
         ctx.save_for_backward(scaled, columns, result)
         ctx.variant = variant
