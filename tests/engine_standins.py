@@ -76,3 +76,33 @@ class TinyMethod(FewShotMethod):
         if self.training and inputs.query_labels is not None:
             loss = nn.functional.nll_loss(log_probs, inputs.query_labels)
         return MethodOutput(log_probs=log_probs, loss=loss)
+
+
+def write_tiny_dataset(root, *, classes=6, clips=3, frames=4, size=16, seed=0):
+    """``root/<class>/<clip>/<n>.png``: per-class colour and motion plus noise (learnable, tiny)."""
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    for c in range(classes):
+        colour = np.array([(37 * c) % 256, (91 * c + 40) % 256, (53 * c + 90) % 256], dtype=np.float64)
+        for j in range(clips):
+            folder = root / f"class{c:02d}" / f"clip{j}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for k in range(frames):
+                image = np.zeros((size, size, 3)) + colour * 0.5
+                x = (k * (c + 1)) % size
+                image[:, x : x + 3] = 255 - colour
+                image += rng.normal(0, 20, image.shape)
+                Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(folder / f"{k + 1}.png")
+    return root
+
+
+#: A CLIP ViT of a few thousand parameters (random weights): the real architecture, test-sized.
+TINY_CLIP = (
+    "encoder_options={image_size: 32, patch_size: 16, width: 32, vision_layers: 1, heads: 2, "
+    "text_width: 32, text_layers: 1, text_heads: 2, projection_dim: 16, vocab_size: 64}"
+)

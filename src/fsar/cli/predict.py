@@ -1,0 +1,147 @@
+"""``fsar predict``: a few labelled clips per new action in, ranked labels with probabilities out.
+
+    fsar predict --support DIR --query FILE... [--checkpoint RUN_DIR] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from fsar.cli import CLIError
+
+ORDER = 30
+
+DEFAULT_METHOD = "otam"
+DEFAULT_BACKBONE = "effnet-lite0+minilm"
+
+EPILOG = f"""\
+DIR holds one folder per action, each with a few example clips (video files or frame
+folders), as in the data layer: DIR/<action name>/<clip>. Every query is scored against all
+actions of DIR at once; the output lists each query's actions from most to least likely with
+the method's probabilities (they sum to 1 over the actions of DIR).
+
+With --checkpoint RUN_DIR the trained method of `fsar train` is used; without it, the
+training-free --method (default {DEFAULT_METHOD}) on --backbone (default {DEFAULT_BACKBONE}).
+An action folder without a readable clip, or a query that is not a readable video, is an
+error naming the file.
+
+example:
+  fsar predict --support my_actions/ --query clip1.mp4 clip2.mp4 --checkpoint fsar-demo/run
+"""
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="rank the actions of a support folder for query clips",
+        description="Recognise query clips among the actions of a folder of a few labelled clips each.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--support", required=True, metavar="DIR", help="DIR/<action>/<clip>: a few clips per action")
+    parser.add_argument("--query", required=True, nargs="+", metavar="FILE", help="query clips (video files or frame folders)")
+    parser.add_argument("--checkpoint", metavar="RUN_DIR", help="run directory of `fsar train` (or its best.json)")
+    parser.add_argument("--method", help=f"method without --checkpoint (default {DEFAULT_METHOD})")
+    parser.add_argument("--backbone", help=f"backbone without --checkpoint (default {DEFAULT_BACKBONE})")
+    parser.add_argument("--weights", metavar="W", help="backbone weights (folder, hub id, 'random')")
+    parser.add_argument("--frames", type=int, help="frames per clip T (default: the checkpoint's, else 8)")
+    parser.add_argument("--top", type=int, default=0, metavar="K", help="print only the K most likely actions")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument("--descriptions", metavar="CACHE.json", help="LGA description cache (method lga)")
+    parser.set_defaults(func=run)
+
+
+def load_support(directory):
+    """The support manifest; a class folder with zero usable clips is an error naming it."""
+    from pathlib import Path
+
+    from fsar.data.manifest import Manifest, ManifestError
+
+    directory = Path(directory)
+    try:
+        manifest = Manifest.from_folder(directory)
+    except (ManifestError, FileNotFoundError, NotADirectoryError) as error:
+        raise CLIError(f"--support {directory}: {error}") from None
+    empty = [name for name, count in manifest.counts().items() if count == 0]
+    if empty:
+        reasons = [f"{s.path.name}: {s.reason}" for s in manifest.skipped if s.class_name in empty][:3]
+        raise CLIError(
+            f"--support {directory}: action folder(s) {', '.join(repr(str(directory / n)) for n in empty)} "
+            f"hold no readable clip" + (f" ({'; '.join(reasons)})" if reasons else "")
+        )
+    if len(manifest.classes) < 2:
+        raise CLIError(f"--support {directory}: needs at least 2 action folders, found {len(manifest.classes)}")
+    return manifest
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from fsar.cli._engine_args import user_errors
+    from fsar.data.inputs import EpisodeInputs
+    from fsar.data.manifest import Clip
+    from fsar.data.video import VideoReadError, open_video
+    from fsar.engine.checkpoint import read_checkpoint
+    from fsar.engine.run import build_method, method_from_checkpoint
+    from fsar.engine.sources import loader_for
+
+    support = load_support(args.support)
+    queries = []
+    for name in args.query:
+        path = Path(name)
+        try:
+            open_video(path)
+        except VideoReadError as error:
+            raise CLIError(f"--query {path} is not a readable video: {error.reason}") from None
+        queries.append(Clip(path, -1, "?"))
+    num_frames = args.frames
+    try:
+        if args.checkpoint:
+            checkpoint = read_checkpoint(args.checkpoint)
+            method, saved = method_from_checkpoint(
+                checkpoint, method=args.method, backbone=args.backbone, class_names=support.classes, args=args
+            )
+            num_frames = num_frames or saved.num_frames
+            name, backbone = saved.method, saved.backbone
+        else:
+            name, backbone = args.method or DEFAULT_METHOD, args.backbone or DEFAULT_BACKBONE
+            method = build_method(name, backbone=backbone, weights=args.weights, descriptions=args.descriptions,
+                                  class_names=support.classes, args=args)
+    except user_errors() + (ValueError,) as error:
+        raise CLIError(str(error)) from None
+    method.eval()
+    loader = loader_for(method.encoder, num_frames=num_frames or 8)
+    clips = [c for c in support.clips]  # class-major, labels = index in support.classes
+    try:
+        inputs = EpisodeInputs(
+            support=torch.stack([loader.load(c, train=False) for c in clips]),
+            support_labels=torch.tensor([c.label for c in clips]),
+            query=torch.stack([loader.load(q, train=False) for q in queries]),
+            class_names=list(support.classes),
+        )
+    except VideoReadError as error:
+        raise CLIError(str(error)) from None
+    with torch.no_grad():
+        probabilities = method(inputs).log_probs.float().exp()
+    top = args.top if args.top > 0 else len(support.classes)
+    results = []
+    for query, row in zip(queries, probabilities):
+        order = row.argsort(descending=True)[:top].tolist()
+        results.append({
+            "query": str(query.path),
+            "ranking": [{"class": support.classes[i], "probability": round(float(row[i]), 6)} for i in order],
+        })
+    if args.json:
+        print(json.dumps({"method": name, "backbone": backbone, "checkpoint": args.checkpoint,
+                          "support": str(args.support), "shots": support.counts(), "predictions": results},
+                         indent=2))
+        return 0
+    print(f"{name} ({backbone}); support: {len(support.classes)} actions, {len(clips)} clips")
+    for result in results:
+        print(result["query"])
+        for rank, item in enumerate(result["ranking"], start=1):
+            print(f"  {rank:2d}. {item['probability']:7.2%}  {item['class']}")
+    return 0

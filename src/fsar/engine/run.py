@@ -1,0 +1,297 @@
+"""From a resolved config to a finished run: what ``fsar train`` and ``fsar eval`` call.
+
+This is the glue between the data layer, the method registry, the feature cache and the
+loops of :mod:`fsar.engine.train` / :mod:`fsar.engine.evaluate`:
+
+* which clips train and which validate (split files, ``--val-data`` or held-out classes;
+  the test split is never opened during training),
+* building the method (from the config, or from a checkpoint's saved config),
+* frames or cached features (:mod:`fsar.engine.sources`),
+* ``torchrun`` set-up and seeding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fsar.data.manifest import Manifest
+from fsar.engine.checkpoint import Checkpoint, load_method_tensors, read_checkpoint
+from fsar.engine.config import ConfigError, EvalConfig, TrainConfig, config_from_dict, config_to_dict
+from fsar.engine.distributed import DistInfo, derive_seed, init_distributed, shutdown_distributed
+from fsar.engine.evaluate import EvalResult, evaluate, save_result
+from fsar.engine.sources import episode_source
+from fsar.engine.train import TrainHooks, TrainSummary, train
+
+__all__ = [
+    "EvalOutcome",
+    "build_method",
+    "method_from_checkpoint",
+    "run_evaluation",
+    "run_training",
+    "training_manifests",
+]
+
+log = logging.getLogger(__name__)
+
+#: Settings that may change when a run is resumed (the rest must match the checkpoint).
+RESUME_MUTABLE = {"episodes", "progress", "device", "val_every", "checkpoint_every", "val_episodes", "features"}
+
+
+def _method_options(method: str, options: dict[str, Any], descriptions: str | None, class_names, args) -> dict:
+    """The keyword options for ``create_method``: the config's ``method_options`` plus
+    method-specific resources (LGA's descriptions and describer from the command line)."""
+    options = dict(options)
+    if method == "lga":
+        from fsar.lga.describe import method_options_from_args
+
+        namespace = args if args is not None else argparse.Namespace(descriptions=descriptions)
+        for key, value in method_options_from_args(namespace, class_names).items():
+            if value is not None:
+                options.setdefault(key, value)
+    elif descriptions:
+        raise ConfigError(f"--descriptions is an option of method 'lga', not of {method!r}")
+    return options
+
+
+def build_method(
+    method: str,
+    *,
+    backbone: str,
+    weights: str | None = None,
+    method_options: dict[str, Any] | None = None,
+    descriptions: str | None = None,
+    class_names: list[str] | None = None,
+    args: argparse.Namespace | None = None,
+) -> torch.nn.Module:
+    """``fsar.create_method`` with the options of a config (errors name the method)."""
+    from fsar.methods import create_method, list_methods
+
+    if method not in list_methods():
+        raise ConfigError(f"unknown method {method!r}; available: {', '.join(list_methods())}")
+    options = _method_options(method, method_options or {}, descriptions, class_names, args)
+    return create_method(method, backbone=backbone, weights=weights, **options)
+
+
+def training_manifests(config: TrainConfig) -> tuple[Manifest, Manifest | None]:
+    """(training manifest, validation manifest or None) for a training config.
+
+    ``split_file_dir``: ``train.txt`` and ``val.txt`` of that directory (``test.txt`` is never
+    read). Otherwise every class of ``data`` trains, and validation comes from ``val_data`` or
+    from the last ``val_classes`` classes of ``data`` (held out of training).
+    """
+    progress = config.progress
+    if config.split_file_dir:
+        directory = Path(config.split_file_dir)
+        train_file = directory / "train.txt"
+        if not train_file.is_file():
+            raise ConfigError(f"{directory}: no train.txt split file")
+        train_manifest = Manifest.from_split_file(config.data, train_file, progress=progress)
+        val_file = directory / "val.txt"
+        if val_file.is_file():
+            val_manifest = Manifest.from_split_file(config.data, val_file, progress=progress)
+        else:
+            log.warning("%s has no val.txt: no validation, the last checkpoint is kept", directory)
+            val_manifest = None
+        return train_manifest, val_manifest
+    everything = Manifest.from_folder(config.data, progress=progress)
+    if config.val_data:
+        return everything, Manifest.from_folder(config.val_data, progress=progress)
+    if config.val_classes:
+        if config.val_classes >= len(everything.classes):
+            raise ConfigError(
+                f"--val-classes {config.val_classes} leaves no training class ({config.data} has "
+                f"{len(everything.classes)} classes)"
+            )
+        names = everything.classes
+        cut = len(names) - config.val_classes
+        return everything.subset(names[:cut]), everything.subset(names[cut:])
+    return everything, None
+
+
+def _check_resume(config: TrainConfig) -> TrainConfig:
+    """Refuse resuming with settings that change what the run is."""
+    checkpoint = read_checkpoint(config.out, prefer="last")
+    saved = config_from_dict(checkpoint.config, source=str(checkpoint.path))
+    different = [
+        f"{f.name}: {getattr(saved, f.name)!r} -> {getattr(config, f.name)!r}"
+        for f in dataclasses.fields(config)
+        if f.name not in RESUME_MUTABLE and getattr(saved, f.name) != getattr(config, f.name)
+    ]
+    if different:
+        raise ConfigError(
+            f"--resume of {config.out} with different settings than the checkpoint: {'; '.join(different)}"
+        )
+    return config
+
+
+def run_training(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    hooks: TrainHooks | None = None,
+    args: argparse.Namespace | None = None,
+) -> TrainSummary:
+    """Train ``config.method`` as configured (single process, or one rank under ``torchrun``)."""
+    if resume:
+        _check_resume(config)
+    dist = init_distributed(config.device)
+    try:
+        return _run_training(config, dist, resume=resume, hooks=hooks, args=args)
+    finally:
+        shutdown_distributed(dist)
+
+
+def _run_training(config, dist: DistInfo, *, resume, hooks, args) -> TrainSummary:
+    train_manifest, val_manifest = training_manifests(config)
+    torch.manual_seed(config.seed)  # every rank builds identical initial weights
+    method = build_method(
+        config.method, backbone=config.backbone, weights=config.weights, method_options=config.method_options,
+        descriptions=config.descriptions, class_names=train_manifest.classes + (val_manifest.classes if val_manifest else []),
+        args=args,
+    )
+    if hasattr(method, "set_training_classes"):
+        method.set_training_classes(list(train_manifest.classes))
+    method.to(dist.device)
+    features_root = Path(config.features) if config.features else None
+    barrier = None
+    if dist.enabled:
+        from torch import distributed as torch_distributed
+
+        barrier = torch_distributed.barrier
+
+    def source(manifest: Manifest, role: str, *, seed: int, queries: int):
+        return episode_source(
+            method, manifest, way=config.way, shot=config.shot, queries=queries, seed=seed,
+            num_frames=config.num_frames, use_feature_cache=config.use_feature_cache,
+            features=features_root, extract_to=Path(config.out) / "features" / role, weights=config.weights,
+            progress=config.progress and dist.is_main, may_extract=dist.is_main, before_open=barrier,
+        )
+
+    train_source = source(train_manifest, "train", seed=derive_seed(config.seed, dist.rank), queries=config.queries)
+    val_source = None
+    if val_manifest is not None:
+        val_source = source(val_manifest, "val", seed=derive_seed(config.seed, 7919), queries=config.val_queries)
+    record = {
+        "training_classes": list(train_manifest.classes),
+        "validation_classes": list(val_manifest.classes) if val_manifest is not None else [],
+        "method_config": _jsonable(getattr(method, "config", None)),
+    }
+    return train(config, method=method, train_source=train_source, val_source=val_source, dist=dist,
+                 resume=resume, hooks=hooks, extra_record=record)
+
+
+def _jsonable(value: Any) -> Any:
+    import json
+
+    if value is None:
+        return None
+    if dataclasses.is_dataclass(value):
+        value = dataclasses.asdict(value)
+    return json.loads(json.dumps(value, default=str))
+
+
+def method_from_checkpoint(
+    checkpoint: Checkpoint,
+    *,
+    method: str | None = None,
+    backbone: str | None = None,
+    class_names: list[str] | None = None,
+    args: argparse.Namespace | None = None,
+) -> tuple[torch.nn.Module, TrainConfig]:
+    """Rebuild the trained method exactly as configured in the checkpoint, and load its tensors.
+
+    ``method`` / ``backbone``, when given, must match the checkpoint's (a clear error otherwise).
+    """
+    checkpoint.check_compatible(method=method, backbone=backbone)
+    saved = config_from_dict(checkpoint.config, source=str(checkpoint.path))
+    if not isinstance(saved, TrainConfig):
+        raise ConfigError(f"{checkpoint.path}: holds no training config")
+    built = build_method(
+        saved.method, backbone=saved.backbone, weights=saved.weights, method_options=saved.method_options,
+        descriptions=(getattr(args, "descriptions", None) or saved.descriptions), class_names=class_names, args=args,
+    )
+    training_classes = checkpoint.record.get("training_classes")
+    if training_classes and hasattr(built, "set_training_classes"):
+        built.set_training_classes(list(training_classes))
+    load_method_tensors(built, checkpoint)
+    return built, saved
+
+
+@dataclass
+class EvalOutcome:
+    result: EvalResult
+    record: dict[str, Any]
+    config: EvalConfig
+
+
+def eval_manifest(config: EvalConfig) -> Manifest:
+    if config.split_file:
+        return Manifest.from_split_file(
+            config.data, config.split_file, classnames_file=config.classnames_file, progress=config.progress
+        )
+    return Manifest.from_folder(config.data, progress=config.progress)
+
+
+def run_evaluation(config: EvalConfig, *, args: argparse.Namespace | None = None, method=None) -> EvalOutcome:
+    """Evaluate a method (trained from ``config.checkpoint``, or training-free) on ``config.episodes``
+    seeded episodes of ``config.data``; writes ``config.json`` / ``config.png`` when set."""
+    import tempfile
+
+    manifest = eval_manifest(config)
+    checkpoint_info: dict[str, Any] | None = None
+    if method is None:
+        if config.checkpoint:
+            checkpoint = read_checkpoint(config.checkpoint)
+            method, saved = method_from_checkpoint(
+                checkpoint, method=config.method, backbone=config.backbone, class_names=manifest.classes, args=args
+            )
+            config = dataclasses.replace(config, method=saved.method, backbone=saved.backbone, weights=saved.weights)
+            checkpoint_info = {"path": str(checkpoint.path), "step": checkpoint.step,
+                               "best_val_accuracy": checkpoint.record.get("best_val_accuracy")}
+        else:
+            if not config.method or not config.backbone:
+                raise ConfigError("give --method and --backbone (or --checkpoint RUN_DIR)")
+            torch.manual_seed(config.seed)
+            method = build_method(
+                config.method, backbone=config.backbone, weights=config.weights,
+                method_options=config.method_options, descriptions=config.descriptions,
+                class_names=manifest.classes, args=args,
+            )
+            if getattr(method, "trainable", True) and any(p.requires_grad for p in method.parameters()):
+                log.warning("evaluating %s without --checkpoint: its trainable parts are untrained (random)",
+                            config.method)
+    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if config.device == "auto" else config.device))
+    method.to(device)
+    with tempfile.TemporaryDirectory(prefix="fsar-features-") as scratch:
+        extract_to = Path(config.checkpoint) / "features" / "eval" if config.checkpoint and Path(config.checkpoint).is_dir() else Path(scratch)
+        source = episode_source(
+            method, manifest, way=config.way, shot=config.shot, queries=config.queries, seed=config.seed,
+            num_frames=config.num_frames, use_feature_cache=config.use_feature_cache,
+            features=config.features, extract_to=extract_to, weights=config.weights, progress=config.progress,
+        )
+        result = evaluate(method, source, episodes=config.episodes, device=device, progress=config.progress,
+                          desc=f"eval {config.method}")
+    header = {
+        "method": config.method,
+        "backbone": config.backbone,
+        "way": config.way,
+        "shot": config.shot,
+        "queries": config.queries,
+        "episodes": config.episodes,
+        "seed": config.seed,
+        "data": str(config.data),
+        "split_file": config.split_file,
+        "skipped_clips": len(manifest.skipped),
+        "checkpoint": checkpoint_info,
+        "config": config_to_dict(config),
+    }
+    record = save_result(result, config.json, header=header, png_path=config.png)
+    return EvalOutcome(result, record, config)
