@@ -95,7 +95,7 @@ class _ScaledOTAM(torch.autograd.Function):
     """OTAM dynamic programme in the scaled log domain with a hand-written backward.
 
     Forward runs without building a graph, writing every column in place into one
-    ``(C, R, B)`` buffer (3 kernels per column, no allocations); backward walks the columns in
+    ``(C, R, B)`` buffer (2 kernels per column, no allocations); backward walks the columns in
     reverse with the soft-min weights ``exp(X_pred + E - X)``. This keeps the
     autograd-enabled forward as fast as the no-grad one. Not twice differentiable.
     """
@@ -132,7 +132,7 @@ class _ScaledOTAM(torch.autograd.Function):
             grad_scaled[m] = grad
             softmin = columns[m] - scaled[m]  # logaddexp of the predecessors
             previous = columns[m - 1]
-            horizontal = torch.exp(previous - softmin)  # row 0: exactly 1
+            horizontal = torch.exp(previous - softmin)  # row 0: 1 (up to rounding)
             diagonal = torch.exp(previous[:-1] - softmin[1:])
             new_grad = grad * horizontal
             new_grad[:-1] += grad[1:] * diagonal
