@@ -208,3 +208,14 @@ def test_properties_identity_permutation_gradients(name: str) -> None:
     metric(s, labels, q, way).sum().backward()
     for grad in (s.grad, q.grad):
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_abmhm_ignores_frames_outside_every_stage() -> None:
+    """Padded frames (in no stage), as a stage-concatenating caller produces them, have no effect."""
+    support, labels, query, way = _random_episode(shot=1, t_support=6, t_query=6)
+    masks = stage_mask(torch.tensor([0, 2, 4, 6]), 6)
+    expected = ABMHM()(support, labels, query, way, support_stages=masks, query_stages=masks)
+    pad = lambda x: torch.cat([x, 100 * torch.randn(x.shape[0], 2, x.shape[2], dtype=x.dtype)], 1)  # noqa: E731
+    padded_masks = torch.cat([masks, torch.zeros(3, 2, dtype=torch.bool)], 1)
+    logits = ABMHM()(pad(support), labels, pad(query), way, support_stages=padded_masks, query_stages=padded_masks)
+    torch.testing.assert_close(logits, expected)
