@@ -169,11 +169,20 @@ def train(
     if dist.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
+        import inspect
+
+        # Buffers are not synchronised in forward: every rank builds identical ones from the seed,
+        # and a frozen encoder's never change. (Newer torch renamed the switch.)
+        no_buffer_sync = (
+            {"forward_sync_buffers": False}
+            if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+            else {"broadcast_buffers": False}
+        )
         model = DistributedDataParallel(
             method,
             device_ids=[device.index] if device.type == "cuda" else None,
-            broadcast_buffers=False,
             find_unused_parameters=True,
+            **no_buffer_sync,
         )
     autocast, scaler = _amp(config, device)
     logger = RunLogger(run_dir, enabled=dist.is_main, resume_step=summary.start_step if resume else None)
