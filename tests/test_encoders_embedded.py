@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import socket
 from pathlib import Path
 
@@ -34,6 +35,7 @@ def _block_network(monkeypatch):
 
 @pytest.fixture(scope="module")
 def encoder():
+    """The pretrained pair, built with the network blocked: loading it offline is part of every test."""
     with pytest.MonkeyPatch.context() as mp:
         _block_network(mp)
         return EmbeddedEncoder()
@@ -45,12 +47,13 @@ def _norm(images01: torch.Tensor) -> torch.Tensor:
     return (images01 - mean) / std
 
 
-def test_registered_and_loads_offline(monkeypatch):
+def test_registered_and_loads_offline(monkeypatch, encoder):
     _block_network(monkeypatch)
     import fsar.encoders.embedded  # noqa: F401  (registers)
 
     assert "effnet-lite0+minilm" in ENCODERS
-    enc = ENCODERS.build("effnet-lite0+minilm")
+    assert encoder.weights == "pretrained"  # the fixture was built offline
+    enc = ENCODERS.build("effnet-lite0+minilm", weights="random")
     assert isinstance(enc, EmbeddedEncoder)
     assert (enc.feature_dim, enc.text_dim, enc.image_size) == (1280, 384, 224)
     assert enc.shared_space is False
@@ -95,7 +98,10 @@ def test_frame_shapes_chunking_and_determinism(encoder):
     single = encoder.encode_frames(frames[1:2, 2:3])
     torch.testing.assert_close(single[0, 0], out[1, 2], rtol=1e-4, atol=1e-5)
     # The NHWC fast path computes the same features as the plain layout.
-    plain = EmbeddedEncoder(channels_last=False)
+    plain = copy.deepcopy(encoder)
+    plain.channels_last = False
+    plain.visual.to(memory_format=torch.contiguous_format)
+    assert plain.visual._conv_stem.weight.is_contiguous()
     torch.testing.assert_close(plain.encode_frames(frames), out, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="B, T, 3, H, W"):
         encoder.encode_frames(frames[0])
