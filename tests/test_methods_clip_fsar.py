@@ -100,6 +100,14 @@ def test_training_classes_are_required_and_checked():
     torch.testing.assert_close(out.loss, out.parts["loss_q2s"])
 
 
+def test_malformed_episodes_raise_value_errors():
+    method = _clip_fsar(backbone=shared_frozen_clip())
+    good = features_episode(dim=32)
+    bad = EpisodeInputs(good.support, torch.tensor([0, 1, 5]), good.query, good.class_names, features=True)
+    with pytest.raises(ValueError, match="clip-fsar: support_labels"):
+        method(bad)
+
+
 def test_queries_never_see_text():
     method = _clip_fsar(backbone=shared_frozen_clip()).eval()
     calls = []

@@ -176,6 +176,14 @@ def test_prototype_module_ablations(frozen_clip, module):
     assert method(features_episode(dim=32)).log_probs.shape == (6, 3)
 
 
+def test_malformed_episodes_raise_value_errors(frozen_clip):
+    method = _ma_fsar(backbone=frozen_clip)
+    good = features_episode(dim=32)
+    bad = EpisodeInputs(good.support, torch.tensor([0, 1, 5]), good.query, good.class_names, features=True)
+    with pytest.raises(ValueError, match="ma-fsar: support_labels"):
+        method(bad)
+
+
 def test_cached_features_rejected_when_the_encoder_adapts(adapted):
     with pytest.raises(ValueError, match="frozen encoder"):
         adapted(features_episode(dim=32))

@@ -40,6 +40,7 @@ from fsar.methods.common import (
     EncoderMethod,
     Scale,
     backbone_label,
+    check_episode,
     check_metric_name,
     class_means,
     make_config,
@@ -177,6 +178,7 @@ class CLIPFSAR(EncoderMethod):
         return F.cross_entropy(logits, targets)
 
     def forward(self, inputs: EpisodeInputs, *, generator: torch.Generator | None = None) -> MethodOutput:
+        check_episode(inputs, method=self.name)  # before the labels index the class names
         train = self.training
         text = episode_text(
             self.text_bank, inputs.class_names, inputs.support_labels, train=train, generator=generator

@@ -64,6 +64,7 @@ from fsar.methods.common import (
     EncoderMethod,
     Scale,
     backbone_label,
+    check_episode,
     check_metric_name,
     class_means,
     make_config,
@@ -209,6 +210,7 @@ class MAFSAR(EncoderMethod):
         return features if self.tpcm is None else self.tpcm(features, text)
 
     def forward(self, inputs: EpisodeInputs, *, generator: torch.Generator | None = None) -> MethodOutput:
+        check_episode(inputs, method=self.name)  # before the labels index the class names
         train = self.training
         text = episode_text(
             self.text_bank, inputs.class_names, inputs.support_labels, train=train, generator=generator
