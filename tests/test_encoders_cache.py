@@ -347,3 +347,20 @@ def test_second_split_adds_to_the_cache_and_other_roots_are_refused(dataset, tmp
     write_frame_folder(other_root / "alpha" / "clip0", 5)
     with pytest.raises(CacheMismatchError, match="one data root"):
         extract_features(Manifest.from_folder(other_root), enc, loader, tmp_path / "c", progress=False)
+
+
+def test_failed_shard_write_leaves_no_file(dataset, tmp_path, monkeypatch):
+    import safetensors.torch
+
+    calls = []
+
+    def failing_save(tensors, filename, metadata=None):
+        calls.append(filename)
+        Path(filename).write_bytes(b"half a shard")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", failing_save)
+    enc = TinyEncoder()
+    with pytest.raises(OSError, match="disk full"):
+        extract_features(Manifest.from_folder(dataset), enc, _loader(enc), tmp_path / "c", progress=False)
+    assert calls and list((tmp_path / "c").iterdir()) == []
