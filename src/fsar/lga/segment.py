@@ -9,7 +9,8 @@ all T frames):
   clusters remain. Clusters are represented by the mean of their L2-normalised frame
   features (centroid linkage, recomputed after each merge); ties go to the earliest pair.
   Because every video performs exactly T - L merges, the whole batch is merged in lock
-  step with tensor operations (no per-video Python loop).
+  step with tensor operations (no per-video Python loop), on the T x T Gram matrix of the
+  frames, so the cost is independent of the feature width.
 * :func:`uniform_segment` -- **HARD**: L equal chunks (the ablation baseline).
 * :func:`tw_finch_segment` -- **TW-FINCH** (Sarfraz et al., CVPR 2021): temporally
   weighted first-neighbour clustering, cut to exactly L clusters; it is not constrained
@@ -61,27 +62,31 @@ def cluster_segment(features: torch.Tensor, num_stages: int) -> torch.Tensor:
     """
     _check_features(features, num_stages)
     batch, num_frames, _ = features.shape
-    # float64: merges of identical frames must tie exactly so the earliest pair wins.
-    sums = F.normalize(features.detach().to(torch.float64), dim=-1)  # (B, K, D) cluster sums
-    counts = torch.ones(batch, num_frames, dtype=torch.float64, device=features.device)
-    starts = torch.arange(num_frames, device=features.device).expand(batch, -1)  # (B, K)
-    rows = torch.arange(batch, device=features.device)
+    device = features.device
+    # Everything runs on the (B, T, T) Gram matrix of the unit frames, so the cost does not
+    # depend on D: for clusters A and B with member indicators m_A, m_B,
+    # cos(mean_A, mean_B) = m_A G m_B / sqrt(m_A G m_A * m_B G m_B). float64 keeps merges of
+    # identical frames exact ties, so the earliest pair wins.
+    unit = F.normalize(features.detach().to(torch.float64), dim=-1)
+    gram = unit @ unit.transpose(1, 2)  # (B, T, T)
+    members = torch.eye(num_frames, dtype=torch.float64, device=device).expand(batch, -1, -1)  # (B, K, T)
+    starts = torch.arange(num_frames, device=device).expand(batch, -1)  # (B, K) first frame of each cluster
+    rows = torch.arange(batch, device=device)
     for clusters in range(num_frames, num_stages, -1):
-        centroids = F.normalize(sums / counts[..., None], dim=-1)
-        similarity = (centroids[:, :-1] * centroids[:, 1:]).sum(-1)  # (B, K - 1) adjacent pairs
+        pair_dots = members @ gram @ members.transpose(1, 2)  # (B, K, K) = sum_A . sum_B
+        norms_sq = pair_dots.diagonal(dim1=1, dim2=2)  # (B, K)
+        adjacent = pair_dots.diagonal(offset=1, dim1=1, dim2=2)  # (B, K - 1)
+        similarity = adjacent / (norms_sq[:, :-1] * norms_sq[:, 1:]).sqrt().clamp_min(1e-300)
         merge = similarity.argmax(dim=1)  # first maximum = earliest pair
         # Cluster merge+1 folds into cluster merge; new index k reads old k (k <= merge) or k + 1.
-        new_index = torch.arange(clusters - 1, device=features.device).expand(batch, -1)
+        new_index = torch.arange(clusters - 1, device=device).expand(batch, -1)
         source = new_index + (new_index > merge[:, None]).long()
-        absorbed = (new_index == merge[:, None])
-        partner = (merge + 1)
-        sums_partner = sums[rows, partner]  # (B, D)
-        counts_partner = counts[rows, partner]
-        sums = torch.gather(sums, 1, source[..., None].expand(-1, -1, sums.shape[-1]))
-        sums = sums + absorbed[..., None] * sums_partner[:, None]
-        counts = torch.gather(counts, 1, source) + absorbed * counts_partner[:, None]
+        absorbed = (new_index == merge[:, None]).to(members.dtype)  # (B, K - 1)
+        partner = members[rows, merge + 1]  # (B, T)
+        members = torch.gather(members, 1, source[..., None].expand(-1, -1, num_frames))
+        members = members + absorbed[..., None] * partner[:, None]
         starts = torch.gather(starts, 1, source)
-    ends = torch.full((batch, 1), num_frames, dtype=torch.long, device=features.device)
+    ends = torch.full((batch, 1), num_frames, dtype=torch.long, device=device)
     return torch.cat([starts.long(), ends], dim=1)
 
 
