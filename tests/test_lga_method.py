@@ -16,18 +16,11 @@ import fsar
 from fsar import metrics
 from fsar.lga.segment import cluster_segment, stage_membership
 from fsar.methods.lga import LGA, geometric_mean_log_probs
-from methods_toys import OrderTask, ToyEncoder, features_episode, frames_episode, tiny_clip
+from methods_toys import single_thread  # noqa: F401  (autouse fixture: tiny tensors, one thread)
+from methods_toys import ToyEncoder, features_episode, frames_episode, tiny_clip
 
 DIM = 16
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: one intra-op thread is several times faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def toy_lga(**options) -> LGA:
@@ -241,9 +234,43 @@ def test_tiny_clip_frames_end_to_end_gradients_reach_encoder():
     assert toy_lga().config.finetune == "frozen"  # a ready encoder keeps its own mode
 
 
+class StageTask:
+    """Toy cached-feature task shaped like LGA's premise: a class is an *ordered* triple of
+    stage patterns drawn from a shared pool (so only order separates some classes), each clip
+    has random, uneven stage lengths, and noise on top. Deterministic from the index."""
+
+    def __init__(self, *, dim=DIM, frames=8, noise=0.8, classes=None) -> None:
+        g = torch.Generator().manual_seed(1234)
+        self.dim, self.frames, self.noise = dim, frames, noise
+        pool = 2.0 * torch.randn(4, dim, generator=g)
+        orders = [(0, 1, 2), (2, 1, 0), (0, 2, 3), (3, 2, 0), (1, 3, 2), (2, 3, 1)]
+        self.classes = classes or [f"action {i}" for i in range(len(orders))]
+        self.stages = {name: pool[list(order)] for name, order in zip(self.classes, orders)}
+
+    def clip(self, name, g):
+        cuts = torch.randperm(self.frames - 1, generator=g)[:2].sort().values + 1
+        lengths = [int(cuts[0]), int(cuts[1] - cuts[0]), int(self.frames - cuts[1])]
+        frames = torch.cat([self.stages[name][i].expand(n, -1) for i, n in enumerate(lengths)])
+        return frames + self.noise * torch.randn(self.frames, self.dim, generator=g)
+
+    def episode(self, index, *, way=3, queries=2):
+        from fsar.data.inputs import EpisodeInputs
+
+        g = torch.Generator().manual_seed(index)
+        names = [self.classes[i] for i in torch.randperm(len(self.classes), generator=g)[:way].tolist()]
+        return EpisodeInputs(
+            support=torch.stack([self.clip(n, g) for n in names]),
+            support_labels=torch.arange(way),
+            query=torch.stack([self.clip(n, g) for n in names for _ in range(queries)]),
+            query_labels=torch.arange(way).repeat_interleave(queries),
+            class_names=names,
+            features=True,
+        )
+
+
 def test_learns_a_temporal_toy_task():
-    """A few dozen episodes of training lift accuracy on held-out episodes of OrderTask."""
-    task = OrderTask(dim=DIM, frames=8, noise=0.8)
+    """A few dozen episodes of training lift held-out accuracy on an order-defined stage task."""
+    task = StageTask()
     method = toy_lga()
 
     def accuracy():
@@ -251,7 +278,7 @@ def test_learns_a_temporal_toy_task():
         hits = total = 0
         with torch.no_grad():
             for i in range(40):
-                ep = task.episode(10_000 + i, way=3, queries=2)
+                ep = task.episode(10_000 + i)
                 hits += (method(ep).log_probs.argmax(-1) == ep.query_labels).sum().item()
                 total += ep.query_labels.numel()
         return hits / total
@@ -260,7 +287,7 @@ def test_learns_a_temporal_toy_task():
     optimiser = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=3e-3)
     method.train()
     for i in range(60):
-        out = method(task.episode(i, way=3, queries=2))
+        out = method(task.episode(i))
         optimiser.zero_grad()
         out.loss.backward()
         optimiser.step()
