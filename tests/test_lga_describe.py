@@ -412,3 +412,12 @@ def test_method_options_from_args_fills_cache_over_http(tmp_path):
     # Without class names: the cache as it stands.
     options = D.method_options_from_args(_args("--descriptions", str(path)))
     assert set(options["descriptions"]) == {"A", "B"} and options["describer"] is None
+
+
+def test_method_options_from_args_reads_num_stages_option(tmp_path):
+    path = tmp_path / "c.json"
+    args = _args("--descriptions", str(path))
+    args.method_options = [("num_stages", 2)]
+    options = D.method_options_from_args(args, ["A"])
+    assert len(options["descriptions"]["A"]) == 2
+    assert D.DescriptionCache(path).get("A", 2) is not None

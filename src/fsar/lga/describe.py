@@ -707,14 +707,18 @@ def describer_from_args(args: argparse.Namespace) -> LLMDescriber | None:
 
 
 def method_options_from_args(
-    args: argparse.Namespace, class_names: Sequence[str] | None = None, *, num_stages: int = 3
+    args: argparse.Namespace, class_names: Sequence[str] | None = None, *, num_stages: int | None = None
 ) -> dict:
     """``create_method("lga", **options)`` keywords from the CLI options.
 
     Returns ``{"descriptions": dict | None, "describer": LLMDescriber | None}``. With
     ``class_names`` and ``--descriptions`` the cache is read and completed for those
     classes (and saved); classes met later are described on the fly by the method.
+    ``num_stages`` (L) defaults to a ``-O num_stages=L`` method option when present, else 3.
     """
+    if num_stages is None:
+        options = dict(getattr(args, "method_options", None) or {})
+        num_stages = int(options.get("num_stages", 3))
     describer = describer_from_args(args)
     cache_path = getattr(args, "descriptions", None)
     descriptions: dict[str, list[str]] | None = None
