@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from fsar.metrics._common import (
     check_choice,
+    check_finite_logits,
     class_index,
     class_prototypes,
     shot_average_matrix,
@@ -90,7 +91,7 @@ class BiMHM(nn.Module):
         distance = hausdorff_distances(dists, self.reduction)  # (n_query, n_targets)
         if self.shots == "distance":
             distance = distance @ shot_average_matrix(support_labels, way, distance.dtype)
-        return -distance
+        return check_finite_logits(-distance, support, query, metric="bimhm")
 
 
 # ----------------------------------------------------------------------------- stages
@@ -283,7 +284,7 @@ class ABMHM(nn.Module):
             matrix = stage_hausdorff_matrix(dists, query_mask, support_mask)
             distance = self._aligned(matrix)  # (n_query, n_support)
             distance = distance @ shot_average_matrix(support_labels, way, distance.dtype)
-            return -distance
+            return check_finite_logits(-distance, support, query, metric="abmhm")
         # union: each class's shots side by side as one clip of max_shot * T_s frames
         index, valid = class_index(support_labels, way)  # (way, max_shot)
         max_shot = index.shape[1]
@@ -294,4 +295,4 @@ class ABMHM(nn.Module):
         class_mask = support_mask[index] & valid[:, :, None, None]  # (way, max_shot, L, T_s)
         class_mask = class_mask.permute(0, 2, 1, 3).reshape(way, num_stages, max_shot * t_support)
         matrix = stage_hausdorff_matrix(class_dists, query_mask, class_mask)
-        return -self._aligned(matrix)
+        return check_finite_logits(-self._aligned(matrix), support, query, metric="abmhm")

@@ -57,6 +57,7 @@ from fsar.metrics._common import (
     COSINES,
     PEER_COSINE_EPS,
     check_choice,
+    check_finite_logits,
     class_prototypes,
     frame_cosine,
     shot_average_matrix,
@@ -323,4 +324,4 @@ class OTAM(nn.Module):
             distance = q2s if q2s is not None else s2q
         if self.shots == "distance":
             distance = distance @ shot_average_matrix(support_labels, way, distance.dtype)
-        return -distance
+        return check_finite_logits(-distance, support, query, metric="otam")

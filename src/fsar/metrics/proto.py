@@ -19,6 +19,7 @@ from fsar.metrics._common import (
     COSINES,
     PEER_COSINE_EPS,
     check_choice,
+    check_finite_logits,
     shot_average_matrix,
     validate_episode,
 )
@@ -81,4 +82,4 @@ class PrototypeMetric(nn.Module):
             scores = _neg_sq_euclid(query_mean, targets)
         if self.shots == "distance":
             scores = scores @ average  # (n_query, way)
-        return scores
+        return check_finite_logits(scores, support, query, metric="proto")

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fsar.metrics._common import class_index, validate_episode
+from fsar.metrics._common import check_finite_logits, class_index, validate_episode
 
 ATTENTION_CHUNK_ELEMENTS = 1 << 25  # 32 M scores (128 MiB in float32) per chunk of queries
 
@@ -204,7 +204,10 @@ class TRX(nn.Module):
                 f"metric 'trx': mismatched feature sizes: built for D={self.feature_dim}, "
                 f"got D={support.shape[-1]}"
             )
-        return [transformer(support, support_labels, query, way) for transformer in self.transformers]
+        return [
+            check_finite_logits(transformer(support, support_labels, query, way), support, query, metric="trx")
+            for transformer in self.transformers
+        ]
 
     def forward(self, support: Tensor, support_labels: Tensor, query: Tensor, way: int) -> Tensor:
         per_cardinality = self.forward_per_cardinality(support, support_labels, query, way)
