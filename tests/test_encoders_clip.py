@@ -81,6 +81,18 @@ def test_b16_uses_patch_16():
     assert ClipArchitecture(patch_size=16).to_hf_config().vision_config.patch_size == 16
 
 
+def test_config_override_builds_that_architecture():
+    config = ClipArchitecture(
+        patch_size=16, image_size=48, width=32, vision_layers=3, heads=2, text_width=32, text_layers=1,
+        text_heads=2, vocab_size=100, projection_dim=24,
+    ).to_hf_config()
+    encoder = create_encoder("clip-vit-b32", weights="random", config=config, finetune="adapters")
+    assert len(encoder.clip.vision_model.encoder.layers) == 3 and len(encoder.fgma.lsta_adapters) == 3
+    assert (encoder.image_size, encoder.feature_dim) == (48, 24)
+    assert encoder.encode_frames(torch.randn(1, 2, 3, 48, 48), torch.randn(1, 24)).shape == (1, 2, 24)
+    assert encoder.encode_text(["hello world"]).shape == (1, 24)
+
+
 def test_frames_equal_hf_projected_class_token():
     encoder = tiny()
     video = frames(2, 3)
