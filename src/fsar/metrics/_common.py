@@ -61,12 +61,12 @@ def validate_episode(
     if support_labels.dtype.is_floating_point or support_labels.dtype == torch.bool:
         raise ValueError(f"{where}: support_labels must be integers, got {support_labels.dtype}")
     support_labels = support_labels.to(device=support.device, dtype=torch.long)
-    low, high = torch.stack([support_labels.min(), support_labels.max()]).tolist()  # one host sync
+    low, high = torch.stack(torch.aminmax(support_labels)).tolist()  # one host sync
     if low < 0 or high >= way:
         bad = sorted({int(v) for v in support_labels.tolist() if not 0 <= v < way})
         raise ValueError(f"{where}: support_labels outside 0..{way - 1}: {bad}")
     counts = torch.bincount(support_labels, minlength=way)
-    if int(counts.min()) == 0:
+    if not bool(counts.all()):
         empty = torch.nonzero(counts == 0).flatten().tolist()
         raise ValueError(f"{where}: class(es) {empty} have no support clip (way={way})")
     dtype = torch.promote_types(support.dtype, query.dtype)

@@ -231,7 +231,9 @@ def _scaled_neg_distances(query: Tensor, targets: Tensor, cosine: str, lam: floa
     else:
         eps = PEER_COSINE_EPS
     dots = query_flat @ target_flat.T
-    denominator = torch.addr(dots.new_tensor(lam * eps), query_norm * lam, target_norm)  # λ(|q||s| + eps)
+    denominator = (query_norm * lam)[:, None] * target_norm[None, :]  # λ(|q||s| + eps)
+    if eps:
+        denominator = denominator.add_(lam * eps)  # in place on a fresh product: autograd-safe
     scaled = torch.addcdiv(dots.new_tensor(-1.0 / lam), dots, denominator)
     return scaled.view(n_query, t_query, n_targets, t_support)
 
