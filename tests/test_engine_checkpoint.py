@@ -86,7 +86,7 @@ def test_interrupted_write_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     assert not list(tmp_path.glob(".*.tmp"))  # no half-written temporary file left behind
     # the next successful save cleans up the orphaned step-2 tensors
     _save(tmp_path, method, step=3)
-    assert sorted(p.name for p in tmp_path.glob("*.safetensors")) == ["model-step00000003.safetensors"]
+    assert sorted(p.name for p in tmp_path.glob("*.safetensors")) == ["last-model-step00000003.safetensors"]
 
 
 def test_optimizer_state_round_trip(tmp_path):
@@ -108,3 +108,13 @@ def test_optimizer_state_round_trip(tmp_path):
         assert float(fresh.state[p]["step"]) == 2
     with pytest.raises(CheckpointError, match="other parameters"):
         checkpoint.load_optimizer(fresh, ["x"])
+
+
+def test_best_and_last_at_the_same_step_stay_readable(tmp_path):
+    method = TinyMethod()
+    _save(tmp_path, method, name="best", step=2)
+    _save(tmp_path, method, name="last", step=2)
+    _save(tmp_path, method, name="last", step=3)
+    best = read_checkpoint(tmp_path, prefer="best")
+    assert best.step == 2 and set(best.model_tensors()) == {"project.weight", "project.bias", "scale"}
+    assert read_checkpoint(tmp_path, prefer="last").step == 3

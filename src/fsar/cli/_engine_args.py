@@ -42,6 +42,8 @@ def add_common(parser: argparse.ArgumentParser, *, what: str) -> None:
     parser.add_argument("--episodes", type=int, help=f"number of {what} episodes")
     parser.add_argument("--seed", type=int, help="seed of the episodes and of everything random (default 0)")
     parser.add_argument("--frames", dest="num_frames", type=int, help="frames per clip T (default 8)")
+    parser.add_argument("--image-size", type=int, metavar="PX",
+                        help="frame side fed to the encoder (default: the encoder's, 224)")
     parser.add_argument(
         "--features", metavar="DIR",
         help="feature cache of a frozen encoder (from `fsar extract`); default: extract on the fly",

@@ -97,14 +97,14 @@ def run(args: argparse.Namespace) -> int:
         except VideoReadError as error:
             raise CLIError(f"--query {path} is not a readable video: {error.reason}") from None
         queries.append(Clip(path, -1, "?"))
-    num_frames = args.frames
+    num_frames, image_size = args.frames, None
     try:
         if args.checkpoint:
             checkpoint = read_checkpoint(args.checkpoint)
             method, saved = method_from_checkpoint(
                 checkpoint, method=args.method, backbone=args.backbone, class_names=support.classes, args=args
             )
-            num_frames = num_frames or saved.num_frames
+            num_frames, image_size = num_frames or saved.num_frames, saved.image_size
             name, backbone = saved.method, saved.backbone
         else:
             name, backbone = args.method or DEFAULT_METHOD, args.backbone or DEFAULT_BACKBONE
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     except user_errors() + (ValueError,) as error:
         raise CLIError(str(error)) from None
     method.eval()
-    loader = loader_for(method.encoder, num_frames=num_frames or 8)
+    loader = loader_for(method.encoder, num_frames=num_frames or 8, image_size=image_size)
     clips = [c for c in support.clips]  # class-major, labels = index in support.classes
     try:
         inputs = EpisodeInputs(

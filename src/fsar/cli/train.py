@@ -26,7 +26,7 @@ data and validation:
 what RUN_DIR holds:
   config.json            the resolved config (defaults < --config F.yaml < flags)
   last.json, best.json   checkpoint records (method, backbone, step, config, fsar version)
-                         naming model-step*.safetensors (trainable tensors only) and, for
+                         naming *-model-step*.safetensors (trainable tensors only) and, for
                          last, optimizer-step*.safetensors; written atomically
   metrics.csv, tb/       training loss / lr and validation accuracy ±95% CI (TensorBoard)
   learning_curve.png     drawn at the end
@@ -72,6 +72,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--val-episodes", type=int, help="episodes per validation (default 500)")
     parser.add_argument("--val-queries", type=int, help="query clips per class in validation episodes (default 1)")
     parser.add_argument("--checkpoint-every", type=int, metavar="STEPS", help="write last.json every this many steps (default 50)")
+    parser.add_argument("--hflip", action="store_const", const=True,
+                        help="random horizontal flips in training (off: they swap SSv2's left/right classes)")
+    parser.add_argument("--color-jitter", type=float, metavar="S", help="colour jitter strength in training (default 0)")
     parser.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), help="mixed precision (auto: on CUDA only)")
     parser.add_argument("--resume", action="store_true", help="continue RUN_DIR from its last checkpoint")
     parser.set_defaults(func=run)

@@ -5,8 +5,8 @@ A run directory holds up to two checkpoints, each a JSON record naming its tenso
 * ``last.json``: the resumable state (model tensors, Adam moments, schedule position);
 * ``best.json``: the model tensors with the best validation accuracy so far.
 
-Tensor files carry the step in their name (``model-step00000100.safetensors``), so a new
-checkpoint never overwrites the files an existing record points to. Each file is written to
+Tensor files carry the record and step in their name (``last-model-step00000100.safetensors``),
+so a new checkpoint never overwrites the files an existing record points to. Each file is written to
 a temporary name in the same directory and moved into place with ``os.replace``; the JSON
 record is replaced last. An interruption at any moment therefore leaves the previous record
 and every file it names intact. Files no record names any more are removed afterwards.
@@ -289,12 +289,14 @@ def save_checkpoint(
         "backbone": backbone,
         "step": step,
     }
-    model_file = f"model-step{step:08d}.safetensors"
+    # Named per record: safetensors' header order is not deterministic, so rewriting a file that
+    # another record points to (best and last at the same step) would break that record's sha256.
+    model_file = f"{name}-model-step{step:08d}.safetensors"
     record["model_file"] = model_file
     record["model_sha256"] = _save_tensors(run_dir / model_file, method.trainable_state_dict(), metadata)
     if optimizer is not None:
         tensors, groups = _optimizer_tensors(optimizer)
-        optimizer_file = f"optimizer-step{step:08d}.safetensors"
+        optimizer_file = f"{name}-optimizer-step{step:08d}.safetensors"
         record["optimizer_file"] = optimizer_file
         record["optimizer_sha256"] = _save_tensors(run_dir / optimizer_file, tensors, metadata)
         record["optimizer_param_groups"] = groups
@@ -316,7 +318,7 @@ def _remove_unreferenced(run_dir: Path) -> None:
         except (OSError, json.JSONDecodeError):
             continue
         keep.update(record.get(k) for k in ("model_file", "optimizer_file"))
-    for pattern in ("model-step*.safetensors", "optimizer-step*.safetensors"):
+    for pattern in ("*-model-step*.safetensors", "*-optimizer-step*.safetensors"):
         for path in run_dir.glob(pattern):
             if path.name not in keep:
                 path.unlink(missing_ok=True)

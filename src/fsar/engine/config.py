@@ -73,6 +73,12 @@ class TrainConfig:
     lr_gamma: float = 0.1
     seed: int = 0
     num_frames: int = 8
+    #: Side of the square frames fed to the encoder (None: the encoder's own, 224 for CLIP and the
+    #: embedded pair). A convolutional encoder accepts smaller frames: cheaper on CPU.
+    image_size: int | None = None
+    #: Training augmentation on the frames path (the feature cache sees the evaluation view).
+    hflip: bool = False
+    color_jitter: float = 0.0
     #: Validate (and write the best checkpoint) every this many steps; 0 = only at the end.
     val_every: int = 100
     val_episodes: int = 500
@@ -110,7 +116,9 @@ class EvalConfig:
     queries: int = 1
     episodes: int = 10_000
     seed: int = 0
-    num_frames: int = 8
+    #: Frames per clip and frame side; None: the checkpoint's (else 8 and the encoder's).
+    num_frames: int | None = None
+    image_size: int | None = None
     json: str | None = None
     png: str | None = None
     device: str = "auto"
@@ -229,7 +237,7 @@ def _validate(config: TrainConfig | EvalConfig) -> None:
     if config.way < 2:
         raise ConfigError(f"way must be >= 2, got {config.way}")
     for name in positive:
-        if getattr(config, name) < 1:
+        if getattr(config, name) is not None and getattr(config, name) < 1:
             raise ConfigError(f"{name} must be >= 1, got {getattr(config, name)}")
 
 

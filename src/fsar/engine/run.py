@@ -169,8 +169,8 @@ def _run_training(config, dist: DistInfo, *, resume, hooks, args) -> TrainSummar
     def source(manifest: Manifest, role: str, *, seed: int, queries: int):
         return episode_source(
             method, manifest, way=config.way, shot=config.shot, queries=queries, seed=seed,
-            num_frames=config.num_frames, use_feature_cache=config.use_feature_cache,
-            features=features_root, extract_to=Path(config.out) / "features" / role, weights=config.weights,
+            num_frames=config.num_frames, image_size=config.image_size, hflip=config.hflip,
+            color_jitter=config.color_jitter, use_feature_cache=config.use_feature_cache, features=features_root, extract_to=Path(config.out) / "features" / role, weights=config.weights,
             progress=config.progress and dist.is_main, may_extract=dist.is_main, before_open=barrier,
         )
 
@@ -252,12 +252,17 @@ def run_evaluation(config: EvalConfig, *, args: argparse.Namespace | None = None
             method, saved = method_from_checkpoint(
                 checkpoint, method=config.method, backbone=config.backbone, class_names=manifest.classes, args=args
             )
-            config = dataclasses.replace(config, method=saved.method, backbone=saved.backbone, weights=saved.weights)
+            config = dataclasses.replace(
+                config, method=saved.method, backbone=saved.backbone, weights=saved.weights,
+                num_frames=config.num_frames or saved.num_frames, image_size=config.image_size or saved.image_size,
+            )
             checkpoint_info = {"path": str(checkpoint.path), "step": checkpoint.step,
                                "best_val_accuracy": checkpoint.record.get("best_val_accuracy")}
         else:
-            if not config.method or not config.backbone:
-                raise ConfigError("give --method and --backbone (or --checkpoint RUN_DIR)")
+            if not config.method:
+                raise ConfigError("give --method (or --checkpoint RUN_DIR)")
+            if not config.backbone:
+                config = dataclasses.replace(config, backbone="effnet-lite0+minilm")
             torch.manual_seed(config.seed)
             method = build_method(
                 config.method, backbone=config.backbone, weights=config.weights,
@@ -267,6 +272,8 @@ def run_evaluation(config: EvalConfig, *, args: argparse.Namespace | None = None
             if getattr(method, "trainable", True) and any(p.requires_grad for p in method.parameters()):
                 log.warning("evaluating %s without --checkpoint: its trainable parts are untrained (random)",
                             config.method)
+    if config.num_frames is None:
+        config = dataclasses.replace(config, num_frames=8)
     device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if config.device == "auto" else config.device))
     method.to(device)
@@ -274,8 +281,8 @@ def run_evaluation(config: EvalConfig, *, args: argparse.Namespace | None = None
         extract_to = Path(config.checkpoint) / "features" / "eval" if config.checkpoint and Path(config.checkpoint).is_dir() else Path(scratch)
         source = episode_source(
             method, manifest, way=config.way, shot=config.shot, queries=config.queries, seed=config.seed,
-            num_frames=config.num_frames, use_feature_cache=config.use_feature_cache,
-            features=config.features, extract_to=extract_to, weights=config.weights, progress=config.progress,
+            num_frames=config.num_frames, image_size=config.image_size,
+            use_feature_cache=config.use_feature_cache, features=config.features, extract_to=extract_to, weights=config.weights, progress=config.progress,
         )
         result = evaluate(method, source, episodes=config.episodes, device=device, progress=config.progress,
                           desc=f"eval {config.method}")

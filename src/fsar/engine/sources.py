@@ -36,9 +36,12 @@ __all__ = ["CachedEpisodes", "FrameEpisodes", "episode_source", "loader_for", "o
 log = logging.getLogger(__name__)
 
 
-def loader_for(encoder, *, num_frames: int, hflip: bool = False, color_jitter: float = 0.0) -> ClipLoader:
-    """The clip loader matching an encoder's input size and normalisation."""
-    transform = TransformConfig.for_encoder(encoder, hflip=hflip, color_jitter=color_jitter)
+def loader_for(
+    encoder, *, num_frames: int, image_size: int | None = None, hflip: bool = False, color_jitter: float = 0.0
+) -> ClipLoader:
+    """The clip loader matching an encoder's normalisation and input size (or ``image_size``)."""
+    sizes = {} if image_size is None else {"image_size": image_size}
+    transform = TransformConfig.for_encoder(encoder, hflip=hflip, color_jitter=color_jitter, **sizes)
     return ClipLoader(num_frames=num_frames, transform=transform)
 
 
@@ -98,6 +101,7 @@ def episode_source(
     queries: int,
     seed: int,
     num_frames: int = 8,
+    image_size: int | None = None,
     use_feature_cache: bool = True,
     features: str | Path | None = None,
     extract_to: str | Path | None = None,
@@ -117,7 +121,7 @@ def episode_source(
     """
     sampler = EpisodeSampler(manifest, way=way, shot=shot, queries=queries, seed=seed)
     encoder = method.encoder
-    loader = loader_for(encoder, num_frames=num_frames, hflip=hflip, color_jitter=color_jitter)
+    loader = loader_for(encoder, num_frames=num_frames, image_size=image_size, hflip=hflip, color_jitter=color_jitter)
     if not (use_feature_cache and getattr(encoder, "is_frozen", False)):
         return FrameEpisodes(sampler, loader)
     if features is None:
