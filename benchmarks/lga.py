@@ -203,9 +203,12 @@ def few_shot(name: str, train_eps: Episodes, test_eps: Episodes, descriptions, a
         ("lga", "lga", {"descriptions": descriptions}, [0.5, 1.0, 0.0]),
         ("lga, uniform (HARD) segments", "lga", {"descriptions": descriptions, "segmentation": "uniform"}, [0.5]),
         ("lga, template descriptions", "lga", {}, [0.5]),
+        ("lga, visual residual in fusion", "lga", {"descriptions": descriptions, "fusion_residual": "visual"}, [0.5]),
     ]
     rows = []
     for label, method_name, options, alphas in settings:
+        if args.only and args.only not in label:
+            continue
         torch.manual_seed(args.seed)
         method = fsar.create_method(method_name, backbone=backbone, **options)
         seconds = 0.0
@@ -236,6 +239,9 @@ def main() -> None:
     parser.add_argument("--videos-per-class", type=int, default=10)
     parser.add_argument("--skip-ssv2", action="store_true")
     parser.add_argument("--skip-synth", action="store_true")
+    parser.add_argument("--only", help="run only the settings whose label contains this text")
+    parser.add_argument("--results", default="lga-results.json", help="file name of the JSON results in --work")
+    parser.add_argument("--skip-segmentation", action="store_true")
     args = parser.parse_args()
     args.encoder = None
     torch.set_num_threads(args.threads)
@@ -266,8 +272,11 @@ def main() -> None:
         features = extract(manifest, encoder, num_frames=num_frames, image_size=112,
                            out=synth_features)
         _indices_cache.update(sampled_indices(manifest, num_frames=num_frames))
-        print("segmentation ablation, synthetic set (3 stages, 8 uniformly sampled frames)")
-        for view, feats in (("effnet features", features), ("raw pixels 16x16", pixel_features(manifest, num_frames=num_frames))):
+        views = [] if args.skip_segmentation else [("effnet features", features)]
+        if views:
+            print("segmentation ablation, synthetic set (3 stages, 8 uniformly sampled frames)")
+            views.append(("raw pixels 16x16", pixel_features(manifest, num_frames=num_frames)))
+        for view, feats in views:
             for row in segmentation_ablation(synth_root, feats, num_frames):
                 row["view"] = view
                 results["segmentation"].append(row)
@@ -295,8 +304,8 @@ def main() -> None:
         print(f"few-shot, ssv2-mini (train: 5 classes, test: 5 classes), 5-way 1-shot, {args.episodes} test episodes")
         results["few_shot"] += few_shot("ssv2-mini", train_eps, test_eps, descriptions, args)
 
-    (args.work / "lga-results.json").write_text(json.dumps(results, indent=2))
-    print(f"results: {args.work / 'lga-results.json'}")
+    (args.work / args.results).write_text(json.dumps(results, indent=2))
+    print(f"results: {args.work / args.results}")
 
 
 if __name__ == "__main__":
