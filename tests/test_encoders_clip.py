@@ -132,6 +132,16 @@ def test_text_features_are_projected_eot_embedding():
     torch.testing.assert_close(got, expected)
 
 
+def test_encode_text_in_chunks_equals_one_batch(monkeypatch):
+    import fsar.encoders.clip as clip_module
+
+    encoder = tiny()
+    prompts = [f"action number {i}" for i in range(7)]
+    whole = encoder.encode_text(prompts)
+    monkeypatch.setattr(clip_module, "TEXT_BATCH", 3)
+    torch.testing.assert_close(encoder.encode_text(prompts), whole)
+
+
 def test_encode_text_rejects_a_bare_string():
     with pytest.raises(ValueError, match="list of strings"):
         tiny().encode_text("jumping")

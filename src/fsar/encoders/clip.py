@@ -41,6 +41,7 @@ from fsar.encoders.fgma import FgMA, FgMAConfig
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 CONTEXT_LENGTH = 77
+TEXT_BATCH = 256  # texts per text-tower forward in encode_text
 FINETUNE_MODES = ("frozen", "full", "adapters")
 HUB_IDS = {
     "clip-vit-b32": "openai/clip-vit-base-patch32",
@@ -329,8 +330,14 @@ class ClipEncoder(Encoder):
         if not texts:
             return torch.zeros(0, self.text_dim, device=device)
         input_ids, attention_mask = self.tokenizer(list(texts))
-        out = self.clip.text_model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device))
-        return self.clip.text_projection(out.pooler_output)
+        chunks = []
+        for start in range(0, len(texts), TEXT_BATCH):  # bounded memory for long prompt lists
+            out = self.clip.text_model(
+                input_ids=input_ids[start : start + TEXT_BATCH].to(device),
+                attention_mask=attention_mask[start : start + TEXT_BATCH].to(device),
+            )
+            chunks.append(self.clip.text_projection(out.pooler_output))
+        return torch.cat(chunks)
 
     # -- frames -------------------------------------------------------------------------------------------
     def _check_frames(self, frames: torch.Tensor, text_features: torch.Tensor | None) -> None:
