@@ -1,17 +1,29 @@
-"""`fsar demo` (interim: render, check, sample an episode)."""
+"""``fsar demo --quick``: the whole loop on the embedded default (slow: renders, encodes, trains)."""
 
-from __future__ import annotations
+import json
+
+import pytest
 
 from fsar.cli import main
 
 
-def test_demo_quick_renders_checks_and_prints_an_episode(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--quick", "--seed", "1"]) == 0
+@pytest.mark.slow
+def test_demo_quick_runs_the_whole_loop(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    assert "OK: 5-way 1-shot" in printed
-    assert printed.count("support: ") == 5 and printed.count("query:   ") == 5
-    assert str(tmp_path / "synth-quick") in printed
-    # Same seed, same episode (and the rendered set is reused).
-    assert main(["demo", "--out", str(tmp_path), "--quick", "--seed", "1"]) == 0
-    again = capsys.readouterr().out
-    assert again.split("episode 0")[1] == printed.split("episode 0")[1]
+    results = json.loads((out / "results-quick.json").read_text())
+    methods = [row["method"] for row in results["rows"]]
+    assert methods == ["ma-fsar", "proto", "otam", "bimhm"]
+    for row in results["rows"]:
+        assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["ci95"] < 0.2 and row["episodes"] == 300
+        assert f"{100 * row['accuracy']:.2f} ± {100 * row['ci95']:.2f}" in printed
+    assert (out / "results-quick.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "run-quick" / "learning_curve.png").is_file()
+    # trained on the training classes, chosen on the validation classes, tested on the rest
+    record = json.loads((out / "run-quick" / "best.json").read_text())
+    test_classes = {line.split("/")[0] for line in (out / "splits-quick" / "test.txt").read_text().splitlines()}
+    assert not test_classes & set(record["training_classes"] + record["validation_classes"])
+    # a second run reuses data, features and the finished run
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    assert "already finished" in capsys.readouterr().out

@@ -51,7 +51,9 @@ def _method_options(method: str, options: dict[str, Any], descriptions: str | No
     if method == "lga":
         from fsar.lga.describe import method_options_from_args
 
-        namespace = args if args is not None else argparse.Namespace(descriptions=descriptions)
+        namespace = argparse.Namespace(**vars(args)) if args is not None else argparse.Namespace()
+        if getattr(namespace, "descriptions", None) is None:
+            namespace.descriptions = descriptions  # e.g. the cache path saved in a checkpoint's config
         for key, value in method_options_from_args(namespace, class_names).items():
             if value is not None:
                 options.setdefault(key, value)
