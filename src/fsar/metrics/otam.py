@@ -215,7 +215,10 @@ def otam_cum_dist(
 
 
 def _scaled_neg_distances(query: Tensor, targets: Tensor, cosine: str, lam: float) -> Tensor:
-    """``-d/λ = (cos - 1)/λ`` of all frame pairs in the matmul's layout ``(n_q, T_q, n_t, T_s)``.
+    """``-d/λ = (cos - 1)/λ`` of all frame pairs in the layout ``(n_q, T_q, T_s, n_t)``.
+
+    Targets are multiplied frame-major (``(T_s, n_t, D)``), so that the column-major DP input
+    built from this has runs of ``n_t`` contiguous values instead of stride-``T_s`` gathers.
 
     Same cosines as :func:`fsar.metrics._common.frame_cosine` (exact: norms clamped at 1e-12 as
     ``F.normalize``; peer: +0.01 on the norm product), fused into two kernels after the matmul.
@@ -223,7 +226,7 @@ def _scaled_neg_distances(query: Tensor, targets: Tensor, cosine: str, lam: floa
     n_query, t_query, dim = query.shape
     n_targets, t_support, _ = targets.shape
     query_flat = query.reshape(n_query * t_query, dim)
-    target_flat = targets.reshape(n_targets * t_support, dim)
+    target_flat = targets.transpose(0, 1).reshape(t_support * n_targets, dim)
     query_norm = query_flat.norm(dim=-1)
     target_norm = target_flat.norm(dim=-1)
     if cosine == "exact":
@@ -235,7 +238,7 @@ def _scaled_neg_distances(query: Tensor, targets: Tensor, cosine: str, lam: floa
     if eps:
         denominator = denominator.add_(lam * eps)  # in place on a fresh product: autograd-safe
     scaled = torch.addcdiv(dots.new_tensor(-1.0 / lam), dots, denominator)
-    return scaled.view(n_query, t_query, n_targets, t_support)
+    return scaled.view(n_query, t_query, t_support, n_targets)
 
 
 class OTAM(nn.Module):
@@ -295,9 +298,9 @@ class OTAM(nn.Module):
         want_s2q = self.directions in ("both", "support_to_query")
         if self.stable and want_q2s and want_s2q and t_query == t_support:
             # fast path: both directions of all pairs as one column-major (C, R, 2 * B) problem
-            scaled = _scaled_neg_distances(query, targets, self.cosine, self.lam)  # (n_q, T_q, n_t, T_s)
-            columns = torch.stack(
-                [scaled.permute(3, 1, 0, 2), scaled.permute(1, 3, 0, 2)], 2
+            scaled = _scaled_neg_distances(query, targets, self.cosine, self.lam)  # (n_q, T_q, T_s, n_t)
+            columns = torch.stack(  # (C, R, 2, n_q, n_t): q2s has support frames as columns
+                [scaled.permute(2, 1, 0, 3), scaled.permute(1, 2, 0, 3)], 2
             ).view(t_query, t_query, 2 * n_query * n_targets)
             both = -self.lam * otam_scaled_columns(columns, variant=self.variant)
             both = both.view(2, n_query, n_targets)
