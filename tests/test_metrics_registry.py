@@ -52,3 +52,15 @@ def test_bad_input_raises_value_error_naming_the_problem(name: str) -> None:
     for args, message in cases:
         with pytest.raises(ValueError, match=message):
             metric(*args)
+
+
+def test_mixed_precision_inputs_are_promoted_and_labels_may_be_int32() -> None:
+    generator = torch.Generator().manual_seed(1)
+    support = torch.randn(4, 4, 8, generator=generator)
+    query = torch.randn(3, 4, 8, generator=generator, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 0, 1], dtype=torch.int32)
+    for name in ("proto", "otam", "bimhm", "abmhm"):
+        logits = metrics.build(name)(support, labels, query, 2)
+        expected = metrics.build(name)(support.double(), labels.long(), query, 2)
+        assert logits.dtype == torch.float64
+        torch.testing.assert_close(logits, expected)

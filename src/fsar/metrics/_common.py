@@ -60,7 +60,8 @@ def validate_episode(
         )
     if support_labels.dtype.is_floating_point or support_labels.dtype == torch.bool:
         raise ValueError(f"{where}: support_labels must be integers, got {support_labels.dtype}")
-    support_labels = support_labels.to(device=support.device, dtype=torch.long)
+    if support_labels.dtype != torch.long or support_labels.device != support.device:
+        support_labels = support_labels.to(device=support.device, dtype=torch.long)
     low, high = torch.stack(torch.aminmax(support_labels)).tolist()  # one host sync
     if low < 0 or high >= way:
         bad = sorted({int(v) for v in support_labels.tolist() if not 0 <= v < way})
@@ -69,8 +70,10 @@ def validate_episode(
     if not bool(counts.all()):
         empty = torch.nonzero(counts == 0).flatten().tolist()
         raise ValueError(f"{where}: class(es) {empty} have no support clip (way={way})")
-    dtype = torch.promote_types(support.dtype, query.dtype)
-    return support.to(dtype), support_labels, query.to(dtype)
+    if support.dtype != query.dtype:
+        dtype = torch.promote_types(support.dtype, query.dtype)
+        support, query = support.to(dtype), query.to(dtype)
+    return support, support_labels, query
 
 
 def check_finite_logits(logits: Tensor, support: Tensor, query: Tensor, *, metric: str) -> Tensor:

@@ -31,7 +31,7 @@ SHOT_MODES = ("prototype", "distance")
 def _cosine_matrix(a: Tensor, b: Tensor, kind: str) -> Tensor:
     """``a (n_a, D)``, ``b (n_b, D)`` -> ``(n_a, n_b)`` cosines of the requested kind."""
     if kind == "peer":
-        return (a @ b.T) / (a.norm(dim=-1)[:, None] * b.norm(dim=-1)[None, :] + PEER_COSINE_EPS)
+        return (a @ b.T) / torch.outer(a.norm(dim=-1), b.norm(dim=-1)).add_(PEER_COSINE_EPS)
     a = torch.nn.functional.normalize(a, dim=-1)
     b = torch.nn.functional.normalize(b, dim=-1)
     return a @ b.T
