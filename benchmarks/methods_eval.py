@@ -48,8 +48,6 @@ def _split_files(manifest, parts, directory: Path) -> Path:
 
 def accuracy_table(work: Path, *, train_episodes: int, test_episodes: int, image_size: int, seed: int,
                    shots: tuple[int, ...], datasets: list[str]) -> list[dict]:
-    import torch
-
     from fsar.data.manifest import Manifest
     from fsar.data.synth import default_split, render_dataset
     from fsar.encoders import create_encoder
@@ -117,7 +115,6 @@ def accuracy_table(work: Path, *, train_episodes: int, test_episodes: int, image
                 row["seconds"] = round(time.perf_counter() - started, 1)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
-    del torch
     return rows
 
 

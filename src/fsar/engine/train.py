@@ -29,7 +29,13 @@ from typing import Callable
 
 import torch
 
-from fsar.engine.checkpoint import CheckpointError, atomic_write_json, read_checkpoint, save_checkpoint
+from fsar.engine.checkpoint import (
+    CheckpointError,
+    atomic_write_json,
+    load_method_tensors,
+    read_checkpoint,
+    save_checkpoint,
+)
 from fsar.engine.config import TrainConfig, config_to_dict
 from fsar.engine.distributed import DistInfo, all_reduce_mean, derive_seed
 from fsar.engine.evaluate import EpisodeSource, evaluate
@@ -149,8 +155,6 @@ def train(
         except CheckpointError as error:
             raise TrainError(f"cannot resume: {error}") from None
         checkpoint.check_compatible(method=method_name, backbone=backbone)
-        from fsar.engine.checkpoint import load_method_tensors
-
         load_method_tensors(method, checkpoint)
         checkpoint.load_optimizer(optimizer, param_names)
         summary.start_step = checkpoint.step
