@@ -83,3 +83,24 @@ def test_describe_bad_inputs(tmp_path, capsys):
     assert main(["describe", str(classes_file(tmp_path)), "--out", str(tmp_path / "c.json"),
                  "--llm-url", "http://127.0.0.1:9"]) == 2
     assert "--llm-model" in capsys.readouterr().err
+
+
+def test_predict_lga_fills_descriptions_through_the_llm_flags(tmp_path, capsys):
+    """``fsar predict --method lga --llm-url/--llm-model`` asks the LLM once per support class."""
+    from fsar.data.testing import write_frame_folder
+
+    support = tmp_path / "support"
+    for name in ("Closing something", "Folding something"):
+        write_frame_folder(support / name / "clip0", 8)
+    query = write_frame_folder(tmp_path / "query", 8)
+    with chat_server([("content", json.dumps(GOOD))] * 2) as (server, url):
+        code = main([
+            "predict", "--support", str(support), "--query", str(query), "--method", "lga",
+            "--backbone", "effnet-lite0+minilm", "--llm-url", url, "--llm-model", "m", "--json",
+        ])
+    assert code == 0
+    assert len(server.requests) == 2
+    asked = " ".join(r["body"]["messages"][-1]["content"] for r in server.requests)
+    assert "Closing something" in asked and "Folding something" in asked
+    ranked = json.loads(capsys.readouterr().out)["predictions"][0]
+    assert {entry["class"] for entry in ranked["ranking"]} == {"Closing something", "Folding something"}

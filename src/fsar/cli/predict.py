@@ -47,7 +47,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--frames", type=int, help="frames per clip T (default: the checkpoint's, else 8)")
     parser.add_argument("--top", type=int, default=0, metavar="K", help="print only the K most likely actions")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-    parser.add_argument("--descriptions", metavar="CACHE.json", help="LGA description cache (method lga)")
+    from fsar.lga.describe import add_describer_arguments
+
+    # --descriptions CACHE.json and the --llm-* flags that fill missing entries (method lga).
+    add_describer_arguments(parser)
     parser.set_defaults(func=run)
 
 
