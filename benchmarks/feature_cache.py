@@ -2,7 +2,7 @@
 
     /work/venv/bin/python benchmarks/feature_cache.py [--classes 5] [--videos 2] [--repeats 3]
 
-Prints three tables (see benchmarks/feature_cache.md):
+Prints three tables (see benchmarks/README.md):
 1. EfficientNet-Lite0 frames/s through ``EmbeddedEncoder.encode_frames``, NCHW vs channels_last,
    for two ``frame_chunk`` sizes (B*T = 32 frames at 224x224, inference mode).
 2. ``extract_features`` clips/s on a rendered synthetic set, serial decoding vs background prefetch.

@@ -235,7 +235,7 @@ def main() -> None:
     parser.add_argument("--only-scaling", action="store_true", help="run section 3 only")
     parser.add_argument(
         "--stat", choices=("median", "min"), default="median",
-        help="statistic over the timed calls; 'min' when the machine is shared (see benchmarks/metrics.md)",
+        help="statistic over the timed calls; 'min' when the machine is shared (see benchmarks/README.md)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write all figures to this file")
     args = parser.parse_args()

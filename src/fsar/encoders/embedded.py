@@ -122,7 +122,7 @@ class EmbeddedEncoder(Encoder):
             many to bound memory while keeping the convolutions batched.
         text_batch: texts per MiniLM forward pass.
         channels_last: run the CNN in NHWC memory layout, faster for its depthwise convolutions
-            on CPU (about 1.5x here, see benchmarks/feature_cache.md); same numbers up to float
+            on CPU (about 1.5x here, see benchmarks/README.md); same numbers up to float
             rounding.
     """
 
