@@ -1,6 +1,8 @@
 """``fsar demo --quick``: the whole loop on the embedded default (slow: renders, encodes, trains)."""
 
 import json
+import shlex
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +22,11 @@ def test_demo_quick_runs_the_whole_loop(tmp_path, capsys):
         assert f"{100 * row['accuracy']:.2f} ± {100 * row['ci95']:.2f}" in printed
     assert (out / "results-quick.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "run-quick" / "learning_curve.png").is_file()
+    # the suggested predict command survives a shell: paths with spaces are quoted
+    hint = next(line for line in printed.splitlines() if line.startswith("try:"))
+    words = shlex.split(hint.removeprefix("try:"))
+    assert words[:2] == ["fsar", "predict"]
+    assert Path(words[words.index("--query") + 1]).is_file()
     # trained on the training classes, chosen on the validation classes, tested on the rest
     record = json.loads((out / "run-quick" / "best.json").read_text())
     test_classes = {line.split("/")[0] for line in (out / "splits-quick" / "test.txt").read_text().splitlines()}

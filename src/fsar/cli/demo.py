@@ -13,6 +13,7 @@ Re-running with the same --out reuses the rendered set, the feature cache and a 
 from __future__ import annotations
 
 import argparse
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,7 +210,9 @@ def run(args: argparse.Namespace) -> int:
     })
     print()
     print(f"table: {out / f'results{suffix}.json'}, chart: {png}, learning curve: {run_dir / 'learning_curve.png'}")
-    print(f"try:   fsar predict --support {data_dir} --query {manifest.clips_of(test_names[0])[0].path} "
-          f"--checkpoint {run_dir}")
+    # Quoted: synthetic class folders have spaces, and the line is meant to be copied into a shell.
+    query = manifest.clips_of(test_names[0])[0].path
+    print(f"try:   fsar predict --support {shlex.quote(str(data_dir))} --query {shlex.quote(str(query))} "
+          f"--checkpoint {shlex.quote(str(run_dir))}")
     print(f"done in {time.perf_counter() - started:.0f} s")
     return 0
