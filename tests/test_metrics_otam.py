@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import itertools
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,25 +12,8 @@ import torch
 import fsar.metrics as metrics
 from fsar.metrics.otam import OTAM, otam_cum_dist
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
-
-
-def _load(name: str) -> dict:
-    path = REFERENCE / f"{name}.npz"
-    if not path.exists():
-        pytest.skip(f"reference file {path} not available (needs ../shared)")
-    with np.load(path) as z:
-        return {key: z[key] for key in z.files}
-
-
-def _episode(z: dict, dtype=torch.float64):
-    way = json.loads(str(z["meta_json"]))["way"]
-    return (
-        torch.from_numpy(z["support"]).to(dtype),
-        torch.from_numpy(z["support_labels"]),
-        torch.from_numpy(z["query"]).to(dtype),
-        way,
-    )
+from metrics_reference import load_reference as _load
+from metrics_reference import reference_episode as _episode
 
 
 @pytest.mark.parametrize("case", "abc")
