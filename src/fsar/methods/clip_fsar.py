@@ -39,14 +39,9 @@ from fsar.methods.base import MethodOutput
 from fsar.methods.common import (
     EncoderMethod,
     Scale,
-    backbone_label,
     check_episode,
-    check_metric_name,
     class_means,
-    make_config,
-    metric_label,
-    resolve_encoder,
-    resolve_finetune,
+    configure_method,
     resolve_metric,
 )
 from fsar.methods.ma_fsar import CLIP_LOGIT_SCALE, initial_logit_scale
@@ -108,20 +103,9 @@ class CLIPFSAR(EncoderMethod):
         training_classes: list[str] | None = None,
         **options: Any,
     ) -> None:
-        finetune = resolve_finetune(backbone, finetune, "full", method=self.name)
-        config = make_config(
-            CLIPFSARConfig,
-            method=self.name,
-            backbone=backbone_label(backbone),
-            weights=None if weights is None else str(weights),
-            finetune=finetune,
-            metric=metric_label(metric),
-            **options,
-        )
-        config.validate()
-        check_metric_name(metric, method=self.name)
-        encoder = resolve_encoder(
-            backbone, weights=weights, finetune=finetune, encoder_options=config.encoder_options, method=self.name
+        config, encoder = configure_method(
+            CLIPFSARConfig, method=self.name, backbone=backbone, weights=weights, finetune=finetune,
+            preferred_finetune="full", metric=metric, options=options,
         )
         super().__init__(encoder)
         self.config = config

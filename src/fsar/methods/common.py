@@ -145,6 +145,43 @@ def make_config(config_cls, *, method: str, **values):
     return config_cls(**values)
 
 
+def configure_method(
+    config_cls,
+    *,
+    method: str,
+    backbone: str | Encoder,
+    weights: str | Path | None,
+    finetune: str | None,
+    preferred_finetune: str,
+    metric: str | nn.Module | None = None,
+    options: dict[str, Any],
+):
+    """The constructor preamble every encoder method shares, in one order: resolve the
+    fine-tuning mode, build and validate the config (unknown options fail before anything
+    is built), check the metric name, then build or take the encoder.
+
+    Returns ``(config, encoder)``. ``metric`` is recorded in the config only for methods
+    that have one (``metric=None`` leaves the config without a ``metric`` value).
+    """
+    finetune = resolve_finetune(backbone, finetune, preferred_finetune, method=method)
+    values: dict[str, Any] = dict(
+        backbone=backbone_label(backbone),
+        weights=None if weights is None else str(weights),
+        finetune=finetune,
+        **options,
+    )
+    if metric is not None:
+        values["metric"] = metric_label(metric)
+    config = make_config(config_cls, method=method, **values)
+    config.validate()
+    if metric is not None:
+        check_metric_name(metric, method=method)
+    encoder = resolve_encoder(
+        backbone, weights=weights, finetune=finetune, encoder_options=config.encoder_options, method=method
+    )
+    return config, encoder
+
+
 def metric_label(metric: str | nn.Module) -> str:
     """What the JSON config records for a metric given as name or module."""
     return metric if isinstance(metric, str) else f"module:{type(metric).__name__}"

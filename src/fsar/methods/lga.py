@@ -49,10 +49,7 @@ from fsar.methods.base import MethodOutput
 from fsar.methods.common import (
     EncoderMethod,
     Scale,
-    backbone_label,
-    make_config,
-    resolve_encoder,
-    resolve_finetune,
+    configure_method,
 )
 from fsar.methods.ma_fsar import CLIP_LOGIT_SCALE, initial_logit_scale
 from fsar.methods.text_side import TextSpace
@@ -146,18 +143,9 @@ class LGA(EncoderMethod):
         training_classes: list[str] | None = None,
         **options: Any,
     ) -> None:
-        finetune = resolve_finetune(backbone, finetune, "full", method=self.name)
-        config = make_config(
-            LGAConfig,
-            method=self.name,
-            backbone=backbone_label(backbone),
-            weights=None if weights is None else str(weights),
-            finetune=finetune,
-            **options,
-        )
-        config.validate()
-        encoder = resolve_encoder(
-            backbone, weights=weights, finetune=finetune, encoder_options=config.encoder_options, method=self.name
+        config, encoder = configure_method(
+            LGAConfig, method=self.name, backbone=backbone, weights=weights, finetune=finetune,
+            preferred_finetune="full", options=options,
         )
         super().__init__(encoder)
         self.config = config

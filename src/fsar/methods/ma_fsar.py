@@ -63,15 +63,10 @@ from fsar.methods.base import MethodOutput
 from fsar.methods.common import (
     EncoderMethod,
     Scale,
-    backbone_label,
     check_episode,
-    check_metric_name,
     class_means,
-    make_config,
-    metric_label,
+    configure_method,
     mix_log_probs,
-    resolve_encoder,
-    resolve_finetune,
     resolve_metric,
 )
 from fsar.methods.text_side import TextSpace, cosine_logits, episode_text, text_bank_for
@@ -165,20 +160,9 @@ class MAFSAR(EncoderMethod):
         metric: str | nn.Module = "otam",
         **options: Any,
     ) -> None:
-        finetune = resolve_finetune(backbone, finetune, "adapters", method=self.name)
-        config = make_config(
-            MAFSARConfig,
-            method=self.name,
-            backbone=backbone_label(backbone),
-            weights=None if weights is None else str(weights),
-            finetune=finetune,
-            metric=metric_label(metric),
-            **options,
-        )
-        config.validate()
-        check_metric_name(metric, method=self.name)
-        encoder = resolve_encoder(
-            backbone, weights=weights, finetune=finetune, encoder_options=config.encoder_options, method=self.name
+        config, encoder = configure_method(
+            MAFSARConfig, method=self.name, backbone=backbone, weights=weights, finetune=finetune,
+            preferred_finetune="adapters", metric=metric, options=options,
         )
         super().__init__(encoder)
         self.config = config
