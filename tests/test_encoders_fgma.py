@@ -16,19 +16,8 @@ from fsar.encoders.clip import ClipEncoder
 from fsar.encoders.fgma import Adapter, FgMA, FgMAConfig
 from fsar.encoders.params import count_parameters
 
-TINY = dict(
-    weights="random",
-    vision_layers=2,
-    width=64,
-    heads=4,
-    patch_size=8,
-    image_size=32,
-    text_layers=1,
-    text_width=32,
-    text_heads=2,
-    vocab_size=300,
-    projection_dim=48,
-)
+from test_encoders_clip import TINY  # one tiny CLIP config for both encoder test files
+
 N = 16  # patches per frame in the tiny config
 D_TEXT = 48
 
