@@ -92,7 +92,7 @@ def readme_times() -> dict[str, tuple[float, float]]:
     }
 
 
-def head_to_head(repeats: int) -> list[dict]:
+def head_to_head(repeats: int, only: set[str] | None = None) -> list[dict]:
     recorded = readme_times()
     rows = []
     heads: list[tuple[str, Callable[[], tuple[Callable, Callable]]]] = []
@@ -105,6 +105,8 @@ def head_to_head(repeats: int) -> list[dict]:
             return ours, peer.PeerTRX(ours, seq_len=8).eval()
         heads.append((f"trx (out {out_dim})", make))
     for name, make in heads:
+        if only and name not in only:
+            continue
         ours, theirs = make()
         reps = repeats if not name.startswith("trx") else max(3, repeats // 6)
         support, labels, query, way = episode()
@@ -234,6 +236,10 @@ def main() -> None:
     parser.add_argument("--skip-scaling", action="store_true")
     parser.add_argument("--only-scaling", action="store_true", help="run section 3 only")
     parser.add_argument(
+        "--heads", default=None,
+        help="comma-separated head names: run only section 1 for these (e.g. otam_plain,otam_clipfsar)",
+    )
+    parser.add_argument(
         "--stat", choices=("median", "min"), default="median",
         help="statistic over the timed calls; 'min' when the machine is shared (see benchmarks/README.md)",
     )
@@ -249,10 +255,11 @@ def main() -> None:
     results: dict = {}
     if not args.only_scaling:
         print(f"\n== head to head: 5-way 5-shot, 50 queries, T=8, D=512 (ms, {STAT}; xN = peer / ours) ==")
-        heads = head_to_head(args.repeats)
+        heads = head_to_head(args.repeats, set(args.heads.split(",")) if args.heads else None)
+    if not args.only_scaling and not args.heads:
         print(f"\n== our metrics: episodes per second (5-way 5-shot, 50 queries, T=8, D=512; {STAT}) ==")
         results = {"head_to_head": heads, "throughput": throughput(args.repeats)}
-    if not args.skip_scaling:
+    if not args.skip_scaling and not args.heads:
         print("\n== scaling (forward, no_grad, ms) ==")
         results["by_frames"], results["by_queries"] = scaling(args.repeats)
     if heads:

@@ -63,6 +63,7 @@ from fsar.metrics._common import (
     shot_average_matrix,
     validate_episode,
 )
+from fsar.metrics._native import otam_kernels
 
 VARIANTS = ("reference", "paper")
 DIRECTIONS = ("both", "query_to_support", "support_to_query")
@@ -147,19 +148,100 @@ class _ScaledOTAM(torch.autograd.Function):
         return grad_scaled, None
 
 
-def otam_scaled_columns(scaled: Tensor, *, variant: str = "reference") -> Tensor:
-    """Fast path used by :class:`OTAM`: ``scaled = -d/λ`` as a contiguous ``(C, R, B)`` tensor
-    (column-major, batch last) -> ``X (B,)`` with cumulative distance ``-λ X``. Stable only.
+class _ExpDomainOTAM(torch.autograd.Function):
+    """OTAM dynamic programme in the exp domain, ``E = exp(-Cm/λ)``, run by the C kernel.
 
-    Column recursions (see the module docstring): the first real column is sequential over rows
-    in the reference variant (``X[l,1] = E[l,0] + logaddexp(X[l-1,1], log 2)``) and closed-form
-    in the paper variant (``E[l,0] + log 2``); every later real column is one vectorised step
+    There the soft-min of the predecessors is a plain sum, ``E[l,m] = w[l,m] (E[l-1,m-1] +
+    E[l,m-1])`` with ``w = exp(-d/λ)``: no exp or log per cell (the log-domain
+    :class:`_ScaledOTAM` needs a ``logaddexp`` per cell), and the whole table is one pass of
+    ``kernels/otam_dp.c`` instead of torch calls per column. The kernel keeps the table in
+    float64 and reports when a value leaves its safe range (very long clips or very small λ);
+    :func:`_exp_domain_otam` then returns None and the log-domain programme runs instead.
+
+    Input ``scaled = -d/λ`` in the layout ``(outer, A, B, inner)``; each entry of
+    ``transposes`` is one direction: 0 puts rows along A and columns along B, 1 the other way.
+    Returns ``log E_total`` of shape ``(len(transposes), outer * inner)``, float64.
+    Backward is the forward-backward rule ``dX/d(-d/λ)[l,m] = E[l,m] B[l,m] / E_total`` with
+    ``B = dE_total/dE`` accumulated right to left. Not twice differentiable.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx, scaled: Tensor, weights: Tensor, tables: Tensor, totals: Tensor, variant: str,
+        transposes: tuple[int, ...],
+    ) -> Tensor:
+        ctx.save_for_backward(weights, tables, totals)
+        ctx.variant, ctx.transposes, ctx.dtype = variant, transposes, scaled.dtype
+        return torch.log(totals)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_log: Tensor):  # type: ignore[override]
+        weights, tables, totals = ctx.saved_tensors
+        kernels = otam_kernels()
+        backward = kernels.otam_backward_f32 if weights.dtype == torch.float32 else kernels.otam_backward_f64
+        scales = (grad_log.to(torch.float64) / totals).contiguous()
+        grad = torch.empty_like(weights)
+        adjoint = torch.empty_like(tables[0])
+        for index, transpose in enumerate(ctx.transposes):
+            backward(weights.data_ptr(), *weights.shape, transpose, int(ctx.variant == "reference"),
+                     tables[index].data_ptr(), scales[index].data_ptr(), adjoint.data_ptr(), grad.data_ptr(),
+                     int(index > 0))
+        return grad.to(ctx.dtype), None, None, None, None, None
+
+
+def _exp_domain_otam(scaled: Tensor, variant: str, transposes: tuple[int, ...]) -> Tensor | None:
+    """``log E_total`` (``(len(transposes), outer * inner)``, float64) of the OTAM programme on
+    ``scaled = -d/λ (outer, A, B, inner)`` through the C kernel, or None when the kernel is
+    unavailable (no compiler, not a CPU tensor) or a table value leaves float64's safe range."""
+    kernels = otam_kernels() if scaled.device.type == "cpu" else None
+    if kernels is None or scaled.dtype not in (torch.float32, torch.float64):
+        return None
+    scaled = scaled.contiguous()
+    outer, a_size, b_size, inner = scaled.shape
+    weights = scaled.detach().exp()  # float32 exp: vectorised in torch, ~20x faster than float64's
+    tables = weights.new_empty((len(transposes), a_size, b_size, outer * inner), dtype=torch.float64)
+    totals = weights.new_empty((len(transposes), outer * inner), dtype=torch.float64)
+    forward = kernels.otam_forward_f32 if weights.dtype == torch.float32 else kernels.otam_forward_f64
+    for index, transpose in enumerate(transposes):
+        ok = forward(weights.data_ptr(), outer, a_size, b_size, inner, transpose, int(variant == "reference"),
+                     tables[index].data_ptr(), totals[index].data_ptr())
+        if not ok:
+            return None
+    return _ExpDomainOTAM.apply(scaled, weights, tables, totals, variant, transposes)
+
+
+def _log_domain_otam(columns: Tensor, variant: str) -> Tensor:
+    """Log-domain programme on ``columns = -d/λ (C, R, B)`` (column-major, batch last) -> ``X (B,)``.
+
+    Column recursions (module docstring): the first real column is sequential over rows in the
+    reference variant (``X[l,1] = E[l,0] + logaddexp(X[l-1,1], log 2)``) and closed-form in the
+    paper variant (``E[l,0] + log 2``); every later real column is one vectorised step
     ``X[l,m] = E[l,m] + logaddexp(X[l-1,m-1], X[l,m-1])`` with ``X[-1, ·] = -inf`` (so row 0 is
     the hard prefix sum); the right padding column is ``logsumexp_l(X[l,C] + w_l)``.
     """
-    if scaled.shape[1] == 1:
-        return scaled[:, 0].sum(0)  # a single row: the plain sum in both variants
-    return _ScaledOTAM.apply(scaled.contiguous(), variant)
+    if columns.shape[1] == 1:
+        return columns[:, 0].sum(0)  # a single row: the plain sum in both variants
+    return _ScaledOTAM.apply(columns.contiguous(), variant)
+
+
+def otam_scaled(scaled: Tensor, *, variant: str = "reference", transposes: tuple[int, ...] = (0,)) -> Tensor:
+    """OTAM of many matrices at once: ``scaled = -d/λ`` of shape ``(outer, A, B, inner)`` ->
+    ``X (len(transposes), outer * inner)``, the cumulative distance being ``-λ X``.
+
+    A matrix is ``scaled[o, :, :, i]``; ``transposes`` lists the directions to run: 0 takes the
+    rows ("from" frames) along A, 1 along B. Both directions read the same tensor. The C kernel
+    (:class:`_ExpDomainOTAM`) runs when it can, else the log-domain torch programme; both are
+    stable and agree to rounding.
+    """
+    fast = _exp_domain_otam(scaled, variant, transposes)
+    if fast is not None:
+        return fast.to(scaled.dtype)
+    results = []
+    for transpose in transposes:
+        columns = scaled.permute(1, 2, 0, 3) if transpose else scaled.permute(2, 1, 0, 3)  # (C, R, outer, inner)
+        results.append(_log_domain_otam(columns.reshape(*columns.shape[:2], -1), variant))
+    return torch.stack(results)
 
 
 def _naive_softmin(lam: float, *terms: Tensor) -> Tensor:
@@ -210,8 +292,8 @@ def otam_cum_dist(
         if variant != "reference":
             raise ValueError("metric 'otam': stable=False exists only for variant='reference'")
         return _reference_naive(flat, lam).view(lead)
-    columns = (flat / -lam).permute(2, 1, 0).contiguous()  # (C, R, B)
-    return (-lam * otam_scaled_columns(columns, variant=variant)).view(lead)
+    scaled = (flat / -lam).permute(1, 2, 0).unsqueeze(0)  # (1, R, C, B): batch innermost
+    return (-lam * otam_scaled(scaled, variant=variant)[0]).view(lead)
 
 
 def _scaled_neg_distances(query: Tensor, targets: Tensor, cosine: str, lam: float) -> Tensor:
@@ -296,15 +378,15 @@ class OTAM(nn.Module):
         n_targets, t_support, _ = targets.shape
         want_q2s = self.directions in ("both", "query_to_support")
         want_s2q = self.directions in ("both", "support_to_query")
-        if self.stable and want_q2s and want_s2q and t_query == t_support:
-            # fast path: both directions of all pairs as one column-major (C, R, 2 * B) problem
+        if self.stable:
             scaled = _scaled_neg_distances(query, targets, self.cosine, self.lam)  # (n_q, T_q, T_s, n_t)
-            columns = torch.stack(  # (C, R, 2, n_q, n_t): q2s has support frames as columns
-                [scaled.permute(2, 1, 0, 3), scaled.permute(1, 2, 0, 3)], 2
-            ).view(t_query, t_query, 2 * n_query * n_targets)
-            both = -self.lam * otam_scaled_columns(columns, variant=self.variant)
-            both = both.view(2, n_query, n_targets)
-            return both[0], both[1]
+            transposes = (0, 1) if want_q2s and want_s2q else (0,) if want_q2s else (1,)
+            distances = (-self.lam * otam_scaled(scaled, variant=self.variant, transposes=transposes)).view(
+                len(transposes), n_query, n_targets
+            )
+            if want_q2s and want_s2q:
+                return distances[0], distances[1]
+            return (distances[0], None) if want_q2s else (None, distances[0])
         cos = frame_cosine(query, targets, self.cosine)  # (n_query, n_targets, T_q, T_s)
         dists = 1.0 - cos
         run = lambda d: otam_cum_dist(d, self.lam, variant=self.variant, stable=self.stable)  # noqa: E731

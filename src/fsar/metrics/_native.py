@@ -1,0 +1,85 @@
+"""Small C kernels for the metrics, compiled on first use with the system C compiler.
+
+The only one so far is the OTAM dynamic programme (``kernels/otam_dp.c``): in torch it costs two
+calls per column (each a few microseconds of dispatch for a few thousand numbers), in C one pass.
+The source is plain C with no torch headers, so it compiles in well under a second; the shared
+library is cached per source hash under ``$FSAR_KERNEL_CACHE`` (default
+``$XDG_CACHE_HOME/fsar/kernels`` or ``~/.cache/fsar/kernels``) and written atomically, so
+concurrent processes (DDP ranks) are safe.
+
+Without a working compiler, or with ``FSAR_NATIVE_KERNELS=0``, :func:`otam_kernels` returns None
+and the callers run the same recursion with torch operations; a single warning says why.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_SOURCE = Path(__file__).with_name("kernels") / "otam_dp.c"
+_SOURCES = (_SOURCE, _SOURCE.with_name("otam_dp_body.h"))  # the body is #included per weight type
+_FLAGS = ("-O3", "-shared", "-fPIC", "-std=c99")  # no -march=native: caches may be shared between machines
+
+
+def _cache_dir() -> Path:
+    if os.environ.get("FSAR_KERNEL_CACHE"):
+        return Path(os.environ["FSAR_KERNEL_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "fsar" / "kernels"
+
+
+def _compile(source: Path, target: Path) -> None:
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if compiler is None:
+        raise OSError("no C compiler found (cc, gcc or clang; or set CC)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        result = subprocess.run(
+            [compiler, *_FLAGS, "-o", partial, str(source)], capture_output=True, text=True, timeout=120
+        )
+        if result.returncode != 0:
+            raise OSError(f"{compiler} failed on {source.name}: {result.stderr.strip()[:500]}")
+        os.replace(partial, target)  # atomic: other processes see the whole library or none
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+
+
+def _declare(library: ctypes.CDLL) -> ctypes.CDLL:
+    pointer, size, flag = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    for suffix in ("f32", "f64"):
+        forward = getattr(library, f"otam_forward_{suffix}")
+        forward.argtypes = [pointer, size, size, size, size, flag, flag, pointer, pointer]
+        forward.restype = ctypes.c_int
+        backward = getattr(library, f"otam_backward_{suffix}")
+        backward.argtypes = [pointer, size, size, size, size, flag, flag, pointer, pointer, pointer, pointer, flag]
+        backward.restype = None
+    return library
+
+
+@lru_cache(maxsize=1)
+def otam_kernels() -> ctypes.CDLL | None:
+    """The compiled OTAM kernels, or None (torch fallback) with one warning saying why."""
+    if os.environ.get("FSAR_NATIVE_KERNELS", "1") == "0":
+        return None
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in _SOURCES) + " ".join(_FLAGS).encode())
+    digest = digest.hexdigest()[:16]
+    target = _cache_dir() / f"otam_dp-{digest}.so"
+    try:
+        if not target.exists():
+            _compile(_SOURCE, target)
+        return _declare(ctypes.CDLL(str(target)))
+    except (OSError, subprocess.SubprocessError, AttributeError) as error:
+        log.warning("fsar: OTAM runs without its C kernel (slower, same results): %s", error)
+        return None
