@@ -17,6 +17,7 @@ import ctypes
 import hashlib
 import logging
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -27,7 +28,19 @@ log = logging.getLogger(__name__)
 
 _SOURCE = Path(__file__).with_name("kernels") / "otam_dp.c"
 _SOURCES = (_SOURCE, _SOURCE.with_name("otam_dp_body.h"))  # the body is #included per weight type
-_FLAGS = ("-O3", "-shared", "-fPIC", "-std=c99")  # no -march=native: caches may be shared between machines
+# -march=native: the kernels are compiled for the CPU they run on; the cache key includes the
+# CPU's description so that a cache directory shared between different machines stays safe.
+_FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c99")
+
+
+def _cpu_description() -> bytes:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line.encode()
+    except OSError:
+        pass
+    return f"{platform.machine()} {platform.processor()}".encode()
 
 
 def _cache_dir() -> Path:
@@ -60,11 +73,11 @@ def _declare(library: ctypes.CDLL) -> ctypes.CDLL:
     pointer, size, flag = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     for suffix in ("f32", "f64"):
         forward = getattr(library, f"otam_forward_{suffix}")
-        forward.argtypes = [pointer, size, size, size, size, flag, flag, pointer, pointer]
+        forward.argtypes = [pointer, size, size, size, size, flag, flag, pointer]
         forward.restype = ctypes.c_int
         backward = getattr(library, f"otam_backward_{suffix}")
-        backward.argtypes = [pointer, size, size, size, size, flag, flag, pointer, pointer, pointer, pointer, flag]
-        backward.restype = None
+        backward.argtypes = [pointer, size, size, size, size, flag, flag, pointer, pointer]
+        backward.restype = ctypes.c_int
     return library
 
 
@@ -73,7 +86,9 @@ def otam_kernels() -> ctypes.CDLL | None:
     """The compiled OTAM kernels, or None (torch fallback) with one warning saying why."""
     if os.environ.get("FSAR_NATIVE_KERNELS", "1") == "0":
         return None
-    digest = hashlib.sha256(b"".join(path.read_bytes() for path in _SOURCES) + " ".join(_FLAGS).encode())
+    digest = hashlib.sha256(
+        b"".join(path.read_bytes() for path in _SOURCES) + " ".join(_FLAGS).encode() + _cpu_description()
+    )
     digest = digest.hexdigest()[:16]
     target = _cache_dir() / f"otam_dp-{digest}.so"
     try:

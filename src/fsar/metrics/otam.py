@@ -153,62 +153,65 @@ class _ExpDomainOTAM(torch.autograd.Function):
 
     There the soft-min of the predecessors is a plain sum, ``E[l,m] = w[l,m] (E[l-1,m-1] +
     E[l,m-1])`` with ``w = exp(-d/λ)``: no exp or log per cell (the log-domain
-    :class:`_ScaledOTAM` needs a ``logaddexp`` per cell), and the whole table is one pass of
-    ``kernels/otam_dp.c`` instead of torch calls per column. The kernel keeps the table in
-    float64 and reports when a value leaves its safe range (very long clips or very small λ);
+    :class:`_ScaledOTAM` needs a ``logaddexp`` per cell), and the whole programme is one call of
+    ``kernels/otam_dp.c`` instead of torch calls per column. The kernel keeps its tables in
+    float64 and reports when a total leaves the safe range (very long clips or very small λ);
     :func:`_exp_domain_otam` then returns None and the log-domain programme runs instead.
 
-    Input ``scaled = -d/λ`` in the layout ``(outer, A, B, inner)``; each entry of
-    ``transposes`` is one direction: 0 puts rows along A and columns along B, 1 the other way.
-    Returns ``log E_total`` of shape ``(len(transposes), outer * inner)``, float64.
-    Backward is the forward-backward rule ``dX/d(-d/λ)[l,m] = E[l,m] B[l,m] / E_total`` with
-    ``B = dE_total/dE`` accumulated right to left. Not twice differentiable.
+    Forward receives what :func:`_exp_domain_otam` computed (the weights and the totals), so
+    that the fallback decision is made before autograd is involved. Backward is the
+    forward-backward rule ``dX/d(-d/λ)[l,m] = E[l,m] B[l,m] / E_total`` with
+    ``B = dE_total/dE`` accumulated right to left, both directions summed into one gradient;
+    the kernel recomputes the tables chunk by chunk instead of storing them.
+    Not twice differentiable.
     """
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx, scaled: Tensor, weights: Tensor, tables: Tensor, totals: Tensor, variant: str,
-        transposes: tuple[int, ...],
+        ctx, scaled: Tensor, weights: Tensor, totals: Tensor, variant: str, transposes: tuple[int, ...]
     ) -> Tensor:
-        ctx.save_for_backward(weights, tables, totals)
-        ctx.variant, ctx.transposes, ctx.dtype = variant, transposes, scaled.dtype
+        ctx.save_for_backward(weights, totals)
+        ctx.variant, ctx.transposes = variant, transposes
         return torch.log(totals)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_log: Tensor):  # type: ignore[override]
-        weights, tables, totals = ctx.saved_tensors
+        weights, totals = ctx.saved_tensors
         kernels = otam_kernels()
         backward = kernels.otam_backward_f32 if weights.dtype == torch.float32 else kernels.otam_backward_f64
-        scales = (grad_log.to(torch.float64) / totals).contiguous()
+        scales = (grad_log.to(torch.float64) / totals).contiguous()  # d loss / d E_total
         grad = torch.empty_like(weights)
-        adjoint = torch.empty_like(tables[0])
-        for index, transpose in enumerate(ctx.transposes):
-            backward(weights.data_ptr(), *weights.shape, transpose, int(ctx.variant == "reference"),
-                     tables[index].data_ptr(), scales[index].data_ptr(), adjoint.data_ptr(), grad.data_ptr(),
-                     int(index > 0))
-        return grad.to(ctx.dtype), None, None, None, None, None
+        status = backward(weights.data_ptr(), *weights.shape, _direction_mask(ctx.transposes),
+                          int(ctx.variant == "reference"), scales.data_ptr(), grad.data_ptr())
+        if status != 1:
+            raise MemoryError("metric 'otam': the C kernel could not allocate its working memory")
+        return grad, None, None, None, None
+
+
+def _direction_mask(transposes: tuple[int, ...]) -> int:
+    return sum(1 << transpose for transpose in transposes)
 
 
 def _exp_domain_otam(scaled: Tensor, variant: str, transposes: tuple[int, ...]) -> Tensor | None:
     """``log E_total`` (``(len(transposes), outer * inner)``, float64) of the OTAM programme on
     ``scaled = -d/λ (outer, A, B, inner)`` through the C kernel, or None when the kernel is
-    unavailable (no compiler, not a CPU tensor) or a table value leaves float64's safe range."""
+    unavailable (no compiler, not a CPU tensor) or a total leaves float64's safe range.
+    ``transposes`` must be sorted (the kernel stacks the directions in order). The caller
+    guarantees ``scaled <= 0`` up to rounding (distances >= 0)."""
     kernels = otam_kernels() if scaled.device.type == "cpu" else None
-    if kernels is None or scaled.dtype not in (torch.float32, torch.float64):
+    if kernels is None or scaled.dtype not in (torch.float32, torch.float64) or sorted(transposes) != list(transposes):
         return None
-    scaled = scaled.contiguous()
-    outer, a_size, b_size, inner = scaled.shape
-    weights = scaled.detach().exp()  # float32 exp: vectorised in torch, ~20x faster than float64's
-    tables = weights.new_empty((len(transposes), a_size, b_size, outer * inner), dtype=torch.float64)
-    totals = weights.new_empty((len(transposes), outer * inner), dtype=torch.float64)
+    weights = scaled.detach().exp().contiguous()  # float32's exp is vectorised, ~20x faster than float64's
+    totals = weights.new_empty((len(transposes), weights[..., 0, 0, :].numel()), dtype=torch.float64)
     forward = kernels.otam_forward_f32 if weights.dtype == torch.float32 else kernels.otam_forward_f64
-    for index, transpose in enumerate(transposes):
-        ok = forward(weights.data_ptr(), outer, a_size, b_size, inner, transpose, int(variant == "reference"),
-                     tables[index].data_ptr(), totals[index].data_ptr())
-        if not ok:
-            return None
-    return _ExpDomainOTAM.apply(scaled, weights, tables, totals, variant, transposes)
+    status = forward(weights.data_ptr(), *weights.shape, _direction_mask(transposes), int(variant == "reference"),
+                     totals.data_ptr())
+    if status != 1:  # 0: a total outside float64's safe range; -1: out of memory
+        return None
+    if scaled.requires_grad and torch.is_grad_enabled():
+        return _ExpDomainOTAM.apply(scaled, weights, totals, variant, transposes)
+    return torch.log(totals)
 
 
 def _log_domain_otam(columns: Tensor, variant: str) -> Tensor:

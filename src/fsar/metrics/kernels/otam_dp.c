@@ -5,6 +5,10 @@
  * otam_dp_body.h holds the code; it is included once per weight type (float, double).
  */
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define OTAM_CHUNK 64  /* pairs per chunk of the forward pass */
 
 #define PASTE2(a, b) a##_##b
 #define PASTE(a, b) PASTE2(a, b)
