@@ -5,9 +5,10 @@ Usage: ``python benchmarks/metrics.py [--threads 2] [--repeats 30] [--skip-scali
 1. Head to head, 5-way 5-shot, 50 queries, T=8, D=512: every reference head of
    ``../shared/reference`` against ``benchmarks/_metrics_peer.py`` (our re-implementation of
    the originals' loop structure: per-cell OTAM loop, support repeated per query for HyRSM,
-   loop over classes for TRX). Outputs are compared first; then the two are timed
-   *interleaved* (peer call, our call, peer call, ...) so that both see the same machine load,
-   without autograd (no_grad) and with autograd (inputs require grad; forward only, as the
+   loop over classes for TRX). Outputs are compared first; then the two are timed in
+   alternating blocks of consecutive calls (5 peer calls, 5 of ours, ...; the first of each
+   block is a warm-up) so that both see the same machine load and both run warm, as in the
+   reference README's method, without autograd (no_grad) and with autograd (inputs require grad; forward only, as the
    reference README's timings). The README's recorded times of the original code are printed
    beside them.
 2. Episodes per second of every metric (our defaults included), forward and forward+backward.
@@ -64,17 +65,26 @@ def episode(way=5, shot=5, n_query=50, frames=8, dim=512, seed=0, grad=False):
     return support, labels, query, way
 
 
-def time_calls(calls: list[Call], repeats: int, warmup: int = 3) -> list[float]:
-    """Milliseconds of each call (``STAT`` over ``repeats`` calls), timed interleaved (round robin)."""
+def time_calls(calls: list[Call], repeats: int, warmup: int = 3, block: int = 5) -> list[float]:
+    """Milliseconds of each call (``STAT`` over about ``repeats`` calls each).
+
+    The calls take turns in blocks of ``block`` consecutive calls (peer x5, ours x5, peer x5,
+    ...), so that both sides see the same machine load, while each call runs warm, as in the
+    reference README's method (consecutive calls after warm-up). The first call of each block
+    is its warm-up and is not counted.
+    """
     for call in calls:
         for _ in range(warmup):
             call()
     samples: list[list[float]] = [[] for _ in calls]
-    for _ in range(repeats):
+    rounds = max(1, -(-repeats // (block - 1)))
+    for _ in range(rounds):
         for index, call in enumerate(calls):
-            start = time.perf_counter()
-            call()
-            samples[index].append((time.perf_counter() - start) * 1e3)
+            for position in range(block):
+                start = time.perf_counter()
+                call()
+                if position:
+                    samples[index].append((time.perf_counter() - start) * 1e3)
     if STAT == "min":
         return [min(s) for s in samples]
     return [statistics.median(s) for s in samples]
