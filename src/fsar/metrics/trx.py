@@ -101,8 +101,11 @@ class TemporalCrossTransformer(nn.Module):
         tuples = self.tuples(num_frames, frames.device)  # (P, r)
         weight = linear.weight.view(self.out_dim, self.cardinality, dim)  # slot k uses columns k*D:(k+1)*D
         per_slot = torch.einsum("ntd,okd->nkto", frames, weight)  # (n, r, T, out)
-        slots = torch.arange(self.cardinality, device=frames.device)
-        return per_slot[:, slots, tuples].sum(2) + linear.bias  # (n, P, r, out) -> (n, P, out)
+        # sum the slots' projections one slot at a time: never materialise (n, P, r, out)
+        projected = per_slot[:, 0, tuples[:, 0]] + linear.bias  # (n, P, out)
+        for slot in range(1, self.cardinality):
+            projected += per_slot[:, slot, tuples[:, slot]]
+        return projected
 
     def forward(self, support: Tensor, support_labels: Tensor, query: Tensor, way: int) -> Tensor:
         support = self.pe(support)
@@ -147,8 +150,12 @@ class TemporalCrossTransformer(nn.Module):
             scores = scores.masked_fill(padding, float("-inf"))
         attention = F.softmax(scores, dim=-1)
         prototypes = (attention @ class_values).view(way, n_query, tuples_q, self.out_dim)
-        difference = query_values[None] - prototypes  # (way, n_q, P_q, out)
-        distance = difference.pow(2).sum((2, 3)) / tuples_q  # (way, n_q)
+        if torch.is_grad_enabled() and (prototypes.requires_grad or query_values.requires_grad):
+            difference = query_values[None] - prototypes  # (way, n_q, P_q, out)
+            squares = difference.pow(2)
+        else:  # in place on the fresh prototypes: two (way, n_q, P_q, out) temporaries fewer
+            squares = prototypes.sub_(query_values[None]).square_()
+        distance = squares.sum((2, 3)) / tuples_q  # (way, n_q)
         return distance.T
 
 
