@@ -28,22 +28,26 @@ arithmetic). As λ -> 0 the paper variant tends to the hard minimum over monoton
 
 Numerics (reference README note 2): the originals compute the soft-min naively,
 ``-λ log Σ exp(-a/λ)``, which in float32 at λ = 0.1 underflows to ``log 0 = inf`` once all
-cumulative costs exceed ~10. We run the same recursion in the scaled log domain
-``X = -Cm/λ`` with ``logaddexp``/``logsumexp`` (``stable=True``, the default): it matches the
-float64 reference outputs (``*_f64``) everywhere and stays finite where the peer's float32
-gives inf. ``stable=False`` (reference variant only) reproduces the naive float32 behaviour,
-including its inf, for comparisons.
+cumulative costs exceed ~10. fsar never does: ``stable=True`` (the default) matches the float64
+reference outputs (``*_f64``) everywhere and stays finite where the peer's float32 gives inf;
+``stable=False`` (reference variant only) reproduces the naive float32 behaviour, including its
+inf, for comparisons.
 
-Speed: the recursion runs on all pairs (and both directions when T_q == T_s) at once, as one
-column-major ``(C, R, B)`` problem, and only loops over time: the first real column is a
-sequential recursion over rows (reference variant only), each later column is one vectorised
-step over all rows and pairs, and the right padding column has the closed form
-``logsumexp_l(X[l, C] + w_l)`` with ``w_l = log 2`` for l < R-1 and 0 for the last row (its
-soft-min chain ``z_l = lse(z_{l-1}, X[l-1,C], X[l,C])`` is linear in exp-space). The stable
-programme is a ``torch.autograd.Function`` (:class:`_ScaledOTAM`): its forward writes the
-columns in place without building a graph, and its hand-written backward walks them in reverse,
-so an autograd-enabled forward costs the same as a no-grad one. The originals instead loop in
-Python over all ``R x (C + 2)`` cells, each a handful of tiny tensor ops.
+Speed: all pairs (and both directions, which read the same distance matrices) run at once and
+only the recursion over time is sequential. Two implementations of the same stable programme:
+
+* the exp domain, in C (:class:`_ExpDomainOTAM`, ``kernels/otam_dp.c``, compiled on first use
+  by :mod:`fsar.metrics._native`). With ``E = exp(-Cm/λ)`` the soft-min of the predecessors is
+  their plain sum, so a cell costs a multiply and an add, with no exp or log. Tables are float64
+  and pairs are processed in cache-sized chunks; backward recomputes them (forward-backward
+  rule), so an autograd-enabled forward costs what a no-grad one does. A total outside
+  float64's safe range (very long clips, very small λ) sends the call to the log domain.
+* the log domain, in torch (:class:`_ScaledOTAM`): ``X = -Cm/λ`` with ``logaddexp``, one
+  vectorised step per column, and a hand-written backward. It runs without a C compiler, on
+  CUDA, and where the exp domain cannot hold the values.
+
+The originals instead loop in Python over all ``R x (C + 2)`` cells, each a handful of tiny
+tensor ops.
 """
 
 from __future__ import annotations
@@ -228,16 +232,19 @@ def _log_domain_otam(columns: Tensor, variant: str) -> Tensor:
     return _ScaledOTAM.apply(columns.contiguous(), variant)
 
 
-def otam_scaled(scaled: Tensor, *, variant: str = "reference", transposes: tuple[int, ...] = (0,)) -> Tensor:
+def otam_scaled(
+    scaled: Tensor, *, variant: str = "reference", transposes: tuple[int, ...] = (0,), kernel: bool = True
+) -> Tensor:
     """OTAM of many matrices at once: ``scaled = -d/λ`` of shape ``(outer, A, B, inner)`` ->
     ``X (len(transposes), outer * inner)``, the cumulative distance being ``-λ X``.
 
     A matrix is ``scaled[o, :, :, i]``; ``transposes`` lists the directions to run: 0 takes the
     rows ("from" frames) along A, 1 along B. Both directions read the same tensor. The C kernel
     (:class:`_ExpDomainOTAM`) runs when it can, else the log-domain torch programme; both are
-    stable and agree to rounding.
+    stable and agree to rounding. The kernel's range check assumes distances >= 0
+    (``scaled <= 0``); pass ``kernel=False`` for anything else.
     """
-    fast = _exp_domain_otam(scaled, variant, transposes)
+    fast = _exp_domain_otam(scaled, variant, transposes) if kernel else None
     if fast is not None:
         return fast.to(scaled.dtype)
     results = []
@@ -296,14 +303,16 @@ def otam_cum_dist(
             raise ValueError("metric 'otam': stable=False exists only for variant='reference'")
         return _reference_naive(flat, lam).view(lead)
     scaled = (flat / -lam).permute(1, 2, 0).unsqueeze(0)  # (1, R, C, B): batch innermost
-    return (-lam * otam_scaled(scaled, variant=variant)[0]).view(lead)
+    nonnegative = not bool((flat.detach() < 0).any())  # the kernel's range check needs d >= 0
+    return (-lam * otam_scaled(scaled, variant=variant, kernel=nonnegative)[0]).view(lead)
 
 
 def _scaled_neg_distances(query: Tensor, targets: Tensor, cosine: str, lam: float) -> Tensor:
     """``-d/λ = (cos - 1)/λ`` of all frame pairs in the layout ``(n_q, T_q, T_s, n_t)``.
 
-    Targets are multiplied frame-major (``(T_s, n_t, D)``), so that the column-major DP input
-    built from this has runs of ``n_t`` contiguous values instead of stride-``T_s`` gathers.
+    Targets are multiplied frame-major (``(T_s, n_t, D)``), so that the pairs ``(q, t)`` sit in
+    the outer and inner dimensions, as :func:`otam_scaled` takes them, and the kernel gathers
+    runs of ``n_t`` contiguous values.
 
     Same cosines as :func:`fsar.metrics._common.frame_cosine` (exact: norms clamped at 1e-12 as
     ``F.normalize``; peer: +0.01 on the norm product), fused into two kernels after the matmul.

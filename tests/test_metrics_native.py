@@ -1,0 +1,160 @@
+"""The OTAM C kernel (fsar.metrics._native, kernels/otam_dp.c) against the log-domain torch
+programme it replaces, its range check and fallback, and its build/cache behaviour."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import pytest
+import torch
+
+import fsar.metrics as metrics
+from fsar.metrics import _native
+from fsar.metrics import otam as otam_module
+from fsar.metrics.otam import otam_cum_dist, otam_scaled
+
+needs_compiler = pytest.mark.skipif(
+    _native.otam_kernels() is None, reason="no C compiler here: OTAM runs on its torch fallback"
+)
+
+
+@pytest.fixture
+def torch_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run OTAM on the log-domain torch programme only."""
+    monkeypatch.setattr(otam_module, "otam_kernels", lambda: None)
+
+
+def _log_domain(scaled: torch.Tensor, variant: str, transposes: tuple[int, ...], monkeypatch) -> torch.Tensor:
+    with monkeypatch.context() as patch:
+        patch.setattr(otam_module, "otam_kernels", lambda: None)
+        return otam_scaled(scaled, variant=variant, transposes=transposes)
+
+
+def _random_scaled(shape: tuple[int, ...], lam: float, seed: int, requires_grad: bool = False) -> torch.Tensor:
+    distances = torch.rand(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 2.0
+    return (distances / -lam).requires_grad_(requires_grad)
+
+
+def test_the_kernel_compiles_where_a_compiler_exists() -> None:
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler on this machine")
+    assert _native.otam_kernels() is not None
+
+
+# outer x inner = 91 and 130 pairs: several chunks of 64, the last one partial
+@needs_compiler
+@pytest.mark.parametrize("shape", [(7, 8, 8, 13), (10, 5, 3, 13), (4, 1, 6, 5), (4, 6, 1, 5), (1, 3, 4, 1)])
+@pytest.mark.parametrize("variant", ["reference", "paper"])
+@pytest.mark.parametrize("transposes", [(0,), (1,), (0, 1)])
+def test_kernel_equals_the_log_domain_programme(shape, variant, transposes, monkeypatch) -> None:
+    scaled = _random_scaled(shape, 0.3, seed=sum(shape))
+    expected = _log_domain(scaled, variant, transposes, monkeypatch)
+    fast = otam_module._exp_domain_otam(scaled, variant, transposes)
+    assert fast is not None, "the kernel refused an in-range input"
+    torch.testing.assert_close(fast, expected, rtol=1e-12, atol=1e-12)
+
+
+@needs_compiler
+@pytest.mark.parametrize("variant", ["reference", "paper"])
+@pytest.mark.parametrize("transposes", [(0,), (1,), (0, 1)])
+def test_kernel_gradients_equal_the_log_domain_ones(variant, transposes, monkeypatch) -> None:
+    scaled = _random_scaled((9, 6, 5, 11), 0.4, seed=3, requires_grad=True)
+    weights = torch.rand(len(transposes), 99, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    fast = otam_scaled(scaled, variant=variant, transposes=transposes)
+    (fast_grad,) = torch.autograd.grad((fast * weights).sum(), scaled)
+    slow = _log_domain(scaled, variant, transposes, monkeypatch)
+    (slow_grad,) = torch.autograd.grad((slow * weights).sum(), scaled)
+    torch.testing.assert_close(fast_grad, slow_grad, rtol=1e-10, atol=1e-12)
+
+
+@needs_compiler
+def test_kernel_gradcheck_float64() -> None:
+    scaled = _random_scaled((2, 4, 3, 3), 0.5, seed=5, requires_grad=True)
+    torch.autograd.gradcheck(lambda x: otam_scaled(x, transposes=(0, 1)), (scaled,))
+
+
+@needs_compiler
+def test_float32_input_keeps_float64_accuracy_inside_the_kernel(monkeypatch) -> None:
+    scaled64 = _random_scaled((5, 8, 8, 7), 0.1, seed=11)
+    expected = _log_domain(scaled64, "reference", (0, 1), monkeypatch)
+    fast32 = otam_scaled(scaled64.float(), transposes=(0, 1))
+    assert fast32.dtype == torch.float32
+    torch.testing.assert_close(fast32.double(), expected, rtol=2e-6, atol=1e-5)
+
+
+@needs_compiler
+def test_out_of_range_input_falls_back_to_the_log_domain(monkeypatch) -> None:
+    # lam = 0.004 and distances up to 2 over 8 columns: totals far below 1e-280
+    scaled = _random_scaled((3, 8, 8, 2), 0.004, seed=2)
+    assert otam_module._exp_domain_otam(scaled, "reference", (0, 1)) is None
+    result = otam_scaled(scaled, transposes=(0, 1))
+    assert torch.isfinite(result).all()
+    torch.testing.assert_close(result, _log_domain(scaled, "reference", (0, 1), monkeypatch))
+
+
+@needs_compiler
+def test_nan_weights_are_refused_by_the_kernel() -> None:
+    scaled = _random_scaled((2, 4, 4, 3), 0.5, seed=4)
+    scaled[1, 2, 3, 0] = float("nan")
+    assert otam_module._exp_domain_otam(scaled, "reference", (0,)) is None
+
+
+@pytest.mark.parametrize("preset", ["otam_plain", "otam_clipfsar"])
+def test_heads_agree_with_and_without_the_kernel(preset: str, monkeypatch) -> None:
+    generator = torch.Generator().manual_seed(0)
+    support = torch.randn(10, 8, 64, generator=generator)
+    query = torch.randn(6, 8, 64, generator=generator)
+    labels = torch.arange(5).repeat(2)
+    metric = metrics.build(preset)
+    native = metric(support, labels, query, 5)
+    with monkeypatch.context() as patch:
+        patch.setattr(otam_module, "otam_kernels", lambda: None)
+        fallback = metric(support, labels, query, 5)
+    torch.testing.assert_close(native, fallback, rtol=1e-5, atol=1e-5)
+
+
+def test_otam_cum_dist_runs_without_the_kernel(torch_only) -> None:
+    d = torch.rand(3, 4, 5, dtype=torch.float64)
+    value = otam_cum_dist(d, 0.2)
+    assert value.shape == (3,) and torch.isfinite(value).all()
+
+
+def test_disabled_by_environment(monkeypatch) -> None:
+    monkeypatch.setenv("FSAR_NATIVE_KERNELS", "0")
+    _native.otam_kernels.cache_clear()
+    try:
+        assert _native.otam_kernels() is None
+    finally:
+        monkeypatch.delenv("FSAR_NATIVE_KERNELS")
+        _native.otam_kernels.cache_clear()
+
+
+def test_a_failing_compiler_gives_one_warning_and_the_fallback(monkeypatch, tmp_path, caplog) -> None:
+    monkeypatch.setenv("FSAR_KERNEL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
+    _native.otam_kernels.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="fsar.metrics._native"):
+            assert _native.otam_kernels() is None
+        assert "without its C kernel" in caplog.text
+        assert not list((tmp_path / "cache").glob("*.so")), "a failed build must not leave a library behind"
+    finally:
+        _native.otam_kernels.cache_clear()
+
+
+@needs_compiler
+def test_build_goes_to_the_cache_directory_once(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("FSAR_KERNEL_CACHE", str(tmp_path))
+    _native.otam_kernels.cache_clear()
+    try:
+        assert _native.otam_kernels() is not None
+        libraries = list(tmp_path.glob("otam_dp-*.so"))
+        assert len(libraries) == 1
+        stamp = libraries[0].stat().st_mtime_ns
+        _native.otam_kernels.cache_clear()
+        assert _native.otam_kernels() is not None
+        assert libraries[0].stat().st_mtime_ns == stamp, "a cached library was rebuilt"
+        assert not [p for p in tmp_path.iterdir() if p not in libraries], "temporary files left behind"
+    finally:
+        _native.otam_kernels.cache_clear()
