@@ -31,6 +31,7 @@ _SOURCES = (_SOURCE, _SOURCE.with_name("otam_dp_body.h"))  # the body is #includ
 # -march=native: the kernels are compiled for the CPU they run on; the cache key includes the
 # CPU's description so that a cache directory shared between different machines stays safe.
 _FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c99")
+_PORTABLE_FLAGS = tuple(flag for flag in _FLAGS if flag != "-march=native")
 
 
 def _cpu_description() -> bytes:
@@ -58,10 +59,13 @@ def _compile(source: Path, target: Path) -> None:
     fd, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        result = subprocess.run(
-            [compiler, *_FLAGS, "-o", partial, str(source)], capture_output=True, text=True, timeout=120
-        )
-        if result.returncode != 0:
+        for flags in (_FLAGS, _PORTABLE_FLAGS):  # some compilers/CPUs refuse -march=native
+            result = subprocess.run(
+                [compiler, *flags, "-o", partial, str(source)], capture_output=True, text=True, timeout=120
+            )
+            if result.returncode == 0:
+                break
+        else:
             raise OSError(f"{compiler} failed on {source.name}: {result.stderr.strip()[:500]}")
         os.replace(partial, target)  # atomic: other processes see the whole library or none
     finally:

@@ -315,7 +315,7 @@ def _scaled_neg_distances(query: Tensor, targets: Tensor, cosine: str, lam: floa
     runs of ``n_t`` contiguous values.
 
     Same cosines as :func:`fsar.metrics._common.frame_cosine` (exact: norms clamped at 1e-12 as
-    ``F.normalize``; peer: +0.01 on the norm product), fused into two kernels after the matmul.
+    ``F.normalize``; peer: +0.01 on the norm product), in two kernels after the matmul.
     """
     n_query, t_query, dim = query.shape
     n_targets, t_support, _ = targets.shape
@@ -328,9 +328,7 @@ def _scaled_neg_distances(query: Tensor, targets: Tensor, cosine: str, lam: floa
     else:
         eps = PEER_COSINE_EPS
     dots = query_flat @ target_flat.T
-    denominator = (query_norm * lam)[:, None] * target_norm[None, :]  # λ(|q||s| + eps)
-    if eps:
-        denominator = denominator.add_(lam * eps)  # in place on a fresh product: autograd-safe
+    denominator = torch.addr(dots.new_tensor(lam * eps), query_norm, target_norm, alpha=lam)  # λ(|q||s| + eps)
     scaled = torch.addcdiv(dots.new_tensor(-1.0 / lam), dots, denominator)
     return scaled.view(n_query, t_query, t_support, n_targets)
 
