@@ -158,3 +158,59 @@ def test_build_goes_to_the_cache_directory_once(monkeypatch, tmp_path) -> None:
         assert not [p for p in tmp_path.iterdir() if p not in libraries], "temporary files left behind"
     finally:
         _native.otam_kernels.cache_clear()
+
+
+def _unfused(query, targets, cosine, lam, variant, transposes):
+    scaled = otam_module._scaled_neg_distances(query.double(), targets.double(), cosine, lam)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(otam_module, "otam_kernels", lambda: None)
+        return otam_scaled(scaled, variant=variant, transposes=transposes)
+
+
+# 7 x 13 = 91 pairs (a partial last chunk), 2 x 70 (one query's targets span two chunks)
+@needs_compiler
+@pytest.mark.parametrize("n_query, t_query, n_targets, t_targets", [(7, 8, 13, 8), (2, 5, 70, 3), (3, 1, 4, 6)])
+@pytest.mark.parametrize("cosine", ["peer", "exact"])
+@pytest.mark.parametrize("variant", ["reference", "paper"])
+@pytest.mark.parametrize("transposes", [(0,), (1,), (0, 1)])
+def test_fused_cosine_path_equals_the_general_one(n_query, t_query, n_targets, t_targets, cosine, variant,
+                                                   transposes) -> None:
+    generator = torch.Generator().manual_seed(n_query * 100 + n_targets)
+    query = torch.randn(n_query, t_query, 32, generator=generator) + 0.3
+    targets = torch.randn(n_targets, t_targets, 32, generator=generator) + 0.3
+    fused = otam_module._fused_cosine_otam(query, targets, cosine, 0.2, variant, transposes)
+    assert fused is not None
+    expected = _unfused(query, targets, cosine, 0.2, variant, transposes)
+    # float32 features: the float64 reference differs by float32 rounding of the cosines
+    torch.testing.assert_close(fused, expected, rtol=1e-5, atol=2e-5)
+
+
+@needs_compiler
+def test_fused_cosine_path_steps_aside_when_it_does_not_apply() -> None:
+    query, targets = torch.randn(3, 4, 8), torch.randn(5, 4, 8)
+    assert otam_module._fused_cosine_otam(query.double(), targets.double(), "peer", 0.5, "reference", (0,)) is None
+    assert otam_module._fused_cosine_otam(query.requires_grad_(), targets, "peer", 0.5, "reference", (0,)) is None
+    with torch.no_grad():  # no autograd needed: the fused path applies again
+        assert otam_module._fused_cosine_otam(query, targets, "peer", 0.5, "reference", (0,)) is not None
+    # lam = 0.01: opposite frames give -d/lam = -200, below float32's normal exp range
+    opposite = torch.cat([query.detach(), -query.detach()])
+    assert otam_module._fused_cosine_otam(opposite, query.detach(), "peer", 0.01, "reference", (0,)) is None
+    nan_query = query.detach().clone()
+    nan_query[0, 0, 0] = float("nan")
+    assert otam_module._fused_cosine_otam(nan_query, targets, "peer", 0.5, "reference", (0,)) is None
+
+
+@needs_compiler
+def test_head_falls_back_correctly_when_weights_leave_float32_range(monkeypatch) -> None:
+    generator = torch.Generator().manual_seed(4)
+    support = torch.randn(6, 8, 16, generator=generator)
+    query = torch.cat([support[:2], -support[:2]])
+    labels = torch.arange(3).repeat(2)
+    metric = metrics.build("otam", lam=0.01)
+    with torch.no_grad():
+        logits = metric(support, labels, query, 3)
+        with monkeypatch.context() as patch:
+            patch.setattr(otam_module, "otam_kernels", lambda: None)
+            expected = metric(support, labels, query, 3)
+    assert torch.isfinite(logits).all()
+    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-4)

@@ -1,7 +1,8 @@
 """Small C kernels for the metrics, compiled on first use with the system C compiler.
 
-The only one so far is the OTAM dynamic programme (``kernels/otam_dp.c``): in torch it costs two
-calls per column (each a few microseconds of dispatch for a few thousand numbers), in C one pass.
+The only ones so far are OTAM's (``kernels/otam_dp.c``): its dynamic programme, which in torch
+costs two calls per column (each a few microseconds of dispatch for a few thousand numbers) and
+in C one pass, and a no-autograd path that also forms the weights from the frame cosines.
 The source is plain C with no torch headers, so it compiles in well under a second; the shared
 library is cached per source hash under ``$FSAR_KERNEL_CACHE`` (default
 ``$XDG_CACHE_HOME/fsar/kernels`` or ``~/.cache/fsar/kernels``) and written atomically, so
@@ -82,6 +83,10 @@ def _declare(library: ctypes.CDLL) -> ctypes.CDLL:
         backward = getattr(library, f"otam_backward_{suffix}")
         backward.argtypes = [pointer, size, size, size, size, flag, flag, pointer, pointer]
         backward.restype = ctypes.c_int
+    fused = library.otam_cosine_forward_f32
+    fused.argtypes = [pointer, pointer, pointer, size, size, size, size, ctypes.c_double, ctypes.c_double, flag, flag,
+                      pointer]
+    fused.restype = ctypes.c_int
     return library
 
 

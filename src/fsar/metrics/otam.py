@@ -218,6 +218,40 @@ def _exp_domain_otam(scaled: Tensor, variant: str, transposes: tuple[int, ...]) 
     return torch.log(totals)
 
 
+def _fused_cosine_otam(
+    query: Tensor, targets: Tensor, cosine: str, lam: float, variant: str, transposes: tuple[int, ...]
+) -> Tensor | None:
+    """``log E_total (len(transposes), n_q * n_t)`` straight from the features, or None.
+
+    The path for calls without autograd on float32 CPU features: the frame-dot matrix in its
+    natural layout, the frame norms, and one C call (``otam_cosine_forward_f32``) that forms
+    ``w = exp(-d/λ)`` chunk by chunk and runs the programmes, so that no ``(pairs, T, T)``
+    tensor is built and no torch call touches one. None (the caller takes the general path)
+    when it does not apply or when a weight or total leaves the kernel's range.
+    """
+    kernels = otam_kernels() if query.device.type == "cpu" else None
+    if kernels is None or query.dtype != torch.float32 or targets.dtype != torch.float32:
+        return None
+    if torch.is_grad_enabled() and (query.requires_grad or targets.requires_grad):
+        return None
+    n_query, t_query, dim = query.shape
+    n_targets, t_targets, _ = targets.shape
+    query_flat = query.reshape(n_query * t_query, dim)
+    target_flat = targets.reshape(n_targets * t_targets, dim)
+    query_norm, target_norm = query_flat.norm(dim=-1), target_flat.norm(dim=-1)
+    if cosine == "exact":  # F.normalize's clamp; no eps on the product
+        query_norm, target_norm, eps = query_norm.clamp_min_(1e-12), target_norm.clamp_min_(1e-12), 0.0
+    else:
+        eps = PEER_COSINE_EPS
+    dots = query_flat @ target_flat.T  # (n_q * T_q, n_t * T_s): [q, i, t, j]
+    totals = dots.new_empty((len(transposes), n_query * n_targets), dtype=torch.float64)
+    status = kernels.otam_cosine_forward_f32(
+        dots.data_ptr(), query_norm.data_ptr(), target_norm.data_ptr(), n_query, t_query, n_targets, t_targets,
+        eps, lam, _direction_mask(transposes), int(variant == "reference"), totals.data_ptr(),
+    )
+    return torch.log(totals) if status == 1 else None
+
+
 def _log_domain_otam(columns: Tensor, variant: str) -> Tensor:
     """Log-domain programme on ``columns = -d/λ (C, R, B)`` (column-major, batch last) -> ``X (B,)``.
 
@@ -389,11 +423,14 @@ class OTAM(nn.Module):
         want_q2s = self.directions in ("both", "query_to_support")
         want_s2q = self.directions in ("both", "support_to_query")
         if self.stable:
-            scaled = _scaled_neg_distances(query, targets, self.cosine, self.lam)  # (n_q, T_q, T_s, n_t)
             transposes = (0, 1) if want_q2s and want_s2q else (0,) if want_q2s else (1,)
-            distances = (-self.lam * otam_scaled(scaled, variant=self.variant, transposes=transposes)).view(
-                len(transposes), n_query, n_targets
-            )
+            log_totals = _fused_cosine_otam(query, targets, self.cosine, self.lam, self.variant, transposes)
+            if log_totals is not None:
+                log_totals = log_totals.to(query.dtype)
+            else:
+                scaled = _scaled_neg_distances(query, targets, self.cosine, self.lam)  # (n_q, T_q, T_s, n_t)
+                log_totals = otam_scaled(scaled, variant=self.variant, transposes=transposes)
+            distances = (-self.lam * log_totals).view(len(transposes), n_query, n_targets)
             if want_q2s and want_s2q:
                 return distances[0], distances[1]
             return (distances[0], None) if want_q2s else (None, distances[0])
