@@ -200,3 +200,16 @@ def test_abmhm_ignores_frames_outside_every_stage() -> None:
     padded_masks = torch.cat([masks, torch.zeros(3, 2, dtype=torch.bool)], 1)
     logits = ABMHM()(pad(support), labels, pad(query), way, support_stages=padded_masks, query_stages=padded_masks)
     torch.testing.assert_close(logits, expected)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_bimhm_distances_equal_the_definition(reduction: str) -> None:
+    from fsar.metrics._common import unit_frame_cosine
+    from fsar.metrics.hausdorff import bimhm_distances, hausdorff_distances
+
+    generator = torch.Generator().manual_seed(3)
+    query = torch.randn(4, 6, 16, generator=generator, dtype=torch.float64)
+    targets = torch.randn(3, 5, 16, generator=generator, dtype=torch.float64)
+    query[1, 2] = 0.0  # a zero frame: F.normalize's clamp on both paths
+    expected = hausdorff_distances(1.0 - unit_frame_cosine(query, targets), reduction)
+    torch.testing.assert_close(bimhm_distances(query, targets, reduction), expected, rtol=1e-12, atol=1e-12)

@@ -1,4 +1,4 @@
-"""The OTAM C kernel (fsar.metrics._native, kernels/otam_dp.c) against the log-domain torch
+"""The OTAM C kernel (fsar.metrics._native, kernels/matching.c) against the log-domain torch
 programme it replaces, its range check and fallback, and its build/cache behaviour."""
 
 from __future__ import annotations
@@ -11,23 +11,24 @@ import torch
 
 import fsar.metrics as metrics
 from fsar.metrics import _native
+from fsar.metrics import hausdorff as hausdorff_module
 from fsar.metrics import otam as otam_module
 from fsar.metrics.otam import otam_cum_dist, otam_scaled
 
 needs_compiler = pytest.mark.skipif(
-    _native.otam_kernels() is None, reason="no C compiler here: OTAM runs on its torch fallback"
+    _native.native_kernels() is None, reason="no C compiler here: OTAM runs on its torch fallback"
 )
 
 
 @pytest.fixture
 def torch_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """Run OTAM on the log-domain torch programme only."""
-    monkeypatch.setattr(otam_module, "otam_kernels", lambda: None)
+    monkeypatch.setattr(otam_module, "native_kernels", lambda: None)
 
 
 def _log_domain(scaled: torch.Tensor, variant: str, transposes: tuple[int, ...], monkeypatch) -> torch.Tensor:
     with monkeypatch.context() as patch:
-        patch.setattr(otam_module, "otam_kernels", lambda: None)
+        patch.setattr(otam_module, "native_kernels", lambda: None)
         return otam_scaled(scaled, variant=variant, transposes=transposes)
 
 
@@ -39,7 +40,7 @@ def _random_scaled(shape: tuple[int, ...], lam: float, seed: int, requires_grad:
 def test_the_kernel_compiles_where_a_compiler_exists() -> None:
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler on this machine")
-    assert _native.otam_kernels() is not None
+    assert _native.native_kernels() is not None
 
 
 # outer x inner = 91 and 130 pairs: several chunks of 64, the last one partial
@@ -109,7 +110,7 @@ def test_heads_agree_with_and_without_the_kernel(preset: str, monkeypatch) -> No
     metric = metrics.build(preset)
     native = metric(support, labels, query, 5)
     with monkeypatch.context() as patch:
-        patch.setattr(otam_module, "otam_kernels", lambda: None)
+        patch.setattr(otam_module, "native_kernels", lambda: None)
         fallback = metric(support, labels, query, 5)
     torch.testing.assert_close(native, fallback, rtol=1e-5, atol=1e-5)
 
@@ -122,82 +123,105 @@ def test_otam_cum_dist_runs_without_the_kernel(torch_only) -> None:
 
 def test_disabled_by_environment(monkeypatch) -> None:
     monkeypatch.setenv("FSAR_NATIVE_KERNELS", "0")
-    _native.otam_kernels.cache_clear()
+    _native.native_kernels.cache_clear()
     try:
-        assert _native.otam_kernels() is None
+        assert _native.native_kernels() is None
     finally:
         monkeypatch.delenv("FSAR_NATIVE_KERNELS")
-        _native.otam_kernels.cache_clear()
+        _native.native_kernels.cache_clear()
 
 
 def test_a_failing_compiler_gives_one_warning_and_the_fallback(monkeypatch, tmp_path, caplog) -> None:
     monkeypatch.setenv("FSAR_KERNEL_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
-    _native.otam_kernels.cache_clear()
+    _native.native_kernels.cache_clear()
     try:
         with caplog.at_level(logging.WARNING, logger="fsar.metrics._native"):
-            assert _native.otam_kernels() is None
-        assert "without its C kernel" in caplog.text
+            assert _native.native_kernels() is None
+        assert "without their C kernels" in caplog.text
         assert not list((tmp_path / "cache").glob("*.so")), "a failed build must not leave a library behind"
     finally:
-        _native.otam_kernels.cache_clear()
+        _native.native_kernels.cache_clear()
 
 
 @needs_compiler
 def test_build_goes_to_the_cache_directory_once(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("FSAR_KERNEL_CACHE", str(tmp_path))
-    _native.otam_kernels.cache_clear()
+    _native.native_kernels.cache_clear()
     try:
-        assert _native.otam_kernels() is not None
-        libraries = list(tmp_path.glob("otam_dp-*.so"))
+        assert _native.native_kernels() is not None
+        libraries = list(tmp_path.glob("matching-*.so"))
         assert len(libraries) == 1
         stamp = libraries[0].stat().st_mtime_ns
-        _native.otam_kernels.cache_clear()
-        assert _native.otam_kernels() is not None
+        _native.native_kernels.cache_clear()
+        assert _native.native_kernels() is not None
         assert libraries[0].stat().st_mtime_ns == stamp, "a cached library was rebuilt"
         assert not [p for p in tmp_path.iterdir() if p not in libraries], "temporary files left behind"
     finally:
-        _native.otam_kernels.cache_clear()
+        _native.native_kernels.cache_clear()
 
 
-def _unfused(query, targets, cosine, lam, variant, transposes):
-    scaled = otam_module._scaled_neg_distances(query.double(), targets.double(), cosine, lam)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(otam_module, "otam_kernels", lambda: None)
-        return otam_scaled(scaled, variant=variant, transposes=transposes)
-
-
-# 7 x 13 = 91 pairs (a partial last chunk), 2 x 70 (one query's targets span two chunks)
-@needs_compiler
-@pytest.mark.parametrize("n_query, t_query, n_targets, t_targets", [(7, 8, 13, 8), (2, 5, 70, 3), (3, 1, 4, 6)])
-@pytest.mark.parametrize("cosine", ["peer", "exact"])
-@pytest.mark.parametrize("variant", ["reference", "paper"])
-@pytest.mark.parametrize("transposes", [(0,), (1,), (0, 1)])
-def test_fused_cosine_path_equals_the_general_one(n_query, t_query, n_targets, t_targets, cosine, variant,
-                                                   transposes) -> None:
-    generator = torch.Generator().manual_seed(n_query * 100 + n_targets)
+def _episode(n_query: int, t_query: int, way: int, shots: int, t_support: int, seed: int):
+    generator = torch.Generator().manual_seed(seed)
+    support = torch.randn(way * shots, t_support, 32, generator=generator) + 0.3
     query = torch.randn(n_query, t_query, 32, generator=generator) + 0.3
-    targets = torch.randn(n_targets, t_targets, 32, generator=generator) + 0.3
-    fused = otam_module._fused_cosine_otam(query, targets, cosine, 0.2, variant, transposes)
-    assert fused is not None
-    expected = _unfused(query, targets, cosine, 0.2, variant, transposes)
-    # float32 features: the float64 reference differs by float32 rounding of the cosines
-    torch.testing.assert_close(fused, expected, rtol=1e-5, atol=2e-5)
+    labels = torch.randperm(way * shots, generator=generator) % way  # shuffled, every class present
+    return support, labels, query, way
+
+
+def _without_kernels(metric, episode):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(otam_module, "native_kernels", lambda: None)
+        patch.setattr(hausdorff_module, "native_kernels", lambda: None)
+        return metric(*episode)
+
+
+# 7 queries x 13 supports = 91 pairs (a partial last chunk); 2 x 70 (one query's supports span
+# two chunks); a single query frame; different frame counts
+EPISODES = [(7, 8, 13, 1, 8), (2, 5, 14, 5, 3), (3, 1, 4, 1, 6)]
 
 
 @needs_compiler
-def test_fused_cosine_path_steps_aside_when_it_does_not_apply() -> None:
+@pytest.mark.parametrize("episode_shape", EPISODES)
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"cosine": "peer", "combine": "sum", "lam": 0.1},
+        {"cosine": "exact", "variant": "paper", "lam": 0.3},
+        {"shots": "prototype", "lam": 0.5, "cosine": "peer"},
+        {"directions": "query_to_support"},
+        {"directions": "support_to_query", "variant": "paper"},
+    ],
+)
+def test_fused_otam_head_equals_the_general_path(episode_shape, options) -> None:
+    n_query, t_query, way, shots, t_support = episode_shape
+    episode = _episode(n_query, t_query, way, shots, t_support, seed=sum(episode_shape))
+    metric = metrics.build("otam", **options)
+    with torch.no_grad():
+        assert otam_module._fused_cosine_otam(
+            episode[2], episode[0], cosine=metric.cosine, lam=metric.lam, variant=metric.variant,
+            transposes=metric._transposes(), combine=1.0, labels=episode[1], way=way,
+        ) is not None
+        fused = metric(*episode)
+        general = _without_kernels(metric, episode)
+    torch.testing.assert_close(fused, general, rtol=1e-5, atol=2e-5)
+
+
+@needs_compiler
+def test_fused_otam_steps_aside_when_it_does_not_apply() -> None:
     query, targets = torch.randn(3, 4, 8), torch.randn(5, 4, 8)
-    assert otam_module._fused_cosine_otam(query.double(), targets.double(), "peer", 0.5, "reference", (0,)) is None
-    assert otam_module._fused_cosine_otam(query.requires_grad_(), targets, "peer", 0.5, "reference", (0,)) is None
+    common = dict(cosine="peer", variant="reference", transposes=(0,), combine=1.0, labels=None, way=5)
+    fused = otam_module._fused_cosine_otam
+    assert fused(query.double(), targets.double(), lam=0.5, **common) is None
+    assert fused(query.requires_grad_(), targets, lam=0.5, **common) is None
     with torch.no_grad():  # no autograd needed: the fused path applies again
-        assert otam_module._fused_cosine_otam(query, targets, "peer", 0.5, "reference", (0,)) is not None
+        assert fused(query, targets, lam=0.5, **common) is not None
     # lam = 0.01: opposite frames give -d/lam = -200, below float32's normal exp range
     opposite = torch.cat([query.detach(), -query.detach()])
-    assert otam_module._fused_cosine_otam(opposite, query.detach(), "peer", 0.01, "reference", (0,)) is None
+    assert fused(opposite, query.detach(), lam=0.01, **{**common, "way": 3}) is None
     nan_query = query.detach().clone()
     nan_query[0, 0, 0] = float("nan")
-    assert otam_module._fused_cosine_otam(nan_query, targets, "peer", 0.5, "reference", (0,)) is None
+    assert fused(nan_query, targets, lam=0.5, **common) is None
 
 
 @needs_compiler
@@ -210,7 +234,37 @@ def test_head_falls_back_correctly_when_weights_leave_float32_range(monkeypatch)
     with torch.no_grad():
         logits = metric(support, labels, query, 3)
         with monkeypatch.context() as patch:
-            patch.setattr(otam_module, "otam_kernels", lambda: None)
+            patch.setattr(otam_module, "native_kernels", lambda: None)
             expected = metric(support, labels, query, 3)
     assert torch.isfinite(logits).all()
     torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-4)
+
+
+@needs_compiler
+@pytest.mark.parametrize("episode_shape", EPISODES)
+@pytest.mark.parametrize("options", [{}, {"reduction": "sum", "shots": "distance"}, {"shots": "distance"}])
+def test_fused_bimhm_head_equals_the_general_path(episode_shape, options) -> None:
+    n_query, t_query, way, shots, t_support = episode_shape
+    support, labels, query, way = _episode(n_query, t_query, way, shots, t_support, seed=7 + sum(episode_shape))
+    query[0, 0] = 0.0  # a zero frame: F.normalize's clamp on both paths
+    episode = (support, labels, query, way)
+    metric = metrics.build("bimhm", **options)
+    with torch.no_grad():
+        assert hausdorff_module._fused_bimhm(
+            query, support, reduction=metric.reduction, labels=labels, way=way
+        ) is not None
+        fused = metric(*episode)
+        general = _without_kernels(metric, episode)
+    torch.testing.assert_close(fused, general, rtol=1e-5, atol=1e-5)
+
+
+@needs_compiler
+def test_fused_bimhm_leaves_non_finite_features_to_the_torch_path() -> None:
+    query, targets = torch.randn(3, 4, 8), torch.randn(2, 4, 8)
+    query[1, 3, 2] = float("nan")
+    common = dict(reduction="sum", labels=None, way=2)
+    assert hausdorff_module._fused_bimhm(query, targets, **common) is None
+    with pytest.raises(ValueError, match="NaN in query"):
+        metrics.build("bimhm_hyrsm1shot")(targets, torch.arange(2), query, 2)
+    assert hausdorff_module._fused_bimhm(torch.randn(3, 4, 8).requires_grad_(), targets, **common) is None
+    assert hausdorff_module._fused_bimhm(query.double(), targets.double(), **common) is None

@@ -1,15 +1,15 @@
 """Small C kernels for the metrics, compiled on first use with the system C compiler.
 
-The only ones so far are OTAM's (``kernels/otam_dp.c``): its dynamic programme, which in torch
-costs two calls per column (each a few microseconds of dispatch for a few thousand numbers) and
-in C one pass, and a no-autograd path that also forms the weights from the frame cosines.
-The source is plain C with no torch headers, so it compiles in well under a second; the shared
+``kernels/matching.c`` holds OTAM's dynamic programme (in torch two calls per column, each a few
+microseconds of dispatch for a few thousand numbers; in C one pass), OTAM's no-autograd path that
+also forms the weights from the frame cosines, and Bi-MHM's no-autograd path (cosines, nearest
+frames and sums in one pass). The source is plain C with no torch headers, so it compiles in well under a second; the shared
 library is cached per source hash under ``$FSAR_KERNEL_CACHE`` (default
 ``$XDG_CACHE_HOME/fsar/kernels`` or ``~/.cache/fsar/kernels``) and written atomically, so
 concurrent processes (DDP ranks) are safe.
 
-Without a working compiler, or with ``FSAR_NATIVE_KERNELS=0``, :func:`otam_kernels` returns None
-and the callers run the same recursion with torch operations; a single warning says why.
+Without a working compiler, or with ``FSAR_NATIVE_KERNELS=0``, :func:`native_kernels` returns None
+and the callers compute the same values with torch operations; a single warning says why.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-_SOURCE = Path(__file__).with_name("kernels") / "otam_dp.c"
-_SOURCES = (_SOURCE, _SOURCE.with_name("otam_dp_body.h"))  # the body is #included per weight type
+_SOURCE = Path(__file__).with_name("kernels") / "matching.c"
+_SOURCES = (_SOURCE, _SOURCE.with_name("otam_body.h"))  # the body is #included per weight type
 # -march=native: the kernels are compiled for the CPU they run on; the cache key includes the
 # CPU's description so that a cache directory shared between different machines stays safe.
 _FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c99")
@@ -62,7 +62,7 @@ def _compile(source: Path, target: Path) -> None:
     try:
         for flags in (_FLAGS, _PORTABLE_FLAGS):  # some compilers/CPUs refuse -march=native
             result = subprocess.run(
-                [compiler, *flags, "-o", partial, str(source)], capture_output=True, text=True, timeout=120
+                [compiler, *flags, "-o", partial, str(source), "-lm"], capture_output=True, text=True, timeout=120
             )
             if result.returncode == 0:
                 break
@@ -84,26 +84,31 @@ def _declare(library: ctypes.CDLL) -> ctypes.CDLL:
         backward.argtypes = [pointer, size, size, size, size, flag, flag, pointer, pointer]
         backward.restype = ctypes.c_int
     fused = library.otam_cosine_forward_f32
-    fused.argtypes = [pointer, pointer, pointer, size, size, size, size, ctypes.c_double, ctypes.c_double, flag, flag,
-                      pointer]
+    real = ctypes.c_double
+    fused.argtypes = [pointer, pointer, pointer, size, size, size, size, real, real, flag, flag, pointer, real, pointer,
+                      size, pointer]
     fused.restype = ctypes.c_int
+    bimhm = library.bimhm_cosine_f32
+    bimhm.argtypes = [pointer, pointer, pointer, size, size, size, size, pointer, pointer, real, real, pointer, size,
+                      pointer]
+    bimhm.restype = ctypes.c_int
     return library
 
 
 @lru_cache(maxsize=1)
-def otam_kernels() -> ctypes.CDLL | None:
-    """The compiled OTAM kernels, or None (torch fallback) with one warning saying why."""
+def native_kernels() -> ctypes.CDLL | None:
+    """The compiled kernels (OTAM and Bi-MHM), or None (torch fallback) with one warning saying why."""
     if os.environ.get("FSAR_NATIVE_KERNELS", "1") == "0":
         return None
     digest = hashlib.sha256(
         b"".join(path.read_bytes() for path in _SOURCES) + " ".join(_FLAGS).encode() + _cpu_description()
     )
     digest = digest.hexdigest()[:16]
-    target = _cache_dir() / f"otam_dp-{digest}.so"
+    target = _cache_dir() / f"matching-{digest}.so"
     try:
         if not target.exists():
             _compile(_SOURCE, target)
         return _declare(ctypes.CDLL(str(target)))
     except (OSError, subprocess.SubprocessError, AttributeError) as error:
-        log.warning("fsar: OTAM runs without its C kernel (slower, same results): %s", error)
+        log.warning("fsar: OTAM and Bi-MHM run without their C kernels (slower, same results): %s", error)
         return None

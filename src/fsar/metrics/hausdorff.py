@@ -38,8 +38,10 @@ query stage i match the best support stage j with ``|i - j| <= w`` at a penalty 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fsar.metrics._native import native_kernels
 from fsar.metrics._common import (
     check_choice,
     check_finite_logits,
@@ -61,6 +63,59 @@ def hausdorff_distances(dists: Tensor, reduction: str = "mean") -> Tensor:
     reduce = torch.mean if reduction == "mean" else torch.sum
     query_to_support = reduce(dists.amin(-1), -1)  # each query frame to its nearest support frame
     support_to_query = reduce(dists.amin(-2), -1)  # each support frame to its nearest query frame
+    return query_to_support + support_to_query
+
+
+def _fused_bimhm(
+    query: Tensor, targets: Tensor, *, reduction: str, labels: Tensor | None, way: int
+) -> Tensor | None:
+    """The head's logits ``(n_query, way)`` from one C pass after the product (cosines, nearest
+    frames, sums, directions, class averages over ``labels``; None when the targets are the
+    classes), for float32 CPU calls without autograd; None otherwise, or when a cosine is not
+    finite (the torch path then carries the NaN to the error check)."""
+    kernels = native_kernels() if query.device.type == "cpu" else None
+    if kernels is None or query.dtype != torch.float32 or targets.dtype != torch.float32:
+        return None
+    if torch.is_grad_enabled() and (query.requires_grad or targets.requires_grad):
+        return None
+    n_query, t_query, dim = query.shape
+    n_targets, t_targets, _ = targets.shape
+    query_flat, target_flat = query.reshape(n_query * t_query, dim), targets.reshape(n_targets * t_targets, dim)
+    query_norm = query_flat.norm(dim=-1).clamp_min_(1e-12)  # F.normalize's clamp
+    target_norm = target_flat.norm(dim=-1).clamp_min_(1e-12)
+    dots = query_flat @ target_flat.T  # (n_q * T_q, n_t * T_s): [q, i, t, j]
+    sums = dots.new_empty((2, n_query, n_targets), dtype=torch.float64)
+    logits = dots.new_empty((n_query, way))
+    labels = labels.contiguous() if labels is not None else None
+    mean = reduction == "mean"
+    status = kernels.bimhm_cosine_f32(
+        dots.data_ptr(), query_norm.data_ptr(), target_norm.data_ptr(), n_query, t_query, n_targets, t_targets,
+        sums[0].data_ptr(), sums[1].data_ptr(), 1.0 / t_query if mean else 1.0, 1.0 / t_targets if mean else 1.0,
+        None if labels is None else labels.data_ptr(), way, logits.data_ptr(),
+    )
+    return logits if status == 1 else None
+
+
+def bimhm_distances(query: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
+    """Bi-MHM between every query and target clip on the exact cosine -> ``(n_query, n_targets)``.
+
+    Equals ``hausdorff_distances(1 - unit_frame_cosine(query, targets))`` in fewer passes: the
+    nearest frame under ``1 - cos`` is the one of largest cosine, and a query frame's norm
+    factors out of its cosines, so only the targets are normalised (the smaller side in the
+    usual episode), the product is divided by the query-frame norms once, and the two
+    directions are ``T - sum(max cos)``. (:class:`BiMHM` runs all of it after the product in
+    one C pass when no gradient is needed: :func:`_fused_bimhm`.)
+    """
+    n_query, t_query, dim = query.shape
+    n_targets, t_targets, _ = targets.shape
+    unit_targets = F.normalize(targets, dim=-1)
+    query_norm = query.norm(dim=-1).clamp_min(1e-12)  # F.normalize's clamp
+    dots = query.reshape(n_query * t_query, dim) @ unit_targets.reshape(n_targets * t_targets, dim).T
+    cos = dots.view(n_query, t_query, n_targets, t_targets) / query_norm[:, :, None, None]
+    query_to_support = t_query - cos.amax(-1).sum(1)  # each query frame to its nearest target frame
+    support_to_query = t_targets - cos.amax(1).sum(-1)  # each target frame to its nearest query frame
+    if reduction == "mean":
+        return query_to_support / t_query + support_to_query / t_targets
     return query_to_support + support_to_query
 
 
@@ -88,8 +143,13 @@ class BiMHM(nn.Module):
             targets = class_prototypes(support, support_labels, way)  # (way, T_s, D)
         else:
             targets = support
-        dists = 1.0 - unit_frame_cosine(query, targets)  # (n_query, n_targets, T_q, T_s)
-        distance = hausdorff_distances(dists, self.reduction)  # (n_query, n_targets)
+        logits = _fused_bimhm(
+            query, targets, reduction=self.reduction,
+            labels=support_labels if self.shots == "distance" else None, way=way,
+        )
+        if logits is not None:
+            return check_finite_logits(logits, support, query, metric="bimhm")
+        distance = bimhm_distances(query, targets, self.reduction)  # (n_query, n_targets)
         if self.shots == "distance":
             distance = distance @ shot_average_matrix(support_labels, way, distance.dtype)
         return check_finite_logits(-distance, support, query, metric="bimhm")

@@ -36,7 +36,7 @@ inf, for comparisons.
 Speed: all pairs (and both directions, which read the same distance matrices) run at once and
 only the recursion over time is sequential. Two implementations of the same stable programme:
 
-* the exp domain, in C (:class:`_ExpDomainOTAM`, ``kernels/otam_dp.c``, compiled on first use
+* the exp domain, in C (:class:`_ExpDomainOTAM`, ``kernels/matching.c``, compiled on first use
   by :mod:`fsar.metrics._native`). With ``E = exp(-Cm/λ)`` the soft-min of the predecessors is
   their plain sum, so a cell costs a multiply and an add, with no exp or log. Tables are float64
   and pairs are processed in cache-sized chunks; backward recomputes them (forward-backward
@@ -67,7 +67,7 @@ from fsar.metrics._common import (
     shot_average_matrix,
     validate_episode,
 )
-from fsar.metrics._native import otam_kernels
+from fsar.metrics._native import native_kernels
 
 VARIANTS = ("reference", "paper")
 DIRECTIONS = ("both", "query_to_support", "support_to_query")
@@ -158,7 +158,7 @@ class _ExpDomainOTAM(torch.autograd.Function):
     There the soft-min of the predecessors is a plain sum, ``E[l,m] = w[l,m] (E[l-1,m-1] +
     E[l,m-1])`` with ``w = exp(-d/λ)``: no exp or log per cell (the log-domain
     :class:`_ScaledOTAM` needs a ``logaddexp`` per cell), and the whole programme is one call of
-    ``kernels/otam_dp.c`` instead of torch calls per column. The kernel keeps its tables in
+    ``kernels/matching.c`` instead of torch calls per column. The kernel keeps its tables in
     float64 and reports when a total leaves the safe range (very long clips or very small λ);
     :func:`_exp_domain_otam` then returns None and the log-domain programme runs instead.
 
@@ -182,7 +182,7 @@ class _ExpDomainOTAM(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_log: Tensor):  # type: ignore[override]
         weights, totals = ctx.saved_tensors
-        kernels = otam_kernels()
+        kernels = native_kernels()
         backward = kernels.otam_backward_f32 if weights.dtype == torch.float32 else kernels.otam_backward_f64
         scales = (grad_log.to(torch.float64) / totals).contiguous()  # d loss / d E_total
         grad = torch.empty_like(weights)
@@ -203,7 +203,7 @@ def _exp_domain_otam(scaled: Tensor, variant: str, transposes: tuple[int, ...]) 
     unavailable (no compiler, not a CPU tensor) or a total leaves float64's safe range.
     ``transposes`` must be sorted (the kernel stacks the directions in order). The caller
     guarantees ``scaled <= 0`` up to rounding (distances >= 0)."""
-    kernels = otam_kernels() if scaled.device.type == "cpu" else None
+    kernels = native_kernels() if scaled.device.type == "cpu" else None
     if kernels is None or scaled.dtype not in (torch.float32, torch.float64) or sorted(transposes) != list(transposes):
         return None
     weights = scaled.detach().exp().contiguous()  # float32's exp is vectorised, ~20x faster than float64's
@@ -219,17 +219,20 @@ def _exp_domain_otam(scaled: Tensor, variant: str, transposes: tuple[int, ...]) 
 
 
 def _fused_cosine_otam(
-    query: Tensor, targets: Tensor, cosine: str, lam: float, variant: str, transposes: tuple[int, ...]
+    query: Tensor, targets: Tensor, *, cosine: str, lam: float, variant: str, transposes: tuple[int, ...],
+    combine: float, labels: Tensor | None, way: int,
 ) -> Tensor | None:
-    """``log E_total (len(transposes), n_q * n_t)`` straight from the features, or None.
+    """The head's logits ``(n_query, way)`` straight from the features, or None.
 
     The path for calls without autograd on float32 CPU features: the frame-dot matrix in its
     natural layout, the frame norms, and one C call (``otam_cosine_forward_f32``) that forms
-    ``w = exp(-d/λ)`` chunk by chunk and runs the programmes, so that no ``(pairs, T, T)``
-    tensor is built and no torch call touches one. None (the caller takes the general path)
-    when it does not apply or when a weight or total leaves the kernel's range.
+    ``w = exp(-d/λ)`` chunk by chunk, runs the programmes, combines the directions
+    (``distance = combine * (q2s + s2q)``) and averages over each class's targets (``labels``;
+    None when the targets are the classes), so that no ``(pairs, T, T)`` tensor is built and no
+    torch call runs after the matrix product. None (the caller takes the general path) when it
+    does not apply or when a weight or total leaves the kernel's range.
     """
-    kernels = otam_kernels() if query.device.type == "cpu" else None
+    kernels = native_kernels() if query.device.type == "cpu" else None
     if kernels is None or query.dtype != torch.float32 or targets.dtype != torch.float32:
         return None
     if torch.is_grad_enabled() and (query.requires_grad or targets.requires_grad):
@@ -245,11 +248,14 @@ def _fused_cosine_otam(
         eps = PEER_COSINE_EPS
     dots = query_flat @ target_flat.T  # (n_q * T_q, n_t * T_s): [q, i, t, j]
     totals = dots.new_empty((len(transposes), n_query * n_targets), dtype=torch.float64)
+    logits = dots.new_empty((n_query, way))
+    labels = labels.contiguous() if labels is not None else None
     status = kernels.otam_cosine_forward_f32(
         dots.data_ptr(), query_norm.data_ptr(), target_norm.data_ptr(), n_query, t_query, n_targets, t_targets,
-        eps, lam, _direction_mask(transposes), int(variant == "reference"), totals.data_ptr(),
+        eps, lam, _direction_mask(transposes), int(variant == "reference"), totals.data_ptr(), combine,
+        None if labels is None else labels.data_ptr(), way, logits.data_ptr(),
     )
-    return torch.log(totals) if status == 1 else None
+    return logits if status == 1 else None
 
 
 def _log_domain_otam(columns: Tensor, variant: str) -> Tensor:
@@ -415,6 +421,10 @@ class OTAM(nn.Module):
             f"combine={self.combine}, shots={self.shots}, cosine={self.cosine}, stable={self.stable}"
         )
 
+    def _transposes(self) -> tuple[int, ...]:
+        """Kernel directions: 0 = query->support (query frames on the rows), 1 = support->query."""
+        return {"both": (0, 1), "query_to_support": (0,), "support_to_query": (1,)}[self.directions]
+
     def pair_distances(self, targets: Tensor, query: Tensor) -> tuple[Tensor | None, Tensor | None]:
         """Per-direction OTAM distances ``(n_query, n_targets)``: ``(query_to_support, support_to_query)``;
         a direction that is switched off is None."""
@@ -423,13 +433,9 @@ class OTAM(nn.Module):
         want_q2s = self.directions in ("both", "query_to_support")
         want_s2q = self.directions in ("both", "support_to_query")
         if self.stable:
-            transposes = (0, 1) if want_q2s and want_s2q else (0,) if want_q2s else (1,)
-            log_totals = _fused_cosine_otam(query, targets, self.cosine, self.lam, self.variant, transposes)
-            if log_totals is not None:
-                log_totals = log_totals.to(query.dtype)
-            else:
-                scaled = _scaled_neg_distances(query, targets, self.cosine, self.lam)  # (n_q, T_q, T_s, n_t)
-                log_totals = otam_scaled(scaled, variant=self.variant, transposes=transposes)
+            scaled = _scaled_neg_distances(query, targets, self.cosine, self.lam)  # (n_q, T_q, T_s, n_t)
+            transposes = self._transposes()
+            log_totals = otam_scaled(scaled, variant=self.variant, transposes=transposes)
             distances = (-self.lam * log_totals).view(len(transposes), n_query, n_targets)
             if want_q2s and want_s2q:
                 return distances[0], distances[1]
@@ -449,6 +455,15 @@ class OTAM(nn.Module):
             targets = class_prototypes(support, support_labels, way)  # (way, T_s, D)
         else:
             targets = support
+        if self.stable:  # the common case, without autograd on the CPU: one C call after the product
+            logits = _fused_cosine_otam(
+                query, targets, cosine=self.cosine, lam=self.lam, variant=self.variant,
+                transposes=self._transposes(),
+                combine=0.5 if self.directions == "both" and self.combine == "mean" else 1.0,
+                labels=support_labels if self.shots == "distance" else None, way=way,
+            )
+            if logits is not None:
+                return check_finite_logits(logits, support, query, metric="otam")
         q2s, s2q = self.pair_distances(targets, query)
         if q2s is not None and s2q is not None:
             distance = q2s + s2q

@@ -1,4 +1,4 @@
-/* Body of otam_dp.c, included once per WEIGHT type (see there).
+/* Body of matching.c, included once per WEIGHT type (see there).
  *
  * Weights w = exp(-d/lambda) come as an (outer, A, B, inner) array: w[o, a, b, i] belongs to
  * frame a of one sequence and frame b of the other, for the pair p = o * inner + i. Rows are
