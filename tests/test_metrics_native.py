@@ -268,3 +268,24 @@ def test_fused_bimhm_leaves_non_finite_features_to_the_torch_path() -> None:
         metrics.build("bimhm_hyrsm1shot")(targets, torch.arange(2), query, 2)
     assert hausdorff_module._fused_bimhm(torch.randn(3, 4, 8).requires_grad_(), targets, **common) is None
     assert hausdorff_module._fused_bimhm(query.double(), targets.double(), **common) is None
+
+
+@needs_compiler
+@pytest.mark.parametrize("options", [{}, {"shots": "prototype", "cosine": "peer", "combine": "sum", "lam": 0.5},
+                                     {"directions": "support_to_query", "variant": "paper"}])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_otam_head_gradients_through_the_kernel_equal_the_log_domain_ones(options, dtype) -> None:
+    support, labels, query, way = _episode(5, 6, 4, 2, 7, seed=12)
+    support, query = support.to(dtype).requires_grad_(), query.to(dtype).requires_grad_()
+    metric = metrics.build("otam", **options)
+    weights = torch.rand(5, way, dtype=dtype, generator=torch.Generator().manual_seed(2))
+    logits = metric(support, labels, query, way)
+    grads = torch.autograd.grad((logits * weights).sum(), (support, query))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(otam_module, "native_kernels", lambda: None)
+        expected_logits = metric(support, labels, query, way)
+        expected = torch.autograd.grad((expected_logits * weights).sum(), (support, query))
+    tolerance = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(logits, expected_logits, **tolerance)
+    for grad, reference in zip(grads, expected):
+        torch.testing.assert_close(grad, reference, **tolerance)

@@ -88,6 +88,9 @@ def _declare(library: ctypes.CDLL) -> ctypes.CDLL:
     fused.argtypes = [pointer, pointer, pointer, size, size, size, size, real, real, flag, flag, pointer, real, pointer,
                       size, pointer]
     fused.restype = ctypes.c_int
+    head = library.otam_totals_to_logits
+    head.argtypes = [pointer, flag, size, size, real, pointer, size, pointer, pointer]
+    head.restype = ctypes.c_int
     bimhm = library.bimhm_cosine_f32
     bimhm.argtypes = [pointer, pointer, pointer, size, size, size, size, pointer, pointer, real, real, pointer, size,
                       pointer]

@@ -152,6 +152,27 @@ class _ScaledOTAM(torch.autograd.Function):
         return grad_scaled, None
 
 
+# An OTAM head's reduction of the per-pair distances to logits, done in C (otam_totals_to_logits):
+# distance = factor * sum over directions of -log E_total (factor = λ, halved when the two
+# directions are averaged), then logits[q, c] = -mean of distance[q, t] over the targets t of
+# class c (labels; None when the targets are the classes themselves). (factor, labels, way).
+Head = tuple[float, "Tensor | None", int]
+
+
+def _logits_from_totals(kernels, totals: Tensor, n_query: int, n_targets: int, head: Head, dtype) -> Tensor:
+    factor, labels, way = head
+    logits = totals.new_empty((n_query, way), dtype=dtype)
+    float32 = dtype == torch.float32
+    status = kernels.otam_totals_to_logits(
+        totals.data_ptr(), totals.shape[0], n_query, n_targets, factor,
+        None if labels is None else labels.data_ptr(), way,
+        logits.data_ptr() if float32 else None, None if float32 else logits.data_ptr(),
+    )
+    if status != 1:
+        raise MemoryError("metric 'otam': the C kernel could not allocate its working memory")
+    return logits
+
+
 class _ExpDomainOTAM(torch.autograd.Function):
     """OTAM dynamic programme in the exp domain, ``E = exp(-Cm/λ)``, run by the C kernel.
 
@@ -163,59 +184,79 @@ class _ExpDomainOTAM(torch.autograd.Function):
     :func:`_exp_domain_otam` then returns None and the log-domain programme runs instead.
 
     Forward receives what :func:`_exp_domain_otam` computed (the weights and the totals), so
-    that the fallback decision is made before autograd is involved. Backward is the
-    forward-backward rule ``dX/d(-d/λ)[l,m] = E[l,m] B[l,m] / E_total`` with
-    ``B = dE_total/dE`` accumulated right to left, both directions summed into one gradient;
-    the kernel recomputes the tables chunk by chunk instead of storing them.
-    Not twice differentiable.
+    that the fallback decision is made before autograd is involved, and returns ``log E_total``
+    or, given a ``head``, the head's logits (:data:`Head`), which spares the autograd graph the
+    dozen small operations of that reduction. Backward is the forward-backward rule
+    ``dX/d(-d/λ)[l,m] = E[l,m] B[l,m] / E_total`` with ``B = dE_total/dE`` accumulated right to
+    left, both directions summed into one gradient; the kernel recomputes the tables chunk by
+    chunk instead of storing them. Not twice differentiable.
     """
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx, scaled: Tensor, weights: Tensor, totals: Tensor, variant: str, transposes: tuple[int, ...]
+        ctx, scaled: Tensor, weights: Tensor, totals: Tensor, variant: str, transposes: tuple[int, ...],
+        head: Head | None,
     ) -> Tensor:
         ctx.save_for_backward(weights, totals)
-        ctx.variant, ctx.transposes = variant, transposes
-        return torch.log(totals)
+        ctx.variant, ctx.transposes, ctx.head = variant, transposes, head
+        if head is None:
+            return torch.log(totals)
+        outer, _, _, inner = weights.shape
+        return _logits_from_totals(native_kernels(), totals, outer, inner, head, scaled.dtype)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_log: Tensor):  # type: ignore[override]
+    def backward(ctx, grad_output: Tensor):  # type: ignore[override]
         weights, totals = ctx.saved_tensors
+        if ctx.head is None:
+            grad_log = grad_output.to(torch.float64)
+        else:  # d logits[q, c] / d log E_d[q, t] = factor / n_c for t of class c
+            factor, labels, way = ctx.head
+            grad_pairs = grad_output.to(torch.float64)
+            if labels is not None:
+                counts = torch.bincount(labels, minlength=way).to(torch.float64)
+                grad_pairs = grad_pairs[:, labels] / counts[labels]
+            grad_log = (grad_pairs * factor).reshape(1, -1).expand(len(ctx.transposes), -1)
         kernels = native_kernels()
         backward = kernels.otam_backward_f32 if weights.dtype == torch.float32 else kernels.otam_backward_f64
-        scales = (grad_log.to(torch.float64) / totals).contiguous()  # d loss / d E_total
+        scales = (grad_log / totals).contiguous()  # d loss / d E_total
         grad = torch.empty_like(weights)
         status = backward(weights.data_ptr(), *weights.shape, _direction_mask(ctx.transposes),
                           int(ctx.variant == "reference"), scales.data_ptr(), grad.data_ptr())
         if status != 1:
             raise MemoryError("metric 'otam': the C kernel could not allocate its working memory")
-        return grad, None, None, None, None
+        return grad, None, None, None, None, None
 
 
 def _direction_mask(transposes: tuple[int, ...]) -> int:
     return sum(1 << transpose for transpose in transposes)
 
 
-def _exp_domain_otam(scaled: Tensor, variant: str, transposes: tuple[int, ...]) -> Tensor | None:
+def _exp_domain_otam(
+    scaled: Tensor, variant: str, transposes: tuple[int, ...], head: Head | None = None
+) -> Tensor | None:
     """``log E_total`` (``(len(transposes), outer * inner)``, float64) of the OTAM programme on
-    ``scaled = -d/λ (outer, A, B, inner)`` through the C kernel, or None when the kernel is
-    unavailable (no compiler, not a CPU tensor) or a total leaves float64's safe range.
-    ``transposes`` must be sorted (the kernel stacks the directions in order). The caller
-    guarantees ``scaled <= 0`` up to rounding (distances >= 0)."""
+    ``scaled = -d/λ (outer, A, B, inner)`` through the C kernel, or, given a ``head``, the
+    head's logits ``(outer, way)`` in ``scaled``'s dtype (pairs are (outer, inner) = (query,
+    target)). None when the kernel is unavailable (no compiler, not a CPU tensor) or a total
+    leaves float64's safe range. ``transposes`` must be sorted (the kernel stacks the directions
+    in order). The caller guarantees ``scaled <= 0`` up to rounding (distances >= 0)."""
     kernels = native_kernels() if scaled.device.type == "cpu" else None
     if kernels is None or scaled.dtype not in (torch.float32, torch.float64) or sorted(transposes) != list(transposes):
         return None
     weights = scaled.detach().exp().contiguous()  # float32's exp is vectorised, ~20x faster than float64's
-    totals = weights.new_empty((len(transposes), weights[..., 0, 0, :].numel()), dtype=torch.float64)
+    outer, _, _, inner = weights.shape
+    totals = weights.new_empty((len(transposes), outer * inner), dtype=torch.float64)
     forward = kernels.otam_forward_f32 if weights.dtype == torch.float32 else kernels.otam_forward_f64
     status = forward(weights.data_ptr(), *weights.shape, _direction_mask(transposes), int(variant == "reference"),
                      totals.data_ptr())
     if status != 1:  # 0: a total outside float64's safe range; -1: out of memory
         return None
     if scaled.requires_grad and torch.is_grad_enabled():
-        return _ExpDomainOTAM.apply(scaled, weights, totals, variant, transposes)
-    return torch.log(totals)
+        return _ExpDomainOTAM.apply(scaled, weights, totals, variant, transposes, head)
+    if head is None:
+        return torch.log(totals)
+    return _logits_from_totals(kernels, totals, outer, inner, head, scaled.dtype)
 
 
 def _fused_cosine_otam(
@@ -455,13 +496,16 @@ class OTAM(nn.Module):
             targets = class_prototypes(support, support_labels, way)  # (way, T_s, D)
         else:
             targets = support
-        if self.stable:  # the common case, without autograd on the CPU: one C call after the product
-            logits = _fused_cosine_otam(
+        if self.stable:  # on the CPU with the C kernels: no torch call between the programme and the logits
+            combine = 0.5 if self.directions == "both" and self.combine == "mean" else 1.0
+            labels = support_labels.contiguous() if self.shots == "distance" else None
+            logits = _fused_cosine_otam(  # without autograd: one C call after the product
                 query, targets, cosine=self.cosine, lam=self.lam, variant=self.variant,
-                transposes=self._transposes(),
-                combine=0.5 if self.directions == "both" and self.combine == "mean" else 1.0,
-                labels=support_labels if self.shots == "distance" else None, way=way,
+                transposes=self._transposes(), combine=combine, labels=labels, way=way,
             )
+            if logits is None:
+                scaled = _scaled_neg_distances(query, targets, self.cosine, self.lam)  # (n_q, T_q, T_s, n_t)
+                logits = _exp_domain_otam(scaled, self.variant, self._transposes(), (self.lam * combine, labels, way))
             if logits is not None:
                 return check_finite_logits(logits, support, query, metric="otam")
         q2s, s2q = self.pair_distances(targets, query)

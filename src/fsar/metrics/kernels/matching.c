@@ -56,15 +56,12 @@ static int exp_floats(const float *restrict x, float *restrict y, int64_t n) {
     return !low;
 }
 
-/* logits[q, c] = -(mean over the targets t labelled c of distance[q, t]); labels == NULL means
- * the targets are the classes themselves (prototypes), in order. Labels are validated by the
- * caller (0..way-1, every class present). Returns 1, or -1 when out of memory. */
+/* logits[q, c] = -(mean over the targets t labelled c of distance[q, t]), into logits32 or
+ * logits64 (whichever is not NULL); labels == NULL means the targets are the classes
+ * themselves (prototypes), in order. Labels are validated by the caller (0..way-1, every class
+ * present). Returns 1, or -1 when out of memory. */
 static int distances_to_logits(const double *distance, int64_t n_query, int64_t n_targets, const int64_t *labels,
-                               int64_t way, float *logits) {
-    if (!labels) {
-        for (int64_t p = 0; p < n_query * n_targets; ++p) logits[p] = (float)-distance[p];
-        return 1;
-    }
+                               int64_t way, float *logits32, double *logits64) {
     double *sums = malloc(way * sizeof(double));
     double *counts = calloc(way, sizeof(double));
     if (!sums || !counts) {
@@ -72,16 +69,38 @@ static int distances_to_logits(const double *distance, int64_t n_query, int64_t 
         free(counts);
         return -1;
     }
-    for (int64_t t = 0; t < n_targets; ++t) counts[labels[t]] += 1.0;
+    for (int64_t t = 0; t < n_targets; ++t) counts[labels ? labels[t] : t] += 1.0;
     for (int64_t q = 0; q < n_query; ++q) {
         const double *row = distance + q * n_targets;
         for (int64_t c = 0; c < way; ++c) sums[c] = 0.0;
-        for (int64_t t = 0; t < n_targets; ++t) sums[labels[t]] += row[t];
-        for (int64_t c = 0; c < way; ++c) logits[q * way + c] = (float)(-sums[c] / counts[c]);
+        for (int64_t t = 0; t < n_targets; ++t) sums[labels ? labels[t] : t] += row[t];
+        for (int64_t c = 0; c < way; ++c) {
+            const double value = -sums[c] / counts[c];
+            if (logits32) logits32[q * way + c] = (float)value;
+            else logits64[q * way + c] = value;
+        }
     }
     free(sums);
     free(counts);
     return 1;
+}
+
+/* An OTAM head's logits from the programme's totals (count directions stacked, each
+ * (n_query, n_targets)): distance = factor * sum over directions of -log(total), where
+ * factor = lambda (times 1/2 when the two directions are averaged); then distances_to_logits. */
+int otam_totals_to_logits(const double *total, int count, int64_t n_query, int64_t n_targets, double factor,
+                          const int64_t *labels, int64_t way, float *logits32, double *logits64) {
+    const int64_t pairs = n_query * n_targets;
+    double *distance = malloc(pairs * sizeof(double));
+    if (!distance) return -1;
+    for (int64_t p = 0; p < pairs; ++p) {
+        double sum = 0.0;
+        for (int d = 0; d < count; ++d) sum -= log(total[d * pairs + p]);
+        distance[p] = factor * sum;
+    }
+    const int status = distances_to_logits(distance, n_query, n_targets, labels, way, logits32, logits64);
+    free(distance);
+    return status;
 }
 
 /* The OTAM heads' common case in one call, without autograd: frame cosines -> weights -> the
@@ -91,8 +110,7 @@ static int distances_to_logits(const double *distance, int64_t n_query, int64_t 
  * is formed chunk by chunk, never as a whole tensor. Pairs are (q, t), q-major; rows run along
  * the query frames in direction 0. Returns as otam_forward_f32, and 0 also when a weight would
  * fall below float32's normal range. With logits != NULL it also writes the head's logits
- * (n_query, way): distance = combine * lam * sum over directions of -log(total), averaged over
- * each class's targets (see distances_to_logits). */
+ * (n_query, way) (otam_totals_to_logits with factor = combine * lam). */
 int otam_cosine_forward_f32(const float *dots, const float *q_norm, const float *t_norm, int64_t n_query,
                             int64_t query_frames, int64_t n_targets, int64_t target_frames, double eps,
                             double lam, int directions, int reference, double *total, double combine,
@@ -136,18 +154,9 @@ int otam_cosine_forward_f32(const float *dots, const float *q_norm, const float 
             for (int64_t i = 0; i < n; ++i) ok &= out[i] >= 1e-280 && out[i] <= 1e280; /* false for NaN */
         }
     }
-    if (ok == 1 && logits) { /* distance[q, t] = combine * lam * sum over directions of -log(total) */
-        double *distance = malloc(pairs * sizeof(double));
-        const int count = (directions & 1) + (directions >> 1 & 1);
-        if (!distance) ok = -1;
-        for (int64_t p = 0; ok == 1 && p < pairs; ++p) {
-            double sum = 0.0;
-            for (int d = 0; d < count; ++d) sum -= log(total[d * pairs + p]);
-            distance[p] = combine * lam * sum;
-        }
-        if (ok == 1) ok = distances_to_logits(distance, n_query, n_targets, labels, way, logits);
-        free(distance);
-    }
+    if (ok == 1 && logits)
+        ok = otam_totals_to_logits(total, (directions & 1) + (directions >> 1 & 1), n_query, n_targets,
+                                   combine * lam, labels, way, logits, 0);
     free(block);
     free(scaled);
     free(weights);
@@ -215,7 +224,7 @@ int bimhm_cosine_f32(const float *dots, const float *q_norm, const float *t_norm
         if (!distance) return -1;
         for (int64_t p = 0; p < n_query * n_targets; ++p)
             distance[p] = query_scale * query_to_target[p] + target_scale * target_to_query[p];
-        const int status = distances_to_logits(distance, n_query, n_targets, labels, way, logits);
+        const int status = distances_to_logits(distance, n_query, n_targets, labels, way, logits, 0);
         free(distance);
         return status;
     }
