@@ -219,9 +219,8 @@ def test_fused_otam_steps_aside_when_it_does_not_apply() -> None:
     common = dict(cosine="peer", variant="reference", transposes=(0,), combine=1.0, labels=None, way=5)
     fused = otam_module._fused_cosine_otam
     assert fused(query.double(), targets.double(), lam=0.5, **common) is None
-    assert fused(query.requires_grad_(), targets, lam=0.5, **common) is None
-    with torch.no_grad():  # no autograd needed: the fused path applies again
-        assert fused(query, targets, lam=0.5, **common) is not None
+    with_grad = fused(query.requires_grad_(), targets, lam=0.5, **common)
+    assert with_grad is not None and "FusedCosineOTAM" in type(with_grad.grad_fn).__name__
     # lam = 0.01: opposite frames give -d/lam = -200, below float32's normal exp range
     opposite = torch.cat([query.detach(), -query.detach()])
     assert fused(opposite, query.detach(), lam=0.01, **{**common, "way": 3}) is None
@@ -295,3 +294,25 @@ def test_otam_head_gradients_through_the_kernel_equal_the_log_domain_ones(option
     torch.testing.assert_close(logits, expected_logits, **tolerance)
     for grad, reference in zip(grads, expected):
         torch.testing.assert_close(grad, reference, **tolerance)
+
+
+@needs_compiler
+@pytest.mark.parametrize("episode_shape", EPISODES)
+@pytest.mark.parametrize("options", [{"cosine": "peer", "lam": 0.1}, {"variant": "paper", "shots": "prototype"},
+                                     {"directions": "support_to_query", "combine": "sum"}])
+def test_fused_otam_gradients_equal_the_log_domain_ones(episode_shape, options) -> None:
+    n_query, t_query, way, shots, t_support = episode_shape
+    support, labels, query, way = _episode(n_query, t_query, way, shots, t_support, seed=3 + sum(episode_shape))
+    support, query = support.requires_grad_(), query.requires_grad_()
+    metric = metrics.build("otam", **options)
+    weights = torch.rand(n_query, way, generator=torch.Generator().manual_seed(5))
+    logits = metric(support, labels, query, way)
+    assert "FusedCosineOTAM" in type(logits.grad_fn).__name__
+    grads = torch.autograd.grad((logits * weights).sum(), (support, query))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(otam_module, "native_kernels", lambda: None)
+        expected_logits = metric(support, labels, query, way)
+        expected = torch.autograd.grad((expected_logits * weights).sum(), (support, query))
+    torch.testing.assert_close(logits, expected_logits, rtol=1e-5, atol=2e-5)
+    for grad, reference in zip(grads, expected):
+        torch.testing.assert_close(grad, reference, rtol=1e-3, atol=1e-5)

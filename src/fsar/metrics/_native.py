@@ -88,6 +88,10 @@ def _declare(library: ctypes.CDLL) -> ctypes.CDLL:
     fused.argtypes = [pointer, pointer, pointer, size, size, size, size, real, real, flag, flag, pointer, real, pointer,
                       size, pointer]
     fused.restype = ctypes.c_int
+    fused_backward = library.otam_cosine_backward_f32
+    fused_backward.argtypes = [pointer, pointer, pointer, size, size, size, size, real, real, flag, flag, pointer,
+                               pointer, pointer, pointer]
+    fused_backward.restype = ctypes.c_int
     head = library.otam_totals_to_logits
     head.argtypes = [pointer, flag, size, size, real, pointer, size, pointer, pointer]
     head.restype = ctypes.c_int

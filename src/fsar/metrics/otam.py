@@ -210,13 +210,8 @@ class _ExpDomainOTAM(torch.autograd.Function):
         weights, totals = ctx.saved_tensors
         if ctx.head is None:
             grad_log = grad_output.to(torch.float64)
-        else:  # d logits[q, c] / d log E_d[q, t] = factor / n_c for t of class c
-            factor, labels, way = ctx.head
-            grad_pairs = grad_output.to(torch.float64)
-            if labels is not None:
-                counts = torch.bincount(labels, minlength=way).to(torch.float64)
-                grad_pairs = grad_pairs[:, labels] / counts[labels]
-            grad_log = (grad_pairs * factor).reshape(1, -1).expand(len(ctx.transposes), -1)
+        else:
+            grad_log = _grad_log_totals(grad_output, ctx.head, len(ctx.transposes))
         kernels = native_kernels()
         backward = kernels.otam_backward_f32 if weights.dtype == torch.float32 else kernels.otam_backward_f64
         scales = (grad_log / totals).contiguous()  # d loss / d E_total
@@ -226,6 +221,16 @@ class _ExpDomainOTAM(torch.autograd.Function):
         if status != 1:
             raise MemoryError("metric 'otam': the C kernel could not allocate its working memory")
         return grad, None, None, None, None, None
+
+
+def _grad_log_totals(grad_logits: Tensor, head: Head, directions: int) -> Tensor:
+    """d loss / d log E_d[q, t] from d loss / d logits: ``factor / n_c`` for t of class c."""
+    factor, labels, way = head
+    grad_pairs = grad_logits.to(torch.float64)
+    if labels is not None:
+        counts = torch.bincount(labels, minlength=way).to(torch.float64)
+        grad_pairs = grad_pairs[:, labels] / counts[labels]
+    return (grad_pairs * factor).reshape(1, -1).expand(directions, -1)
 
 
 def _direction_mask(transposes: tuple[int, ...]) -> int:
@@ -259,44 +264,86 @@ def _exp_domain_otam(
     return _logits_from_totals(kernels, totals, outer, inner, head, scaled.dtype)
 
 
+class _FusedCosineOTAM(torch.autograd.Function):
+    """The fused path's logits as a differentiable function of the frame-dot matrix and the
+    frame norms. Forward receives what :func:`_fused_cosine_otam` computed (logits, totals);
+    backward maps the logits' gradient to the totals (as :class:`_ExpDomainOTAM` does) and lets
+    the kernel (``otam_cosine_backward_f32``) recompute weights and tables chunk by chunk and
+    chain them through the cosine to dots and norms. Not twice differentiable."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx, dots: Tensor, query_norm: Tensor, target_norm: Tensor, logits: Tensor, totals: Tensor,
+        meta: tuple, head: Head,
+    ) -> Tensor:
+        ctx.save_for_backward(dots, query_norm, target_norm, totals)
+        ctx.meta, ctx.head = meta, head
+        return logits
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_logits: Tensor):  # type: ignore[override]
+        dots, query_norm, target_norm, totals = ctx.saved_tensors
+        shape, eps, lam, mask, reference = ctx.meta
+        grad_log = _grad_log_totals(grad_logits, ctx.head, totals.shape[0])
+        scales = (grad_log / totals).contiguous()
+        grad_dots = torch.empty_like(dots)
+        grad_query_norm, grad_target_norm = torch.empty_like(query_norm), torch.empty_like(target_norm)
+        status = native_kernels().otam_cosine_backward_f32(
+            dots.data_ptr(), query_norm.data_ptr(), target_norm.data_ptr(), *shape, eps, lam, mask, reference,
+            scales.data_ptr(), grad_dots.data_ptr(), grad_query_norm.data_ptr(), grad_target_norm.data_ptr(),
+        )
+        if status != 1:
+            raise MemoryError("metric 'otam': the C kernel could not allocate its working memory")
+        return grad_dots, grad_query_norm, grad_target_norm, None, None, None, None
+
+
 def _fused_cosine_otam(
     query: Tensor, targets: Tensor, *, cosine: str, lam: float, variant: str, transposes: tuple[int, ...],
     combine: float, labels: Tensor | None, way: int,
 ) -> Tensor | None:
     """The head's logits ``(n_query, way)`` straight from the features, or None.
 
-    The path for calls without autograd on float32 CPU features: the frame-dot matrix in its
-    natural layout, the frame norms, and one C call (``otam_cosine_forward_f32``) that forms
-    ``w = exp(-d/λ)`` chunk by chunk, runs the programmes, combines the directions
-    (``distance = combine * (q2s + s2q)``) and averages over each class's targets (``labels``;
-    None when the targets are the classes), so that no ``(pairs, T, T)`` tensor is built and no
-    torch call runs after the matrix product. None (the caller takes the general path) when it
-    does not apply or when a weight or total leaves the kernel's range.
+    The path for float32 CPU features: the frame-dot matrix in its natural layout, the frame
+    norms, and one C call (``otam_cosine_forward_f32``) that forms ``w = exp(-d/λ)`` chunk by
+    chunk, runs the programmes, combines the directions (``distance = combine * (q2s + s2q)``)
+    and averages over each class's targets (``labels``; None when the targets are the classes),
+    so that no ``(pairs, T, T)`` tensor is built and no torch call runs after the matrix
+    product. With autograd the logits come through :class:`_FusedCosineOTAM`. None (the caller
+    takes the general path) when it does not apply or when a weight or total leaves the
+    kernel's range.
     """
     kernels = native_kernels() if query.device.type == "cpu" else None
     if kernels is None or query.dtype != torch.float32 or targets.dtype != torch.float32:
         return None
-    if torch.is_grad_enabled() and (query.requires_grad or targets.requires_grad):
-        return None
+    backward = torch.is_grad_enabled() and (query.requires_grad or targets.requires_grad)
     n_query, t_query, dim = query.shape
     n_targets, t_targets, _ = targets.shape
     query_flat = query.reshape(n_query * t_query, dim)
     target_flat = targets.reshape(n_targets * t_targets, dim)
     query_norm, target_norm = query_flat.norm(dim=-1), target_flat.norm(dim=-1)
     if cosine == "exact":  # F.normalize's clamp; no eps on the product
-        query_norm, target_norm, eps = query_norm.clamp_min_(1e-12), target_norm.clamp_min_(1e-12), 0.0
+        if backward:
+            query_norm, target_norm = query_norm.clamp_min(1e-12), target_norm.clamp_min(1e-12)
+        else:
+            query_norm, target_norm = query_norm.clamp_min_(1e-12), target_norm.clamp_min_(1e-12)
+        eps = 0.0
     else:
         eps = PEER_COSINE_EPS
     dots = query_flat @ target_flat.T  # (n_q * T_q, n_t * T_s): [q, i, t, j]
     totals = dots.new_empty((len(transposes), n_query * n_targets), dtype=torch.float64)
     logits = dots.new_empty((n_query, way))
     labels = labels.contiguous() if labels is not None else None
+    meta = ((n_query, t_query, n_targets, t_targets), eps, lam, _direction_mask(transposes), int(variant == "reference"))
     status = kernels.otam_cosine_forward_f32(
-        dots.data_ptr(), query_norm.data_ptr(), target_norm.data_ptr(), n_query, t_query, n_targets, t_targets,
-        eps, lam, _direction_mask(transposes), int(variant == "reference"), totals.data_ptr(), combine,
-        None if labels is None else labels.data_ptr(), way, logits.data_ptr(),
+        dots.data_ptr(), query_norm.data_ptr(), target_norm.data_ptr(), *meta[0], eps, lam, meta[3], meta[4],
+        totals.data_ptr(), combine, None if labels is None else labels.data_ptr(), way, logits.data_ptr(),
     )
-    return logits if status == 1 else None
+    if status != 1:
+        return None
+    if not backward:
+        return logits
+    return _FusedCosineOTAM.apply(dots, query_norm, target_norm, logits, totals, meta, (lam * combine, labels, way))
 
 
 def _log_domain_otam(columns: Tensor, variant: str) -> Tensor:

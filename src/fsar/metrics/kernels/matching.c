@@ -103,14 +103,43 @@ int otam_totals_to_logits(const double *total, int count, int64_t n_query, int64
     return status;
 }
 
-/* The OTAM heads' common case in one call, without autograd: frame cosines -> weights -> the
- * programmes, for float32 features. dots[q, i, t, j] = <query q frame i, target t frame j> (the
- * matrix product in its natural layout), q_norm[q, i] and t_norm[t, j] the frame norms
- * (already clamped for the exact cosine), and w = exp((dots / (q_norm t_norm + eps) - 1) / lam)
- * is formed chunk by chunk, never as a whole tensor. Pairs are (q, t), q-major; rows run along
- * the query frames in direction 0. Returns as otam_forward_f32, and 0 also when a weight would
- * fall below float32's normal range. With logits != NULL it also writes the head's logits
- * (n_query, way) (otam_totals_to_logits with factor = combine * lam). */
+/* The weights w = exp(-d / lambda) of pairs [p0, p0 + n) into block (cell, pair), from the
+ * frame-dot matrix: one query frame i at a time, -d/lambda along the contiguous runs of the
+ * natural layout into scratch (pair, j), its exp, then out cell by cell. scaled and weights
+ * hold OTAM_CHUNK * target_frames floats. Returns 0 if a weight would not be a normal float. */
+static int cosine_weights(const float *dots, const float *q_norm, const float *t_norm, int64_t n_targets,
+                          int64_t query_frames, int64_t target_frames, float epsilon, float inverse_lam, int64_t p0,
+                          int64_t n, float *scaled, float *weights, float *block) {
+    int ok = 1;
+    for (int64_t i = 0; i < query_frames; ++i) {
+        for (int64_t k = 0; k < n;) {
+            const int64_t q = (p0 + k) / n_targets, t0 = (p0 + k) % n_targets;
+            const int64_t run = n_targets - t0 < n - k ? n_targets - t0 : n - k; /* targets of query q */
+            const float *restrict row = dots + ((q * query_frames + i) * n_targets + t0) * target_frames;
+            const float *restrict tn = t_norm + t0 * target_frames;
+            const float qn = q_norm[q * query_frames + i];
+            float *restrict values = scaled + k * target_frames;
+            for (int64_t e = 0; e < run * target_frames; ++e)
+                values[e] = (row[e] / (qn * tn[e] + epsilon) - 1.0f) * inverse_lam;
+            k += run;
+        }
+        if (!exp_floats(scaled, weights, n * target_frames)) ok = 0;
+        for (int64_t j = 0; j < target_frames; ++j) {
+            float *restrict out = block + (i * target_frames + j) * OTAM_CHUNK;
+            for (int64_t k = 0; k < n; ++k) out[k] = weights[k * target_frames + j];
+        }
+    }
+    return ok;
+}
+
+/* The OTAM heads' common case in one call: frame cosines -> weights -> the programmes, for
+ * float32 features. dots[q, i, t, j] = <query q frame i, target t frame j> (the matrix product
+ * in its natural layout), q_norm[q, i] and t_norm[t, j] the frame norms (already clamped for the
+ * exact cosine), and w = exp((dots / (q_norm t_norm + eps) - 1) / lam) is formed chunk by chunk,
+ * never as a whole tensor. Pairs are (q, t), q-major; rows run along the query frames in
+ * direction 0. Returns as otam_forward_f32, and 0 also when a weight would fall below float32's
+ * normal range. With logits != NULL it also writes the head's logits (n_query, way)
+ * (otam_totals_to_logits with factor = combine * lam). */
 int otam_cosine_forward_f32(const float *dots, const float *q_norm, const float *t_norm, int64_t n_query,
                             int64_t query_frames, int64_t n_targets, int64_t target_frames, double eps,
                             double lam, int directions, int reference, double *total, double combine,
@@ -122,29 +151,10 @@ int otam_cosine_forward_f32(const float *dots, const float *q_norm, const float 
     float *weights = malloc(OTAM_CHUNK * target_frames * sizeof(float));
     double *columns = malloc(2 * longest * OTAM_CHUNK * sizeof(double));
     int ok = block && scaled && weights && columns ? 1 : -1;
-    const float inverse_lam = (float)(1.0 / lam), epsilon = (float)eps;
     for (int64_t p0 = 0; ok == 1 && p0 < pairs; p0 += OTAM_CHUNK) {
         const int64_t n = pairs - p0 < OTAM_CHUNK ? pairs - p0 : OTAM_CHUNK;
-        /* one query frame i at a time: -d/lambda along the contiguous runs of the natural layout
-           into (pair, j), its exp, then written out cell by cell into the (cell, pair) block */
-        for (int64_t i = 0; ok == 1 && i < query_frames; ++i) {
-            for (int64_t k = 0; k < n;) {
-                const int64_t q = (p0 + k) / n_targets, t0 = (p0 + k) % n_targets;
-                const int64_t run = n_targets - t0 < n - k ? n_targets - t0 : n - k; /* targets of query q */
-                const float *restrict row = dots + ((q * query_frames + i) * n_targets + t0) * target_frames;
-                const float *restrict tn = t_norm + t0 * target_frames;
-                const float qn = q_norm[q * query_frames + i];
-                float *restrict values = scaled + k * target_frames;
-                for (int64_t e = 0; e < run * target_frames; ++e)
-                    values[e] = (row[e] / (qn * tn[e] + epsilon) - 1.0f) * inverse_lam;
-                k += run;
-            }
-            if (!exp_floats(scaled, weights, n * target_frames)) ok = 0;
-            for (int64_t j = 0; j < target_frames; ++j) {
-                float *restrict out = block + (i * target_frames + j) * OTAM_CHUNK;
-                for (int64_t k = 0; k < n; ++k) out[k] = weights[k * target_frames + j];
-            }
-        }
+        ok = cosine_weights(dots, q_norm, t_norm, n_targets, query_frames, target_frames, (float)eps,
+                            (float)(1.0 / lam), p0, n, scaled, weights, block);
         for (int transpose = 0, d = 0; ok == 1 && transpose < 2; ++transpose) {
             if (!(directions >> transpose & 1)) continue;
             double *out = total + d++ * pairs + p0;
@@ -162,6 +172,72 @@ int otam_cosine_forward_f32(const float *dots, const float *q_norm, const float 
     free(weights);
     free(columns);
     return ok;
+}
+
+/* Backward of otam_cosine_forward_f32: scale[d, p] = d loss / d total (per direction and pair).
+ * Recomputes each chunk's weights and tables, takes g = d loss / d(-d/lambda) (chunk_backward,
+ * both directions summed), and chains it through s = (dots / (q_norm t_norm + eps) - 1) / lam:
+ *   grad_dots = g / (lam den), and grad_den = -g dots / (lam den^2) summed into
+ *   grad_q_norm[q, i] (times t_norm[t, j]) and grad_t_norm[t, j] (times q_norm[q, i]).
+ * grad_dots has the layout of dots and is fully written; the norm gradients are written too.
+ * Returns 1, or -1 when out of memory. */
+int otam_cosine_backward_f32(const float *dots, const float *q_norm, const float *t_norm, int64_t n_query,
+                             int64_t query_frames, int64_t n_targets, int64_t target_frames, double eps,
+                             double lam, int directions, int reference, const double *scale, float *grad_dots,
+                             float *grad_q_norm, float *grad_t_norm) {
+    const int64_t pairs = n_query * n_targets, cells = query_frames * target_frames;
+    float *block = malloc(cells * OTAM_CHUNK * sizeof(float));
+    float *scaled = malloc(OTAM_CHUNK * target_frames * sizeof(float));
+    float *weights = malloc(OTAM_CHUNK * target_frames * sizeof(float));
+    double *table = malloc(cells * OTAM_CHUNK * sizeof(double));
+    double *adjoint = malloc(cells * OTAM_CHUNK * sizeof(double));
+    double *grad_block = malloc(cells * OTAM_CHUNK * sizeof(double));
+    double *q_sums = calloc(n_query * query_frames, sizeof(double));
+    double *t_sums = calloc(n_targets * target_frames, sizeof(double));
+    int ok = block && scaled && weights && table && adjoint && grad_block && q_sums && t_sums;
+    for (int64_t p0 = 0; ok && p0 < pairs; p0 += OTAM_CHUNK) {
+        const int64_t n = pairs - p0 < OTAM_CHUNK ? pairs - p0 : OTAM_CHUNK;
+        /* the forward pass accepted these weights, so they are normal floats again */
+        cosine_weights(dots, q_norm, t_norm, n_targets, query_frames, target_frames, (float)eps,
+                       (float)(1.0 / lam), p0, n, scaled, weights, block);
+        memset(grad_block, 0, cells * OTAM_CHUNK * sizeof(double));
+        for (int transpose = 0, d = 0; transpose < 2; ++transpose) {
+            if (!(directions >> transpose & 1)) continue;
+            chunk_backward_f32(block, n, transpose ? target_frames : query_frames,
+                               transpose ? query_frames : target_frames, target_frames, transpose, reference,
+                               scale + d++ * pairs + p0, table, adjoint, grad_block);
+        }
+        for (int64_t k = 0; k < n; ++k) {
+            const int64_t q = (p0 + k) / n_targets, t = (p0 + k) % n_targets;
+            for (int64_t i = 0; i < query_frames; ++i) {
+                const int64_t row = (q * query_frames + i) * n_targets * target_frames + t * target_frames;
+                const double qn = q_norm[q * query_frames + i];
+                double q_sum = 0.0;
+                for (int64_t j = 0; j < target_frames; ++j) {
+                    const double g = grad_block[(i * target_frames + j) * OTAM_CHUNK + k];
+                    const double tn = t_norm[t * target_frames + j], den = qn * tn + eps;
+                    const double grad_dot = g / (lam * den), grad_den = -grad_dot * (double)dots[row + j] / den;
+                    grad_dots[row + j] = (float)grad_dot;
+                    q_sum += grad_den * tn;
+                    t_sums[t * target_frames + j] += grad_den * qn;
+                }
+                q_sums[q * query_frames + i] += q_sum;
+            }
+        }
+    }
+    if (ok) {
+        for (int64_t e = 0; e < n_query * query_frames; ++e) grad_q_norm[e] = (float)q_sums[e];
+        for (int64_t e = 0; e < n_targets * target_frames; ++e) grad_t_norm[e] = (float)t_sums[e];
+    }
+    free(block);
+    free(scaled);
+    free(weights);
+    free(table);
+    free(adjoint);
+    free(grad_block);
+    free(q_sums);
+    free(t_sums);
+    return ok ? 1 : -1;
 }
 
 /* Bi-MHM (HyRSM) of every (query, target) pair without autograd, for float32 features, in one

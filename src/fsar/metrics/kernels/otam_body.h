@@ -117,6 +117,47 @@ int PASTE(otam_forward, SUFFIX)(const WEIGHT *w, int64_t outer, int64_t a_size, 
     return ok;
 }
 
+/* Adds d loss / d log w of one direction over one chunk to grad_block (cell, pair), given
+ * scale = d loss / d total per pair: the table is recomputed, then the adjoint
+ * (adjoint[C-1, l] = 2 for l < R-1, 1 for the last row; adjoint[m-1, l] = adjoint[m, l] w[m, l]
+ * + adjoint[m, l+1] w[m, l+1]; the reference variant's first column also passes adjoint[0, l] w[0, l]
+ * up to row l-1), and grad += table * adjoint * scale. */
+static void PASTE(chunk_backward, SUFFIX)(const WEIGHT *block, int64_t n, int64_t rows, int64_t cols, int64_t b_size,
+                                          int transpose, int reference, const double *s, double *table,
+                                          double *adjoint, double *grad_block) {
+    double total[OTAM_CHUNK];
+    PASTE(chunk_forward, SUFFIX)(block, n, rows, cols, b_size, transpose, reference, table, 1, total);
+    for (int64_t l = 0; l < rows; ++l)
+        for (int64_t i = 0; i < n; ++i) adjoint[((cols - 1) * rows + l) * OTAM_CHUNK + i] = l + 1 < rows ? 2.0 : 1.0;
+    for (int64_t m = cols - 1; m > 0; --m)
+        for (int64_t l = 0; l < rows; ++l) {
+            const WEIGHT *restrict wv = block + PASTE(cell_offset, SUFFIX)(m, l, b_size, transpose);
+            const double *restrict here = adjoint + (m * rows + l) * OTAM_CHUNK;
+            double *restrict out = adjoint + ((m - 1) * rows + l) * OTAM_CHUNK;
+            if (l + 1 < rows) {
+                const WEIGHT *restrict wb = block + PASTE(cell_offset, SUFFIX)(m, l + 1, b_size, transpose);
+                const double *restrict below = here + OTAM_CHUNK;
+                for (int64_t i = 0; i < n; ++i) out[i] = here[i] * (double)wv[i] + below[i] * (double)wb[i];
+            } else {
+                for (int64_t i = 0; i < n; ++i) out[i] = here[i] * (double)wv[i];
+            }
+        }
+    if (reference)
+        for (int64_t l = rows - 1; l > 0; --l) {
+            const WEIGHT *restrict wv = block + PASTE(cell_offset, SUFFIX)(0, l, b_size, transpose);
+            double *restrict up = adjoint + (l - 1) * OTAM_CHUNK;
+            const double *restrict here = adjoint + l * OTAM_CHUNK;
+            for (int64_t i = 0; i < n; ++i) up[i] += here[i] * (double)wv[i];
+        }
+    for (int64_t m = 0; m < cols; ++m)
+        for (int64_t l = 0; l < rows; ++l) {
+            double *restrict g = grad_block + PASTE(cell_offset, SUFFIX)(m, l, b_size, transpose);
+            const double *restrict t = table + (m * rows + l) * OTAM_CHUNK;
+            const double *restrict a = adjoint + (m * rows + l) * OTAM_CHUNK;
+            for (int64_t i = 0; i < n; ++i) g[i] += t[i] * a[i] * s[i];
+        }
+}
+
 int PASTE(otam_backward, SUFFIX)(const WEIGHT *w, int64_t outer, int64_t a_size, int64_t b_size, int64_t inner,
                                  int directions, int reference, const double *scale, WEIGHT *grad) {
     const int64_t pairs = outer * inner, cells = a_size * b_size;
@@ -124,7 +165,6 @@ int PASTE(otam_backward, SUFFIX)(const WEIGHT *w, int64_t outer, int64_t a_size,
     double *table = malloc(cells * OTAM_CHUNK * sizeof(double));
     double *adjoint = malloc(cells * OTAM_CHUNK * sizeof(double));
     double *grad_block = malloc(cells * OTAM_CHUNK * sizeof(double));
-    double total[OTAM_CHUNK];
     int ok = block && table && adjoint && grad_block;
     for (int64_t p0 = 0; ok && p0 < pairs; p0 += OTAM_CHUNK) {
         const int64_t n = pairs - p0 < OTAM_CHUNK ? pairs - p0 : OTAM_CHUNK;
@@ -132,39 +172,8 @@ int PASTE(otam_backward, SUFFIX)(const WEIGHT *w, int64_t outer, int64_t a_size,
         memset(grad_block, 0, cells * OTAM_CHUNK * sizeof(double));
         for (int transpose = 0, d = 0; transpose < 2; ++transpose) {
             if (!(directions >> transpose & 1)) continue;
-            const int64_t rows = transpose ? b_size : a_size, cols = transpose ? a_size : b_size;
-            const double *s = scale + d++ * pairs + p0;
-            PASTE(chunk_forward, SUFFIX)(block, n, rows, cols, b_size, transpose, reference, table, 1, total);
-            /* adjoint[C-1, l] = 2 (l < R-1) or 1; adjoint[m-1, l] = adjoint[m, l] w[m, l] + adjoint[m, l+1] w[m, l+1] */
-            for (int64_t l = 0; l < rows; ++l)
-                for (int64_t i = 0; i < n; ++i) adjoint[((cols - 1) * rows + l) * OTAM_CHUNK + i] = l + 1 < rows ? 2.0 : 1.0;
-            for (int64_t m = cols - 1; m > 0; --m)
-                for (int64_t l = 0; l < rows; ++l) {
-                    const WEIGHT *restrict wv = block + PASTE(cell_offset, SUFFIX)(m, l, b_size, transpose);
-                    const double *restrict here = adjoint + (m * rows + l) * OTAM_CHUNK;
-                    double *restrict out = adjoint + ((m - 1) * rows + l) * OTAM_CHUNK;
-                    if (l + 1 < rows) {
-                        const WEIGHT *restrict wb = block + PASTE(cell_offset, SUFFIX)(m, l + 1, b_size, transpose);
-                        const double *restrict below = here + OTAM_CHUNK;
-                        for (int64_t i = 0; i < n; ++i) out[i] = here[i] * (double)wv[i] + below[i] * (double)wb[i];
-                    } else {
-                        for (int64_t i = 0; i < n; ++i) out[i] = here[i] * (double)wv[i];
-                    }
-                }
-            if (reference) /* first real column: table[0, l] depends on table[0, l-1] through w[0, l] */
-                for (int64_t l = rows - 1; l > 0; --l) {
-                    const WEIGHT *restrict wv = block + PASTE(cell_offset, SUFFIX)(0, l, b_size, transpose);
-                    double *restrict up = adjoint + (l - 1) * OTAM_CHUNK;
-                    const double *restrict here = adjoint + l * OTAM_CHUNK;
-                    for (int64_t i = 0; i < n; ++i) up[i] += here[i] * (double)wv[i];
-                }
-            for (int64_t m = 0; m < cols; ++m)
-                for (int64_t l = 0; l < rows; ++l) {
-                    double *restrict g = grad_block + PASTE(cell_offset, SUFFIX)(m, l, b_size, transpose);
-                    const double *restrict t = table + (m * rows + l) * OTAM_CHUNK;
-                    const double *restrict a = adjoint + (m * rows + l) * OTAM_CHUNK;
-                    for (int64_t i = 0; i < n; ++i) g[i] += t[i] * a[i] * s[i];
-                }
+            PASTE(chunk_backward, SUFFIX)(block, n, transpose ? b_size : a_size, transpose ? a_size : b_size, b_size,
+                                          transpose, reference, scale + d++ * pairs + p0, table, adjoint, grad_block);
         }
         PASTE(scatter, SUFFIX)(grad_block, cells, inner, p0, n, grad);
     }
