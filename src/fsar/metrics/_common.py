@@ -62,8 +62,8 @@ def validate_episode(
         )
     if support_labels.dtype.is_floating_point or support_labels.dtype == torch.bool:
         raise ValueError(f"{where}: support_labels must be integers, got {support_labels.dtype}")
-    if support_labels.dtype != torch.long or support_labels.device != support.device:
-        support_labels = support_labels.to(device=support.device, dtype=torch.long)
+    # long, contiguous and beside the features: the C kernels read the labels by pointer
+    support_labels = support_labels.to(device=support.device, dtype=torch.long).contiguous()
     # one host sync; the checks then run in Python on a few dozen ints (faster than 4 kernels)
     present = set(support_labels.tolist())
     bad = sorted(v for v in present if not 0 <= v < way)
@@ -92,6 +92,20 @@ def check_finite_logits(logits: Tensor, support: Tensor, query: Tensor, *, metri
         if bool(torch.isinf(x).any()):
             raise ValueError(f"metric {metric!r}: inf in {name} features")
     return logits
+
+
+def frame_dots_and_norms(query: Tensor, targets: Tensor, *, clamp: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """What the C kernels read: the frame-dot matrix ``(n_q * T_q, n_t * T_s)`` in its natural
+    layout ``[q, i, t, j]`` and the frame norms ``(n_q * T_q,)``, ``(n_t * T_s,)``, clamped at
+    1e-12 as ``F.normalize`` does when ``clamp``. Differentiable."""
+    n_query, t_query, dim = query.shape
+    n_targets, t_targets, _ = targets.shape
+    query_flat = query.reshape(n_query * t_query, dim)
+    target_flat = targets.reshape(n_targets * t_targets, dim)
+    query_norm, target_norm = query_flat.norm(dim=-1), target_flat.norm(dim=-1)
+    if clamp:
+        query_norm, target_norm = query_norm.clamp_min(1e-12), target_norm.clamp_min(1e-12)
+    return query_flat @ target_flat.T, query_norm, target_norm
 
 
 def shot_average_matrix(support_labels: Tensor, way: int, dtype: torch.dtype) -> Tensor:

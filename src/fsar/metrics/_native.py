@@ -1,12 +1,12 @@
 """Small C kernels for the metrics, compiled on first use with the system C compiler.
 
 ``kernels/matching.c`` holds OTAM's dynamic programme (in torch two calls per column, each a few
-microseconds of dispatch for a few thousand numbers; in C one pass), OTAM's no-autograd path that
-also forms the weights from the frame cosines, and Bi-MHM's no-autograd path (cosines, nearest
-frames and sums in one pass). The source is plain C with no torch headers, so it compiles in well under a second; the shared
-library is cached per source hash under ``$FSAR_KERNEL_CACHE`` (default
-``$XDG_CACHE_HOME/fsar/kernels`` or ``~/.cache/fsar/kernels``) and written atomically, so
-concurrent processes (DDP ranks) are safe.
+microseconds of dispatch for a few thousand numbers; in C one pass), OTAM's path from the frame
+dots straight to the logits (forward and backward), and Bi-MHM's no-autograd path (cosines,
+nearest frames and sums in one pass). The source is plain C with no torch headers, so it
+compiles in well under a second; the shared library is cached per source hash under
+``$FSAR_KERNEL_CACHE`` (default ``$XDG_CACHE_HOME/fsar/kernels`` or ``~/.cache/fsar/kernels``)
+and written atomically, so concurrent processes (DDP ranks) are safe.
 
 Without a working compiler, or with ``FSAR_NATIVE_KERNELS=0``, :func:`native_kernels` returns None
 and the callers compute the same values with torch operations; a single warning says why.
@@ -24,6 +24,8 @@ import subprocess
 import tempfile
 from functools import lru_cache
 from pathlib import Path
+
+import torch
 
 log = logging.getLogger(__name__)
 
@@ -119,3 +121,10 @@ def native_kernels() -> ctypes.CDLL | None:
     except (OSError, subprocess.SubprocessError, AttributeError) as error:
         log.warning("fsar: OTAM and Bi-MHM run without their C kernels (slower, same results): %s", error)
         return None
+
+
+def float32_kernels(*tensors) -> ctypes.CDLL | None:
+    """The kernels when every tensor is float32 on the CPU (the fused paths' inputs), else None."""
+    if all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors):
+        return native_kernels()
+    return None

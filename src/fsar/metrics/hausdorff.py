@@ -41,9 +41,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fsar.metrics._native import native_kernels
+from fsar.metrics import _native
 from fsar.metrics._common import (
     check_choice,
+    frame_dots_and_norms,
     check_finite_logits,
     class_index,
     class_prototypes,
@@ -73,20 +74,16 @@ def _fused_bimhm(
     frames, sums, directions, class averages over ``labels``; None when the targets are the
     classes), for float32 CPU calls without autograd; None otherwise, or when a cosine is not
     finite (the torch path then carries the NaN to the error check)."""
-    kernels = native_kernels() if query.device.type == "cpu" else None
-    if kernels is None or query.dtype != torch.float32 or targets.dtype != torch.float32:
+    kernels = _native.float32_kernels(query, targets)
+    if kernels is None:
         return None
     if torch.is_grad_enabled() and (query.requires_grad or targets.requires_grad):
         return None
-    n_query, t_query, dim = query.shape
+    n_query, t_query, _ = query.shape
     n_targets, t_targets, _ = targets.shape
-    query_flat, target_flat = query.reshape(n_query * t_query, dim), targets.reshape(n_targets * t_targets, dim)
-    query_norm = query_flat.norm(dim=-1).clamp_min_(1e-12)  # F.normalize's clamp
-    target_norm = target_flat.norm(dim=-1).clamp_min_(1e-12)
-    dots = query_flat @ target_flat.T  # (n_q * T_q, n_t * T_s): [q, i, t, j]
+    dots, query_norm, target_norm = frame_dots_and_norms(query, targets, clamp=True)  # F.normalize's clamp
     sums = dots.new_empty((2, n_query, n_targets), dtype=torch.float64)
     logits = dots.new_empty((n_query, way))
-    labels = labels.contiguous() if labels is not None else None
     mean = reduction == "mean"
     status = kernels.bimhm_cosine_f32(
         dots.data_ptr(), query_norm.data_ptr(), target_norm.data_ptr(), n_query, t_query, n_targets, t_targets,

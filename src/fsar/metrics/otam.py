@@ -64,10 +64,11 @@ from fsar.metrics._common import (
     check_finite_logits,
     class_prototypes,
     frame_cosine,
+    frame_dots_and_norms,
     shot_average_matrix,
     validate_episode,
 )
-from fsar.metrics._native import native_kernels
+from fsar.metrics import _native  # called through the module: one switch for every path
 
 VARIANTS = ("reference", "paper")
 DIRECTIONS = ("both", "query_to_support", "support_to_query")
@@ -202,7 +203,7 @@ class _ExpDomainOTAM(torch.autograd.Function):
         if head is None:
             return torch.log(totals)
         outer, _, _, inner = weights.shape
-        return _logits_from_totals(native_kernels(), totals, outer, inner, head, scaled.dtype)
+        return _logits_from_totals(_native.native_kernels(), totals, outer, inner, head, scaled.dtype)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -212,7 +213,7 @@ class _ExpDomainOTAM(torch.autograd.Function):
             grad_log = grad_output.to(torch.float64)
         else:
             grad_log = _grad_log_totals(grad_output, ctx.head, len(ctx.transposes))
-        kernels = native_kernels()
+        kernels = _native.native_kernels()
         backward = kernels.otam_backward_f32 if weights.dtype == torch.float32 else kernels.otam_backward_f64
         scales = (grad_log / totals).contiguous()  # d loss / d E_total
         grad = torch.empty_like(weights)
@@ -246,7 +247,7 @@ def _exp_domain_otam(
     target)). None when the kernel is unavailable (no compiler, not a CPU tensor) or a total
     leaves float64's safe range. ``transposes`` must be sorted (the kernel stacks the directions
     in order). The caller guarantees ``scaled <= 0`` up to rounding (distances >= 0)."""
-    kernels = native_kernels() if scaled.device.type == "cpu" else None
+    kernels = _native.native_kernels() if scaled.device.type == "cpu" else None
     if kernels is None or scaled.dtype not in (torch.float32, torch.float64) or sorted(transposes) != list(transposes):
         return None
     weights = scaled.detach().exp().contiguous()  # float32's exp is vectorised, ~20x faster than float64's
@@ -289,7 +290,7 @@ class _FusedCosineOTAM(torch.autograd.Function):
         scales = (grad_log / totals).contiguous()
         grad_dots = torch.empty_like(dots)
         grad_query_norm, grad_target_norm = torch.empty_like(query_norm), torch.empty_like(target_norm)
-        status = native_kernels().otam_cosine_backward_f32(
+        status = _native.native_kernels().otam_cosine_backward_f32(
             dots.data_ptr(), query_norm.data_ptr(), target_norm.data_ptr(), *shape, eps, lam, mask, reference,
             scales.data_ptr(), grad_dots.data_ptr(), grad_query_norm.data_ptr(), grad_target_norm.data_ptr(),
         )
@@ -313,27 +314,16 @@ def _fused_cosine_otam(
     takes the general path) when it does not apply or when a weight or total leaves the
     kernel's range.
     """
-    kernels = native_kernels() if query.device.type == "cpu" else None
-    if kernels is None or query.dtype != torch.float32 or targets.dtype != torch.float32:
+    kernels = _native.float32_kernels(query, targets)
+    if kernels is None:
         return None
     backward = torch.is_grad_enabled() and (query.requires_grad or targets.requires_grad)
-    n_query, t_query, dim = query.shape
+    n_query, t_query, _ = query.shape
     n_targets, t_targets, _ = targets.shape
-    query_flat = query.reshape(n_query * t_query, dim)
-    target_flat = targets.reshape(n_targets * t_targets, dim)
-    query_norm, target_norm = query_flat.norm(dim=-1), target_flat.norm(dim=-1)
-    if cosine == "exact":  # F.normalize's clamp; no eps on the product
-        if backward:
-            query_norm, target_norm = query_norm.clamp_min(1e-12), target_norm.clamp_min(1e-12)
-        else:
-            query_norm, target_norm = query_norm.clamp_min_(1e-12), target_norm.clamp_min_(1e-12)
-        eps = 0.0
-    else:
-        eps = PEER_COSINE_EPS
-    dots = query_flat @ target_flat.T  # (n_q * T_q, n_t * T_s): [q, i, t, j]
+    dots, query_norm, target_norm = frame_dots_and_norms(query, targets, clamp=cosine == "exact")
+    eps = 0.0 if cosine == "exact" else PEER_COSINE_EPS  # exact: F.normalize's clamp, no eps on the product
     totals = dots.new_empty((len(transposes), n_query * n_targets), dtype=torch.float64)
     logits = dots.new_empty((n_query, way))
-    labels = labels.contiguous() if labels is not None else None
     meta = ((n_query, t_query, n_targets, t_targets), eps, lam, _direction_mask(transposes), int(variant == "reference"))
     status = kernels.otam_cosine_forward_f32(
         dots.data_ptr(), query_norm.data_ptr(), target_norm.data_ptr(), *meta[0], eps, lam, meta[3], meta[4],
@@ -513,17 +503,22 @@ class OTAM(nn.Module):
         """Kernel directions: 0 = query->support (query frames on the rows), 1 = support->query."""
         return {"both": (0, 1), "query_to_support": (0,), "support_to_query": (1,)}[self.directions]
 
-    def pair_distances(self, targets: Tensor, query: Tensor) -> tuple[Tensor | None, Tensor | None]:
+    def pair_distances(
+        self, targets: Tensor, query: Tensor, *, scaled: Tensor | None = None
+    ) -> tuple[Tensor | None, Tensor | None]:
         """Per-direction OTAM distances ``(n_query, n_targets)``: ``(query_to_support, support_to_query)``;
-        a direction that is switched off is None."""
+        a direction that is switched off is None. ``scaled``: the ``-d/λ`` matrices already
+        computed by :meth:`forward`, whose exp-domain kernel refused them (log domain only)."""
         n_query, t_query, dim = query.shape
         n_targets, t_support, _ = targets.shape
         want_q2s = self.directions in ("both", "query_to_support")
         want_s2q = self.directions in ("both", "support_to_query")
         if self.stable:
-            scaled = _scaled_neg_distances(query, targets, self.cosine, self.lam)  # (n_q, T_q, T_s, n_t)
+            kernel = scaled is None
+            if scaled is None:
+                scaled = _scaled_neg_distances(query, targets, self.cosine, self.lam)  # (n_q, T_q, T_s, n_t)
             transposes = self._transposes()
-            log_totals = otam_scaled(scaled, variant=self.variant, transposes=transposes)
+            log_totals = otam_scaled(scaled, variant=self.variant, transposes=transposes, kernel=kernel)
             distances = (-self.lam * log_totals).view(len(transposes), n_query, n_targets)
             if want_q2s and want_s2q:
                 return distances[0], distances[1]
@@ -543,10 +538,11 @@ class OTAM(nn.Module):
             targets = class_prototypes(support, support_labels, way)  # (way, T_s, D)
         else:
             targets = support
-        if self.stable:  # on the CPU with the C kernels: no torch call between the programme and the logits
+        scaled = None
+        if self.stable:  # with the C kernels: no torch call between the programme and the logits
             combine = 0.5 if self.directions == "both" and self.combine == "mean" else 1.0
-            labels = support_labels.contiguous() if self.shots == "distance" else None
-            logits = _fused_cosine_otam(  # without autograd: one C call after the product
+            labels = support_labels if self.shots == "distance" else None
+            logits = _fused_cosine_otam(  # float32 on the CPU: one C call after the product
                 query, targets, cosine=self.cosine, lam=self.lam, variant=self.variant,
                 transposes=self._transposes(), combine=combine, labels=labels, way=way,
             )
@@ -555,7 +551,8 @@ class OTAM(nn.Module):
                 logits = _exp_domain_otam(scaled, self.variant, self._transposes(), (self.lam * combine, labels, way))
             if logits is not None:
                 return check_finite_logits(logits, support, query, metric="otam")
-        q2s, s2q = self.pair_distances(targets, query)
+        # the general path; the kernel (if any) has already refused these matrices
+        q2s, s2q = self.pair_distances(targets, query, scaled=scaled)
         if q2s is not None and s2q is not None:
             distance = q2s + s2q
             if self.combine == "mean":

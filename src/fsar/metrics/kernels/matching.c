@@ -3,7 +3,9 @@
  * - OTAM's dynamic programme in the exp domain, forward and backward: the same recursion as
  *   fsar.metrics.otam._ExpDomainOTAM (read its docstring first), in one pass instead of two
  *   torch calls per column. otam_body.h holds it; it is included once per weight type.
- * - otam_cosine_forward_f32: OTAM from the frame-dot matrix, without autograd.
+ * - otam_cosine_forward_f32 / otam_cosine_backward_f32: an OTAM head from the frame-dot
+ *   matrix and frame norms to its logits, and the gradient back to them.
+ * - otam_totals_to_logits: an OTAM head's logits from the programme's totals.
  * - bimhm_cosine_f32: Bi-MHM from the frame-dot matrix, without autograd.
  */
 #include <math.h>
@@ -11,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define OTAM_CHUNK 64  /* pairs per chunk of the forward pass */
+#define OTAM_CHUNK 64  /* pairs per chunk: a chunk's blocks and tables stay in cache */
 
 #define PASTE2(a, b) a##_##b
 #define PASTE(a, b) PASTE2(a, b)
