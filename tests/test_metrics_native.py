@@ -23,12 +23,12 @@ needs_compiler = pytest.mark.skipif(
 @pytest.fixture
 def torch_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """Run OTAM on the log-domain torch programme only."""
-    monkeypatch.setattr(otam_module, "native_kernels", lambda: None)
+    monkeypatch.setattr(_native, "native_kernels", lambda: None)
 
 
 def _log_domain(scaled: torch.Tensor, variant: str, transposes: tuple[int, ...], monkeypatch) -> torch.Tensor:
     with monkeypatch.context() as patch:
-        patch.setattr(otam_module, "native_kernels", lambda: None)
+        patch.setattr(_native, "native_kernels", lambda: None)
         return otam_scaled(scaled, variant=variant, transposes=transposes)
 
 
@@ -115,7 +115,7 @@ def test_heads_agree_with_and_without_the_kernel(preset: str, monkeypatch) -> No
     metric = metrics.build(preset)
     native = metric(support, labels, query, 5)
     with monkeypatch.context() as patch:
-        patch.setattr(otam_module, "native_kernels", lambda: None)
+        patch.setattr(_native, "native_kernels", lambda: None)
         fallback = metric(support, labels, query, 5)
     torch.testing.assert_close(native, fallback, rtol=1e-5, atol=1e-5)
 
@@ -175,11 +175,17 @@ def _episode(n_query: int, t_query: int, way: int, shots: int, t_support: int, s
     return support, labels, query, way
 
 
-def _without_kernels(metric, episode):
+def _without_kernels(function, *args):
+    """``function(*args)`` on the torch paths only."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(otam_module, "native_kernels", lambda: None)
-        patch.setattr(hausdorff_module, "native_kernels", lambda: None)
-        return metric(*episode)
+        patch.setattr(_native, "native_kernels", lambda: None)
+        return function(*args)
+
+
+def _logits_and_gradients(metric, episode, weights):
+    support, labels, query, way = episode
+    logits = metric(support, labels, query, way)
+    return logits, torch.autograd.grad((logits * weights).sum(), (support, query))
 
 
 # 7 queries x 13 supports = 91 pairs (a partial last chunk); 2 x 70 (one query's supports span
@@ -209,7 +215,7 @@ def test_fused_otam_head_equals_the_general_path(episode_shape, options) -> None
             transposes=metric._transposes(), combine=1.0, labels=episode[1], way=way,
         ) is not None
         fused = metric(*episode)
-        general = _without_kernels(metric, episode)
+        general = _without_kernels(metric, *episode)
     torch.testing.assert_close(fused, general, rtol=1e-5, atol=2e-5)
 
 
@@ -239,7 +245,7 @@ def test_head_falls_back_correctly_when_weights_leave_float32_range(monkeypatch)
     with torch.no_grad():
         logits = metric(support, labels, query, 3)
         with monkeypatch.context() as patch:
-            patch.setattr(otam_module, "native_kernels", lambda: None)
+            patch.setattr(_native, "native_kernels", lambda: None)
             expected = metric(support, labels, query, 3)
     assert torch.isfinite(logits).all()
     torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-4)
@@ -259,7 +265,7 @@ def test_fused_bimhm_head_equals_the_general_path(episode_shape, options) -> Non
             query, support, reduction=metric.reduction, labels=labels, way=way
         ) is not None
         fused = metric(*episode)
-        general = _without_kernels(metric, episode)
+        general = _without_kernels(metric, *episode)
     torch.testing.assert_close(fused, general, rtol=1e-5, atol=1e-5)
 
 
@@ -284,12 +290,9 @@ def test_otam_head_gradients_through_the_kernel_equal_the_log_domain_ones(option
     support, query = support.to(dtype).requires_grad_(), query.to(dtype).requires_grad_()
     metric = metrics.build("otam", **options)
     weights = torch.rand(5, way, dtype=dtype, generator=torch.Generator().manual_seed(2))
-    logits = metric(support, labels, query, way)
-    grads = torch.autograd.grad((logits * weights).sum(), (support, query))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(otam_module, "native_kernels", lambda: None)
-        expected_logits = metric(support, labels, query, way)
-        expected = torch.autograd.grad((expected_logits * weights).sum(), (support, query))
+    episode = (support, labels, query, way)
+    logits, grads = _logits_and_gradients(metric, episode, weights)
+    expected_logits, expected = _without_kernels(_logits_and_gradients, metric, episode, weights)
     tolerance = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-11)
     torch.testing.assert_close(logits, expected_logits, **tolerance)
     for grad, reference in zip(grads, expected):
@@ -306,13 +309,10 @@ def test_fused_otam_gradients_equal_the_log_domain_ones(episode_shape, options) 
     support, query = support.requires_grad_(), query.requires_grad_()
     metric = metrics.build("otam", **options)
     weights = torch.rand(n_query, way, generator=torch.Generator().manual_seed(5))
-    logits = metric(support, labels, query, way)
+    episode = (support, labels, query, way)
+    logits, grads = _logits_and_gradients(metric, episode, weights)
     assert "FusedCosineOTAM" in type(logits.grad_fn).__name__
-    grads = torch.autograd.grad((logits * weights).sum(), (support, query))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(otam_module, "native_kernels", lambda: None)
-        expected_logits = metric(support, labels, query, way)
-        expected = torch.autograd.grad((expected_logits * weights).sum(), (support, query))
+    expected_logits, expected = _without_kernels(_logits_and_gradients, metric, episode, weights)
     torch.testing.assert_close(logits, expected_logits, rtol=1e-5, atol=2e-5)
     for grad, reference in zip(grads, expected):
         torch.testing.assert_close(grad, reference, rtol=1e-3, atol=1e-5)
