@@ -1,4 +1,7 @@
-"""Loading the golden files of ``../shared/reference/`` for the metric tests (skips where absent)."""
+"""Loading the golden files of the original implementations for the metric tests.
+
+They live in ``tests/reference/`` (a copy of ``../shared/reference/``, so that a user's clone
+checks equivalence with the original code too)."""
 
 from __future__ import annotations
 
@@ -6,17 +9,14 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+REFERENCE = Path(__file__).resolve().parent / "reference"
 
 
 def load_reference(name: str) -> dict:
-    """The arrays of ``REFERENCE/<name>.npz``; skips the test when ``../shared`` is absent."""
+    """The arrays of ``REFERENCE/<name>.npz`` (a missing file is an error: they ship with the tests)."""
     path = REFERENCE / f"{name}.npz"
-    if not path.exists():
-        pytest.skip(f"reference file {path} not available (needs ../shared)")
     with np.load(path) as z:
         return {key: z[key] for key in z.files}
 
