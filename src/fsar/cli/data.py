@@ -46,7 +46,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--way", type=int, default=5, help="classes per episode (default 5)")
     check.add_argument("--shot", type=int, default=1, help="support videos per class (default 1)")
     check.add_argument("--queries", type=int, default=1, help="query videos per class (default 1)")
-    check.add_argument("--deep", action="store_true", help="decode every frame (default: first and last)")
+    check.add_argument("--deep", action="store_true",
+                       help="decode every frame (default: first, last and the --frames evaluation frames)")
+    check.add_argument("--frames", type=int, default=8, metavar="T",
+                       help="frames per clip the evaluation episodes sample, decoded by the check (default 8)")
     check.add_argument("--no-duplicates", action="store_true", help="skip the duplicate search (hashing)")
     check.add_argument("--json", metavar="OUT", help="also write the full report as JSON")
     check.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -73,7 +76,7 @@ def run_check(args: argparse.Namespace) -> int:
     from fsar.data.check import check_dataset
     from fsar.data.manifest import ManifestError
 
-    for name in ("way", "shot", "queries"):
+    for name in ("way", "shot", "queries", "frames"):
         if getattr(args, name) < 1:
             raise CLIError(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.classnames_file and not args.split_file:
@@ -87,6 +90,7 @@ def run_check(args: argparse.Namespace) -> int:
             shot=args.shot,
             queries=args.queries,
             deep=args.deep,
+            num_frames=args.frames,
             duplicates=not args.no_duplicates,
             progress=not args.no_progress,
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from fsar.cli import CLIError
+from fsar.cli._values import int_at_least
 
 ORDER = 30
 
@@ -44,8 +45,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--method", help=f"method without --checkpoint (default {DEFAULT_METHOD})")
     parser.add_argument("--backbone", help=f"backbone without --checkpoint (default {DEFAULT_BACKBONE})")
     parser.add_argument("--weights", metavar="W", help="backbone weights (folder, hub id, 'random')")
-    parser.add_argument("--frames", type=int, help="frames per clip T (default: the checkpoint's, else 8)")
-    parser.add_argument("--top", type=int, default=0, metavar="K", help="print only the K most likely actions")
+    parser.add_argument("--frames", type=int_at_least(1), metavar="T",
+                        help="frames per clip T >= 1 (default: the checkpoint's, else 8)")
+    parser.add_argument("--top", type=int_at_least(1), default=None, metavar="K",
+                        help="print only the K >= 1 most likely actions (default: all)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     from fsar.lga.describe import add_describer_arguments
 
@@ -129,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(error)) from None
     with torch.no_grad():
         probabilities = method(inputs).log_probs.float().exp()
-    top = args.top if args.top > 0 else len(support.classes)
+    top = len(support.classes) if args.top is None else min(args.top, len(support.classes))
     results = []
     for query, row in zip(queries, probabilities):
         order = row.argsort(descending=True)[:top].tolist()

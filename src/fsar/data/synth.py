@@ -49,6 +49,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from fsar.errors import DataError
+
 __all__ = [
     "PHASES",
     "SHAPES",
@@ -101,7 +103,7 @@ _NOISE_CELLS = 8  # resolution of the "noise" texture table in object-local coor
 _MAX_VIDEOS_PER_CLASS = 10_000
 
 
-class SynthDatasetError(ValueError):
+class SynthDatasetError(DataError):
     """A synthetic data set folder cannot be (re)used as asked (names the folder and the reason)."""
 
 

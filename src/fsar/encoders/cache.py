@@ -45,6 +45,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from fsar.data.inputs import EpisodeInputs
+from fsar.errors import CacheError
 
 __all__ = [
     "CACHE_FORMAT",
@@ -68,11 +69,11 @@ def _shard_name(number: int, shard_keys: list[str]) -> str:
     return f"shard-{number:05d}-{digest}.safetensors"
 
 
-class CacheMismatchError(ValueError):
+class CacheMismatchError(CacheError):
     """The cache directory holds features of another backbone/options/transform than requested."""
 
 
-class MissingFeatureError(KeyError):
+class MissingFeatureError(CacheError, KeyError):
     """A clip has no cached features for the requested frame indices and transform."""
 
     def __str__(self) -> str:  # KeyError would print the repr of the message

@@ -29,6 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from fsar import __version__
+from fsar.errors import CheckpointError
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -44,10 +45,6 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = "fsar-checkpoint/1"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit (message names the file)."""
 
 
 class CheckpointMismatchError(CheckpointError):

@@ -40,13 +40,14 @@ from fsar.engine.config import TrainConfig, config_to_dict
 from fsar.engine.distributed import DistInfo, all_reduce_mean, derive_seed
 from fsar.engine.evaluate import EpisodeSource, evaluate
 from fsar.engine.logging import RunLogger, draw_learning_curve
+from fsar.errors import ConfigError
 
 __all__ = ["TrainError", "TrainHooks", "TrainSummary", "milestone_steps", "total_steps", "train"]
 
 log = logging.getLogger(__name__)
 
 
-class TrainError(ValueError):
+class TrainError(ConfigError):
     """A run that cannot train as configured (message says why)."""
 
 

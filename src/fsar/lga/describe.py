@@ -60,6 +60,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
+from fsar.errors import DataError
+
 __all__ = [
     "CACHE_FORMAT",
     "ChatDescriber",
@@ -92,7 +94,7 @@ TEMPLATE_SOURCE = "template"
 MAX_WORDS = 50
 
 
-class DescriptionError(ValueError):
+class DescriptionError(DataError):
     """A describer could not produce valid stage descriptions (names class and reason)."""
 
 
@@ -666,8 +668,12 @@ def add_describer_arguments(parser: argparse.ArgumentParser, *, cache_flag: bool
         metavar="VAR",
         help="environment variable holding a bearer token for --llm-url (none by default)",
     )
-    group.add_argument("--llm-timeout", type=float, default=60.0, help="seconds per request (60)")
-    group.add_argument("--llm-retries", type=int, default=2, help="re-asks after a bad reply (2)")
+    from fsar.cli._values import int_at_least, number
+
+    group.add_argument("--llm-timeout", type=number(above=0), default=60.0, metavar="S",
+                       help="seconds per request, > 0 (60)")
+    group.add_argument("--llm-retries", type=int_at_least(0), default=2, metavar="N",
+                       help="re-asks after a bad reply, >= 0 (2)")
     group.add_argument(
         "--llm-no-json-mode",
         action="store_true",
