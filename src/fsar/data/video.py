@@ -181,10 +181,12 @@ class FrameFolderReader(VideoReader):
             try:
                 with Image.open(frame_path) as image:
                     loaded[index] = image_to_rgb8(image, frame_path)
-            except VideoReadError:
-                raise
+            except VideoReadError as error:
+                raise VideoReadError(self.path, f"frame {frame_path.name}: {error.reason}") from error
             except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
-                raise VideoReadError(frame_path, f"cannot decode frame image ({error})") from error
+                raise VideoReadError(
+                    self.path, f"frame {frame_path.name}: cannot decode frame image ({error})"
+                ) from error
             self.decoded_frames += 1
         sizes = {array.shape for array in loaded.values()}
         if len(sizes) > 1:
