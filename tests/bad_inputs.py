@@ -640,3 +640,171 @@ case("data root is a file", "broken clips and links", "error", r"file\.txt: data
 case("too few clips for the episode", "broken clips and links", "error", r"way|classes")(
     lambda work, shared: _eval(shared.data, work, "--way", "5")
 )
+
+
+# ----------------------------------------------------------------------------------------------
+# methods that cannot be built as asked: one line from train and eval alike
+
+
+for _extra, _message in [
+    (["-O", "nonexistent_option=1"], r"unknown option.*nonexistent_option"),
+    (["-O", "alpha=notanumber"], r"alpha.*(number|float).*'notanumber'|'notanumber'.*alpha"),
+    (["-O", "alpha=-5"], r"alpha must lie in \[0, 1\], got -5"),
+    (["-O", "metric=nosuch"], r"unknown metric 'nosuch'"),
+    (["--backbone", "nosuch"], r"unknown backbone 'nosuch'"),
+    (["-O", "encoder_options={bad_key: 1}"], r"bad_key"),
+    (["-O", "novalue"], r"expected KEY=VALUE"),
+    (["--method", "nosuch"], r"unknown method 'nosuch'"),
+]:
+    for _command in ("train", "eval"):
+        case(f"{_command} {' '.join(_extra)}", "method options", "error", _message)(
+            lambda work, shared, extra=_extra, command=_command: (
+                _train(shared.data, work, *extra) if command == "train"
+                else ["eval", "--data", str(shared.data), "--method", "ma-fsar", *FROZEN, *SMALL, "--episodes", "1",
+                      *extra]
+            )
+        )
+
+for _command in ("train", "eval"):
+    case(f"{_command} --weights on an empty folder", "method options", "error", r"empty_weights")(
+        lambda work, shared, command=_command: (
+            lambda empty: (empty.mkdir(), [
+                command, "--data", str(shared.data), "--method", "proto" if command == "eval" else "ma-fsar",
+                "--backbone", "clip-vit-b32", "--weights", str(empty), *SMALL, "--episodes", "1",
+                *(["--out", str(work / "run")] if command == "train" else [])])[1]
+        )(work / "empty_weights")
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# checkpoints: edited, truncated, incomplete, resumed without last.json
+
+
+def _edited_record(work: Path, shared: Shared, edit: str) -> Path:
+    run = copy_run(shared, work)
+    path = run / "best.json" if (run / "best.json").exists() else run / "last.json"
+    record = read_json(path)
+    if edit == "method":
+        record["method"] = "clip-fsar"
+    elif edit == "config":
+        record["config"]["method_options"]["alpha"] = 0.9
+    path.write_text(json.dumps(record, indent=2))
+    return run
+
+
+case("checkpoint JSON with an edited method", "checkpoints", "error", r"record was changed after it was written")(
+    lambda work, shared: ["eval", "--data", str(shared.data), "--checkpoint", str(_edited_record(work, shared, "method")),
+                          *SMALL, "--episodes", "1"]
+)
+case("checkpoint JSON with an edited config", "checkpoints", "error", r"record was changed after it was written")(
+    lambda work, shared: ["predict", "--support", str(shared.data), "--query", str(shared.data / "apple" / "clip0"),
+                          "--checkpoint", str(_edited_record(work, shared, "config"))]
+)
+
+
+def _truncated_record(work: Path, shared: Shared) -> Path:
+    run = copy_run(shared, work)
+    for name in ("best.json", "last.json"):
+        if (run / name).exists():
+            (run / name).write_bytes((run / name).read_bytes()[:40])
+    return run
+
+
+case("checkpoint JSON truncated", "checkpoints", "error", r"not a readable checkpoint record")(
+    lambda work, shared: ["eval", "--data", str(shared.data), "--checkpoint", str(_truncated_record(work, shared)),
+                          *SMALL, "--episodes", "1"]
+)
+
+
+def _missing_tensors(work: Path, shared: Shared) -> Path:
+    run = copy_run(shared, work)
+    for path in run.glob("*-model-step*.safetensors"):
+        path.unlink()
+    return run
+
+
+case("checkpoint tensor file deleted", "checkpoints", "error", r"model file .* is missing")(
+    lambda work, shared: ["eval", "--data", str(shared.data), "--checkpoint", str(_missing_tensors(work, shared)),
+                          *SMALL, "--episodes", "1"]
+)
+
+
+def _flipped_tensors(work: Path, shared: Shared) -> Path:
+    run = copy_run(shared, work)
+    for path in run.glob("*-model-step*.safetensors"):
+        data = bytearray(path.read_bytes())
+        data[-3] ^= 0xFF
+        path.write_bytes(bytes(data))
+    return run
+
+
+case("checkpoint tensor file with a changed byte", "checkpoints", "error", r"does not match the sha256")(
+    lambda work, shared: ["eval", "--data", str(shared.data), "--checkpoint", str(_flipped_tensors(work, shared)),
+                          *SMALL, "--episodes", "1"]
+)
+
+
+def _without_last(work: Path, shared: Shared) -> Path:
+    run = copy_run(shared, work)
+    record = read_json(run / "last.json")
+    (run / "best.json").write_text(json.dumps(record))  # a best checkpoint stays
+    (run / "last.json").unlink()
+    return run
+
+
+case("resume after last.json was deleted", "checkpoints", "error", r"no last checkpoint \(last\.json\) to resume from")(
+    lambda work, shared: ["train", "--out", str(_without_last(work, shared)), "--resume", "--no-progress"]
+)
+case("resume of an empty folder", "checkpoints", "error", r"no last checkpoint \(last\.json\)")(
+    lambda work, shared: (lambda out: (out.mkdir(), ["train", "--out", str(out), "--resume"])[1])(work / "fresh")
+)
+case("checkpoint of a folder that does not exist", "checkpoints", "error", r"nowhere: no such checkpoint")(
+    lambda work, shared: ["eval", "--data", str(shared.data), "--checkpoint", str(work / "nowhere"), *SMALL]
+)
+
+
+def _leftover_temporaries(work: Path, shared: Shared) -> list[str]:
+    run = copy_run(shared, work)
+    # What kill -9 leaves: temporaries of writers that no longer run (pid 2**22 + 1 is never alive here).
+    (run / ".metrics.csv.4194305.k3j2h1g0.tmp").write_text("partial")
+    (run / ".last.json.4194305.abcdefgh.tmp").write_text("{")
+    return ["train", "--out", str(run), "--resume", "--episodes", "2", "--no-progress"]
+
+
+case("temporaries of a killed run are cleaned up", "checkpoints", "ok",
+     check=lambda work, outcome: _assert(not list((work / "run").glob(".*.tmp")), "temporary files left"))(
+    _leftover_temporaries
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# clips left out at any stage: counted in the result JSON with the reason, and printed
+
+
+def _undecodable_root(work: Path) -> Path:
+    root = write_dataset(work / "data", ["a", "b"], clips=3)
+    # Lists and opens (a frame folder of one .png) but cannot be decoded.
+    (root / "a" / "clip0" / "2.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (root / "b" / "notes.mp4").write_text("not a video")  # unreadable when listed
+    return root
+
+
+def _check_counted(stages: set[str]):
+    def check(work: Path, outcome: Outcome) -> None:
+        result = read_json(work / "result.json")
+        _assert(result["skipped_clips"] == 2, f"skipped_clips = {result['skipped_clips']}, expected 2")
+        reasons = {item["path"].rsplit("/", 1)[-1]: item for item in result["skipped"]}
+        _assert({"clip0", "notes.mp4"} <= set(reasons), f"left-out clips not listed: {sorted(reasons)}")
+        _assert("2.png" in reasons["clip0"]["reason"], f"reason does not name the frame: {reasons['clip0']}")
+        _assert({item["stage"] for item in result["skipped"]} <= stages | {"listing"}, str(result["skipped"]))
+        _assert(re.search(r"left out 2 clips", outcome.out + outcome.err) is not None, "count not printed")
+
+    return check
+
+
+case("eval: clip that opens but does not decode (feature cache)", "clips left out", "skip",
+     check=_check_counted({"extraction"}))(lambda work, shared: _eval(_undecodable_root(work), work))
+case("eval --no-feature-cache: clip that does not decode", "clips left out", "skip",
+     check=_check_counted({"episodes"}))(
+    lambda work, shared: _eval(_undecodable_root(work), work, "--no-feature-cache", "--episodes", "6")
+)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ __all__ = [
     "find_checkpoint",
     "load_method_tensors",
     "read_checkpoint",
+    "remove_stale_temporaries",
     "save_checkpoint",
 ]
 
@@ -68,7 +70,8 @@ def _atomic_write(path: Path, write) -> None:
     """Call ``write(tmp_path)``, fsync, then ``os.replace`` onto ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # The writer's pid in the name lets a later run tell a killed writer's leftover from a live one.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
@@ -79,6 +82,74 @@ def _atomic_write(path: Path, write) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+#: Temporary files of fsar's atomic writes: ``.<name>.<pid>.<random>.tmp`` (checkpoints, logs),
+#: ``.<name>.tmp-<pid>`` (feature cache), ``.<name>.<pid>.tmp`` (synthetic data).
+_TEMPORARY = re.compile(r"^\..+?(?:\.(?P<a>\d+)\.[^.]*\.tmp|\.tmp-(?P<b>\d+)|\.(?P<c>\d+)\.tmp|\.[^.]+\.tmp)$")
+
+#: A temporary file whose writer still runs is kept unless it is older than this (pid reuse).
+_LIVE_WRITER_MAX_AGE_S = 6 * 3600
+#: A temporary file naming no writer (older fsar versions) is removed once it is this old.
+_UNNAMED_MAX_AGE_S = 600
+
+
+def _process_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists, owned by someone else
+    return True
+
+
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Delete the temporary files that killed writers left in ``directory`` (not recursive).
+
+    An atomic write (this module, the feature cache, the synthetic renderer) writes a hidden
+    temporary file and renames it into place; ``kill -9`` in between leaves the temporary
+    behind. A temporary whose writer process (its pid is in the name) no longer runs on this
+    machine is removed; one of a live writer is kept, so concurrent runs and extractions into
+    the same folder never lose a file in flight. Returns the paths removed (logged).
+    """
+    import logging
+    import time
+
+    directory = Path(directory)
+    removed: list[Path] = []
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        match = _TEMPORARY.match(entry.name)
+        if match is None or not entry.is_file():
+            continue
+        pid_text = match.group("a") or match.group("b") or match.group("c")
+        try:
+            age = now - entry.stat().st_mtime
+        except OSError:
+            continue
+        if pid_text is not None:
+            if _process_alive(int(pid_text)) and age < _LIVE_WRITER_MAX_AGE_S:
+                continue
+        elif age < _UNNAMED_MAX_AGE_S:
+            continue
+        try:
+            entry.unlink()
+        except OSError:
+            continue
+        removed.append(entry)
+    if removed:
+        logging.getLogger(__name__).info(
+            "%s: removed %d temporary file(s) left by an interrupted run: %s",
+            directory, len(removed), ", ".join(p.name for p in removed[:5]),
+        )
+    return removed
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -204,11 +275,20 @@ class Checkpoint:
 
 def find_checkpoint(path: str | Path, *, prefer: str = "best") -> Path:
     """A run directory -> its ``best.json`` (or ``last.json`` when there is no best);
-    a JSON record path -> itself."""
+    with ``prefer="last"`` (a resume) its ``last.json`` only; a JSON record path -> itself."""
     path = Path(path)
     if path.is_dir():
-        order = [prefer, "last" if prefer == "best" else "best"]
-        for name in order:
+        if prefer == "last":
+            # A "last" request is a resume: best.json holds weights only, no optimizer state.
+            if (path / "last.json").is_file():
+                return path / "last.json"
+            has_best = (path / "best.json").is_file()
+            raise CheckpointError(
+                f"{path}: no last checkpoint (last.json) to resume from"
+                + ("; best.json holds the best weights only, not the optimizer state: evaluate it with "
+                   "`fsar eval --checkpoint`, or train again into another --out" if has_best else "")
+            )
+        for name in ("best", "last"):
             if (path / f"{name}.json").is_file():
                 return path / f"{name}.json"
         raise CheckpointError(f"{path}: no checkpoint in this directory (no best.json or last.json)")
@@ -228,7 +308,20 @@ def read_checkpoint(path: str | Path, *, prefer: str = "best") -> Checkpoint:
     for key in ("method", "backbone", "step", "config", "model_file"):
         if key not in record:
             raise CheckpointError(f"{json_path}: checkpoint record lacks {key!r}")
+    expected = record.get("record_sha256")
+    if expected is not None and expected != _record_digest(record):
+        raise CheckpointError(
+            f"{json_path}: the checkpoint record was changed after it was written (record_sha256 does not "
+            "match); an edited method, backbone or config would rebuild another model than the one trained. "
+            "Restore the file, or train again"
+        )
     return Checkpoint(json_path, record)
+
+
+def _record_digest(record: dict[str, Any]) -> str:
+    """SHA-256 of the record's canonical JSON, without the digest itself."""
+    body = {k: v for k, v in record.items() if k != "record_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def load_method_tensors(method: torch.nn.Module, checkpoint: Checkpoint) -> None:
@@ -300,6 +393,9 @@ def save_checkpoint(
         record["optimizer_param_names"] = list(param_names or [])
     record.update(extra or {})
     record["config"] = config
+    # JSON round trip first, so that the digest covers exactly what a reader will see.
+    record = json.loads(json.dumps(record))
+    record["record_sha256"] = _record_digest(record)
     json_path = run_dir / f"{name}.json"
     atomic_write_json(json_path, record)
     _remove_unreferenced(run_dir)
