@@ -19,6 +19,7 @@ from torch import nn
 from fsar.data.inputs import EpisodeInputs
 from fsar.encoders.base import Encoder
 from fsar.methods.base import FewShotMethod
+from fsar.metrics._common import class_means  # the one K-shot mean, shared with the metrics
 
 __all__ = [
     "EncoderMethod",
@@ -220,14 +221,6 @@ def check_episode(inputs: EpisodeInputs, *, method: str) -> None:
             raise ValueError(f"{method}: query_labels must be ({query.shape[0]},), got {tuple(q.shape)}")
         if q.numel() and (int(q.min()) < 0 or int(q.max()) >= way):
             raise ValueError(f"{method}: query_labels must lie in 0..{way - 1}, got {q.tolist()}")
-
-
-def class_means(features: torch.Tensor, labels: torch.Tensor, way: int) -> torch.Tensor:
-    """K-shot prototypes: mean over each class's support items. (n, ...) -> (way, ...)."""
-    one_hot = torch.nn.functional.one_hot(labels, way).to(features.dtype)  # (n, way)
-    counts = one_hot.sum(0)  # (way,)
-    summed = torch.einsum("nc,n...->c...", one_hot, features)
-    return summed / counts.view(-1, *([1] * (features.dim() - 1)))
 
 
 def mix_log_probs(log_p_a: torch.Tensor, log_p_b: torch.Tensor, weight_a: float) -> torch.Tensor:

@@ -47,7 +47,7 @@ from fsar.metrics._common import (
     frame_dots_and_norms,
     check_finite_logits,
     class_index,
-    class_prototypes,
+    class_means,
     shot_average_matrix,
     unit_frame_cosine,
     validate_episode,
@@ -138,7 +138,7 @@ class BiMHM(nn.Module):
             support, support_labels, query, way, metric="bimhm"
         )
         if self.shots == "prototype":
-            targets = class_prototypes(support, support_labels, way)  # (way, T_s, D)
+            targets = class_means(support, support_labels, way)  # (way, T_s, D)
         else:
             targets = support
         logits = _fused_bimhm(
