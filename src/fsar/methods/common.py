@@ -9,6 +9,7 @@ them so that every method runs on every backbone the same way.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ __all__ = [
     "make_config",
     "metric_label",
     "check_episode",
+    "SHOT_HANDOFF",
     "class_means",
     "default_finetune",
     "resolve_finetune",
@@ -36,6 +38,8 @@ __all__ = [
     "resolve_encoder",
     "resolve_metric",
 ]
+
+log = logging.getLogger(__name__)
 
 
 def default_finetune(backbone: str | Encoder, preferred: str) -> str:
@@ -137,9 +141,31 @@ def backbone_label(backbone: str | Encoder) -> str:
     return backbone.name if isinstance(backbone, Encoder) else str(backbone)
 
 
+#: How a method hands a class's K support clips to its metric (one vocabulary with the
+#: metrics' ``shots``): "prototype" = the mean of the K enhanced clips (the metric sees one
+#: clip per class); "metric" = every clip, combined as the metric's own ``shots`` says.
+SHOT_HANDOFF = ("prototype", "metric")
+
+#: Options renamed in 0.2; the old spelling is accepted (with a warning) for one release, so
+#: configs and checkpoints written before still build. old name -> (new name, value map).
+RENAMED_OPTIONS = {"prototype": ("shots", {"mean": "prototype", "raw": "metric"})}
+
+
+def _renamed(values: dict[str, Any], known: set[str], *, method: str) -> dict[str, Any]:
+    values = dict(values)
+    for old, (new, value_map) in RENAMED_OPTIONS.items():
+        if old in values and old not in known and new in known:
+            value = values.pop(old)
+            mapped = value_map.get(value, value)
+            log.warning("%s: option %s=%r is deprecated; use %s=%r", method, old, value, new, mapped)
+            values.setdefault(new, mapped)
+    return values
+
+
 def make_config(config_cls, *, method: str, **values):
     """Build a config dataclass, turning unknown options into a clear ValueError."""
     known = {f.name for f in dataclasses.fields(config_cls)}
+    values = _renamed(values, known, method=method)
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"{method}: unknown option(s) {unknown}; known options: {sorted(known)}")
