@@ -60,6 +60,9 @@ class Case:
     expect: str  # "error" | "skip" | "ok"
     message: str | None = None  # regex the error line (or the skip report) must match
     check: Callable[[Path, Outcome], None] | None = None  # extra assertions for "ok"/"skip"
+    #: Exit status of an "error" case: 2 for bad input; 1 where a check command reports what it
+    #: found (``fsar data check``: NOT OK), its last stderr line then carries the message.
+    code: int = 2
 
 
 def judge(case: Case, work: Path, outcome: Outcome) -> tuple[str, str]:
@@ -73,8 +76,8 @@ def judge(case: Case, work: Path, outcome: Outcome) -> tuple[str, str]:
     if case.expect == "error":
         if outcome.code == 0:
             return "silent_wrong", "exit 0 where an error was due"
-        line = _error_line(outcome.err)
-        if outcome.code != 2 or line is None:
+        line = _error_line(outcome.err) if case.code == 2 else (_last_line(outcome.err) or None)
+        if outcome.code != case.code or line is None:
             return "misleading", f"exit {outcome.code}, no one-line error: {_last_line(outcome.err)!r}"
         if case.message and not re.search(case.message, line):
             return "misleading", f"message {line!r} does not match {case.message!r}"
@@ -218,9 +221,9 @@ def read_json(path: Path) -> dict:
 CASES: list[Case] = []
 
 
-def case(id: str, kind: str, expect: str, message: str | None = None, check=None):
+def case(id: str, kind: str, expect: str, message: str | None = None, check=None, code: int = 2):
     def register(build):
-        CASES.append(Case(id, kind, build, expect, message, check))
+        CASES.append(Case(id, kind, build, expect, message, check, code))
         return build
 
     return register
@@ -764,11 +767,13 @@ case("checkpoint of a folder that does not exist", "checkpoints", "error", r"now
 
 
 def _leftover_temporaries(work: Path, shared: Shared) -> list[str]:
-    run = copy_run(shared, work)
-    # What kill -9 leaves: temporaries of writers that no longer run (pid 2**22 + 1 is never alive here).
+    run = work / "run"
+    run.mkdir()
+    # What kill -9 before the first checkpoint leaves: temporaries of a writer that no longer runs
+    # (pid 2**22 + 1 is above Linux's pid_max, so never alive).
     (run / ".metrics.csv.4194305.k3j2h1g0.tmp").write_text("partial")
-    (run / ".last.json.4194305.abcdefgh.tmp").write_text("{")
-    return ["train", "--out", str(run), "--resume", "--episodes", "2", "--no-progress"]
+    (run / ".config.json.4194305.abcdefgh.tmp").write_text("{")
+    return _train(shared.data, work)
 
 
 case("temporaries of a killed run are cleaned up", "checkpoints", "ok",
@@ -808,3 +813,195 @@ case("eval --no-feature-cache: clip that does not decode", "clips left out", "sk
      check=_check_counted({"episodes"}))(
     lambda work, shared: _eval(_undecodable_root(work), work, "--no-feature-cache", "--episodes", "6")
 )
+
+
+# ----------------------------------------------------------------------------------------------
+# feature caches: corrupt, stale, or another data set's
+
+
+def _run_with_cache(work: Path, shared: Shared) -> tuple[Path, Path]:
+    """A copy of the shared run with its feature cache (of ``shared.data``): (run, cache folder)."""
+    import shutil
+
+    run = work / "run"
+    shutil.copytree(shared.run, run)
+    return run, run / "features" / "train"
+
+
+def _shard(cache: Path) -> Path:
+    return next(cache.glob("shard-*.safetensors"))
+
+
+def _eval_cached(work: Path, shared: Shared, data: Path | None = None) -> list[str]:
+    run, cache = work / "run", work / "run" / "features" / "train"
+    return ["eval", "--data", str(data or shared.data), "--checkpoint", str(run), "--features", str(cache),
+            *SMALL, "--episodes", "2", "--json", str(work / "result.json")]
+
+
+def _damage(work: Path, shared: Shared, how: str) -> list[str]:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    run, cache = _run_with_cache(work, shared)
+    index = cache / "index.json"
+    if how == "index truncated":
+        index.write_bytes(index.read_bytes()[:50])
+    elif how == "index empty":
+        index.write_text("")
+    elif how == "index a list":
+        index.write_text("[1, 2, 3]")
+    elif how == "index without entries":
+        record = read_json(index)
+        del record["entries"]
+        index.write_text(json.dumps(record))
+    elif how == "index missing":
+        index.unlink()
+    elif how == "shard truncated":
+        shard = _shard(cache)
+        shard.write_bytes(shard.read_bytes()[:200])
+    elif how == "shard missing":
+        _shard(cache).unlink()
+    elif how == "shard byte changed":
+        shard = _shard(cache)
+        data = bytearray(shard.read_bytes())
+        data[-5] ^= 0x55
+        shard.write_bytes(bytes(data))
+    elif how in ("shard NaN", "shard NaN with a matching checksum"):
+        from fsar.data.integrity import tensors_sha256
+
+        shard = _shard(cache)
+        with safe_open(str(shard), framework="pt") as handle:
+            metadata = dict(handle.metadata())
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+        first = sorted(tensors)[0]
+        tensors[first] = tensors[first].clone().fill_(float("nan"))
+        if how == "shard NaN with a matching checksum":
+            metadata["tensors_sha256"] = tensors_sha256(tensors)
+        save_file(tensors, str(shard), metadata=metadata)
+    else:  # pragma: no cover
+        raise ValueError(how)
+    return _eval_cached(work, shared)
+
+
+for _how, _message in [
+    ("index truncated", r"index\.json is not valid JSON \(truncated\?"),
+    ("index empty", r"index\.json is empty"),
+    ("index a list", r"index\.json holds a JSON list, not a cache index"),
+    ("index without entries", r"index\.json is not a complete cache index \(KeyError: 'entries'\)"),
+    ("index missing", r"index\.json not found \(run `fsar extract` first\)"),
+    ("shard truncated", r"shard .*shard-00000-\w+\.safetensors is unreadable \(truncated.*it holds clip\(s\) apple/clip0"),
+    ("shard missing", r"shard .*shard-00000-\w+\.safetensors is missing \(it holds clip\(s\) apple/clip0"),
+    ("shard byte changed", r"shard .*shard-00000-\w+\.safetensors fails its checksum.*apple/clip0"),
+    ("shard NaN", r"shard .*fails its checksum"),
+    ("shard NaN with a matching checksum", r"non-finite values \(NaN/inf\) in the features of clip apple/clip0"),
+]:
+    case(f"eval --features: {_how}", "feature caches", "error", _message)(
+        lambda work, shared, how=_how: _damage(work, shared, how)
+    )
+
+
+def _other_root(work: Path, shared: Shared) -> list[str]:
+    _run_with_cache(work, shared)
+    other = write_dataset(work / "other_data", ["apple", "banana", "cherry"], frames=3)
+    for path in other.rglob("*.png"):  # same names, other content (and the same sizes, so the sample decides)
+        from PIL import Image
+
+        image = np.asarray(Image.open(path)).copy()
+        image[0, 0] = 255 - image[0, 0]
+        Image.fromarray(image).save(path)
+    return _eval_cached(work, shared, other)
+
+
+case("eval --features: a cache of another data root with the same clip names", "feature caches", "error",
+     r"clip .*other_data/\w+/clip\d is not the clip its features were extracted from")(_other_root)
+
+
+def _moved_root(work: Path, shared: Shared) -> list[str]:
+    import shutil
+
+    _run_with_cache(work, shared)
+    moved = work / "moved" / "data"
+    shutil.copytree(shared.data, moved)  # copy2: same content, same mtimes
+    return _eval_cached(work, shared, moved)
+
+
+case("eval --features: the same data set copied elsewhere", "feature caches", "ok",
+     check=lambda work, outcome: _assert(read_json(work / "result.json")["episodes"] == 2, "no result"))(_moved_root)
+
+
+def _edited_clip(work: Path, shared: Shared, *, auto: bool) -> list[str]:
+    import shutil
+
+    from PIL import Image
+
+    data = work / "data"
+    shutil.copytree(shared.data, data)
+    run = copy_run(shared, work)
+    argv = ["eval", "--data", str(data), "--checkpoint", str(run), *SMALL, "--episodes", "2",
+            "--json", str(work / "result.json")]
+    from fsar.cli import main
+
+    if main(argv) != 0:  # extracts run/features/eval from the clips as they are now
+        raise RuntimeError("the first evaluation failed")
+    frame = data / "banana" / "clip1" / "2.png"
+    image = np.asarray(Image.open(frame)).copy()
+    image[:4] = 255 - image[:4]
+    Image.fromarray(image).save(frame)
+    os_time = frame.stat().st_mtime_ns + 5_000_000_000
+    import os
+
+    os.utime(frame, ns=(os_time, os_time))
+    if auto:
+        return argv  # extraction into run/features/eval again: the changed clip is encoded again
+    return [*argv, "--features", str(run / "features" / "eval")]
+
+
+case("eval --features: a clip edited after extraction", "feature caches", "error",
+     r"clip .*banana/clip1 is not the clip its features were extracted from \((size \d+ -> \d+ bytes|same size but other content)")(
+    lambda work, shared: _edited_clip(work, shared, auto=False)
+)
+case("eval (automatic cache): a clip edited after extraction is encoded again", "feature caches", "ok",
+     r"banana/clip1 changed since its features were extracted",
+     check=lambda work, outcome: _assert(read_json(work / "result.json")["episodes"] == 2, "no result"))(
+    lambda work, shared: _edited_clip(work, shared, auto=True)
+)
+
+
+def _damaged_auto(work: Path, shared: Shared) -> list[str]:
+    from fsar.cli import main
+
+    run = copy_run(shared, work)
+    argv = ["eval", "--data", str(shared.data), "--checkpoint", str(run), *SMALL, "--episodes", "2",
+            "--json", str(work / "result.json")]
+    if main(argv) != 0:  # extracts run/features/eval
+        raise RuntimeError("the first evaluation failed")
+    shard = _shard(run / "features" / "eval")
+    data = bytearray(shard.read_bytes())
+    data[-5] ^= 0x55
+    shard.write_bytes(bytes(data))
+    return argv
+
+
+case("eval (automatic cache): a damaged shard is encoded again", "feature caches", "ok",
+     r"fails its checksum .*encoding it again",
+     check=lambda work, outcome: _assert(read_json(work / "result.json")["episodes"] == 2, "no result"))(_damaged_auto)
+
+case("data check --features: a healthy cache", "feature caches", "ok", r"OK: every shard verified")(
+    lambda work, shared: ["data", "check", str(shared.data), "--features", str(shared.run / "features" / "train"),
+                          "--way", "3", "--no-progress"]
+)
+case("data check --features: a shard with a changed byte", "feature caches", "error",
+     r"feature cache .*1 problem\(s\); first: .*fails its checksum", code=1)(
+    lambda work, shared: (lambda cache: ["data", "check", str(shared.data), "--features", str(cache), "--way", "3",
+                                         "--no-progress"])(_damage_and_return(work, shared))
+)
+case("data check --features: a truncated index", "feature caches", "error", r"index\.json is not valid JSON")(
+    lambda work, shared: (_damage(work, shared, "index truncated"),
+                          ["data", "check", str(shared.data), "--features", str(work / "run" / "features" / "train"),
+                           "--way", "3", "--no-progress"])[1]
+)
+
+
+def _damage_and_return(work: Path, shared: Shared) -> Path:
+    _damage(work, shared, "shard byte changed")
+    return work / "run" / "features" / "train"

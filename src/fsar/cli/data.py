@@ -51,6 +51,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--frames", type=int, default=8, metavar="T",
                        help="frames per clip the evaluation episodes sample, decoded by the check (default 8)")
     check.add_argument("--no-duplicates", action="store_true", help="skip the duplicate search (hashing)")
+    check.add_argument(
+        "--features", metavar="DIR",
+        help="also verify the feature cache DIR: index, every shard's checksum, finite values, and that "
+             "each cached clip is still the clip under ROOT (size, mtime, content sample)",
+    )
     check.add_argument("--json", metavar="OUT", help="also write the full report as JSON")
     check.add_argument("--no-progress", action="store_true", help="no progress bar")
     check.set_defaults(func=run_check)
@@ -97,13 +102,39 @@ def run_check(args: argparse.Namespace) -> int:
     except ManifestError as error:
         raise CLIError(str(error)) from None
     print(report.format())
+    cache_problems = _check_features(args) if args.features else []
     if args.json:
         path = report.write_json(args.json)
         print(f"report written to {path}")
     if not report.ok:
         print(f"fsar data check: {report.message}", file=sys.stderr)
         return 1
+    if cache_problems:
+        print(f"fsar data check: feature cache {args.features}: {len(cache_problems)} problem(s); "
+              f"first: {cache_problems[0]}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _check_features(args: argparse.Namespace) -> list[str]:
+    """Verify the feature cache of ``--features`` against ROOT; print the summary, return the problems."""
+    from fsar.encoders.cache import verify_cache
+
+    result = verify_cache(args.features, root=args.root)  # an unusable index raises CacheError: exit 2
+    print("")
+    print(f"feature cache {args.features}: {result['clips']} clips in {result['shards']} shard(s), "
+          f"{result['skipped']} skipped at extraction")
+    checked = result["shards"] - result["unchecked_shards"]
+    print(f"  shard checksums and finite values: {checked} of {result['shards']} shard(s) carry a checksum"
+          + ("" if not result["unchecked_shards"] else " (older shards: readability and finiteness only)"))
+    print(f"  clips changed since extraction (size, mtime, content sample): {result['changed_clips']}")
+    if result["problems"]:
+        print(f"  problems ({len(result['problems'])}):")
+        for problem in result["problems"][:20]:
+            print(f"    {problem}")
+    else:
+        print("  OK: every shard verified, every cached clip unchanged")
+    return result["problems"]
 
 
 def run_synth(args: argparse.Namespace) -> int:

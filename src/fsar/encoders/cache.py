@@ -56,16 +56,20 @@ from typing import Any, Callable, Sequence
 import torch
 
 from fsar.data.inputs import PRIMARY_STREAM, EpisodeInputs, MissingStreamError
+from fsar.data.integrity import clip_fingerprint, fingerprint_changes, remove_stale_temporaries, tensors_sha256
 from fsar.errors import CacheError
 
 __all__ = [
     "CACHE_FORMAT",
+    "CacheCorruptError",
     "CacheMismatchError",
+    "CacheNotFoundError",
     "ExtractionSummary",
     "FeatureCache",
     "MissingFeatureError",
     "extract_features",
     "loader_transform_key",
+    "verify_cache",
     "weights_fingerprint",
 ]
 
@@ -82,6 +86,15 @@ def _shard_name(number: int, shard_keys: list[str]) -> str:
 
 class CacheMismatchError(CacheError):
     """The cache directory holds features of another backbone/options/transform than requested."""
+
+
+class CacheNotFoundError(CacheError, FileNotFoundError):
+    """The folder holds no feature cache (no ``index.json``)."""
+
+
+class CacheCorruptError(CacheError):
+    """A cache file that is unreadable, truncated, fails its checksum or holds non-finite values;
+    the message names the file (and the clips it holds)."""
 
 
 class MissingFeatureError(CacheError, KeyError):
@@ -334,6 +347,7 @@ def extract_features(
     started = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)  # what killed extractions left (live writers' files are kept)
     root = Path(manifest.root)
     num_frames, sampling = _loader_sampling(loader)
     header = _header(encoder, dict(backbone_options or {}), loader_transform_key(loader), num_frames, sampling)
@@ -381,7 +395,7 @@ def extract_features(
         for number, shard_clips in enumerate(shards):
             shard_keys = [_relative_key(c.path, root) for c in shard_clips]
             path = out / _shard_name(number, shard_keys)
-            reused = _reusable_shard(path, header, shard_keys)
+            reused = _reusable_shard(path, header, shard_keys, shard_clips)
             if reused is not None:
                 shard_entries, shard_skipped, shard_streams = reused
                 summary.shards_reused += 1
@@ -396,6 +410,7 @@ def extract_features(
                     "entries": json.dumps(shard_entries, sort_keys=True),
                     "skipped": json.dumps(shard_skipped),
                     "streams": json.dumps(shard_streams, sort_keys=True),
+                    "tensors_sha256": tensors_sha256(tensors),
                 }
                 _atomic_save_shard(path, tensors, metadata)
                 summary.shards_written += 1
@@ -490,10 +505,7 @@ def _refuse_mixing(out: Path, header: dict, root: Path) -> dict:
     existing = out / INDEX_NAME
     if not existing.exists():
         return {}
-    try:
-        old = json.loads(existing.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise CacheMismatchError(f"feature cache: {existing} is not a readable cache index ({error})") from None
+    old = read_index(existing)
     old_header = {k: old.get(k) for k in header}
     differences = _differences(old_header, header)
     if differences:
@@ -510,8 +522,9 @@ def _refuse_mixing(out: Path, header: dict, root: Path) -> dict:
     return old
 
 
-def _reusable_shard(path: Path, header: dict, shard_keys: list[str]):
-    """(entries, skipped) of a complete shard written for exactly this plan, else None."""
+def _reusable_shard(path: Path, header: dict, shard_keys: list[str], shard_clips=()):
+    """(entries, skipped) of a complete shard written for exactly this plan, from clips that have
+    not changed since (their fingerprints), else None (the shard is encoded again)."""
     if not path.exists():
         return None
     meta = _read_shard_metadata(path)
@@ -528,6 +541,17 @@ def _reusable_shard(path: Path, header: dict, shard_keys: list[str]):
             return None  # the clip list changed (another manifest/shard size): recompute
         entries = json.loads(meta["entries"])
         skipped = [tuple(s) for s in json.loads(meta["skipped"])]
+        if not _shard_checksum_holds(path, meta):
+            log.warning("feature cache: shard %s fails its checksum (changed or damaged since it was written); "
+                        "encoding it again", path)
+            return None
+        for clip, key in zip(shard_clips, shard_keys):
+            entry = entries.get(key)
+            changes = fingerprint_changes(entry.get("source") if entry else None, clip.path)
+            if changes:
+                log.warning("feature cache: clip %s changed since its features were extracted (%s); "
+                            "encoding shard %s again", clip.path, "; ".join(changes), path.name)
+                return None
         if "streams" in meta:
             streams = json.loads(meta["streams"])
         else:  # written before streams existed: the primary (T, D) float32 stream only
@@ -537,8 +561,22 @@ def _reusable_shard(path: Path, header: dict, shard_keys: list[str]):
     return entries, skipped, streams
 
 
+def _shard_checksum_holds(path: Path, meta: dict[str, str]) -> bool:
+    """Whether the shard's tensors still match the checksum in its metadata (no checksum: True)."""
+    expected = meta.get("tensors_sha256")
+    if expected is None:
+        return True
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return tensors_sha256({name: handle.get_tensor(name) for name in handle.keys()}) == expected
+    except Exception:  # noqa: BLE001 - truncated or damaged: not reusable
+        return False
+
+
 def _decoded(items, loader, lookahead: int, read_error):
-    """For (clip, key) items, yield (clip, key, (indices, frame count, frames) | exception) in order.
+    """For (clip, key) items, yield (clip, key, (indices, frame count, frames, fingerprint) | exception) in order.
 
     With ``lookahead`` > 0 a background thread decodes up to that many clips ahead while the
     encoder runs (PyAV and the resize release the GIL), bounded so memory stays small.
@@ -547,7 +585,10 @@ def _decoded(items, loader, lookahead: int, read_error):
 
     def load(clip):
         try:
-            return _load_eval_view(clip, loader)
+            # The fingerprint is taken before decoding: a clip edited during its decode records
+            # the old state, so the next run sees the change and encodes it again.
+            source = clip_fingerprint(clip.path)
+            return (*_load_eval_view(clip, loader), source)
         except errors as error:
             return error
 
@@ -620,7 +661,7 @@ def _encode_shard(shard_clips, shard_keys, encoder, loader, batch_size, device, 
     skipped: list[tuple[str, str]] = []
     tensors: dict[str, torch.Tensor] = {}
     stream_info: dict[str, dict] = {}
-    pending: list[tuple[str, list[int], int, torch.Tensor]] = []
+    pending: list[tuple[str, list[int], int, torch.Tensor, dict, object]] = []
 
     def flush() -> None:
         if not pending:
@@ -628,14 +669,23 @@ def _encode_shard(shard_clips, shard_keys, encoder, loader, batch_size, device, 
         frames = torch.stack([p[3] for p in pending]).to(device)
         with torch.inference_mode():
             streams = _clip_streams_of(encoder, frames, extra_names)
-        for stream, batch in streams.items():
+        streams = {
             # The primary stream is stored as float32 (T, D); extra streams keep the encoder's dtype.
-            batch = batch.float().cpu() if stream == PRIMARY_STREAM else batch.cpu()
-            _merge_stream_info(stream_info, {stream: _stream_info(batch[0])}, "one shard")
-            for (key, _, _, _), row in zip(pending, batch):
-                tensors[_stream_tensor_name(key, stream)] = row.clone().contiguous()
-        for key, indices, total, _ in pending:
-            entries[key] = {"indices": indices, "num_frames": total}
+            stream: (batch.float().cpu() if stream == PRIMARY_STREAM else batch.cpu())
+            for stream, batch in streams.items()
+        }
+        for row, (key, indices, total, _, source, clip) in enumerate(pending):
+            bad = [name for name, batch in streams.items() if batch.is_floating_point() and not torch.isfinite(batch[row]).all()]
+            if bad:
+                reason = (f"the encoder gave non-finite values (NaN/inf) in stream(s) {', '.join(bad)} for this "
+                          "clip (broken frames or weights?)")
+                log.warning("feature cache: skipping clip %s: %s", clip.path, reason)
+                skipped.append((key, reason))
+                continue
+            for stream, batch in streams.items():
+                _merge_stream_info(stream_info, {stream: _stream_info(batch[row])}, "one shard")
+                tensors[_stream_tensor_name(key, stream)] = batch[row].clone().contiguous()
+            entries[key] = {"indices": indices, "num_frames": total, "source": source}
         bar.update(len(pending))
         pending.clear()
 
@@ -648,8 +698,8 @@ def _encode_shard(shard_clips, shard_keys, encoder, loader, batch_size, device, 
             skipped.append((key, reason))
             bar.update(1)
             continue
-        indices, total, frames = result
-        pending.append((key, indices, total, frames))
+        indices, total, frames, source = result
+        pending.append((key, indices, total, frames, source, clip))
         if len(pending) >= batch_size:
             flush()
     flush()
@@ -689,6 +739,74 @@ def _eval_transform(loader):
 # reading
 
 
+def read_index(index_path: Path) -> dict:
+    """The parsed ``index.json`` of a cache; every way it can be broken is a :class:`CacheError`
+    naming the file (missing: :class:`CacheNotFoundError`; empty, truncated, not an object, other
+    format: :class:`CacheCorruptError` / :class:`CacheMismatchError`)."""
+    if not index_path.exists():
+        raise CacheNotFoundError(f"feature cache: {index_path} not found (run `fsar extract` first)")
+    try:
+        text = index_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise CacheCorruptError(f"feature cache: {index_path} cannot be read ({error})") from None
+    if not text.strip():
+        raise CacheCorruptError(
+            f"feature cache: {index_path} is empty; delete it and extract again (complete shards are reused)"
+        )
+    try:
+        index = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise CacheCorruptError(
+            f"feature cache: {index_path} is not valid JSON (truncated? {error}); delete it and extract again "
+            "(complete shards are reused)"
+        ) from None
+    if not isinstance(index, dict):
+        raise CacheCorruptError(
+            f"feature cache: {index_path} holds a JSON {type(index).__name__}, not a cache index (an object); "
+            "delete it and extract again"
+        )
+    if index.get("format") != CACHE_FORMAT:
+        raise CacheMismatchError(
+            f"feature cache: {index_path} has format {index.get('format')!r}, expected {CACHE_FORMAT!r}"
+        )
+    return index
+
+
+def verify_cache(directory: str | os.PathLike, *, root: str | os.PathLike | None = None) -> dict:
+    """Check a whole cache: its index, every shard's checksum and readability, every tensor finite,
+    and (with the data at ``root``, default the recorded root) every clip's fingerprint.
+
+    Returns ``{"clips", "shards", "problems": [text, ...], "changed_clips", "unchecked_shards"}``;
+    an unusable index raises :class:`CacheError`.
+    """
+    cache = FeatureCache(directory, root=root)
+    problems: list[str] = []
+    shards = sorted({e["shard"] for e in cache.entries.values()})
+    unchecked = 0
+    for shard in shards:
+        try:
+            handle = cache._open_shard(shard)  # noqa: SLF001 - the same check readers do
+            if "tensors_sha256" not in (handle.metadata() or {}):
+                unchecked += 1
+            for key in handle.keys():
+                cache._tensor(shard, key)  # noqa: SLF001 - finiteness, per tensor
+        except CacheError as error:
+            problems.append(str(error))
+    changed = 0
+    base = Path(root) if root is not None else cache.root
+    if base.is_dir():
+        for key in cache.entries:
+            try:
+                cache.check_source(base / key)
+            except CacheError as error:
+                changed += 1
+                problems.append(str(error))
+    else:
+        problems.append(f"data root {base} is not a directory: the clips' fingerprints were not compared")
+    return {"clips": len(cache.entries), "shards": len(shards), "problems": problems, "changed_clips": changed,
+            "unchecked_shards": unchecked, "skipped": len(cache.skipped)}
+
+
 class FeatureCache:
     """Read side of a cache directory written by :func:`extract_features`.
 
@@ -702,24 +820,29 @@ class FeatureCache:
     def __init__(self, directory: str | os.PathLike, *, root: str | os.PathLike | None = None) -> None:
         self.directory = Path(directory)
         index_path = self.directory / INDEX_NAME
-        if not index_path.exists():
-            raise FileNotFoundError(f"feature cache: {index_path} not found (run `fsar extract` first)")
-        try:
-            index = json.loads(index_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"feature cache: {index_path} is not valid JSON ({error})") from None
-        if index.get("format") != CACHE_FORMAT:
-            raise ValueError(f"feature cache: {index_path} has format {index.get('format')!r}, expected {CACHE_FORMAT!r}")
+        index = read_index(index_path)
         self.index = index
-        self.root = Path(root) if root is not None else Path(index["root"])
-        self.backbone: str = index["backbone"]
-        self.backbone_options: dict = index.get("backbone_options", {})
-        self.feature_dim: int = int(index["feature_dim"])
-        self.transform_key: str = index["transform_key"]
-        self.num_frames: int = int(index["num_frames"])
-        self.sampling: str = index["sampling"]
-        self.complete: bool = bool(index.get("complete", False))
-        self.entries: dict[str, dict] = index["entries"]
+        try:
+            self.root = Path(root) if root is not None else Path(index["root"])
+            self.backbone: str = index["backbone"]
+            self.backbone_options: dict = index.get("backbone_options", {})
+            self.feature_dim: int = int(index["feature_dim"])
+            self.transform_key: str = index["transform_key"]
+            self.num_frames: int = int(index["num_frames"])
+            self.sampling: str = index["sampling"]
+            self.complete: bool = bool(index.get("complete", False))
+            self.entries: dict[str, dict] = index["entries"]
+            if not isinstance(self.entries, dict) or not all(
+                isinstance(e, dict) and "shard" in e and "indices" in e for e in self.entries.values()
+            ):
+                raise TypeError("entries must map clip paths to {shard, indices, ...}")
+        except (KeyError, TypeError, ValueError) as error:
+            raise CacheCorruptError(
+                f"feature cache: {index_path} is not a complete cache index ({type(error).__name__}: {error}); "
+                "delete it and extract again (complete shards are reused)"
+            ) from None
+        self._verified_shards: set[str] = set()
+        self._checked_sources: set[str] = set()
         self.stream_key: dict = _identity_value(index, "stream_key")
         streams = _index_streams(index)
         #: ``{name: {"shape": per-clip shape, "dtype": ...}}`` of every per-clip stream, ``"features"`` included.
@@ -782,14 +905,78 @@ class FeatureCache:
                     return candidate
         return key
 
-    def _tensor(self, shard: str, key: str) -> torch.Tensor:
+    def _shard_clips(self, shard: str, limit: int = 3) -> str:
+        clips = [k for k, e in self.entries.items() if e.get("shard") == shard]
+        text = ", ".join(clips[:limit])
+        return text + (f" and {len(clips) - limit} more" if len(clips) > limit else "")
+
+    def _open_shard(self, shard: str):
+        """The safetensors handle of ``shard``, its checksum verified on first open."""
         from safetensors import safe_open
 
         handle = self._handles.get(shard)
-        if handle is None:
-            handle = safe_open(str(self.directory / shard), framework="pt")
-            self._handles[shard] = handle
-        return handle.get_tensor(key)
+        if handle is not None:
+            return handle
+        path = self.directory / shard
+        holds = f"(it holds clip(s) {self._shard_clips(shard)})"
+        if not path.is_file():
+            raise CacheCorruptError(
+                f"feature cache: shard {path} is missing {holds}; extract again (`fsar extract` or delete {self.directory})"
+            )
+        try:
+            handle = safe_open(str(path), framework="pt")
+            expected = (handle.metadata() or {}).get("tensors_sha256")
+            if expected is not None and shard not in self._verified_shards:
+                actual = tensors_sha256({name: handle.get_tensor(name) for name in handle.keys()})
+                if actual != expected:
+                    raise CacheCorruptError(
+                        f"feature cache: shard {path} fails its checksum (its tensors were changed or damaged "
+                        f"after extraction) {holds}; delete the shard and extract again"
+                    )
+        except CacheCorruptError:
+            raise
+        except Exception as error:  # safetensors raises its own types for truncated/foreign files
+            raise CacheCorruptError(
+                f"feature cache: shard {path} is unreadable (truncated or not a safetensors file: {error}) {holds}; "
+                "delete the shard and extract again"
+            ) from None
+        self._verified_shards.add(shard)
+        self._handles[shard] = handle
+        return handle
+
+    def _tensor(self, shard: str, key: str) -> torch.Tensor:
+        handle = self._open_shard(shard)
+        try:
+            tensor = handle.get_tensor(key)
+        except Exception as error:  # noqa: BLE001 - a name the shard lacks, or a damaged file
+            raise CacheCorruptError(
+                f"feature cache: shard {self.directory / shard} has no readable tensor {key!r} ({error}); "
+                "delete the shard and extract again"
+            ) from None
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CacheCorruptError(
+                f"feature cache: non-finite values (NaN/inf) in the features of clip {key.split('//')[0]} "
+                f"(tensor {key!r} of shard {self.directory / shard}); delete the shard and extract again"
+            )
+        return tensor
+
+    def check_source(self, clip_path: str | os.PathLike) -> None:
+        """Raise :class:`CacheMismatchError` when the clip at ``clip_path`` is not the one whose
+        features the cache holds (its size, or its content, changed; or it is another data set's
+        clip of the same relative name). Checked once per clip; entries without a fingerprint
+        (older caches) pass."""
+        key = self._key(clip_path)
+        if key in self._checked_sources:
+            return
+        entry = self.entries.get(key)
+        changes = fingerprint_changes(entry.get("source") if entry else None, clip_path)
+        if changes:
+            raise CacheMismatchError(
+                f"feature cache {self.directory}: clip {clip_path} is not the clip its features were extracted "
+                f"from ({'; '.join(changes)}; extracted from {Path(self.index.get('root', '?')) / key}); "
+                "extract again (`fsar extract`, or delete the cache folder to let training/evaluation re-extract)"
+            )
+        self._checked_sources.add(key)
 
     def get(
         self, clip_path: str | os.PathLike, indices: Sequence[int], transform_key: str
@@ -832,6 +1019,7 @@ class FeatureCache:
         feats = self.get(clip.path, indices, transform_key) if entry is not None else None
         if feats is None:
             raise MissingFeatureError(self._explain_missing(clip, indices, transform_key))
+        self.check_source(clip.path)
         return feats
 
     def _missing_stream(self, name: str) -> MissingStreamError:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from fsar import __version__
+from fsar.data.integrity import remove_stale_temporaries
 from fsar.errors import CheckpointError
 
 __all__ = [
@@ -82,74 +82,6 @@ def _atomic_write(path: Path, write) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
-
-
-#: Temporary files of fsar's atomic writes: ``.<name>.<pid>.<random>.tmp`` (checkpoints, logs),
-#: ``.<name>.tmp-<pid>`` (feature cache), ``.<name>.<pid>.tmp`` (synthetic data).
-_TEMPORARY = re.compile(r"^\..+?(?:\.(?P<a>\d+)\.[^.]*\.tmp|\.tmp-(?P<b>\d+)|\.(?P<c>\d+)\.tmp|\.[^.]+\.tmp)$")
-
-#: A temporary file whose writer still runs is kept unless it is older than this (pid reuse).
-_LIVE_WRITER_MAX_AGE_S = 6 * 3600
-#: A temporary file naming no writer (older fsar versions) is removed once it is this old.
-_UNNAMED_MAX_AGE_S = 600
-
-
-def _process_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True  # exists, owned by someone else
-    return True
-
-
-def remove_stale_temporaries(directory: str | Path) -> list[Path]:
-    """Delete the temporary files that killed writers left in ``directory`` (not recursive).
-
-    An atomic write (this module, the feature cache, the synthetic renderer) writes a hidden
-    temporary file and renames it into place; ``kill -9`` in between leaves the temporary
-    behind. A temporary whose writer process (its pid is in the name) no longer runs on this
-    machine is removed; one of a live writer is kept, so concurrent runs and extractions into
-    the same folder never lose a file in flight. Returns the paths removed (logged).
-    """
-    import logging
-    import time
-
-    directory = Path(directory)
-    removed: list[Path] = []
-    try:
-        entries = list(directory.iterdir())
-    except OSError:
-        return removed
-    now = time.time()
-    for entry in entries:
-        match = _TEMPORARY.match(entry.name)
-        if match is None or not entry.is_file():
-            continue
-        pid_text = match.group("a") or match.group("b") or match.group("c")
-        try:
-            age = now - entry.stat().st_mtime
-        except OSError:
-            continue
-        if pid_text is not None:
-            if _process_alive(int(pid_text)) and age < _LIVE_WRITER_MAX_AGE_S:
-                continue
-        elif age < _UNNAMED_MAX_AGE_S:
-            continue
-        try:
-            entry.unlink()
-        except OSError:
-            continue
-        removed.append(entry)
-    if removed:
-        logging.getLogger(__name__).info(
-            "%s: removed %d temporary file(s) left by an interrupted run: %s",
-            directory, len(removed), ", ".join(p.name for p in removed[:5]),
-        )
-    return removed
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
