@@ -204,6 +204,11 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported config type {annotation!r}")  # pragma: no cover
 
 
+coerce_value = _coerce
+"""Check ``value`` against a type annotation (``int``, ``float | None``, ``list[float]`` ...),
+converting the safe cases; a :class:`ConfigError` naming ``where`` otherwise."""
+
+
 def _apply(config: C, values: dict[str, Any], source: str, sources: dict[str, str] | None = None) -> C:
     """``config`` with ``values`` (from ``source``) applied; ``sources`` records key -> source."""
     hints = typing.get_type_hints(type(config))

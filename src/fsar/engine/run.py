@@ -288,6 +288,9 @@ def run_evaluation(config: EvalConfig, *, args: argparse.Namespace | None = None
         )
         result = evaluate(method, source, episodes=config.episodes, device=device, progress=config.progress,
                           desc=f"eval {config.method}")
+    from fsar.engine.sources import left_out_clip
+
+    left_out = [left_out_clip(s, s.reason, "listing") for s in manifest.skipped] + list(getattr(source, "left_out", []))
     header = {
         "method": config.method,
         "backbone": config.backbone,
@@ -298,7 +301,9 @@ def run_evaluation(config: EvalConfig, *, args: argparse.Namespace | None = None
         "seed": config.seed,
         "data": str(config.data),
         "split_file": config.split_file,
-        "skipped_clips": len(manifest.skipped),
+        # Every clip left out, at any stage (listing, extraction, episodes), with the reason.
+        "skipped_clips": len(left_out),
+        "skipped": left_out,
         "checkpoint": checkpoint_info,
         "config": config_to_dict(config),
     }

@@ -34,6 +34,7 @@ from fsar.engine.checkpoint import (
     atomic_write_json,
     load_method_tensors,
     read_checkpoint,
+    remove_stale_temporaries,
     save_checkpoint,
 )
 from fsar.engine.config import TrainConfig, config_to_dict
@@ -169,6 +170,7 @@ def train(
 
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(run_dir)  # what a run killed mid-write left (a live writer's files stay)
         atomic_write_json(run_dir / "config.json", resolved)
     model: torch.nn.Module = method
     if dist.enabled:
