@@ -1005,3 +1005,42 @@ case("data check --features: a truncated index", "feature caches", "error", r"in
 def _damage_and_return(work: Path, shared: Shared) -> Path:
     _damage(work, shared, "shard byte changed")
     return work / "run" / "features" / "train"
+
+
+# ----------------------------------------------------------------------------------------------
+# outputs that cannot be written, sizes an encoder cannot take
+
+
+def _a_file(work: Path) -> Path:
+    path = work / "a_file"
+    path.write_text("x")
+    return path
+
+
+def _a_folder(work: Path) -> Path:
+    path = work / "a_folder"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+for _id, _build, _message in [
+    ("eval --json to a folder", lambda w, s: _eval(s.data, w, "--json", str(_a_folder(w))),
+     r"--json .*a_folder: is a folder; give a file name"),
+    ("eval --json under a file", lambda w, s: _eval(s.data, w, "--json", str(_a_file(w) / "r.json")),
+     r"--json .*a_file/r\.json: .*a_file is a file, not a folder"),
+    ("eval --png to a folder", lambda w, s: _eval(s.data, w, "--png", str(_a_folder(w))),
+     r"--png .*a_folder: is a folder"),
+    ("train --out a file", lambda w, s: [*_train(s.data, w)[:-2], "--out", str(_a_file(w))],
+     r"--out .*a_file: is a file, not a run folder"),
+    ("extract --out a file", lambda w, s: ["extract", str(s.data), "--out", str(_a_file(w)), "--no-progress"],
+     r"a_file: File exists"),
+    ("data synth into a file", lambda w, s: ["data", "synth", str(_a_file(w)), "--classes", "2", "--no-progress"],
+     r"a_file: Not a directory"),
+    ("data check --json to a folder", lambda w, s: ["data", "check", str(s.data), "--way", "3", "--no-progress",
+                                                   "--json", str(_a_folder(w))], r"a_folder"),
+    ("eval --image-size 8 on a 224-px ViT", lambda w, s: ["eval", "--data", str(s.data), "--method", "proto",
+                                                       "--backbone", "clip-vit-b32", "--weights", "random", *SMALL,
+                                                       "--episodes", "1", "--image-size", "8"],
+     r"--image-size 8: backbone 'clip-vit-b32' cannot take 8x8 frames"),
+]:
+    case(_id, "outputs and sizes", "error", _message)(_build)

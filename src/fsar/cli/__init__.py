@@ -67,6 +67,16 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"fsar {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        # A path the user gave that cannot be written or read as asked (a file where a folder
+        # is needed, a folder where a file is, no permission, a full disk).
+        if error.filename is None and error.strerror is None:
+            raise
+        if args.debug:
+            traceback.print_exc()
+        where = f"{error.filename}: " if error.filename is not None else ""
+        print(f"fsar {args.command}: error: {where}{error.strerror or error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -305,6 +305,7 @@ def validate_config(config: TrainConfig | EvalConfig, sources: dict[str, str] | 
             raise ConfigError("--split-file-dir provides the validation split; drop --val-data/--val-classes")
         if config.val_data and config.val_classes:
             raise ConfigError("give either --val-data or --val-classes, not both")
+    _check_output_paths(config)
     if config.device != "auto":
         import torch
 
@@ -314,6 +315,27 @@ def validate_config(config: TrainConfig | EvalConfig, sources: dict[str, str] | 
             raise ConfigError(
                 f"--device / `device:` must be auto, cpu, cuda, cuda:N (or another torch device), got {config.device!r}"
             ) from None
+
+
+def _check_output_paths(config: TrainConfig | EvalConfig) -> None:
+    """Outputs that could never be written are refused before any work: a run directory that is a
+    file, a result file that is a folder, a parent that is a file."""
+    outputs = [("out", "folder")] if isinstance(config, TrainConfig) else [("json", "file"), ("png", "file")]
+    for key, kind in outputs:
+        value = getattr(config, key, None)
+        if not value:
+            continue
+        path = Path(value)
+        if kind == "folder" and path.exists() and not path.is_dir():
+            raise ConfigError(f"{_flag(key)} {value}: is a file, not a run folder")
+        if kind == "file" and path.is_dir():
+            raise ConfigError(f"{_flag(key)} {value}: is a folder; give a file name")
+        parent = path if kind == "folder" else path.parent
+        for ancestor in (parent, *parent.parents):
+            if ancestor.exists():
+                if not ancestor.is_dir():
+                    raise ConfigError(f"{_flag(key)} {value}: {ancestor} is a file, not a folder")
+                break
 
 
 _validate = validate_config  # the older private name

@@ -39,7 +39,14 @@ log = logging.getLogger(__name__)
 def loader_for(
     encoder, *, num_frames: int, image_size: int | None = None, hflip: bool = False, color_jitter: float = 0.0
 ) -> ClipLoader:
-    """The clip loader matching an encoder's normalisation and input size (or ``image_size``)."""
+    """The clip loader matching an encoder's normalisation and input size (or ``image_size``).
+
+    An ``image_size`` other than the encoder's own is tried on one blank frame first, so a size
+    the encoder cannot take (a ViT's fixed grid, a CNN's minimum) is a :class:`ConfigError`
+    naming ``--image-size`` here, not a failure in the first episode.
+    """
+    if image_size is not None and int(image_size) != int(getattr(encoder, "image_size", image_size)):
+        _probe_image_size(encoder, int(image_size))
     sizes = {} if image_size is None else {"image_size": image_size}
     transform = TransformConfig.for_encoder(encoder, hflip=hflip, color_jitter=color_jitter, **sizes)
     return ClipLoader(num_frames=num_frames, transform=transform)
@@ -57,6 +64,21 @@ def _sampler_without(sampler: EpisodeSampler, gone: set[Path]) -> EpisodeSampler
     kept = [c for c in manifest.clips if c.path not in gone]
     return EpisodeSampler(Manifest(manifest.root, manifest.classes, kept, manifest.skipped),
                           way=sampler.way, shot=sampler.shot, queries=sampler.queries, seed=sampler.seed)
+
+
+def _probe_image_size(encoder, size: int) -> None:
+    from fsar.errors import ConfigError
+
+    first = next(iter(encoder.parameters()), None)
+    blank = torch.zeros(1, 1, 3, size, size, device=first.device if first is not None else "cpu")
+    try:
+        with torch.no_grad():
+            encoder.encode_frames(blank)
+    except (RuntimeError, ValueError) as error:
+        raise ConfigError(
+            f"--image-size {size}: backbone {getattr(encoder, 'name', type(encoder).__name__)!r} cannot take "
+            f"{size}x{size} frames ({str(error).splitlines()[0]}); its own size is {encoder.image_size}"
+        ) from None
 
 
 @dataclass
