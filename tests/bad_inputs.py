@@ -1044,3 +1044,16 @@ for _id, _build, _message in [
      r"--image-size 8: backbone 'clip-vit-b32' cannot take 8x8 frames"),
 ]:
     case(_id, "outputs and sizes", "error", _message)(_build)
+
+
+def _bad_descriptions(work: Path) -> Path:
+    path = work / "descriptions.json"
+    path.write_text('{"format": ')
+    return path
+
+
+case("eval lga --descriptions a truncated JSON", "method options", "error",
+     r"description cache .*descriptions\.json: cannot read JSON")(
+    lambda work, shared: ["eval", "--data", str(shared.data), "--method", "lga", *FROZEN, *SMALL, "--episodes", "1",
+                          "--descriptions", str(_bad_descriptions(work))]
+)

@@ -444,7 +444,12 @@ class DescriptionCache:
         self.path = Path(path)
         self.entries: dict[str, dict[int, CacheEntry]] = {}
         if self.path.exists():
-            self._read()
+            try:
+                self._read()
+            except DescriptionError:
+                raise
+            except ValueError as error:  # a broken cache file is the user's data: one-line error
+                raise DescriptionError(str(error)) from None
 
     def _read(self) -> None:
         try:
