@@ -71,6 +71,8 @@ def _probe_image_size(encoder, size: int) -> None:
 
     first = next(iter(encoder.parameters()), None)
     blank = torch.zeros(1, 1, 3, size, size, device=first.device if first is not None else "cpu")
+    was_training = encoder.training
+    encoder.eval()  # no BatchNorm statistics may move for a probe
     try:
         with torch.no_grad():
             encoder.encode_frames(blank)
@@ -79,6 +81,8 @@ def _probe_image_size(encoder, size: int) -> None:
             f"--image-size {size}: backbone {getattr(encoder, 'name', type(encoder).__name__)!r} cannot take "
             f"{size}x{size} frames ({str(error).splitlines()[0]}); its own size is {encoder.image_size}"
         ) from None
+    finally:
+        encoder.train(was_training)
 
 
 @dataclass
