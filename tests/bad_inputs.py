@@ -1057,3 +1057,62 @@ case("eval lga --descriptions a truncated JSON", "method options", "error",
     lambda work, shared: ["eval", "--data", str(shared.data), "--method", "lga", *FROZEN, *SMALL, "--episodes", "1",
                           "--descriptions", str(_bad_descriptions(work))]
 )
+
+
+# ----------------------------------------------------------------------------------------------
+# video files of other bit depths and layouts (decoded through PyAV's rgb24 conversion)
+
+
+def _deep_video(path: Path, pix_fmt: str) -> Path:
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    codec = "libx264" if pix_fmt == "yuv420p10le" else "ffv1"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=25)
+        stream.width = stream.height = 16
+        stream.pix_fmt = pix_fmt
+        for k in range(3):
+            if pix_fmt == "gray16le":
+                frame = av.VideoFrame.from_ndarray(np.full((16, 16), 10000 * (k + 1), np.uint16), format="gray16le")
+            elif pix_fmt == "rgb48le":
+                frame = av.VideoFrame.from_ndarray(np.full((16, 16, 3), 10000 * (k + 1), np.uint16), format="rgb48le")
+            elif pix_fmt == "gray":
+                frame = av.VideoFrame.from_ndarray(np.full((16, 16), 40 * (k + 1), np.uint8), format="gray")
+            else:
+                frame = av.VideoFrame.from_ndarray(np.full((16, 16, 3), 40 * (k + 1), np.uint8), format="rgb24")
+                frame = frame.reformat(format=pix_fmt)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+#: Expected first-pixel value of frames 0..2 (16-bit: round(v * 255 / 65535); 10-bit YUV: within 3).
+_DEEP_VIDEO = {"gray16le": ([39, 78, 117], 1), "rgb48le": ([39, 78, 117], 1), "gray": ([40, 80, 120], 0),
+               "yuv420p10le": ([40, 80, 120], 3)}
+
+
+def _check_deep_video(pix_fmt: str):
+    def check(work: Path, outcome: Outcome) -> None:
+        from fsar.data.video import open_video
+
+        values = open_video(work / "data" / "deep" / f"{pix_fmt}.mkv").read([0, 1, 2])[:, :, 0, 0]
+        want, tolerance = _DEEP_VIDEO[pix_fmt]
+        for channel in range(3):
+            error = max(abs(int(v) - w) for v, w in zip(values[:, channel].tolist(), want))
+            _assert(error <= tolerance, f"{pix_fmt}: channel {channel} reads {values[:, channel].tolist()}, want {want}")
+
+    return check
+
+
+for _pix_fmt in _DEEP_VIDEO:
+    case(f"video {_pix_fmt}", "frame bit depth and layout", "ok", check=_check_deep_video(_pix_fmt))(
+        lambda work, shared, pix_fmt=_pix_fmt: (
+            _deep_video(work / "data" / "deep" / f"{pix_fmt}.mkv", pix_fmt),
+            write_frames(work / "data" / "deep" / "plain", 3),
+            write_dataset(work / "data", ["other"]),
+            ["data", "check", str(work / "data"), "--way", "2", "--no-progress", "--no-duplicates"],
+        )[-1]
+    )
