@@ -4,7 +4,7 @@ import json
 import math
 
 import pytest
-from engine_standins import TINY_CLIP, write_tiny_dataset
+from engine_standins import TINY_CLIP
 
 from fsar.cli import main
 from fsar.data.episodes import EpisodeSampler
@@ -20,8 +20,8 @@ SMALL = ["--way", "3", "--shot", "1", "--queries", "1", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return write_tiny_dataset(tmp_path_factory.mktemp("data") / "tiny", classes=9, clips=3)
+def data(tiny_dataset):
+    return tiny_dataset
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +65,51 @@ def test_eval_json_and_png(run_dir, data, tmp_path, capsys):
     main(["eval", "--data", str(data), "--checkpoint", str(run_dir), *SMALL, "--episodes", "12", "--seed", "3",
           "--json", str(tmp_path / "again.json")])
     assert json.loads((tmp_path / "again.json").read_text())["accuracy"] == result["accuracy"]
+
+
+def _as_written_before_method_args(run_dir, copy_to, *, keep_method_config):
+    """A copy of ``run_dir`` whose records look as fsar 0.1 wrote them: the method options of
+    LGA at the top level (``descriptions``), no ``method_args``, optionally no ``method_config``."""
+    import shutil
+
+    shutil.copytree(run_dir, copy_to, ignore=shutil.ignore_patterns("features"))
+    for name in ("best.json", "last.json"):
+        record = json.loads((copy_to / name).read_text())
+        record["config"].pop("method_args")
+        record["config"]["descriptions"] = None
+        if not keep_method_config:
+            record.pop("method_config")
+        (copy_to / name).write_text(json.dumps(record))
+    return copy_to
+
+
+@pytest.mark.parametrize("keep_method_config", [True, False])
+def test_checkpoints_written_before_method_args_still_evaluate_the_same(run_dir, data, tmp_path, keep_method_config):
+    old = _as_written_before_method_args(run_dir, tmp_path / "old", keep_method_config=keep_method_config)
+    results = []
+    for directory in (run_dir, old):
+        out = tmp_path / f"{directory.name}.json"
+        assert main(["eval", "--data", str(data), "--checkpoint", str(directory), *SMALL, "--episodes", "6",
+                     "--json", str(out)]) == 0
+        results.append(json.loads(out.read_text()))
+    assert results[0]["accuracy"] == results[1]["accuracy"]
+    assert results[0]["confusion_matrix"] == results[1]["confusion_matrix"]
+
+
+def test_the_saved_method_config_is_what_rebuilds_the_method(run_dir, data, tmp_path, capsys):
+    """The record's method_config, not the run's -O options, decides the rebuilt method: a
+    config the code cannot build is an error that says how to fall back."""
+    import shutil
+
+    copy = tmp_path / "edited"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("features"))
+    record = json.loads((copy / "best.json").read_text())
+    assert record["method_config"]["finetune"] == "frozen" and record["method_config"]["alpha"] == 0.75
+    record["method_config"]["tpcm_heads"] = 0
+    (copy / "best.json").write_text(json.dumps(record))
+    assert main(["eval", "--data", str(data), "--checkpoint", str(copy), *SMALL, "--episodes", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot rebuild 'ma-fsar' from its saved method_config" in err and "method_config" in err
 
 
 def test_eval_refuses_checkpoint_of_other_method_or_backbone(run_dir, data, capsys):

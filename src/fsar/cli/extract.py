@@ -1,6 +1,6 @@
 """``fsar extract``: cache per-frame features of a frozen encoder for every clip of a data set.
 
-    fsar extract ROOT [--split-file F] --backbone effnet-lite0+minilm [--weights W] --out DIR
+    fsar extract --data ROOT [--split-file F] --backbone effnet-lite0+minilm [--weights W] --out DIR
                  [--frames 8] [--batch-size N] [--shard-size N]
 
 Resumes after an interruption (complete shards are kept); refuses a trainable encoder and a
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 from fsar.cli import CLIError
+from fsar.cli._args import add_data, add_device, add_no_progress, data_root, resolve_device
 
 ORDER = 40
 
@@ -26,7 +27,7 @@ def add_parser(subparsers) -> None:
             "evaluate from the cache. Re-running after an interruption keeps complete shards."
         ),
     )
-    parser.add_argument("root", help="data root: ROOT/<class>/<video or frame folder>")
+    add_data(parser, required=True, legacy_positional=True)
     parser.add_argument("--split-file", help="split file (label/video_id per line); default: every clip under ROOT")
     parser.add_argument("--classnames-file", help="class names for anonymised split labels (SSv2-Full)")
     parser.add_argument("--backbone", default="effnet-lite0+minilm", help="registered backbone (default: %(default)s)")
@@ -36,8 +37,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--sampling", default="tsn", choices=("tsn", "uniform"), help="frame sampling (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=8, help="clips per encoder call (default: %(default)s)")
     parser.add_argument("--shard-size", type=int, default=256, help="clips per shard file (default: %(default)s)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device(parser)
+    add_no_progress(parser)
     parser.set_defaults(func=run)
 
 
@@ -50,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from fsar.encoders import create_encoder, list_encoders
     from fsar.encoders.cache import CacheMismatchError, extract_features
 
+    root = data_root(args)
     if args.frames < 1 or args.batch_size < 1 or args.shard_size < 1:
         raise CLIError("--frames, --batch-size and --shard-size must be >= 1")
     if args.backbone not in list_encoders():
@@ -57,10 +59,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.split_file:
             manifest = Manifest.from_split_file(
-                args.root, args.split_file, classnames_file=args.classnames_file, progress=not args.no_progress
+                root, args.split_file, classnames_file=args.classnames_file, progress=args.progress
             )
         else:
-            manifest = Manifest.from_folder(args.root, progress=not args.no_progress)
+            manifest = Manifest.from_folder(root, progress=args.progress)
     except (ValueError, FileNotFoundError) as error:
         raise CLIError(str(error)) from None
     try:
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"cannot build backbone {args.backbone!r}: {error}") from None
     if not encoder.is_frozen:
         raise CLIError(f"backbone {args.backbone!r} is not frozen; only frozen encoders can be cached")
-    encoder = encoder.to(args.device)
+    encoder = encoder.to(resolve_device(args.device))
     loader = ClipLoader(num_frames=args.frames, sampling=args.sampling, transform=TransformConfig.for_encoder(encoder))
     options = {"weights": args.weights}
     try:
@@ -81,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             shard_size=args.shard_size,
             batch_size=args.batch_size,
             backbone_options=options,
-            progress=not args.no_progress,
+            progress=args.progress,
         )
     except CacheMismatchError as error:
         raise CLIError(str(error)) from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from fsar.cli import CLIError
+from fsar.cli._args import add_command
 from fsar.cli._engine_args import add_common, resolve, user_errors
 
 ORDER = 10
@@ -50,12 +51,11 @@ examples:
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "train",
+    parser = add_command(
+        subparsers, "train",
         help="meta-train a method on episodes (validation, checkpoints, resume, DDP)",
         description="Meta-train a few-shot method on M-way K-shot episodes of a data set.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common(parser, what="training")
     parser.add_argument("--out", metavar="RUN_DIR", help="run directory (checkpoints, logs, config)")
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         if (Path(config.out) / "last.json").exists():
             raise CLIError(f"{config.out} already holds a run; add --resume to continue it, or pick another --out")
     try:
-        summary = run_training(config, resume=args.resume, args=args)
+        summary = run_training(config, resume=args.resume)
     except user_errors() as error:
         raise CLIError(str(error)) from None
     if int(os.environ.get("RANK", "0")) == 0:
