@@ -36,7 +36,7 @@ from fsar.data.inputs import EpisodeInputs
 from fsar.encoders.base import Encoder
 from fsar.methods import METHODS
 from fsar.methods.base import MethodOutput
-from fsar.methods.common import Scale, check_episode, class_means
+from fsar.methods.common import SHOT_HANDOFF, Scale, check_episode, class_means
 from fsar.methods.text_aware import TextAwareMethod
 from fsar.methods.text_side import cosine_logits, episode_text
 from fsar.methods.tpcm import PrototypeModulation
@@ -61,7 +61,9 @@ class CLIPFSARConfig:
     modulation_ffn_dim: int | None = None
     modulation_dropout: float = 0.1
     modulation_pre_ln: bool = True
-    prototype: str = "mean"
+    #: K-shot hand-off to the metric (common.SHOT_HANDOFF): "prototype" = class means of the
+    #: K modulated supports; "metric" = every support clip, combined by the metric.
+    shots: str = "prototype"
     embed_dim: int = 512
     logit_scale_init: float | None = None
     learn_logit_scale: bool = True
@@ -69,8 +71,8 @@ class CLIPFSARConfig:
     learn_metric_scale: bool = False
 
     def validate(self) -> None:
-        if self.prototype not in ("mean", "raw"):
-            raise ValueError(f"clip-fsar: prototype must be 'mean' or 'raw', got {self.prototype!r}")
+        if self.shots not in SHOT_HANDOFF:
+            raise ValueError(f"clip-fsar: shots must be one of {SHOT_HANDOFF}, got {self.shots!r}")
         if self.classification_weight < 0:
             raise ValueError(f"clip-fsar: classification_weight must be >= 0, got {self.classification_weight}")
 
@@ -147,7 +149,7 @@ class CLIPFSAR(TextAwareMethod):
         f_query = self.space.frames(query)
         support_mod = self.modulation(f_support, self.space.text(text.per_clip.to(device)))
         query_mod = self.modulation(f_query, None)
-        if self.config.prototype == "mean":
+        if self.config.shots == "prototype":
             prototypes, proto_labels = class_means(support_mod, labels, way), torch.arange(way, device=device)
         else:
             prototypes, proto_labels = support_mod, labels
