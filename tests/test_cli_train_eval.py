@@ -133,7 +133,7 @@ def test_training_free_eval_without_checkpoint(data, tmp_path):
 def test_predict_ranks_support_classes(run_dir, data, capsys):
     queries = [str(data / "class00" / "clip0"), str(data / "class07" / "clip2")]
     support = data
-    assert main(["predict", "--support", str(support), "--query", *queries, "--checkpoint", str(run_dir), "--json"]) == 0
+    assert main(["predict", "--data", str(support), "--query", *queries, "--checkpoint", str(run_dir), "--json", "-"]) == 0
     output = json.loads(capsys.readouterr().out)
     assert output["method"] == "ma-fsar" and len(output["predictions"]) == 2
     for prediction, query in zip(output["predictions"], queries):
@@ -142,7 +142,7 @@ def test_predict_ranks_support_classes(run_dir, data, capsys):
         assert sorted(item["class"] for item in prediction["ranking"]) == sorted(p.name for p in data.iterdir())
         assert probabilities == sorted(probabilities, reverse=True)
         assert sum(probabilities) == pytest.approx(1.0, abs=1e-4)
-    assert main(["predict", "--support", str(support), "--query", queries[0], "--checkpoint", str(run_dir), "--top", "2"]) == 0
+    assert main(["predict", "--data", str(support), "--query", queries[0], "--checkpoint", str(run_dir), "--top", "2"]) == 0
     text = capsys.readouterr().out
     assert queries[0] in text and " 2. " in text and " 3. " not in text
 
@@ -154,13 +154,13 @@ def test_predict_bad_inputs(run_dir, data, tmp_path, capsys):
         (support / name).symlink_to(data / name, target_is_directory=True)
     (support / "empty_action").mkdir()
     query = str(data / "class00" / "clip0")
-    assert main(["predict", "--support", str(support), "--query", query, "--checkpoint", str(run_dir)]) == 2
+    assert main(["predict", "--data", str(support), "--query", query, "--checkpoint", str(run_dir)]) == 2
     err = capsys.readouterr().err
     assert "empty_action" in err and "no readable clip" in err
     (support / "empty_action").rmdir()
     not_video = tmp_path / "notes.mp4"
     not_video.write_text("this is not a video")
-    assert main(["predict", "--support", str(support), "--query", str(not_video), "--checkpoint", str(run_dir)]) == 2
+    assert main(["predict", "--data", str(support), "--query", str(not_video), "--checkpoint", str(run_dir)]) == 2
     err = capsys.readouterr().err
     assert "notes.mp4" in err and "not a readable video" in err
 

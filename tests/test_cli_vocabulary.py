@@ -27,10 +27,10 @@ COMMANDS = _subparsers(build_parser())
 COMMANDS["data check"] = _subparsers(COMMANDS["data"])["check"]
 
 READS_DATA = ["train", "eval", "predict", "extract", "data check"]
-COMPUTES = ["train", "eval", "predict", "extract", "demo"]
+COMPUTES = ["train", "eval", "predict", "extract", "demo", "describe"]  # describe: a local LLM
 BUILDS_A_METHOD = ["train", "eval", "predict", "info", "demo"]
 DRAWS_PROGRESS = ["train", "eval", "extract", "data check", "demo"]
-WRITES_JSON = ["eval", "predict", "info", "data check", "demo"]
+WRITES_JSON = ["train", "eval", "predict", "info", "data check", "demo"]
 
 
 @pytest.mark.parametrize("command", READS_DATA)

@@ -87,9 +87,9 @@ def _values(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
-def describer_from_args(args: argparse.Namespace) -> LLMDescriber | None:
+def describer_from_args(args: argparse.Namespace, *, device: str = "cpu") -> LLMDescriber | None:
     """The LLM describer the options select, or None (template fallback)."""
-    return describer_from_options(_values(args))
+    return describer_from_options(_values(args), device=device)
 
 
 def method_options_from_args(

@@ -413,9 +413,10 @@ DESCRIBER_OPTIONS = (
 )
 
 
-def describer_from_options(values: Mapping[str, Any]) -> LLMDescriber | None:
+def describer_from_options(values: Mapping[str, Any], *, device: str = "cpu") -> LLMDescriber | None:
     """The LLM describer that the :data:`DESCRIBER_OPTIONS` values select, or None (template
-    fallback). ``values``: option name -> value; absent or None = not given."""
+    fallback). ``values``: option name -> value; absent or None = not given. ``device``: where
+    a local ``--llm-folder`` model runs."""
     def given(name: str, default: Any = None) -> Any:
         value = values.get(name)
         return default if value is None else value
@@ -440,5 +441,5 @@ def describer_from_options(values: Mapping[str, Any]) -> LLMDescriber | None:
             json_mode=not given("llm_no_json_mode", False),
         )
     if folder:
-        return TransformersDescriber(folder, retries=retries)
+        return TransformersDescriber(folder, retries=retries, device=str(device))
     return None
