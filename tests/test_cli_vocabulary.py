@@ -29,7 +29,7 @@ COMMANDS["data check"] = _subparsers(COMMANDS["data"])["check"]
 READS_DATA = ["train", "eval", "predict", "extract", "data check"]
 COMPUTES = ["train", "eval", "predict", "extract", "demo", "describe"]  # describe: a local LLM
 BUILDS_A_METHOD = ["train", "eval", "predict", "info", "demo"]
-DRAWS_PROGRESS = ["train", "eval", "extract", "data check", "demo"]
+DRAWS_PROGRESS = ["train", "eval", "extract", "data check", "demo", "describe"]
 WRITES_JSON = ["train", "eval", "predict", "info", "data check", "demo"]
 
 

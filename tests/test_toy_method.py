@@ -93,7 +93,8 @@ def toy_run(toy_registered, tiny_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("toy") / "run"
     code = main(["train", "--data", str(tiny_dataset), "--val-classes", "3", "--method", NAME, *BACKBONE, *SMALL,
                  "--episodes", "4", "--tasks-per-step", "2", "--val-every", "1", "--val-episodes", "3",
-                 "--checkpoint-every", "1", "--lr", "1e-2", "--toy-temperature", "7.5", "--out", str(out)])
+                 "--checkpoint-every", "1", "--lr", "1e-2", "--toy-temperature", "7.5", "--out", str(out),
+                 "--json", str(out.parent / "summary.json")])
     assert code == 0
     return out
 
@@ -101,6 +102,9 @@ def toy_run(toy_registered, tiny_dataset, tmp_path_factory):
 def test_trains_from_the_feature_cache_and_checkpoints_its_config(toy_run, tiny_dataset):
     record = json.loads((toy_run / "last.json").read_text())
     assert record["method"] == NAME and record["step"] == 2
+    summary = json.loads((toy_run.parent / "summary.json").read_text())  # fsar train --json PATH
+    assert summary["steps"] == 2 and summary["run_dir"] == str(toy_run) and len(summary["losses"]) == 2
+    assert summary["best_val_accuracy"] == record["best_val_accuracy"]
     assert record["method_config"] == {"backbone": "clip-vit-b32", "weights": "random", "finetune": "frozen",
                                        "encoder_options": record["method_config"]["encoder_options"], "width": 8}
     assert record["config"]["method_args"] == {"toy_temperature": 7.5}

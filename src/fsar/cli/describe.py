@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from fsar.cli import CLIError
-from fsar.cli._args import add_device, resolve_device
+from fsar.cli._args import add_device, add_no_progress, resolve_device
 
 ORDER = 60
 
@@ -36,6 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_describer_arguments(parser, cache_flag=False)
     add_device(parser)
+    add_no_progress(parser)
     parser.set_defaults(func=run)
 
 
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
             num_stages=args.num_stages,
             cache=cache,
             describer=describer,
-            progress=True,
+            progress=args.progress,
             on_generated=cache.save,
         )
     except DescriptionError as error:
