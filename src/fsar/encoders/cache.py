@@ -33,7 +33,10 @@ fingerprint, transform key, sampling) and its clips' frame indices and skips. Af
 interruption, re-running the extraction keeps every shard whose metadata matches the plan and
 computes only the rest. A directory never mixes backbones: extracting with another backbone
 (or other weights, frames, sampling or transform) into it is refused. The weights are
-identified by a fingerprint of the parameters, so two spellings of the same weights agree.
+identified by :func:`weights_fingerprint` (layout, a tensor sample and the weight files; fast
+for a 7B model, see :mod:`fsar.encoders.fingerprint`), so two spellings of the same weights
+agree. Caches written with the earlier full-byte fingerprint (no ``fingerprint_scheme`` in
+their index) are still accepted: they are compared with that fingerprint.
 Extracting another manifest of the same data root (e.g. the test split after the train split)
 into a cache adds its clips; one directory serves one data root.
 
@@ -56,6 +59,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from fsar.data.inputs import PRIMARY_STREAM, EpisodeInputs, MissingStreamError
+from fsar.encoders.fingerprint import FINGERPRINT_SCHEME, legacy_weights_fingerprint, weights_fingerprint
 
 __all__ = [
     "CACHE_FORMAT",
@@ -105,25 +109,6 @@ def loader_transform_key(loader) -> str:
 
 def _loader_sampling(loader) -> tuple[int, str]:
     return int(loader.num_frames), str(getattr(loader, "sampling", "tsn"))
-
-
-def weights_fingerprint(module: torch.nn.Module) -> str:
-    """Short SHA-256 over every parameter and buffer (names, shapes, bytes).
-
-    Two encoders with the same name but different weights (random vs. pretrained, another
-    checkpoint) get different fingerprints, so their features never share a cache.
-    """
-    digest = hashlib.sha256()
-    state = module.state_dict()
-    for name in sorted(state):
-        tensor = state[name]
-        if not isinstance(tensor, torch.Tensor):
-            continue
-        digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(str(tensor.dtype).encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def _relative_key(path: str | os.PathLike, root: Path) -> str:
@@ -226,6 +211,7 @@ def _header(encoder, backbone_options: dict[str, Any], transform_key: str, num_f
         "backbone": str(encoder.name),
         "backbone_options": backbone_options,
         "weights_fingerprint": weights_fingerprint(encoder),
+        "fingerprint_scheme": FINGERPRINT_SCHEME,
         "feature_dim": int(encoder.feature_dim),
         "transform_key": transform_key,
         "num_frames": int(num_frames),
@@ -268,18 +254,43 @@ def _identity_value(header: dict, name: str):
     return _IDENTITY[name] if value is None else value
 
 
-def _differences(cached: dict, wanted: dict, fields: Sequence[str] = tuple(_IDENTITY)) -> list[str]:
-    """``["<field> <cached> (cache) vs <wanted> (requested)", ...]`` for every identity field that differs."""
-    return [
-        f"{_FIELD_NAMES.get(name, name)} {_identity_value(cached, name)!r} (cache) vs "
-        f"{_identity_value(wanted, name)!r} (requested)"
-        for name in fields
-        if _identity_value(cached, name) != _identity_value(wanted, name)
-    ]
+class _LegacyFingerprint:
+    """The encoder's fingerprint under the scheme of caches written before ``fingerprint_scheme``
+    existed (every weight byte hashed); computed at most once, and only if such a cache is met."""
+
+    def __init__(self, encoder) -> None:
+        self.encoder = encoder
+        self._value: str | None = None
+
+    def __call__(self) -> str:
+        if self._value is None:
+            log.info("feature cache: computing the legacy (full) weights fingerprint to read an older cache")
+            self._value = legacy_weights_fingerprint(self.encoder)
+        return self._value
 
 
-def _same_features(a: dict, b: dict) -> bool:
-    return not _differences(a, b)
+def _differences(
+    cached: dict,
+    wanted: dict,
+    fields: Sequence[str] = tuple(_IDENTITY),
+    legacy_fingerprint: Callable[[], str] | None = None,
+) -> list[str]:
+    """``["<field> <cached> (cache) vs <wanted> (requested)", ...]`` for every identity field that differs.
+
+    A cached header without ``fingerprint_scheme`` holds a legacy fingerprint: it is compared with
+    ``legacy_fingerprint()`` (old caches stay valid) when that is given.
+    """
+    differences = []
+    for name in fields:
+        have, want = _identity_value(cached, name), _identity_value(wanted, name)
+        label = _FIELD_NAMES.get(name, name)
+        if name == "weights_fingerprint" and cached.get("fingerprint_scheme") is None and have is not None:
+            if legacy_fingerprint is not None:
+                want = legacy_fingerprint()
+            label = "weights fingerprint (legacy full hash)"
+        if have != want:
+            differences.append(f"{label} {have!r} (cache) vs {want!r} (requested)")
+    return differences
 
 
 def _describe(header: dict) -> str:
@@ -336,7 +347,8 @@ def extract_features(
     root = Path(manifest.root)
     num_frames, sampling = _loader_sampling(loader)
     header = _header(encoder, dict(backbone_options or {}), loader_transform_key(loader), num_frames, sampling)
-    previous = _refuse_mixing(out, header, root)
+    legacy = _LegacyFingerprint(encoder)
+    previous = _refuse_mixing(out, header, root, legacy)
 
     clips = sorted(manifest.clips, key=lambda c: _relative_key(c.path, root))
     keys = [_relative_key(c.path, root) for c in clips]
@@ -380,7 +392,7 @@ def extract_features(
         for number, shard_clips in enumerate(shards):
             shard_keys = [_relative_key(c.path, root) for c in shard_clips]
             path = out / _shard_name(number, shard_keys)
-            reused = _reusable_shard(path, header, shard_keys)
+            reused = _reusable_shard(path, header, shard_keys, legacy)
             if reused is not None:
                 shard_entries, shard_skipped, shard_streams = reused
                 summary.shards_reused += 1
@@ -484,7 +496,7 @@ def _extract_class_streams(out: Path, header: dict, encoder, class_names: list[s
     return info, entries, len(missing)
 
 
-def _refuse_mixing(out: Path, header: dict, root: Path) -> dict:
+def _refuse_mixing(out: Path, header: dict, root: Path, legacy_fingerprint: Callable[[], str]) -> dict:
     """The existing index of ``out`` ({} if none); raises if it holds other features or another data root."""
     existing = out / INDEX_NAME
     if not existing.exists():
@@ -494,7 +506,7 @@ def _refuse_mixing(out: Path, header: dict, root: Path) -> dict:
     except (OSError, json.JSONDecodeError) as error:
         raise CacheMismatchError(f"feature cache: {existing} is not a readable cache index ({error})") from None
     old_header = {k: old.get(k) for k in header}
-    differences = _differences(old_header, header)
+    differences = _differences(old_header, header, legacy_fingerprint=legacy_fingerprint)
     if differences:
         raise CacheMismatchError(
             f"feature cache: {out} already holds features of {_describe(old_header)}; "
@@ -509,7 +521,7 @@ def _refuse_mixing(out: Path, header: dict, root: Path) -> dict:
     return old
 
 
-def _reusable_shard(path: Path, header: dict, shard_keys: list[str]):
+def _reusable_shard(path: Path, header: dict, shard_keys: list[str], legacy_fingerprint: Callable[[], str]):
     """(entries, skipped) of a complete shard written for exactly this plan, else None."""
     if not path.exists():
         return None
@@ -517,7 +529,7 @@ def _reusable_shard(path: Path, header: dict, shard_keys: list[str]):
     if not meta:
         return None
     try:
-        differences = _differences(json.loads(meta["header"]), header)
+        differences = _differences(json.loads(meta["header"]), header, legacy_fingerprint=legacy_fingerprint)
         if differences:
             raise CacheMismatchError(
                 f"feature cache: shard {path} was written for {_describe(json.loads(meta['header']))}; "
@@ -752,10 +764,11 @@ class FeatureCache:
             "clip_streams": _encoder_streams(encoder, "clip_stream_names"),
             "class_streams": _encoder_streams(encoder, "class_stream_names"),
         }
-        cached = {name: self.index.get(name) for name in wanted}
+        cached = {name: self.index.get(name) for name in (*wanted, "fingerprint_scheme")}
         if cached["weights_fingerprint"] is None:  # an index without one: nothing to compare
             cached["weights_fingerprint"] = wanted["weights_fingerprint"]
-        differences = _differences(cached, wanted, fields=tuple(wanted))
+            cached["fingerprint_scheme"] = FINGERPRINT_SCHEME
+        differences = _differences(cached, wanted, tuple(wanted), _LegacyFingerprint(encoder))
         if differences:
             raise CacheMismatchError(
                 f"feature cache {self.directory} was extracted with another {encoder.name} encoder "
