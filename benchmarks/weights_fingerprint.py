@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -25,14 +25,8 @@ from torch import nn
 
 from fsar.encoders.fingerprint import legacy_weights_fingerprint, weight_file_digest, weights_fingerprint
 
-
-def _best(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from feature_cache import _best  # noqa: E402  (best-of-n wall time, shared with the cache benchmark)
 
 
 def _module(total: int, tensors: int) -> nn.Module:
