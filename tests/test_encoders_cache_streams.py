@@ -210,14 +210,16 @@ def _make_single_stream_cache_like_before_streams(directory: Path) -> None:
     from safetensors import safe_open
     from safetensors.torch import save_file
 
+    from fsar.encoders.cache.store import _read_shard_metadata
+
     index_path = directory / "index.json"
     index = json.loads(index_path.read_text())
     for name in ("streams", "class_entries", "stream_key", "clip_streams", "class_streams"):
         del index[name]
     index_path.write_text(json.dumps(index))
     for shard in directory.glob("shard-*.safetensors"):
+        metadata = _read_shard_metadata(shard)  # written as one key; the old format had one key per field
         with safe_open(str(shard), framework="pt") as handle:
-            metadata = dict(handle.metadata())
             tensors = {k: handle.get_tensor(k) for k in handle.keys()}
         header = json.loads(metadata.pop("streams") and metadata["header"])
         for name in ("stream_key", "clip_streams", "class_streams"):

@@ -106,13 +106,15 @@ def _as_legacy_cache(directory: Path, fingerprint: str) -> None:
     from safetensors import safe_open
     from safetensors.torch import save_file
 
+    from fsar.encoders.cache.store import _read_shard_metadata
+
     index = json.loads((directory / "index.json").read_text())
     index["weights_fingerprint"] = fingerprint
     index.pop("fingerprint_scheme", None)
     (directory / "index.json").write_text(json.dumps(index))
     for shard in directory.glob("shard-*.safetensors"):
+        metadata = _read_shard_metadata(shard)  # written as one key; the old format had one key per field
         with safe_open(str(shard), framework="pt") as handle:
-            metadata = dict(handle.metadata())
             tensors = {k: handle.get_tensor(k) for k in handle.keys()}
         header = json.loads(metadata["header"])
         header["weights_fingerprint"] = fingerprint

@@ -37,7 +37,9 @@ identified by :func:`weights_fingerprint` (layout, a tensor sample and the weigh
 for a 7B model, see :mod:`fsar.encoders.fingerprint`), so two spellings of the same weights
 agree. Caches written with the earlier full-byte fingerprint (no ``fingerprint_scheme`` in
 their index) are still accepted: they are compared with that fingerprint.
-Extracting another manifest of the same data root (e.g. the test split after the train split)
+A process killed mid-write (SIGKILL) leaves at most a temporary, which the next extraction
+removes; two extractions into one directory at once end with the same bytes as one clean
+extraction (``tests/test_encoders_cache_processes.py``). Extracting another manifest of the same data root (e.g. the test split after the train split)
 into a cache adds its clips; one directory serves one data root.
 
 The index is keyed by clip path; each entry records the clip's frame count, the frame

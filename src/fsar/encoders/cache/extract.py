@@ -40,6 +40,7 @@ from fsar.encoders.cache.store import (
     _stream_info,
     _stream_tensor_name,
     encoder_stream_key,
+    remove_stale_temporaries,
 )
 from fsar.encoders.fingerprint import FINGERPRINT_SCHEME, weights_fingerprint
 
@@ -126,6 +127,7 @@ def extract_features(
     started = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
     root = Path(manifest.root)
     num_frames, sampling = _loader_sampling(loader)
     header = _header(encoder, dict(backbone_options or {}), loader_transform_key(loader), num_frames, sampling)

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Sequence
 
@@ -62,8 +63,41 @@ def _relative_key(path: str | os.PathLike, root: Path) -> str:
     return PurePosixPath(*path.parts).as_posix()
 
 
+def _temporary(path: Path) -> Path:
+    """``.<name>.tmp-<host>-<pid>`` beside ``path``: private to this process, and recognisable as
+    this host's when the process dies before renaming it (see :func:`remove_stale_temporaries`)."""
+    return path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(directory: Path) -> int:
+    """Delete the temporaries of processes of this host that died mid-write (SIGKILL, power cut);
+    a live process's temporaries, and other hosts', are left alone. Returns how many went."""
+    removed = 0
+    host = socket.gethostname()
+    for path in directory.glob(".*.tmp-*"):
+        owner = path.name.rsplit(".tmp-", 1)[1]
+        owner_host, _, pid = owner.rpartition("-")
+        if owner_host not in ("", host) or not pid.isdigit() or _process_alive(int(pid)):
+            continue
+        path.unlink(missing_ok=True)
+        removed += 1
+    if removed:
+        log.info("feature cache: removed %d temporaries of interrupted writers in %s", removed, directory)
+    return removed
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = _temporary(path)
     try:
         with open(tmp, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -74,23 +108,36 @@ def _atomic_write_text(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+#: A shard's (or class file's) metadata is one JSON object under this key, with sorted keys:
+#: safetensors writes a metadata mapping in an order that changes between processes, so several
+#: keys would make two extractions of the same clips differ in bytes.
+SHARD_METADATA_KEY = "fsar"
+
+
 def _atomic_save_shard(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     from safetensors.torch import save_file
 
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = _temporary(path)
     try:
-        save_file(tensors, str(tmp), metadata=metadata)
+        save_file(tensors, str(tmp), metadata={SHARD_METADATA_KEY: json.dumps(metadata, sort_keys=True)})
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())  # the bytes are on disk before the name points at them
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)  # only left when the write failed or was interrupted
 
 
 def _read_shard_metadata(path: Path) -> dict[str, str] | None:
+    """The metadata :func:`_atomic_save_shard` stored (shards written before it was one JSON object
+    are read as they are); None for an unreadable file."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as handle:
-            return dict(handle.metadata() or {})
+            metadata = dict(handle.metadata() or {})
+        if SHARD_METADATA_KEY in metadata:
+            metadata = json.loads(metadata[SHARD_METADATA_KEY])
+        return metadata
     except Exception as error:  # a truncated/foreign file: recompute it
         log.warning("feature cache: ignoring unreadable shard %s (%s)", path, error)
         return None
