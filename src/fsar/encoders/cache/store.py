@@ -429,23 +429,31 @@ class FeatureCache:
             return f"{where}: it was not extracted{hint}"
         return f"{where}: cached frame indices {entry['indices']} differ from the requested {indices}"
 
-    def clip_features(self, clip, loader) -> torch.Tensor:
-        """(T, D) features of one clip under ``loader``'s evaluation view; raises when absent."""
+    @staticmethod
+    def _view(loader) -> tuple[int, str, str]:
+        """(T, sampling, transform key) of ``loader``'s evaluation view; computed once per episode."""
         num_segments, sampling = _loader_sampling(loader)
-        transform_key = loader_transform_key(loader)
+        return num_segments, sampling, loader_transform_key(loader)
+
+    def _locate(self, clip, view: tuple[int, str, str]) -> tuple[str, dict]:
+        """(index key, entry) of a clip cached for exactly this view; raises :class:`MissingFeatureError`."""
+        num_segments, sampling, transform_key = view
         key = self._key(clip.path)
         entry = self.entries.get(key)
+        indices: list[int] = []
         if entry is not None:
             from fsar.data.sampling import sample_indices
 
             # The recorded frame count gives the indices without opening the video.
-            indices = sample_indices(int(entry["num_frames"]), num_segments, mode=sampling, train=False)
-        else:
-            indices = []
-        feats = self.get(clip.path, indices, transform_key) if entry is not None else None
-        if feats is None:
-            raise MissingFeatureError(self._explain_missing(clip, indices, transform_key))
-        return feats
+            indices = [int(i) for i in sample_indices(int(entry["num_frames"]), num_segments, mode=sampling, train=False)]
+            if transform_key == self.transform_key and list(entry["indices"]) == indices:
+                return key, entry
+        raise MissingFeatureError(self._explain_missing(clip, indices, transform_key))
+
+    def clip_features(self, clip, loader) -> torch.Tensor:
+        """(T, D) features of one clip under ``loader``'s evaluation view; raises when absent."""
+        key, entry = self._locate(clip, self._view(loader))
+        return self._tensor(entry["shard"], key)
 
     def _missing_stream(self, name: str) -> MissingStreamError:
         present = [f"{n} (clip)" for n in sorted(self.clip_streams)] + [f"{n} (class)" for n in sorted(self.class_streams)]
@@ -461,11 +469,8 @@ class FeatureCache:
         evaluation view; ``"features"`` is :meth:`clip_features`. Raises when absent."""
         if name not in self.clip_streams:
             raise self._missing_stream(name)
-        features = self.clip_features(clip, loader)  # checks the view; the entry exists from here on
-        if name == PRIMARY_STREAM:
-            return features
-        key = self._key(clip.path)
-        return self._tensor(self.entries[key]["shard"], _stream_tensor_name(key, name))
+        key, entry = self._locate(clip, self._view(loader))
+        return self._tensor(entry["shard"], _stream_tensor_name(key, name))
 
     def class_stream(self, class_name: str, name: str) -> torch.Tensor:
         """Stream ``name`` of one class name (shape ``class_streams[name]["shape"]``); raises when absent."""
@@ -496,17 +501,24 @@ class FeatureCache:
         for name in streams:
             if name not in self.clip_streams and name not in self.class_streams:
                 raise self._missing_stream(name)
-        support = torch.stack([self.clip_features(c, loader) for c in episode.support])
-        query = torch.stack([self.clip_features(c, loader) for c in episode.query])
-        support_streams, query_streams, class_streams = {}, {}, {}
-        for name in dict.fromkeys(streams):
-            if name == PRIMARY_STREAM:
-                continue
-            if name in self.clip_streams:
-                support_streams[name] = torch.stack([self.clip_stream(c, loader, name) for c in episode.support])
-                query_streams[name] = torch.stack([self.clip_stream(c, loader, name) for c in episode.query])
-            else:
-                class_streams[name] = torch.stack([self.class_stream(c, name) for c in episode.class_names])
+        view = self._view(loader)
+        clip_names = [n for n in dict.fromkeys(streams) if n in self.clip_streams and n != PRIMARY_STREAM]
+        class_names = [n for n in dict.fromkeys(streams) if n not in self.clip_streams]
+
+        def rows(clips) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            located = [self._locate(c, view) for c in clips]  # one lookup per clip for every stream
+            primary = torch.stack([self._tensor(entry["shard"], key) for key, entry in located])
+            extra = {
+                name: torch.stack([self._tensor(entry["shard"], _stream_tensor_name(key, name)) for key, entry in located])
+                for name in clip_names
+            }
+            return primary, extra
+
+        support, support_streams = rows(episode.support)
+        query, query_streams = rows(episode.query)
+        class_streams = {
+            name: torch.stack([self.class_stream(c, name) for c in episode.class_names]) for name in class_names
+        }
         return EpisodeInputs(
             support=support,
             support_labels=torch.as_tensor(episode.support_labels, dtype=torch.long),
