@@ -352,7 +352,7 @@ def test_cli_extract_with_train_flags_serves_the_train_source(dataset, tmp_path,
     cache = FeatureCache(out)
     assert len(cache) == 6 and '"image_size":12' in cache.transform_key
 
-    method = SimpleNamespace(encoder=TinyEncoder())
+    method = SimpleNamespace(encoder=TinyEncoder(), uses_cached_features=lambda: True, required_streams=lambda: ())
     for split, classes in (("train.txt", ["alpha", "beta"]), ("val.txt", ["gamma"])):
         manifest = Manifest.from_split_file(dataset, splits / split)
         source = episode_source(method, manifest, way=len(classes), shot=1, queries=1, seed=0, num_frames=3,
