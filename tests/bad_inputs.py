@@ -250,10 +250,10 @@ for _flag, _value, _message in [
     ("--weight-decay", "-1", r"--weight-decay must be a finite number >= 0"),
     ("--lr-gamma", "-1", r"--lr-gamma must be a number in \(0, 1\]"),
     ("--lr-gamma", "2", r"--lr-gamma must be a number in \(0, 1\]"),
-    ("--image-size", "0", r"--image-size must be an integer >= 1"),
+    ("--image-size", "0", r"--image-size:? must be an integer >= 1"),
     ("--color-jitter", "-0.5", r"--color-jitter must be a finite number >= 0"),
-    ("--frames", "0", r"--frames must be an integer >= 1"),
-    ("--frames", "-2", r"--frames must be an integer >= 1"),
+    ("--frames", "0", r"--frames:? must be an integer >= 1"),
+    ("--frames", "-2", r"--frames:? must be an integer >= 1"),
     ("--tasks-per-step", "0", r"--tasks-per-step must be an integer >= 1"),
     ("--episodes", "-1", r"--episodes must be an integer >= 1"),
     ("--seed", "-3", r"--seed must be an integer in 0\.\.2\*\*63-1"),
@@ -265,7 +265,7 @@ for _flag, _value, _message in [
     )
 
 for _flag, _value, _message in [
-    ("--frames", "0", r"--frames must be an integer >= 1"),
+    ("--frames", "0", r"--frames:? must be an integer >= 1"),
     ("--episodes", "0", r"--episodes must be an integer >= 1"),
     ("--shot", "0", r"--shot must be an integer >= 1"),
     ("--device", "gpu", r"--device / `device:` must be auto, cpu, cuda"),
@@ -303,19 +303,19 @@ case("train YAML lr: 1e-4 (YAML 1.1 reads a string)", "number out of range", "ok
 for _flag, _value in [("--top", "0"), ("--top", "-1"), ("--frames", "0"), ("--frames", "-2")]:
     case(f"predict {_flag} {_value}", "number out of range", "error", rf"argument {_flag}: must be an integer >= 1")(
         lambda work, shared, flag=_flag, value=_value: [
-            "predict", "--support", str(shared.data), "--query", str(shared.data / "apple" / "clip0"), flag, value]
+            "predict", "--data", str(shared.data), "--query", str(shared.data / "apple" / "clip0"), flag, value]
     )
 
-case("describe --llm-timeout -1", "number out of range", "error", r"argument --llm-timeout: must be a finite number > 0")(
+case("describe --llm-timeout -1", "number out of range", "error", r"--llm-timeout:? must be a finite number > 0")(
     lambda work, shared: ["describe", str(_lines(work / "classes.txt", ["a"])), "--out", str(work / "d.json"),
                           "--llm-timeout", "-1"]
 )
-case("describe --llm-retries -1", "number out of range", "error", r"argument --llm-retries: must be an integer >= 0")(
+case("describe --llm-retries -1", "number out of range", "error", r"--llm-retries:? must be an integer >= 0")(
     lambda work, shared: ["describe", str(_lines(work / "classes.txt", ["a"])), "--out", str(work / "d.json"),
                           "--llm-retries", "-1"]
 )
-case("data check --frames 0", "number out of range", "error", r"--frames must be >= 1")(
-    lambda work, shared: ["data", "check", str(shared.data), "--frames", "0", "--no-progress"]
+case("data check --frames 0", "number out of range", "error", r"--frames:? must be (an integer )?>= 1")(
+    lambda work, shared: ["data", "check", "--data", str(shared.data), "--frames", "0", "--no-progress"]
 )
 
 
@@ -425,7 +425,7 @@ def _check_layout(layout: str):
 for _layout in ("gray16", "rgb16", "gray-alpha16", "rgba16", "gray8", "rgba8", "palette", "1-bit", "jpeg-gray"):
     case(f"frames {_layout}", "frame bit depth and layout", "ok", check=_check_layout(_layout))(
         lambda work, shared, layout=_layout: [
-            "data", "check", str(_layout_clip(work, layout).parent.parent), "--way", "2", "--no-progress",
+            "data", "check", "--data", str(_layout_clip(work, layout).parent.parent), "--way", "2", "--no-progress",
             "--no-duplicates", "--json", str(work / "check.json")]
     )
 
@@ -445,17 +445,17 @@ def _one_skip(work: Path, outcome: Outcome) -> None:
 # check says which frames it decoded.
 case("corrupt middle frame evaluation reads (data check)", "frame bit depth and layout", "skip",
      r"clip0: frame 4\.png: cannot decode frame image", check=_one_skip)(
-    lambda work, shared: ["data", "check", str(_corrupt_middle_frame(work, "4.png")), "--way", "2", "--no-progress",
+    lambda work, shared: ["data", "check", "--data", str(_corrupt_middle_frame(work, "4.png")), "--way", "2", "--no-progress",
                           "--json", str(work / "check.json")]
 )
 case("corrupt middle frame evaluation skips (data check --deep)", "frame bit depth and layout", "skip",
      r"clip0: frame 5\.png: cannot decode frame image", check=_one_skip)(
-    lambda work, shared: ["data", "check", str(_corrupt_middle_frame(work, "5.png")), "--way", "2", "--no-progress",
+    lambda work, shared: ["data", "check", "--data", str(_corrupt_middle_frame(work, "5.png")), "--way", "2", "--no-progress",
                           "--deep", "--json", str(work / "check.json")]
 )
 case("corrupt unsampled frame: plain check says what it decoded", "frame bit depth and layout", "ok",
      r"frames decoded per video: first, last and the 8 frames evaluation samples")(
-    lambda work, shared: ["data", "check", str(_corrupt_middle_frame(work, "5.png")), "--way", "2", "--no-progress"]
+    lambda work, shared: ["data", "check", "--data", str(_corrupt_middle_frame(work, "5.png")), "--way", "2", "--no-progress"]
 )
 
 
@@ -468,7 +468,7 @@ def _invalid_png_folder(work: Path) -> Path:
 
 case("invalid PNG (16-bit palette)", "frame bit depth and layout", "skip", r"clip0: frame 2\.png: cannot decode frame image",
      check=lambda work, outcome: _assert(len(read_json(work / "check.json")["skipped"]) == 1, "not skipped"))(
-    lambda work, shared: ["data", "check", str(_invalid_png_folder(work)), "--way", "2", "--no-progress",
+    lambda work, shared: ["data", "check", "--data", str(_invalid_png_folder(work)), "--way", "2", "--no-progress",
                           "--json", str(work / "check.json")]
 )
 
@@ -526,7 +526,7 @@ case("odd names in predict (class and query)", "formats that work", "ok",
      check=lambda work, outcome: _assert(
          {item["class"] for item in json.loads(outcome.out)["predictions"][0]["ranking"]} == set(ODD_NAMES),
          "classes lost"))(
-    lambda work, shared: ["predict", "--support", str(_odd_names(work)), "--checkpoint", str(shared.run), "--json",
+    lambda work, shared: ["predict", "--data", str(_odd_names(work)), "--checkpoint", str(shared.run), "--json",
                           "--query", str(work / "-odd root [x] ✓" / ODD_NAMES[3] / "-1 🎞")]
 )
 
@@ -560,24 +560,24 @@ for _name, _options in [
 ]:
     case(f"split file with {_name}", "split files", "ok", check=_check_split)(
         lambda work, shared, options=_options: (
-            lambda root_split: ["data", "check", str(root_split[0]), "--split-file", str(root_split[1]), "--way", "2",
+            lambda root_split: ["data", "check", "--data", str(root_split[0]), "--split-file", str(root_split[1]), "--way", "2",
                                 "--no-progress", "--no-duplicates", "--json", str(work / "check.json")]
         )(_split_root(work, **options))
     )
 
 case("split file in UTF-16", "split files", "error", r"test\.txt: split file is not UTF-8 text")(
-    lambda work, shared: (lambda rs: ["data", "check", str(rs[0]), "--split-file", str(rs[1]), "--no-progress"])(
+    lambda work, shared: (lambda rs: ["data", "check", "--data", str(rs[0]), "--split-file", str(rs[1]), "--no-progress"])(
         _split_root(work, bom=True, encoding="utf-16-le"))
 )
 case("split file that is missing", "split files", "error", r"nope\.txt: cannot read split file \(no such file")(
-    lambda work, shared: ["data", "check", str(shared.data), "--split-file", str(work / "nope.txt"), "--no-progress"]
+    lambda work, shared: ["data", "check", "--data", str(shared.data), "--split-file", str(work / "nope.txt"), "--no-progress"]
 )
 case("split file with a line without '/'", "split files", "error", r"bad\.txt:2: expected 'label/video_id'")(
-    lambda work, shared: ["data", "check", str(shared.data), "--split-file",
+    lambda work, shared: ["data", "check", "--data", str(shared.data), "--split-file",
                           str(_lines(work / "bad.txt", ["apple/clip0", "justaname"])), "--no-progress"]
 )
 case("split file of blank lines only", "split files", "error", r"empty\.txt: split file has no entries")(
-    lambda work, shared: ["data", "check", str(shared.data), "--split-file",
+    lambda work, shared: ["data", "check", "--data", str(shared.data), "--split-file",
                           str(_lines(work / "empty.txt", ["", "  ", ""], newline="\r\n", bom=True)), "--no-progress"]
 )
 
@@ -626,19 +626,19 @@ for _breakage, _reason in [
     case(f"data check: {_breakage}", "broken clips and links", "skip", _reason,
          check=lambda work, outcome: _assert(len(read_json(work / "check.json")["skipped"]) >= 1, "not counted"))(
         lambda work, shared, breakage=_breakage: [
-            "data", "check", str(_root_with(work, breakage)), "--way", "2", "--no-progress", "--no-duplicates",
+            "data", "check", "--data", str(_root_with(work, breakage)), "--way", "2", "--no-progress", "--no-duplicates",
             "--json", str(work / "check.json")]
     )
 
 case("data root is a symlink loop", "broken clips and links", "error", r"data root is not a directory \(symbolic link loop")(
-    lambda work, shared: (lambda link: (link.symlink_to(link), ["data", "check", str(link), "--no-progress"])[1])(
+    lambda work, shared: (lambda link: (link.symlink_to(link), ["data", "check", "--data", str(link), "--no-progress"])[1])(
         work / "loop")
 )
 case("data root missing", "broken clips and links", "error", r"nowhere: data root is not a directory \(no such file")(
     lambda work, shared: ["eval", "--data", str(work / "nowhere"), "--method", "proto", *FROZEN, *SMALL]
 )
 case("data root is a file", "broken clips and links", "error", r"file\.txt: data root is not a directory \(a file")(
-    lambda work, shared: (lambda f: (f.write_text("x"), ["data", "check", str(f)])[1])(work / "file.txt")
+    lambda work, shared: (lambda f: (f.write_text("x"), ["data", "check", "--data", str(f)])[1])(work / "file.txt")
 )
 case("too few clips for the episode", "broken clips and links", "error", r"way|classes")(
     lambda work, shared: _eval(shared.data, work, "--way", "5")
@@ -656,7 +656,7 @@ for _extra, _message in [
     (["-O", "metric=nosuch"], r"unknown metric 'nosuch'"),
     (["--backbone", "nosuch"], r"unknown backbone 'nosuch'"),
     (["-O", "encoder_options={bad_key: 1}"], r"bad_key"),
-    (["-O", "novalue"], r"expected KEY=VALUE"),
+    (["-O", "novalue"], r"expect(s|ed) KEY=VALUE"),
     (["--method", "nosuch"], r"unknown method 'nosuch'"),
 ]:
     for _command in ("train", "eval"):
@@ -700,7 +700,7 @@ case("checkpoint JSON with an edited method", "checkpoints", "error", r"record w
                           *SMALL, "--episodes", "1"]
 )
 case("checkpoint JSON with an edited config", "checkpoints", "error", r"record was changed after it was written")(
-    lambda work, shared: ["predict", "--support", str(shared.data), "--query", str(shared.data / "apple" / "clip0"),
+    lambda work, shared: ["predict", "--data", str(shared.data), "--query", str(shared.data / "apple" / "clip0"),
                           "--checkpoint", str(_edited_record(work, shared, "config"))]
 )
 
@@ -876,7 +876,12 @@ def _damage(work: Path, shared: Shared, how: str) -> list[str]:
         first = sorted(tensors)[0]
         tensors[first] = tensors[first].clone().fill_(float("nan"))
         if how == "shard NaN with a matching checksum":
-            metadata["tensors_sha256"] = tensors_sha256(tensors)
+            if "fsar" in metadata:  # the store keeps its metadata as one JSON object under "fsar"
+                inner = json.loads(metadata["fsar"])
+                inner["tensors_sha256"] = tensors_sha256(tensors)
+                metadata["fsar"] = json.dumps(inner, sort_keys=True)
+            else:
+                metadata["tensors_sha256"] = tensors_sha256(tensors)
         save_file(tensors, str(shard), metadata=metadata)
     else:  # pragma: no cover
         raise ValueError(how)
@@ -987,17 +992,17 @@ case("eval (automatic cache): a damaged shard is encoded again", "feature caches
      check=lambda work, outcome: _assert(read_json(work / "result.json")["episodes"] == 2, "no result"))(_damaged_auto)
 
 case("data check --features: a healthy cache", "feature caches", "ok", r"OK: every shard verified")(
-    lambda work, shared: ["data", "check", str(shared.data), "--features", str(shared.run / "features" / "train"),
+    lambda work, shared: ["data", "check", "--data", str(shared.data), "--features", str(shared.run / "features" / "train"),
                           "--way", "3", "--no-progress"]
 )
 case("data check --features: a shard with a changed byte", "feature caches", "error",
      r"feature cache .*1 problem\(s\); first: .*fails its checksum", code=1)(
-    lambda work, shared: (lambda cache: ["data", "check", str(shared.data), "--features", str(cache), "--way", "3",
+    lambda work, shared: (lambda cache: ["data", "check", "--data", str(shared.data), "--features", str(cache), "--way", "3",
                                          "--no-progress"])(_damage_and_return(work, shared))
 )
 case("data check --features: a truncated index", "feature caches", "error", r"index\.json is not valid JSON")(
     lambda work, shared: (_damage(work, shared, "index truncated"),
-                          ["data", "check", str(shared.data), "--features", str(work / "run" / "features" / "train"),
+                          ["data", "check", "--data", str(shared.data), "--features", str(work / "run" / "features" / "train"),
                            "--way", "3", "--no-progress"])[1]
 )
 
@@ -1032,11 +1037,11 @@ for _id, _build, _message in [
      r"--png .*a_folder: is a folder"),
     ("train --out a file", lambda w, s: [*_train(s.data, w)[:-2], "--out", str(_a_file(w))],
      r"--out .*a_file: is a file, not a run folder"),
-    ("extract --out a file", lambda w, s: ["extract", str(s.data), "--out", str(_a_file(w)), "--no-progress"],
+    ("extract --out a file", lambda w, s: ["extract", "--data", str(s.data), "--out", str(_a_file(w)), "--no-progress"],
      r"a_file: File exists"),
     ("data synth into a file", lambda w, s: ["data", "synth", str(_a_file(w)), "--classes", "2", "--no-progress"],
      r"a_file: Not a directory"),
-    ("data check --json to a folder", lambda w, s: ["data", "check", str(s.data), "--way", "3", "--no-progress",
+    ("data check --json to a folder", lambda w, s: ["data", "check", "--data", str(s.data), "--way", "3", "--no-progress",
                                                    "--json", str(_a_folder(w))], r"a_folder"),
     ("eval --image-size 8 on a 224-px ViT", lambda w, s: ["eval", "--data", str(s.data), "--method", "proto",
                                                        "--backbone", "clip-vit-b32", "--weights", "random", *SMALL,
@@ -1113,6 +1118,6 @@ for _pix_fmt in _DEEP_VIDEO:
             _deep_video(work / "data" / "deep" / f"{pix_fmt}.mkv", pix_fmt),
             write_frames(work / "data" / "deep" / "plain", 3),
             write_dataset(work / "data", ["other"]),
-            ["data", "check", str(work / "data"), "--way", "2", "--no-progress", "--no-duplicates"],
+            ["data", "check", "--data", str(work / "data"), "--way", "2", "--no-progress", "--no-duplicates"],
         )[-1]
     )

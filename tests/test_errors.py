@@ -50,7 +50,7 @@ def test_every_exception_of_fsar_is_of_its_kind():
 
 
 def test_one_line_error_and_a_traceback_only_with_debug(tmp_path, capsys):
-    args = ["data", "check", str(tmp_path / "missing"), "--no-progress"]
+    args = ["data", "check", "--data", str(tmp_path / "missing"), "--no-progress"]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("fsar data: error: ") and "missing: data root is not a directory" in err
