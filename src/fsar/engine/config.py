@@ -297,10 +297,11 @@ def validate_config(config: TrainConfig | EvalConfig, sources: dict[str, str] | 
     import math
 
     sources = sources or {}
+    fields = {f.name for f in dataclasses.fields(config)}
     if not config.data:
         raise ConfigError("no data root given (--data ROOT or `data:` in the config file)")
     for key, minimum in _MIN_INT.items():
-        if not hasattr(config, key):
+        if key not in fields:
             continue
         value = getattr(config, key)
         if value is None and key in ("image_size", "num_frames"):

@@ -225,6 +225,6 @@ def _without_skipped(sampler: EpisodeSampler, cache, manifest: Manifest) -> tupl
     reasons = getattr(cache, "skipped", {})
     left_out = []
     for clip in missing:
-        key = cache._key(clip.path) if hasattr(cache, "_key") else str(clip.path)  # noqa: SLF001
+        key = cache._key(clip.path)  # noqa: SLF001 - the index key the reasons are filed under
         left_out.append(left_out_clip(clip, reasons.get(key, "no features in the cache"), "extraction"))
     return _sampler_without(sampler, {c.path for c in missing}), left_out
