@@ -86,7 +86,7 @@ def test_missing_streams_raise_a_readable_error_naming_the_stream_and_the_fix(da
         cache.load_episode(_episode(manifest), _loader(enc), streams=("text_bank",))
     message = str(caught.value)
     assert isinstance(caught.value, KeyError) and caught.value.stream == "text_bank"
-    assert "'text_bank'" in message and "tiny-streams" in message and "fsar extract --backbone" in message
+    assert "'text_bank'" in message and "tiny-streams" in message and "fsar extract --data ROOT --backbone" in message
     assert "row_means (clip)" in message and "name_code (class)" in message
     assert not message.startswith(('"', "'"))  # str() is the sentence, not a KeyError repr
 
@@ -275,4 +275,4 @@ def test_missing_stream_error_default_advice():
     error = MissingStreamError("visual_states", "support", ["features"])
     assert isinstance(error, KeyError) and error.present == ("features",)
     assert str(error).startswith("episode has no support stream 'visual_states' (its support streams: 'features'); ")
-    assert "fsar extract --backbone B" in str(error) and "clip_stream_names" in str(error)
+    assert "fsar extract --data ROOT --backbone B" in str(error) and "clip_stream_names" in str(error)
