@@ -145,10 +145,14 @@ def test_its_option_is_refused_for_other_methods(toy_registered, tiny_dataset, c
     assert f"--toy-temperature is an option of method '{NAME}', not of 'proto'" in capsys.readouterr().err
 
 
-def test_resumes_where_it_stopped(toy_run):
+def test_resumes_where_it_stopped(toy_run, capsys):
     """(Last in this file: it continues the module's run in place.)"""
     resumed = toy_run
-    assert main(["train", "--out", str(resumed), "--resume", "--episodes", "8", "--no-progress"]) == 0
+    # the toy's own option is part of what the run is: another value is refused, the same one is not
+    assert main(["train", "--out", str(resumed), "--resume", "--episodes", "8", "--toy-temperature", "3"]) == 2
+    assert "method_args" in capsys.readouterr().err
+    assert main(["train", "--out", str(resumed), "--resume", "--episodes", "8", "--toy-temperature", "7.5",
+                 "--no-progress"]) == 0
     record = json.loads((resumed / "last.json").read_text())
     assert record["step"] == 4 and record["config"]["method_args"] == {"toy_temperature": 7.5}
     train_steps = [int(r["step"]) for r in read_metrics(resumed / "metrics.csv") if r["split"] == "train"]

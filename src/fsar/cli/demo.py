@@ -58,7 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog=(
             "full: 36 actions x 10 clips, 2400 training episodes, 1000 test episodes (< 10 min on 2 CPU cores);\n"
             "--quick: 36 actions x 4 clips, 320 training episodes, 300 test episodes (< 2 min).\n"
-            "Afterwards: fsar predict --support DIR --query CLIP --checkpoint OUT/run"
+            "Afterwards: fsar predict --data DIR --query CLIP --checkpoint OUT/run"
         ),
     )
     parser.add_argument("--out", default="fsar-demo", metavar="DIR", help="working folder (default ./fsar-demo)")
@@ -220,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"table: {out / f'results{suffix}.json'}, chart: {png}, learning curve: {run_dir / 'learning_curve.png'}")
     # Quoted: synthetic class folders have spaces, and the line is meant to be copied into a shell.
     query = manifest.clips_of(test_names[0])[0].path
-    print(f"try:   fsar predict --support {shlex.quote(str(data_dir))} --query {shlex.quote(str(query))} "
+    print(f"try:   fsar predict --data {shlex.quote(str(data_dir))} --query {shlex.quote(str(query))} "
           f"--checkpoint {shlex.quote(str(run_dir))}")
     print(f"done in {time.perf_counter() - started:.0f} s")
     return 0

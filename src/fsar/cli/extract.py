@@ -42,7 +42,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--backbone", default="effnet-lite0+minilm", help="registered backbone (default: %(default)s)")
     parser.add_argument("--weights", default=None, help="backbone weights (folder, hub id, or 'random')")
     parser.add_argument("--out", required=True, help="cache directory")
-    add_sampling(parser, frames=8)
+    add_sampling(parser, frames=8)  # --frames, --image-size: the same flags as fsar train/eval
     parser.add_argument("--sampling", default="tsn", choices=("tsn", "uniform"), help="frame sampling (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=8, help="clips per encoder call (default: %(default)s)")
     parser.add_argument("--shard-size", type=int, default=256, help="clips per shard file (default: %(default)s)")

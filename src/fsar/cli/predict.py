@@ -29,10 +29,10 @@ DEFAULT_METHOD = "otam"
 DEFAULT_BACKBONE = "effnet-lite0+minilm"
 
 EPILOG = f"""\
-DIR holds one folder per action, each with a few example clips (video files or frame
-folders), as in the data layer: DIR/<action name>/<clip>. Every query is scored against all
-actions of DIR at once; the output lists each query's actions from most to least likely with
-the method's probabilities (they sum to 1 over the actions of DIR).
+--data ROOT holds one folder per action, each with a few example clips (video files or frame
+folders), as in the data layer: ROOT/<action name>/<clip>. Every query is scored against all
+actions of ROOT at once; the output lists each query's actions from most to least likely with
+the method's probabilities (they sum to 1 over the actions of ROOT).
 
 With --checkpoint RUN_DIR the trained method of `fsar train` is used; without it, the
 training-free --method (default {DEFAULT_METHOD}) on --backbone (default {DEFAULT_BACKBONE}).

@@ -134,7 +134,10 @@ def _resumed_config(args: argparse.Namespace):
     try:
         saved = config_to_dict(config_from_dict(read_checkpoint(args.out, prefer="last").config))
         saved.pop("kind")
-        saved.update(overrides_from_args(args, TrainConfig))
+        given = overrides_from_args(args, TrainConfig)
+        if "method_args" in given:  # the method's own options given now add to the run's
+            given["method_args"] = {**saved.get("method_args", {}), **given["method_args"]}
+        saved.update(given)
         return resolve_config(TrainConfig, yaml_path=args.config, overrides=saved)
     except (CheckpointError, ConfigError) as error:
         raise CLIError(f"cannot resume {args.out}: {error}") from None

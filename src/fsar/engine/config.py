@@ -10,6 +10,7 @@ written beside every checkpoint and result (:func:`config_to_dict`).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,6 +26,9 @@ __all__ = [
     "load_yaml",
     "resolve_config",
 ]
+
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -270,7 +274,12 @@ def resolve_config(
     """
     config = cls()
     if yaml_path is not None:
-        config = _apply(config, load_yaml(yaml_path), str(yaml_path))
+        values = load_yaml(yaml_path)
+        for key in LEGACY_METHOD_ARGS:
+            if key in values:
+                log.warning("%s: the top-level key %r is deprecated and will be removed in the next release; "
+                            "write it under method_args: {%s: ...}", yaml_path, key, key)
+        config = _apply(config, values, str(yaml_path))
     if overrides:
         given = {k: v for k, v in overrides.items() if v is not None}
         config = _apply(config, given, "command line")

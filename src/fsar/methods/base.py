@@ -78,7 +78,7 @@ class FewShotMethod(nn.Module, ABC):
 
     def encoder_is_frozen(self) -> bool:
         """Whether the encoder never changes (its ``is_frozen``, else: no trainable parameter)."""
-        encoder = self.__dict__.get("_modules", {}).get("encoder")
+        encoder = self._modules.get("encoder")
         if encoder is None:
             return False
         frozen = getattr(encoder, "is_frozen", None)
