@@ -216,8 +216,9 @@ def _align(kind: str, method, query: torch.Tensor, support: torch.Tensor):
     return [(q, s) for q, s in enumerate(nearest)], cost, None, None
 
 
-def explain(recognizer, clip: str | os.PathLike, *, top: int = 3) -> Explanation:
-    """The :class:`Explanation` of ``recognizer``'s prediction for ``clip`` (its ``top`` classes)."""
+def explain(recognizer, clip: str | os.PathLike, *, top: int = 3, name: str | None = None) -> Explanation:
+    """The :class:`Explanation` of ``recognizer``'s prediction for ``clip`` (its ``top`` classes);
+    ``name`` is what the picture calls the query (default: the file name)."""
     from fsar.recognizer import RecognizerError
 
     if top < 1:
@@ -225,7 +226,7 @@ def explain(recognizer, clip: str | os.PathLike, *, top: int = 3) -> Explanation
     encoded = recognizer.encode_queries([clip])
     raw, parts = recognizer.log_probs(encoded)
     probabilities = recognizer.calibrate(raw)[0]
-    prediction = recognizer._prediction(str(clip), probabilities, recognizer.threshold())
+    prediction = recognizer._prediction(name or str(clip), probabilities, recognizer.threshold())
     method = recognizer.method
     kind = alignment_kind(method)
     query_features = _frame_features(recognizer, encoded[0])
@@ -248,7 +249,7 @@ def explain(recognizer, clip: str | os.PathLike, *, top: int = 3) -> Explanation
         ))
     note = "" if getattr(method, "trainable", True) is False else "alignment drawn on the backbone's frame features"
     return Explanation(
-        query=str(clip), query_frames=recognizer.load_thumbnails(clip), prediction=prediction, matches=matches,
+        query=name or str(clip), query_frames=recognizer.load_thumbnails(clip), prediction=prediction, matches=matches,
         method=str(recognizer.info.get("method", getattr(method, "name", type(method).__name__))),
         backbone=str(getattr(recognizer.encoder, "name", "?")), alignment=_DESCRIPTIONS[kind], note=note,
     )
@@ -322,7 +323,7 @@ def draw(explanation: Explanation, *, dpi: int = 110) -> bytes:
             side.set_visible(False)
         title = (f"{row + 1}. {match.name}: {match.probability:.0%}"
                  + ("" if match.text_probability is None else f" (text branch {match.text_probability:.0%})")
-                 + f" — best support clip {match.support_path.name}, cost {match.cost:.3f}")
+                 + f"\nbest support clip: {_shorten(match.support_path.name, 40)} (alignment cost {match.cost:.3f})")
         axis.set_title(title, fontsize=9, loc="left")
         if match.texts:
             axis.set_xlabel("\n".join(_shorten(text, 110) for text in match.texts), fontsize=7.5, loc="left")

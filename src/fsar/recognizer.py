@@ -686,12 +686,12 @@ class Recognizer:
         label = NONE_OF_THESE if threshold is not None and score < threshold else ranking[0][0]
         return Prediction(query, ranking, label, score, threshold)
 
-    def explain(self, clip: str | os.PathLike, *, top: int = 3):
+    def explain(self, clip: str | os.PathLike, *, top: int = 3, name: str | None = None):
         """What the method matched for one query (-> :class:`fsar.explain.Explanation`;
-        ``.save(path)`` draws it)."""
+        ``.save(path)`` draws it). ``name``: what the picture calls the query."""
         from fsar.explain import explain
 
-        return explain(self, clip, top=top)
+        return explain(self, clip, top=top, name=name)
 
     def __repr__(self) -> str:
         name = getattr(self.method, "name", type(self.method).__name__)

@@ -236,11 +236,11 @@ class AppState:
         digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
         path = tmp.with_name(f"{digest}{suffix}")
         os.replace(tmp, path)
-        explanation = self.recognizer.explain(path, top=min(3, len(self.recognizer.actions)))
+        display = safe_name(Path(upload.filename).name, what="file name")
+        explanation = self.recognizer.explain(path, top=min(3, len(self.recognizer.actions)), name=display)
         picture = uuid.uuid4().hex
         explanation.save(self.workdir / "explanations" / f"{picture}.png")
         result = explanation.prediction.to_dict()
-        result["query"] = Path(upload.filename).name
         return {"prediction": result, "explanation": f"/explanations/{picture}.png",
                 "matches": [{"class": m.name, "support_clip": m.support_path.name, "texts": m.texts}
                             for m in explanation.matches], "state": self.state()}
