@@ -214,3 +214,41 @@ def test_checkpoint_is_rebuilt_and_another_backbone_refused(data, tmp_path):
     with pytest.raises(IncompatibleCheckpointError, match="no checkpoint"):
         Recognizer.from_folder(folder, checkpoint=tmp_path, cache_dir=False)
     assert math.isfinite(recognizer.calibration().temperature)
+
+
+TINY_FLAGS = ["--method", "otam", "--backbone", "clip-vit-b32", "--weights", "random", "-O", "finetune=frozen",
+              "-O", "encoder_options={image_size: 32, patch_size: 16, width: 32, vision_layers: 1, heads: 2, "
+              "text_width: 32, text_layers: 1, text_heads: 2, projection_dim: 16, vocab_size: 64}"]
+
+
+def test_cli_predict_reject_and_explain(data, tmp_path, capsys):
+    import json
+
+    from fsar.cli import main
+
+    folder = support_of(data, tmp_path)
+    cache = tmp_path / "cache"
+    queries = [str(data / "class00" / "clip2"), str(data / "class04" / "clip0")]
+    common = ["predict", "--support", str(folder), "--query", *queries, *TINY_FLAGS, "--cache", str(cache)]
+    assert main([*common, "--reject", "0.999", "--json", "--explain", str(tmp_path / "why.png")]) == 0
+    output = json.loads(capsys.readouterr().out)
+    assert output["threshold"] == 0.999 and output["shots"] == {"class00": 2, "class01": 2, "class02": 2}
+    for prediction in output["predictions"]:
+        assert prediction["rejected"] == (prediction["score"] < 0.999)
+        assert prediction["label"] == (NONE_OF_THESE if prediction["rejected"] else prediction["ranking"][0]["class"])
+        assert sum(r["probability"] for r in prediction["ranking"]) == pytest.approx(1.0, abs=1e-4)
+    assert output["explanations"] == [str(tmp_path / "why-1.png"), str(tmp_path / "why-2.png")]
+    assert all((tmp_path / f"why-{i}.png").read_bytes()[:4] == b"\x89PNG" for i in (1, 2))
+    # text output; auto from the support set; the same predictions as the API
+    assert main([*common, "--reject", "auto"]) == 0
+    text = capsys.readouterr().out
+    api = make(folder, cache, reject="auto").predict(queries)
+    for prediction in api:
+        verdict = f"none of these (best {prediction.best}" if prediction.rejected else f"{prediction.label} ("
+        assert f"{prediction.query}: {verdict}" in text
+    assert main([*common, "--reject", "maybe"]) == 2
+    assert "--reject" in capsys.readouterr().err
+    one = tmp_path / "one"
+    shutil.copytree(data / "class00", one / "class00")
+    assert main(["predict", "--support", str(one), "--query", queries[0], *TINY_FLAGS, "--no-cache"]) == 2
+    assert "at least 2 action folders" in capsys.readouterr().err
