@@ -45,9 +45,48 @@ def parse_args():
     parser.add_argument("--videos", type=int, default=6, help="clips rendered per synthetic action")
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--kind", choices=("synth", "colour"), default="synth",
+                        help="synth: the synthetic actions (motion only); colour: a control set whose actions "
+                             "differ in colour and motion, which the embedded features separate")
     parser.add_argument("--data", default="/tmp/fsar-open-set", help="where the synthetic clips and the clip cache go")
     parser.add_argument("--out", default=str(Path(__file__).with_name("open_set")), help="output stem (.png, .json)")
     return parser.parse_args()
+
+
+def colour_set(root: Path, names, videos: int, *, seed: int) -> Path:
+    """Control clips: action i = a background hue (i / N) and a bar moving at its own speed, each
+    clip with its own brightness, bar start and pixel noise (16 frames, 112 px, mp4)."""
+    import colorsys
+
+    import av
+    import numpy as np
+
+    for i, name in enumerate(names):
+        hue_rgb = np.array(colorsys.hsv_to_rgb(i / len(names), 0.7, 0.9)) * 255
+        for j in range(videos):
+            path = root / name / f"clip{j}.mp4"
+            if path.exists():
+                continue
+            rng = np.random.default_rng([seed, i, j])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            brightness, start = rng.uniform(0.75, 1.15), rng.integers(0, 112)
+            tmp = path.with_name(f".{path.name}.tmp.mp4")
+            with av.open(str(tmp), "w") as container:
+                stream = container.add_stream("libx264", rate=8)
+                stream.width = stream.height = 112
+                stream.pix_fmt = "yuv420p"
+                for k in range(16):
+                    image = np.zeros((112, 112, 3)) + hue_rgb * brightness
+                    x = int(start + (i % 5 + 1) * 4 * k) % 104
+                    image[:, x : x + 8] = 255 - hue_rgb
+                    image += rng.normal(0, 15, image.shape)
+                    frame = av.VideoFrame.from_ndarray(image.clip(0, 255).astype(np.uint8), format="rgb24")
+                    for packet in stream.encode(frame):
+                        container.mux(packet)
+                for packet in stream.encode():
+                    container.mux(packet)
+            os.replace(tmp, path)
+    return root
 
 
 def episode_scores(recognizer, clips, known, unknown, shot, queries, rng):
@@ -104,8 +143,12 @@ def main():
         raise SystemExit(f"--videos {args.videos} < shot + queries")
     data = Path(args.data)
     started = time.perf_counter()
-    root = render_dataset(data / "synth", classes=held_out, videos_per_class=args.videos, frames=16, size=112,
-                          progress=False)
+    if args.kind == "synth":
+        root = render_dataset(data / "synth", classes=held_out, videos_per_class=args.videos, frames=16, size=112,
+                              progress=False)
+    else:
+        held_out = [f"colour {i:02d}" for i in range(len(held_out))]
+        root = colour_set(data / "colour", held_out, args.videos, seed=args.seed)
     clips = {name: sorted((root / name).glob("*.mp4")) for name in held_out}
     torch.manual_seed(args.seed)
     method = build_method(args.method, backbone=args.backbone)
@@ -142,14 +185,14 @@ def main():
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()
     load = os.getloadavg()[0]
-    header = {"method": args.method, "backbone": args.backbone, "way": args.way, "unknown": args.unknown,
+    header = {"kind": args.kind, "method": args.method, "backbone": args.backbone, "way": args.way, "unknown": args.unknown,
               "queries": args.queries, "episodes": args.episodes, "frames": args.frames, "seed": args.seed,
               "held_out_classes": held_out, "commit": commit, "load_1min": round(load, 2),
               "seconds": round(seconds, 1), "encode_seconds": round(encode_seconds, 1)}
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps({"header": header, "results": results}, indent=1))
     draw(results, header, out.with_suffix(".png"))
-    print(f"open set: {args.method} on {args.backbone}, {args.way} known + {args.unknown} unknown actions, "
+    print(f"open set ({args.kind}): {args.method} on {args.backbone}, {args.way} known + {args.unknown} unknown actions, "
           f"{args.queries} queries each, {args.episodes} episodes per shot; commit {commit}, load {load:.1f}, "
           f"{seconds:.0f} s")
     print()
@@ -188,7 +231,8 @@ def draw(results, header, path):
         axis.set_title(f"{header['way']}-way {shot}-shot + {header['unknown']} unknown actions "
                        f"(AUROC {r['auroc']:.2f})", fontsize=9)
         axis.legend(fontsize=7, loc="center right")
-    fig.suptitle(f"open set: {header['method']} on {header['backbone']}, synthetic held-out actions, "
+    data = "synthetic held-out actions" if header["kind"] == "synth" else "colour control set"
+    fig.suptitle(f"open set: {header['method']} on {header['backbone']}, {data}, "
                  f"{header['episodes']} episodes", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

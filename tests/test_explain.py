@@ -74,6 +74,8 @@ def test_explanation_of_each_alignment_kind(support, method, tmp_path):
     query = data / "class01" / "clip2"
     explanation = recognizer.explain(query, top=2)
     prediction = recognizer.predict(query)
+    assert explanation.query == str(query) == explanation.prediction.query
+    assert recognizer.explain(query, top=1, name="my clip").query == "my clip"
     assert [m.name for m in explanation.matches] == [n for n, _ in prediction.ranking[:2]]
     assert explanation.prediction.label == prediction.label
     for match in explanation.matches:

@@ -232,18 +232,18 @@ def explain(recognizer, clip: str | os.PathLike, *, top: int = 3, name: str | No
     query_features = _frame_features(recognizer, encoded[0])
     text_part = next((parts[name][0].exp() for name in _TEXT_PARTS if name in parts), None)
     matches = []
-    for name, probability in prediction.ranking[:top]:
+    for action, probability in prediction.ranking[:top]:
         best = None
-        for item in recognizer._clips_of(name):
+        for item in recognizer._clips_of(action):
             pairs, cost, q_stages, s_stages = _align(kind, method, query_features, _frame_features(recognizer, item))
             if best is None or cost < best[1]:
                 best = (item, cost, pairs, q_stages, s_stages)
         item, cost, pairs, q_stages, s_stages = best
-        index = recognizer.actions.index(name)
+        index = recognizer.actions.index(action)
         matches.append(ClassMatch(
-            name=name, probability=probability, support_path=item.path,
+            name=action, probability=probability, support_path=item.path,
             support_frames=recognizer.load_thumbnails(item.path), pairs=pairs, cost=cost,
-            texts=class_texts(method, name),
+            texts=class_texts(method, action),
             text_probability=None if text_part is None else float(text_part[index]),
             query_stages=q_stages, support_stages=s_stages,
         ))

@@ -396,7 +396,7 @@ class Recognizer:
                     **kwargs: Any) -> "Recognizer":
         recognizer = cls(method, **kwargs)
         for name, clips in (support or {}).items():
-            recognizer.add(name, clips, _check=False)
+            recognizer.add(name, clips)
         if support:
             recognizer._check_support()
         return recognizer
@@ -450,7 +450,7 @@ class Recognizer:
     def support_paths(self, action: str) -> list[Path]:
         return [e.path for e in self._clips_of(action)]
 
-    def add(self, name: str, clips: Iterable[str | os.PathLike] | str | os.PathLike, *, _check: bool = True) -> None:
+    def add(self, name: str, clips: Iterable[str | os.PathLike] | str | os.PathLike) -> None:
         """Add action ``name`` with its clips (paths), or more clips to an existing action.
         Only these clips are encoded; an unreadable one is a :class:`NotAVideoError`."""
         if not isinstance(name, str) or not name.strip():
