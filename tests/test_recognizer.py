@@ -115,6 +115,13 @@ def test_fit_temperature_recovers_the_scale_that_generated_the_labels():
     labels = torch.multinomial(torch.softmax(logits / 2.0, -1), 1, generator=g)[:, 0]
     assert fit_temperature(torch.log_softmax(logits, -1), labels) == pytest.approx(2.0, rel=0.1)
     assert fit_temperature(torch.empty(0, 4), torch.empty(0, dtype=torch.long)) == 1.0
+    # perfectly separated answers: a finite T, the true class at about (n + 1) / (n + 2), not 1.0
+    separated = torch.log_softmax(torch.eye(4).repeat(2, 1) * 2.0, -1)  # 8 rows, right by a margin of 2
+    labels = torch.arange(4).repeat(2)
+    temperature = fit_temperature(separated, labels)
+    assert temperature > 0.05
+    p_true = torch.softmax(separated / temperature, -1).gather(1, labels[:, None]).mean()
+    assert float(p_true) == pytest.approx(9 / 10, abs=0.02)
 
 
 def test_threshold_rule():

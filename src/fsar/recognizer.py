@@ -271,7 +271,8 @@ class Calibration:
     whole action (so it belongs to none of the remaining ones).
 
     temperature: T of ``softmax(log_probs / T)`` minimising the negative log-likelihood of the
-        known queries' true actions (1.0, the method's own scale, when there are none).
+        known queries' true actions, smoothed by Laplace's rule (:func:`fit_temperature`; 1.0,
+        the method's own scale, when there are none).
     threshold ("auto"), on the top calibrated probability:
 
     * known and unknown queries: the threshold maximising balanced accuracy, the mean of the
@@ -303,15 +304,25 @@ class Calibration:
 
 
 def fit_temperature(log_probs: torch.Tensor, labels: torch.Tensor) -> float:
-    """T on a log grid (0.01 .. 100) minimising NLL of ``softmax(log_probs / T)``; 1.0 without rows."""
+    """T on a log grid (0.01 .. 100) minimising the cross-entropy of ``softmax(log_probs / T)``
+    against the true labels, smoothed by Laplace's rule of succession; 1.0 without rows.
+
+    The smoothing (the true class gets ``1 - ε``, the others share ``ε = 1 / (n + 2)`` for n
+    rows) keeps a handful of perfectly separated leave-one-out answers from driving T to 0,
+    which would make every probability 1.0 and every query, known or not, equally confident:
+    after n right answers out of n the next one is right with probability (n + 1) / (n + 2),
+    not 1.
+    """
     if log_probs.numel() == 0:
         return 1.0
-    grid = torch.logspace(-2, 2, 161, dtype=torch.float64)
     rows = log_probs.double()
-    nll = torch.stack([
-        -torch.log_softmax(rows / t, dim=-1).gather(1, labels[:, None]).mean() for t in grid
-    ])
-    return float(grid[int(torch.argmin(nll))])
+    n, way = rows.shape
+    epsilon = 1.0 / (n + 2)
+    targets = torch.full_like(rows, epsilon / max(way - 1, 1))
+    targets.scatter_(1, labels[:, None], 1.0 - epsilon)
+    grid = torch.logspace(-2, 2, 161, dtype=torch.float64)
+    losses = torch.stack([-(targets * torch.log_softmax(rows / t, dim=-1)).sum(1).mean() for t in grid])
+    return float(grid[int(torch.argmin(losses))])
 
 
 def choose_threshold(known: Sequence[float], unknown: Sequence[float]) -> tuple[float | None, str]:
