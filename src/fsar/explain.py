@@ -293,8 +293,8 @@ def draw(explanation: Explanation, *, dpi: int = 110) -> bytes:
     rows = len(matches)
     t = explanation.query_frames.shape[0]
     text_lines = max((len(m.texts) for m in matches), default=0)
-    fig = plt.figure(figsize=(4.0 + 1.05 * t, 0.6 + rows * (2.7 + 0.22 * text_lines)))
-    grid = fig.add_gridspec(rows, 2, width_ratios=[max(t, 4) * 1.05, 3.2], wspace=0.05, hspace=0.55)
+    fig = plt.figure(figsize=(4.0 + 1.05 * max(t, 7), 0.6 + rows * (2.7 + 0.22 * text_lines)))
+    grid = fig.add_gridspec(rows, 2, width_ratios=[max(t, 7) * 1.05, 3.2], wspace=0.12, hspace=0.55)
     prediction = explanation.prediction
     verdict = (f"none of these (best {prediction.best} {prediction.score:.0%} < threshold {prediction.threshold:.0%})"
                if prediction.label == NONE_OF_THESE else f"{prediction.label} ({prediction.score:.0%})")
