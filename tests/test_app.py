@@ -135,3 +135,14 @@ def test_cli_refuses_bad_starts(tmp_path, clips, capsys):
     (run / "best.json").write_text(json.dumps({"format": "nope"}))
     assert main(["app", "--workdir", str(tmp_path / "w"), "--checkpoint", str(run)]) == 2
     assert "not an fsar checkpoint" in capsys.readouterr().err
+
+
+def test_demo_button_loads_the_synthetic_actions(client):
+    client, state = client
+    answer = client.post("/api/demo")
+    assert answer.status_code == 200, answer.text
+    from fsar.data.synth import class_names
+
+    assert answer.json()["actions"] == {name: 3 for name in class_names()[:5]}
+    assert all(p.is_relative_to(state.workdir) for name in state.recognizer.actions
+               for p in state.recognizer.support_paths(name))
