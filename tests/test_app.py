@@ -123,10 +123,10 @@ def test_cli_refuses_bad_starts(tmp_path, clips, capsys):
     one = tmp_path / "one"
     (one / "red").mkdir(parents=True)
     (one / "red" / "a.mp4").write_bytes(clips["red"][0].read_bytes())
-    assert main(["app", "--support", str(one), "--workdir", str(tmp_path / "w"), *TINY_FLAGS]) == 2
+    assert main(["app", "--data", str(one), "--workdir", str(tmp_path / "w"), *TINY_FLAGS]) == 2
     assert "at least 2 action folders" in capsys.readouterr().err
     (one / "empty").mkdir()
-    assert main(["app", "--support", str(one), "--workdir", str(tmp_path / "w"), *TINY_FLAGS]) == 2
+    assert main(["app", "--data", str(one), "--workdir", str(tmp_path / "w"), *TINY_FLAGS]) == 2
     assert "hold no readable clip" in capsys.readouterr().err
     assert main(["app", "--workdir", str(tmp_path / "w"), "--max-upload-mb", "0", *TINY_FLAGS]) == 2
     assert "--max-upload-mb" in capsys.readouterr().err

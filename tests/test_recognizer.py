@@ -236,7 +236,7 @@ def test_cli_predict_reject_and_explain(data, tmp_path, capsys):
     folder = support_of(data, tmp_path)
     cache = tmp_path / "cache"
     queries = [str(data / "class00" / "clip2"), str(data / "class04" / "clip0")]
-    common = ["predict", "--support", str(folder), "--query", *queries, *TINY_FLAGS, "--cache", str(cache)]
+    common = ["predict", "--data", str(folder), "--query", *queries, *TINY_FLAGS, "--cache", str(cache)]
     assert main([*common, "--reject", "0.999", "--json", "--explain", str(tmp_path / "why.png")]) == 0
     output = json.loads(capsys.readouterr().out)
     assert output["threshold"] == 0.999 and output["shots"] == {"class00": 2, "class01": 2, "class02": 2}
@@ -257,5 +257,5 @@ def test_cli_predict_reject_and_explain(data, tmp_path, capsys):
     assert "--reject" in capsys.readouterr().err
     one = tmp_path / "one"
     shutil.copytree(data / "class00", one / "class00")
-    assert main(["predict", "--support", str(one), "--query", queries[0], *TINY_FLAGS, "--no-cache"]) == 2
+    assert main(["predict", "--data", str(one), "--query", queries[0], *TINY_FLAGS, "--no-cache"]) == 2
     assert "at least 2 action folders" in capsys.readouterr().err

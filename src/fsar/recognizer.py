@@ -422,28 +422,33 @@ class Recognizer:
         checkpoint: str | os.PathLike | None = None,
         weights: str | None = None,
         method_options: dict[str, Any] | None = None,
+        method_args: dict[str, Any] | None = None,
         descriptions: str | None = None,
         num_frames: int | None = None,
         image_size: int | None = None,
         cache_dir: str | os.PathLike | None | bool = None,
         reject: str | float = "off",
         device: str = "auto",
-        args: Any = None,
     ) -> "Recognizer":
         """``folder/<action>/<clip>``: a few clips per action (video files or frame folders).
 
         With ``checkpoint`` (a run directory of ``fsar train`` or its ``best.json``) the trained
         method is rebuilt from it (``method``/``backbone``, when given, must match); without it,
         the training-free ``method`` (default ``otam``) on ``backbone`` (default
-        ``effnet-lite0+minilm``). ``args`` passes command-line resources (LGA's describer flags).
+        ``effnet-lite0+minilm``). ``method_options`` build the method (``-O KEY=VALUE``);
+        ``method_args`` are the method's own resources (``FewShotMethod.options()``, e.g. LGA's
+        ``descriptions`` cache and ``llm_*`` describer settings); ``descriptions`` is short for
+        ``method_args={"descriptions": PATH}``.
         """
         support = support_folder(folder)
         built, info = build_recognizer_method(
             method=method, backbone=backbone, checkpoint=checkpoint, weights=weights,
-            method_options=method_options, descriptions=descriptions, class_names=list(support), args=args,
+            method_options=method_options, method_args=method_args, descriptions=descriptions,
+            class_names=list(support),
         )
-        frames = num_frames or info.pop("num_frames", None) or 8
-        image_size = image_size or info.pop("image_size", None)
+        saved_frames, saved_size = info.pop("num_frames", None), info.pop("image_size", None)
+        frames = num_frames or saved_frames or 8
+        image_size = image_size or saved_size
         info["support"] = str(folder)
         return cls.from_method(built, support, num_frames=frames, image_size=image_size, cache_dir=cache_dir,
                                reject=reject, device=resolve_device(device), info=info)
@@ -754,15 +759,18 @@ def build_recognizer_method(
     checkpoint: str | os.PathLike | None,
     weights: str | None = None,
     method_options: dict[str, Any] | None = None,
+    method_args: dict[str, Any] | None = None,
     descriptions: str | None = None,
     class_names: list[str] | None = None,
-    args: Any = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The method to recognise with, and what describes it (method, backbone, checkpoint, frames)."""
     from fsar.engine.checkpoint import CheckpointError, CheckpointMismatchError, read_checkpoint
     from fsar.engine.config import ConfigError
     from fsar.engine.run import build_method, method_from_checkpoint
 
+    method_args = {k: v for k, v in dict(method_args or {}).items() if v is not None}
+    if descriptions is not None:
+        method_args["descriptions"] = str(descriptions)
     try:
         if checkpoint:
             if weights is not None or method_options:
@@ -771,13 +779,13 @@ def build_recognizer_method(
                 )
             record = read_checkpoint(checkpoint)
             built, saved = method_from_checkpoint(record, method=method, backbone=backbone, class_names=class_names,
-                                                  args=args)
+                                                  method_args=method_args)
             info = {"method": saved.method, "backbone": saved.backbone, "checkpoint": str(checkpoint),
                     "num_frames": saved.num_frames, "image_size": saved.image_size}
         else:
             name, chosen = method or DEFAULT_METHOD, backbone or DEFAULT_BACKBONE
             built = build_method(name, backbone=chosen, weights=weights, method_options=method_options,
-                                 descriptions=descriptions, class_names=class_names, args=args)
+                                 method_args=method_args, class_names=class_names)
             info = {"method": name, "backbone": chosen, "checkpoint": None}
     except CheckpointMismatchError as error:
         raise IncompatibleCheckpointError(str(error)) from None

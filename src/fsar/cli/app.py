@@ -1,6 +1,6 @@
 """``fsar app``: the recogniser as a local web page (optional extra: ``pip install -e ".[app]"``).
 
-    fsar app [--support DIR | --demo] [--checkpoint RUN_DIR | --method M --backbone B] [--port 7860]
+    fsar app [--data DIR | --demo] [--checkpoint RUN_DIR | --method M --backbone B] [--port 7860]
 """
 
 from __future__ import annotations
@@ -24,41 +24,44 @@ pictures, the encoded-clip cache).
 
 examples:
   fsar app --demo
-  fsar app --support my_actions/ --checkpoint fsar-demo/run --reject auto
+  fsar app --data my_actions/ --checkpoint fsar-demo/run --reject auto
 """
 
 
 def add_parser(subparsers) -> None:
     from fsar.app import DEFAULT_MAX_UPLOAD_MB
+    from fsar.cli._args import (
+        add_command,
+        add_device,
+        add_method_option_flag,
+        add_methods_own_options,
+        add_sampling,
+    )
 
-    parser = subparsers.add_parser(
-        "app", help="a local web page: add actions, recognise clips, see why",
+    parser = add_command(
+        subparsers, "app", help="a local web page: add actions, recognise clips, see why",
         description="Serve the few-shot recogniser as a local web page.", epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 picks a free one)")
     parser.add_argument("--workdir", default="fsar-app", metavar="DIR",
                         help="working folder for uploads, pictures and the clip cache (default ./fsar-app)")
     start = parser.add_mutually_exclusive_group()
-    start.add_argument("--support", "--data", dest="support", metavar="DIR",
-                       help="start with DIR/<action>/<clip> as the support set")
+    start.add_argument("--data", dest="data", metavar="ROOT",
+                       help="start with ROOT/<action>/<clip> as the support set")
     start.add_argument("--demo", action="store_true", help="start with the demo's synthetic actions")
     parser.add_argument("--checkpoint", metavar="RUN_DIR", help="run directory of `fsar train` (or its best.json)")
     parser.add_argument("--method", help="method without --checkpoint (default otam)")
     parser.add_argument("--backbone", help="backbone without --checkpoint (default effnet-lite0+minilm)")
     parser.add_argument("--weights", metavar="W", help="backbone weights (folder, hub id, 'random')")
-    from fsar.cli._engine_args import parse_option
-
-    parser.add_argument("--option", "-O", dest="method_options", action="append", type=parse_option,
-                        metavar="KEY=VALUE", help="method option (repeatable), without --checkpoint")
-    parser.add_argument("--frames", type=int, help="frames per clip T (default: the checkpoint's, else 8)")
+    add_method_option_flag(parser)
+    add_sampling(parser)
     parser.add_argument("--reject", default="auto", metavar="off|auto|P",
                         help="'none of these' below this top probability (default auto: from the support set)")
     parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, metavar="MB",
                         help=f"largest accepted upload (default {DEFAULT_MAX_UPLOAD_MB})")
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda")
-    parser.add_argument("--descriptions", metavar="CACHE.json", help="LGA's stage descriptions (method lga)")
+    add_device(parser)
+    add_methods_own_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -67,28 +70,26 @@ def build_state(args: argparse.Namespace):
     from pathlib import Path
 
     from fsar.app import AppError, AppState
-    from fsar.recognizer import Recognizer, RecognizerError, build_recognizer_method, parse_reject, resolve_device
+    from fsar.cli._args import method_args_from, method_options_dict, resolve_device
+    from fsar.recognizer import Recognizer, RecognizerError, build_recognizer_method, parse_reject, support_folder
 
     if args.max_upload_mb <= 0:
         raise CLIError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    device = resolve_device(args.device)
     try:
         reject = parse_reject(args.reject)
         workdir = Path(args.workdir)
-        support = None
-        if args.support:
-            from fsar.recognizer import support_folder
-
-            support = support_folder(args.support)
+        support = support_folder(args.data) if args.data else None
         method, info = build_recognizer_method(
             method=args.method, backbone=args.backbone, checkpoint=args.checkpoint, weights=args.weights,
-            method_options=dict(args.method_options or []), descriptions=args.descriptions,
-            class_names=list(support) if support else None, args=args,
+            method_options=method_options_dict(args) or None, method_args=method_args_from(args),
+            class_names=list(support) if support else None,
         )
-        frames = args.frames or info.pop("num_frames", None) or 8
-        image_size = info.pop("image_size", None)
+        saved_frames, saved_size = info.pop("num_frames", None), info.pop("image_size", None)
+        frames = args.num_frames or saved_frames or 8
+        image_size = args.image_size or saved_size
         recognizer = Recognizer.from_method(method, support, num_frames=frames, image_size=image_size,
-                                            cache_dir=workdir / "cache", reject=reject,
-                                            device=resolve_device(args.device), info=info)
+                                            cache_dir=workdir / "cache", reject=reject, device=device, info=info)
         state = AppState(recognizer, workdir, max_upload_bytes=int(args.max_upload_mb * (1 << 20)))
         if args.demo:
             state.load_demo()

@@ -1,6 +1,6 @@
 """``fsar predict``: a few labelled clips per new action in, ranked labels with probabilities out.
 
-    fsar predict --support DIR --query FILE... [--checkpoint RUN_DIR] [--reject off|auto|P] [--explain OUT.png] [--json]
+    fsar predict --data DIR --query FILE... [--checkpoint RUN_DIR] [--reject off|auto|P] [--explain OUT.png] [--json PATH|-]
 """
 
 from __future__ import annotations
@@ -8,6 +8,20 @@ from __future__ import annotations
 import argparse
 
 from fsar.cli import CLIError
+from fsar.cli._args import (
+    add_command,
+    add_data,
+    add_device,
+    add_json,
+    add_method_option_flag,
+    add_methods_own_options,
+    add_sampling,
+    data_root,
+    emit_json,
+    method_args_from,
+    method_options_dict,
+    resolve_device,
+)
 
 ORDER = 30
 
@@ -15,10 +29,10 @@ DEFAULT_METHOD = "otam"
 DEFAULT_BACKBONE = "effnet-lite0+minilm"
 
 EPILOG = f"""\
-DIR holds one folder per action, each with a few example clips (video files or frame
-folders), as in the data layer: DIR/<action name>/<clip>. Every query is scored against all
-actions of DIR at once; the output lists each query's actions from most to least likely with
-the method's probabilities (they sum to 1 over the actions of DIR).
+--data ROOT holds one folder per action, each with a few example clips (video files or frame
+folders), as in the data layer: ROOT/<action name>/<clip>. Every query is scored against all
+actions of ROOT at once; the output lists each query's actions from most to least likely with
+the method's probabilities (they sum to 1 over the actions of ROOT).
 
 With --checkpoint RUN_DIR the trained method of `fsar train` is used; without it, the
 training-free --method (default {DEFAULT_METHOD}) on --backbone (default {DEFAULT_BACKBONE}).
@@ -34,32 +48,29 @@ are kept in --cache (keyed by backbone, weights, frames and the clip's content),
 run encodes only new clips.
 
 examples:
-  fsar predict --support my_actions/ --query clip1.mp4 clip2.mp4 --checkpoint fsar-demo/run
-  fsar predict --support my_actions/ --query clip.mp4 --reject auto --explain why.png
+  fsar predict --data my_actions/ --query clip1.mp4 clip2.mp4 --checkpoint fsar-demo/run
+  fsar predict --data my_actions/ --query clip.mp4 --reject auto --explain why.png
 """
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "predict",
+    parser = add_command(
+        subparsers, "predict",
         help="rank the actions of a support folder for query clips",
         description="Recognise query clips among the actions of a folder of a few labelled clips each.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--support", required=True, metavar="DIR", help="DIR/<action>/<clip>: a few clips per action")
+    add_data(parser, required=True, legacy_flags=("--support",),
+             help="DIR/<action>/<clip>: a few example clips per action (the support set)")
     parser.add_argument("--query", required=True, nargs="+", metavar="FILE", help="query clips (video files or frame folders)")
     parser.add_argument("--checkpoint", metavar="RUN_DIR", help="run directory of `fsar train` (or its best.json)")
     parser.add_argument("--method", help=f"method without --checkpoint (default {DEFAULT_METHOD})")
     parser.add_argument("--backbone", help=f"backbone without --checkpoint (default {DEFAULT_BACKBONE})")
     parser.add_argument("--weights", metavar="W", help="backbone weights (folder, hub id, 'random')")
-    parser.add_argument("--frames", type=int, help="frames per clip T (default: the checkpoint's, else 8)")
-    from fsar.cli._engine_args import parse_option
-
-    parser.add_argument("--option", "-O", dest="method_options", action="append", type=parse_option,
-                        metavar="KEY=VALUE", help="method option (repeatable), without --checkpoint")
+    add_method_option_flag(parser)
+    add_sampling(parser)
     parser.add_argument("--top", type=int, default=0, metavar="K", help="print only the K most likely actions")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_json(parser, what="the ranked predictions", bare_prints=True)
     parser.add_argument("--reject", default="off", metavar="off|auto|P",
                         help="'none of these' when the top probability is below P; auto: P from the support set "
                              "(leave-one-out); default off")
@@ -68,10 +79,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--cache", metavar="DIR",
                         help="encoded-clip store (default $FSAR_CACHE or ~/.cache/fsar/clips)")
     parser.add_argument("--no-cache", action="store_true", help="encode every clip again, store nothing")
-    from fsar.lga.describe import add_describer_arguments
-
-    # --descriptions CACHE.json and the --llm-* flags that fill missing entries (method lga).
-    add_describer_arguments(parser)
+    add_device(parser)
+    add_methods_own_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -82,7 +91,7 @@ def load_support(directory):
     try:
         return support_folder(directory)
     except SupportSetError as error:
-        raise CLIError(f"--support {error}") from None
+        raise CLIError(f"--data {error}") from None
 
 
 def explain_paths(out: str, count: int) -> list[str]:
@@ -96,29 +105,30 @@ def explain_paths(out: str, count: int) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """A thin layer over :class:`fsar.Recognizer`: build it from --support, predict, print."""
-    import json
-
+    """A thin layer over :class:`fsar.Recognizer`: build it from --data, predict, print."""
+    from fsar.data.video import VideoReadError, open_video
     from fsar.recognizer import Recognizer, RecognizerError, parse_reject
 
     try:
         reject = parse_reject(args.reject)
     except RecognizerError as error:
         raise CLIError(f"--reject: {error}") from None
-    load_support(args.support)  # the folder's problems, named as --support
-    from fsar.data.video import VideoReadError, open_video
-
+    root = data_root(args)
+    load_support(root)  # the folder's problems, named as --data
     for query in args.query:  # before any model is built
         try:
             open_video(query)
         except VideoReadError as error:
             raise CLIError(f"--query {query} is not a readable video: {error.reason}") from None
+    device = resolve_device(args.device)
+    if args.checkpoint and args.method_options:
+        raise CLIError("-O applies without --checkpoint only (a checkpoint rebuilds its own method)")
     try:
         recognizer = Recognizer.from_folder(
-            args.support, method=args.method, backbone=args.backbone, checkpoint=args.checkpoint,
-            weights=args.weights, method_options=dict(args.method_options or []) or None,
-            descriptions=args.descriptions, num_frames=args.frames,
-            cache_dir=False if args.no_cache else args.cache, reject=reject, args=args,
+            root, method=args.method, backbone=args.backbone, checkpoint=args.checkpoint, weights=args.weights,
+            method_options=method_options_dict(args) or None, method_args=method_args_from(args),
+            num_frames=args.num_frames, image_size=args.image_size,
+            cache_dir=False if args.no_cache else args.cache, reject=reject, device=device,
         )
         predictions = recognizer.predict(list(args.query))
         pictures = []
@@ -126,20 +136,20 @@ def run(args: argparse.Namespace) -> int:
             for query, path in zip(args.query, explain_paths(args.explain, len(args.query))):
                 pictures.append(str(recognizer.explain(query).save(path)))
         calibration = recognizer.calibration()
+        threshold = recognizer.threshold()
     except RecognizerError as error:
         raise CLIError(str(error)) from None
     info = recognizer.info
     top = args.top if args.top > 0 else len(recognizer.actions)
-    threshold = recognizer.threshold()
-    if args.json:
-        print(json.dumps({
-            "method": info["method"], "backbone": info["backbone"], "checkpoint": args.checkpoint,
-            "support": str(args.support), "shots": recognizer.shots(), "reject": reject, "threshold": threshold,
-            "calibration": {"temperature": calibration.temperature, "rule": calibration.rule,
-                            "auto_threshold": calibration.threshold,
-                            "leave_one_out_accuracy": calibration.leave_one_out_accuracy},
-            "predictions": [p.to_dict(top) for p in predictions], "explanations": pictures,
-        }, indent=2))
+    record = {
+        "method": info["method"], "backbone": info["backbone"], "checkpoint": args.checkpoint,
+        "support": str(root), "shots": recognizer.shots(), "reject": reject, "threshold": threshold,
+        "calibration": {"temperature": calibration.temperature, "rule": calibration.rule,
+                        "auto_threshold": calibration.threshold,
+                        "leave_one_out_accuracy": calibration.leave_one_out_accuracy},
+        "predictions": [p.to_dict(top) for p in predictions], "explanations": pictures,
+    }
+    if emit_json(args.json, record):
         return 0
     shots = recognizer.shots()
     print(f"{info['method']} ({info['backbone']}); support: {len(shots)} actions, {sum(shots.values())} clips; "
@@ -152,4 +162,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {rank:2d}. {probability:7.2%}  {name}")
     for picture in pictures:
         print(f"explanation: {picture}")
+    if args.json:
+        print(f"predictions: {args.json}")
     return 0
