@@ -103,6 +103,16 @@ def test_bad_uploads_get_a_message_not_a_trace(client, clips, tmp_path):
     assert not list(tmp_path.glob("evil*"))
     for name in ("..%2F..%2Fsecret.png", "0" * 32 + ".txt", "nothere.png"):
         assert client.get(f"/explanations/{name}").status_code == 404
+    # missing fields: a sentence, not a validation dump
+    answer = client.post("/api/actions", data={"name": "nothing"})
+    assert answer.status_code == 400 and answer.json()["error"] == "choose at least one clip"
+    # a support folder with an empty action, inside the working folder
+    two = state.workdir / "two"
+    (two / "red").mkdir(parents=True)
+    (two / "red" / "a.mp4").write_bytes(clips["red"][0].read_bytes())
+    (two / "nothing here").mkdir()
+    answer = client.post("/api/support-folder", data={"path": "two"})
+    assert answer.status_code == 400 and "hold no readable clip" in answer.json()["error"]
     # a support folder with one action, inside the working folder
     one = state.workdir / "one" / "only"
     one.mkdir(parents=True)

@@ -194,7 +194,7 @@ def test_bad_input(data, tmp_path):
         recognizer.predict(data / "class02" / "clip2")
 
 
-def test_checkpoint_is_rebuilt_and_another_backbone_refused(data, tmp_path):
+def test_checkpoint_is_rebuilt_and_another_backbone_refused(data, tmp_path, capsys):
     from fsar.engine.checkpoint import save_checkpoint
     from fsar.engine.run import build_method
 
@@ -218,6 +218,11 @@ def test_checkpoint_is_rebuilt_and_another_backbone_refused(data, tmp_path):
     assert not recognizer.predict(data / "class01" / "clip2").rejected
     with pytest.raises(IncompatibleCheckpointError, match="backbone 'clip-vit-b32'"):
         Recognizer.from_folder(folder, checkpoint=run, backbone="effnet-lite0+minilm", cache_dir=False)
+    from fsar.cli import main
+
+    code = main(["predict", "--data", str(folder), "--query", str(data / "class01" / "clip2"), "--checkpoint", str(run),
+                 "--backbone", "effnet-lite0+minilm", "--no-cache"])
+    assert code == 2 and "backbone 'clip-vit-b32'" in capsys.readouterr().err  # the CLI's one-line message
     with pytest.raises(IncompatibleCheckpointError, match="no checkpoint"):
         Recognizer.from_folder(folder, checkpoint=tmp_path, cache_dir=False)
     assert math.isfinite(recognizer.calibration().temperature)

@@ -308,6 +308,7 @@ async def _send_json(send, status: int, payload: dict) -> None:
 def create_app(state: AppState):
     """The FastAPI application serving the page and its JSON API over ``state``."""
     from fastapi import FastAPI, File, Form, Request, UploadFile
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
     from fsar.recognizer import RecognizerError
@@ -318,6 +319,13 @@ def create_app(state: AppState):
     @app.exception_handler(AppError)
     async def app_error(request: Request, error: AppError):
         return JSONResponse({"error": str(error)}, status_code=error.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def missing_field(request: Request, error: RequestValidationError):
+        fields = sorted({str(e.get("loc", ["", "?"])[-1]) for e in error.errors()})
+        what = {"files": "choose at least one clip", "file": "choose a query clip", "name": "give the action a name",
+                "path": "give a folder", "value": "give a value"}
+        return JSONResponse({"error": "; ".join(what.get(f, f"missing {f}") for f in fields)}, status_code=400)
 
     @app.exception_handler(RecognizerError)
     async def recognizer_error(request: Request, error: RecognizerError):
