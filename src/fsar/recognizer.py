@@ -604,10 +604,14 @@ class Recognizer:
         return EpisodeInputs(**values).to(self.device)
 
     def _forward(self, support: list[tuple[_Encoded, int]], query: list[_Encoded], class_names: list[str]):
+        from fsar.data.inputs import MissingStreamError
+
         inputs = self._episode(support, query, class_names)
-        with torch.no_grad():
-            output = self.method(inputs)
-        return output
+        try:
+            with torch.no_grad():
+                return self.method(inputs)
+        except MissingStreamError as error:  # the method reads a stream this encoder does not give
+            raise RecognizerError(str(error)) from None
 
     def _support_pairs(self, without: set[int] | None = None, without_action: str | None = None):
         """(support pairs, class names) of the current set, leaving out clips by id or one action."""
