@@ -89,6 +89,7 @@ def run_check(args: argparse.Namespace) -> int:
     for name in ("way", "shot", "queries"):
         if getattr(args, name) < 1:
             raise CLIError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    ref = None
     if args.split and args.split_file:
         raise CLIError("give --split NAME or --split-file F, not both")
     if args.split:
@@ -116,6 +117,15 @@ def run_check(args: argparse.Namespace) -> int:
     except ManifestError as error:
         raise CLIError(str(error)) from None
     print(report.format())
+    if ref is not None and ref.benchmark is not None:
+        missing = {c.name: c.skipped for c in report.classes if c.skipped}
+        from fsar.data.splits import comparability_note
+
+        print()
+        print("\n".join(comparability_note(
+            ref, readable=report.videos, missing_per_class=missing,
+            clips_per_class={c.name: c.videos for c in report.classes}, short_classes=report.short_classes,
+        )))
     if args.json:
         path = report.write_json(args.json)
         print(f"report written to {path}")

@@ -253,3 +253,37 @@ def summarise_split_dir(directory: str | Path) -> dict[str, dict]:
             "classnames_file": classnames.name if classnames.is_file() else None,
         }
     return parts
+
+
+def comparability_note(ref: SplitRef, *, readable: int, missing_per_class: dict[str, int],
+                       clips_per_class: dict[str, int], short_classes: dict[str, int]) -> list[str]:
+    """What ``fsar data check --split NAME`` says about a local copy of a shipped split.
+
+    How many of the listed clips are missing, the worst class, and whether a result on this
+    copy stays comparable with the papers' tables (same protocol; the same clips only when
+    nothing is missing).
+    """
+    if ref.benchmark is None:
+        return []
+    info = ref.benchmark.part(ref.part)
+    missing = sum(missing_per_class.values())
+    lines = [f"split {ref.label}: {ref.benchmark.title}; {ref.benchmark.source}",
+             f"listed: {info.clips} clips of {info.classes} classes; found {readable}, missing or unreadable "
+             f"{missing} ({100 * missing / max(1, info.clips):.1f}%)"]
+    if missing == 0:
+        lines.append("comparable: every listed clip is here, so episodes use exactly the papers' clips")
+        return lines
+    worst = max(missing_per_class, key=lambda c: missing_per_class[c] / max(1, missing_per_class[c] + clips_per_class.get(c, 0)))
+    total = missing_per_class[worst] + clips_per_class.get(worst, 0)
+    lines.append(f"worst class: {worst!r}, {missing_per_class[worst]} of {total} missing")
+    if short_classes:
+        lines.append("NOT comparable: some classes cannot fill an episode (listed below); find the missing videos")
+    else:
+        lines.append(
+            "comparable in protocol, not clip for clip: episodes are drawn from the clips present (every class can "
+            "still fill an episode). Report the count beside the accuracy (fsar eval's JSON records skipped_clips)."
+        )
+    if ref.benchmark.name == "kinetics-100":
+        lines.append("Kinetics-100 clips are YouTube videos; ones taken down since 2018 cannot be downloaded again, "
+                     "so most copies miss a few. Every copy's results should say how many.")
+    return lines
