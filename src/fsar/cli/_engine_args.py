@@ -26,6 +26,17 @@ def parse_option(text: str) -> tuple[str, Any]:
         return key.strip(), value
 
 
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    """``--threads N``: torch's CPU threads (default: the free cores; see :mod:`fsar.engine.threads`).
+
+    ``fsar.cli.main`` applies it before the command runs, for every command that has the flag.
+    """
+    parser.add_argument(
+        "--threads", type=int, metavar="N",
+        help="CPU threads for torch (default: the cores not busy with other processes; FSAR_THREADS also sets it)",
+    )
+
+
 def add_common(parser: argparse.ArgumentParser, *, what: str) -> None:
     parser.add_argument("--config", metavar="F.yaml", help="YAML file with any of the settings below (flags win)")
     parser.add_argument("--data", metavar="ROOT", help="data root: ROOT/<class>/<video file or frame folder>")
@@ -52,6 +63,7 @@ def add_common(parser: argparse.ArgumentParser, *, what: str) -> None:
                         help="always decode frames, even for a frozen encoder")
     parser.add_argument("--device", help="auto (default), cpu, cuda")
     parser.add_argument("--no-progress", dest="progress", action="store_const", const=False, help="no progress bars")
+    add_threads_argument(parser)
     try:
         from fsar.lga.describe import add_describer_arguments
     except ImportError:  # pragma: no cover - LGA module absent

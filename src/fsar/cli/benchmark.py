@@ -70,6 +70,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--chunk", type=int, default=1000, help="episodes between two partial writes (default 1000)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    from fsar.cli._engine_args import add_threads_argument
+
+    add_threads_argument(parser)
     parser.set_defaults(func=run)
 
 

@@ -62,6 +62,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed for data, training and episodes (default 0)")
     parser.add_argument("--quick", action="store_true", help="a smaller, faster run (fewer, shorter, smaller clips)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    from fsar.cli._engine_args import add_threads_argument
+
+    add_threads_argument(parser)
     parser.set_defaults(func=run)
 
 

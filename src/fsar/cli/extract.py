@@ -38,6 +38,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--shard-size", type=int, default=256, help="clips per shard file (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from fsar.cli._engine_args import add_threads_argument
+
+    add_threads_argument(parser)
     parser.set_defaults(func=run)
 
 

@@ -51,6 +51,9 @@ def add_parser(subparsers) -> None:
 
     # --descriptions CACHE.json and the --llm-* flags that fill missing entries (method lga).
     add_describer_arguments(parser)
+    from fsar.cli._engine_args import add_threads_argument
+
+    add_threads_argument(parser)
     parser.set_defaults(func=run)
 
 

@@ -730,6 +730,14 @@ class FeatureCache:
         self.skipped: dict[str, str] = {s["path"]: s["reason"] for s in index.get("skipped", [])}
         self._part_counts = sorted({len(PurePosixPath(k).parts) for k in self.entries}, reverse=True)
         self._handles: dict[str, Any] = {}
+        # Episodes revisit the same few thousand clips: remember each path's index key (a
+        # relative --data would otherwise resolve two paths, with lstat calls, per lookup),
+        # each loader's view and each clip's features (up to memory_budget bytes).
+        self._keys: dict[str, str] = {}
+        self._views: dict[int, tuple[Any, tuple[int, str, str]]] = {}
+        self._memo: dict[tuple[str, int, str, str], torch.Tensor] = {}
+        self._memo_bytes = 0
+        self.memory_budget = int(os.environ.get("FSAR_CACHE_MEMORY_MB", "2048")) * (1 << 20)
         if not self.complete:
             log.warning("feature cache %s is incomplete (interrupted extraction); %d clips available",
                         self.directory, len(self.entries))
@@ -770,6 +778,13 @@ class FeatureCache:
             )
 
     def _key(self, clip_path: str | os.PathLike) -> str:
+        text = os.fspath(clip_path)
+        key = self._keys.get(text)
+        if key is None:
+            key = self._keys[text] = self._lookup_key(clip_path)
+        return key
+
+    def _lookup_key(self, clip_path: str | os.PathLike) -> str:
         key = _relative_key(clip_path, self.root)
         if key in self.entries or key in self.skipped:
             return key
@@ -815,11 +830,37 @@ class FeatureCache:
             return f"{where}: it was not extracted{hint}"
         return f"{where}: cached frame indices {entry['indices']} differ from the requested {indices}"
 
-    def clip_features(self, clip, loader) -> torch.Tensor:
-        """(T, D) features of one clip under ``loader``'s evaluation view; raises when absent."""
+    def _view(self, loader) -> tuple[int, str, str]:
+        """(segments, sampling, transform key) of a loader, computed once per loader object."""
+        known = self._views.get(id(loader))
+        if known is not None and known[0] is loader:
+            return known[1]
         num_segments, sampling = _loader_sampling(loader)
-        transform_key = loader_transform_key(loader)
+        view = (num_segments, sampling, loader_transform_key(loader))
+        self._views[id(loader)] = (loader, view)
+        return view
+
+    def clip_features(self, clip, loader) -> torch.Tensor:
+        """(T, D) features of one clip under ``loader``'s evaluation view; raises when absent.
+
+        Read once per clip and view, then served from memory (``memory_budget`` bytes, default
+        2 GiB, ``FSAR_CACHE_MEMORY_MB``); callers get the stored tensor, so they must not
+        modify it in place (``torch.stack`` in :meth:`load_episode` copies).
+        """
+        num_segments, sampling, transform_key = self._view(loader)
         key = self._key(clip.path)
+        memo_key = (key, num_segments, sampling, transform_key)
+        found = self._memo.get(memo_key)
+        if found is not None:
+            return found
+        feats = self._read_clip_features(clip, key, num_segments, sampling, transform_key)
+        size = feats.numel() * feats.element_size()
+        if self._memo_bytes + size <= self.memory_budget:
+            self._memo[memo_key] = feats
+            self._memo_bytes += size
+        return feats
+
+    def _read_clip_features(self, clip, key: str, num_segments: int, sampling: str, transform_key: str) -> torch.Tensor:
         entry = self.entries.get(key)
         if entry is not None:
             from fsar.data.sampling import sample_indices
