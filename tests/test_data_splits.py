@@ -144,3 +144,13 @@ def test_data_check_takes_a_split_name(tmp_path, capsys):
     assert "hmdb51" in out.out or "test.txt" in out.out
     assert main(["data", "check", str(tmp_path), "--split", "hmdb52"]) == 2
     assert "unknown split" in capsys.readouterr().err
+
+
+def test_train_and_eval_configs_take_split_names(tmp_path):
+    from fsar.engine.config import EvalConfig, TrainConfig
+    from fsar.engine.run import eval_split, training_manifests
+
+    assert eval_split(EvalConfig(data=str(tmp_path), split_file="ssv2-full")).classnames_file.name == "classnames_test.txt"
+    assert eval_split(EvalConfig(data=str(tmp_path))) is None
+    train, val = training_manifests(TrainConfig(data=str(tmp_path), split_file_dir="ucf101", progress=False))
+    assert len(train.classes) == 70 and len(val.classes) == 10 and not train.clips  # nothing under an empty root

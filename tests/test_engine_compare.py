@@ -102,3 +102,29 @@ def test_results_drawing_other_episodes_are_refused():
         check_same_episodes({"x": base, "y": {**base, "seed": 1}})
     with pytest.raises(ComparisonError, match="per-episode"):
         check_same_episodes({"x": base, "y": {**base, "episode_accuracies": []}})
+
+
+def test_fsar_eval_compare_pairs_with_an_earlier_result(tmp_path, capsys):
+    import json
+
+    from engine_standins import TINY_CLIP
+
+    from fsar.cli import main
+    from fsar.data.synth import render_dataset
+
+    data = render_dataset(tmp_path / "synth", classes=5, videos_per_class=3, frames=8, size=32, progress=False)
+    common = ["--data", str(data), "--backbone", "clip-vit-b32", "--weights", "random", "-O", TINY_CLIP,
+              "-O", "finetune=frozen", "--episodes", "12", "--no-progress"]
+    assert main(["eval", "--method", "proto", *common, "--json", str(tmp_path / "proto.json")]) == 0
+    first = json.loads((tmp_path / "proto.json").read_text())
+    assert len(first["episode_accuracies"]) == 12
+    capsys.readouterr()
+    assert main(["eval", "--method", "otam", *common, "--json", str(tmp_path / "otam.json"),
+                 "--compare", str(tmp_path / "proto.json")]) == 0
+    out = capsys.readouterr().out
+    assert "paired comparison on the same episodes" in out and "| otam (this run) | proto (" in out
+    second = json.loads((tmp_path / "otam.json").read_text())
+    expected = compare_paired(second["episode_accuracies"], first["episode_accuracies"])
+    assert f"{100 * expected.difference:+.2f}" in out
+    assert main(["eval", "--method", "otam", *common, "--seed", "3", "--compare", str(tmp_path / "proto.json")]) == 2
+    assert "different episodes" in capsys.readouterr().err

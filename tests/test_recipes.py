@@ -119,3 +119,42 @@ def test_cli_lists_and_prints_recipes(capsys):
     assert main(["recipes", "clip-fsar/kinetics-100-5shot"]) == 0
     assert "# [paper: ma-fsar_full-paper.txt" in capsys.readouterr().out
     assert main(["recipes", "nope/x"]) == 2
+
+
+def test_train_resolves_a_recipe_with_overrides(tmp_path):
+    """`fsar train --recipe` on the synthetic set: the recipe's values stand unless a flag overrides them."""
+    import json
+
+    import yaml
+    from engine_standins import TINY_CLIP
+
+    from fsar.data.manifest import Manifest
+    from fsar.data.synth import render_dataset
+
+    data = render_dataset(tmp_path / "synth", classes=6, videos_per_class=6, frames=8, size=32, progress=False)
+    manifest = Manifest.from_folder(data)
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    for part, names in (("train", manifest.classes[:3]), ("val", manifest.classes[3:])):
+        (splits / f"{part}.txt").write_text(
+            "".join(f"{c.class_name}/{c.path.name}\n" for n in names for c in manifest.clips_of(n)))
+    out = tmp_path / "run"
+    assert main(["train", "--recipe", "ma-fsar/ssv2-small-1shot", "--data", str(data), "--splits", str(splits),
+                 "--backbone", "clip-vit-b32", "--weights", "random", "-O", TINY_CLIP, "-O", "finetune=frozen",
+                 "--image-size", "32", "--way", "3", "--episodes", "4", "--tasks-per-step", "2", "--val-every", "2",
+                 "--val-episodes", "2", "--no-progress", "--out", str(out)]) == 0
+    saved = next(json.loads(p.read_text())["config"] for p in (out / "best.json", out / "last.json") if p.is_file())
+    recipe = load_recipe("ma-fsar/ssv2-small-1shot")
+    assert saved["method"] == "ma-fsar" and saved["lr"] == recipe.train["lr"] and saved["hflip"] is True
+    assert saved["queries"] == 5 and saved["lr_milestones"] == [0.6, 0.8]  # from the recipe
+    assert (saved["episodes"], saved["way"], saved["image_size"], saved["split_file_dir"]) == (4, 3, 32, str(splits))
+    options = saved["method_options"]
+    assert options["alpha"] == 0.25 and options["metric"] == "otam"  # kept beside the -O overrides
+    assert options["finetune"] == "frozen" and options["encoder_options"] == yaml.safe_load(TINY_CLIP.split("=", 1)[1])
+
+
+def test_a_recipe_typo_names_the_recipe(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: otam\ntrain:\n  episodez: 5\n")
+    assert main(["train", "--recipe", str(bad), "--data", str(tmp_path)]) == 2
+    assert "recipe bad: unknown key 'episodez'" in capsys.readouterr().err

@@ -39,6 +39,11 @@ def add_threads_argument(parser: argparse.ArgumentParser) -> None:
 
 def add_common(parser: argparse.ArgumentParser, *, what: str) -> None:
     parser.add_argument("--config", metavar="F.yaml", help="YAML file with any of the settings below (flags win)")
+    parser.add_argument(
+        "--recipe", metavar="NAME",
+        help="a shipped recipe (fsar recipes), e.g. ma-fsar/ssv2-small-1shot: the paper's settings; "
+             "--config and flags override any of them",
+    )
     parser.add_argument("--data", metavar="ROOT", help="data root: ROOT/<class>/<video file or frame folder>")
     parser.add_argument("--method", help="method name (fsar.list_methods(): ma-fsar, clip-fsar, lga, proto, otam, ...)")
     parser.add_argument("--backbone", help="encoder: effnet-lite0+minilm (embedded default), clip-vit-b32, clip-vit-b16")
@@ -72,7 +77,7 @@ def add_common(parser: argparse.ArgumentParser, *, what: str) -> None:
         add_describer_arguments(parser)
 
 
-CONFIG_KEYS_SKIP = {"config", "command", "func", "verbose", "resume"}
+CONFIG_KEYS_SKIP = {"config", "command", "func", "verbose", "resume", "recipe", "compare", "threads"}
 
 
 def overrides_from_args(args: argparse.Namespace, config_cls) -> dict[str, Any]:
@@ -92,8 +97,18 @@ def resolve(args: argparse.Namespace, config_cls, **extra):
 
     overrides = overrides_from_args(args, config_cls)
     overrides.update({k: v for k, v in extra.items() if v is not None})
+    recipe = None
+    if getattr(args, "recipe", None):
+        from fsar.engine.config import TrainConfig
+        from fsar.recipes import RecipeError, load_recipe
+
+        try:
+            loaded = load_recipe(args.recipe)
+        except RecipeError as error:
+            raise CLIError(str(error)) from None
+        recipe = (loaded.name, loaded.train_values() if config_cls is TrainConfig else loaded.eval_values())
     try:
-        return resolve_config(config_cls, yaml_path=args.config, overrides=overrides)
+        return resolve_config(config_cls, yaml_path=args.config, overrides=overrides, recipe=recipe)
     except ConfigError as error:
         raise CLIError(str(error)) from None
 

@@ -43,7 +43,8 @@ schedule:
 examples:
   fsar train --data synth/ --val-classes 5 --method ma-fsar --backbone effnet-lite0+minilm \\
       --way 5 --shot 1 --episodes 2000 --out runs/ma
-  fsar train --data ssv2/ --split-file-dir splits/ssv2_CMN --method ma-fsar \\
+  fsar train --recipe ma-fsar/ssv2-small-1shot --data /data/ssv2          # the paper's settings
+  fsar train --data ssv2/ --splits ssv2-small --method ma-fsar \\
       --backbone clip-vit-b32 --weights openai/clip-vit-base-patch32 -O dataset_kind=temporal \\
       --episodes 100000 --out runs/ssv2-ma
 """
@@ -59,7 +60,11 @@ def add_parser(subparsers) -> None:
     )
     add_common(parser, what="training")
     parser.add_argument("--out", metavar="RUN_DIR", help="run directory (checkpoints, logs, config)")
-    parser.add_argument("--split-file-dir", metavar="DIR", help="directory with train.txt and val.txt (test.txt is not read)")
+    parser.add_argument(
+        "--splits", "--split-file-dir", dest="split_file_dir", metavar="NAME|DIR",
+        help="training splits: a shipped benchmark (fsar data splits: its train + val parts) or a directory with "
+             "train.txt and val.txt (test.txt is never read)",
+    )
     parser.add_argument("--val-data", metavar="ROOT2", help="validation data root (when ROOT has no split files)")
     parser.add_argument("--val-classes", type=int, metavar="N", help="hold the last N classes of ROOT out for validation")
     parser.add_argument("--tasks-per-step", type=int, metavar="K", help="episodes accumulated per Adam step (default 16)")
