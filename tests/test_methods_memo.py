@@ -26,7 +26,7 @@ def _episode(seed, names, dim, shot=2, frames=4):
     )
 
 
-@pytest.mark.parametrize("name", ["ma-fsar", "clip-fsar"])
+@pytest.mark.parametrize("name", ["ma-fsar", "clip-fsar", "lga"])
 def test_memo_gives_the_uncached_results_and_forgets_on_mode_change(name):
     torch.manual_seed(0)
     method = fsar.create_method(name, backbone="clip-vit-b32", weights="random", encoder_options=TINY,
