@@ -78,26 +78,27 @@ def _source(method, manifest, features, shot: int, queries: int, image_size: int
                           image_size=image_size, features=features, progress=False)
 
 
-def eval_rate(method, source, episodes: int) -> float:
+def eval_rate(method, source, episodes: int) -> tuple[float, float]:
+    """(episodes per wall second, episodes per CPU second of this process)."""
     from fsar.engine.evaluate import evaluate
 
     evaluate(method, source, episodes=50, progress=False)  # warm-up
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     evaluate(method, source, episodes=episodes, progress=False)
-    return episodes / (time.perf_counter() - start)
+    return episodes / (time.perf_counter() - start), episodes / max(1e-9, time.process_time() - cpu)
 
 
-def train_rate(method, source, steps: int) -> float:
+def train_rate(method, source, steps: int) -> tuple[float, float]:
     method.train()
     for index in range(3):  # warm-up
         method(source.sample(10_000 + index, train=True)).loss.backward()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for index in range(steps):
         output = method(source.sample(index, train=True))
         output.loss.backward()
     method.zero_grad(set_to_none=True)
     method.eval()
-    return steps / (time.perf_counter() - start)
+    return steps / (time.perf_counter() - start), steps / max(1e-9, time.process_time() - cpu)
 
 
 def startup_seconds(work: Path, features: Path, threads: int | None) -> float:
@@ -167,6 +168,8 @@ def main() -> int:
               f"{os.cpu_count()} cores, {len(busy)} competing process(es); load before: {os.getloadavg()[0]:.2f}")
         print(f"cache: {len(manifest.clips)} clips of {len(manifest.classes)} classes, {BACKBONE}; "
               f"{args.episodes} episodes per figure, 5-way, 1 query per class\n")
+        print("ep/s = episodes per wall-clock second; in brackets, per CPU second of this process (what one "
+              "otherwise idle core gives, as long as the process runs on one thread)\n")
         print("| method | " + " | ".join(f"eval {s}-shot ep/s" for s in args.shots) + " | train 1-shot ep/s |")
         print("| --- |" + " ---: |" * (len(args.shots) + 1))
         for name in args.methods:
@@ -177,8 +180,9 @@ def main() -> int:
                                        args.episodes))
             train = "–"
             if name in TRAINABLE:
-                train = f"{train_rate(method, _source(method, manifest, features, 1, 5, args.image_size), args.train_steps):.1f}"
-            print(f"| {name} | " + " | ".join(f"{r:.0f}" for r in rates) + f" | {train} |", flush=True)
+                wall, cpu = train_rate(method, _source(method, manifest, features, 1, 5, args.image_size), args.train_steps)
+                train = f"{wall:.1f} ({cpu:.1f})"
+            print(f"| {name} | " + " | ".join(f"{w:.0f} ({c:.0f})" for w, c in rates) + f" | {train} |", flush=True)
         if not args.no_startup:
             print(f"\nstart-up (fresh `fsar eval --method proto --episodes 1` from the cache): "
                   f"{startup_seconds(work, features, args.threads):.2f} s")

@@ -79,6 +79,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--checkpoint-every", type=int, metavar="STEPS", help="write last.json every this many steps (default 50)")
     parser.add_argument("--hflip", action="store_const", const=True,
                         help="random horizontal flips in training (off: they swap SSv2's left/right classes)")
+    parser.add_argument("--no-hflip", dest="hflip", action="store_const", const=False,
+                        help="no horizontal flips (overrides a recipe or --config that turns them on)")
     parser.add_argument("--color-jitter", type=float, metavar="S", help="colour jitter strength in training (default 0)")
     parser.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), help="mixed precision (auto: on CUDA only)")
     parser.add_argument("--resume", action="store_true", help="continue RUN_DIR from its last checkpoint")
