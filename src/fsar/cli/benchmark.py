@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from fsar.cli import CLIError
+from fsar.cli._args import add_methods_own_options, add_threads, method_args_from
 
 ORDER = 25
 
@@ -65,20 +66,18 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--option", "-O", dest="method_options", action="append", default=[],
                         metavar="[METHOD:]KEY=VALUE",
                         help="option of the methods given by name (all, or METHOD: one), e.g. -O ma-fsar:alpha=0.25")
-    parser.add_argument("--descriptions", metavar="CACHE.json", help="LGA's description cache")
     parser.add_argument("--bootstrap", type=int, default=10_000, help="paired bootstrap resamples (default 10000)")
     parser.add_argument("--chunk", type=int, default=1000, help="episodes between two partial writes (default 1000)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
-    from fsar.cli._engine_args import add_threads_argument
-
-    add_threads_argument(parser)
+    add_threads(parser)
+    add_methods_own_options(parser)  # e.g. LGA's --descriptions, for the methods given by name
     parser.set_defaults(func=run)
 
 
 def _options(values: list[str], labels: list[str]) -> dict[str, dict]:
     """``-O KEY=VALUE`` for every method built by name, ``-O METHOD:KEY=VALUE`` for one of them."""
-    from fsar.cli._engine_args import parse_option
+    from fsar.cli._args import parse_option
 
     options: dict[str, dict] = {label: {} for label in labels}
     for text in values:
@@ -118,12 +117,12 @@ def run(args: argparse.Namespace) -> int:
             episodes=args.episodes, seed=args.seed, backbone=args.backbone, weights=args.weights,
             num_frames=args.num_frames, image_size=args.image_size,
             method_options=_options(args.method_options, [m.label for m in methods if m.checkpoint is None]),
-            descriptions=args.descriptions, device=args.device, bootstrap=args.bootstrap, chunk=args.chunk,
+            method_args=method_args_from(args), device=args.device, bootstrap=args.bootstrap, chunk=args.chunk,
             progress=args.progress,
         )
         if args.bootstrap < 0:
             raise BenchmarkError(f"--bootstrap must be >= 0, got {args.bootstrap}")
-        table = run_benchmark(plan, args.out, args=args)
+        table = run_benchmark(plan, args.out)
     except (BenchmarkError, SplitError, ComparisonError, *user_errors()) as error:
         raise CLIError(str(error)) from None
     print()

@@ -150,7 +150,8 @@ class BenchmarkPlan:
     num_frames: int = 8
     image_size: int | None = None
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    descriptions: str | None = None
+    #: The methods' own options (FewShotMethod.options(), e.g. LGA's descriptions), for every method.
+    method_args: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"
     bootstrap: int = 10_000
     #: Episodes between two writes of a cell's partial results.
@@ -283,7 +284,7 @@ def _read_cell(path: Path) -> dict[str, Any] | None:
         raise BenchmarkError(f"{path}: unreadable partial result ({error}); delete it to re-run that cell") from None
 
 
-def _build(spec: MethodSpec, plan: BenchmarkPlan, data: DataSpec, shot: int, class_names, args):
+def _build(spec: MethodSpec, plan: BenchmarkPlan, data: DataSpec, shot: int, class_names):
     """(method, settings of the row: backbone, weights, frames, image size, checkpoint, method name)."""
     from fsar.engine.checkpoint import read_checkpoint
     from fsar.engine.run import build_method, method_from_checkpoint
@@ -291,17 +292,17 @@ def _build(spec: MethodSpec, plan: BenchmarkPlan, data: DataSpec, shot: int, cla
     checkpoint = spec.checkpoint_for(data.name, shot)
     if checkpoint is not None:
         loaded = read_checkpoint(checkpoint)
-        method, saved = method_from_checkpoint(loaded, class_names=class_names, args=args)
+        method, saved = method_from_checkpoint(loaded, class_names=class_names, method_args=plan.method_args)
         return method, {"method_name": saved.method, "backbone": saved.backbone, "weights": saved.weights,
                         "num_frames": saved.num_frames, "image_size": saved.image_size,
                         "checkpoint": str(loaded.path)}
     torch.manual_seed(plan.seed)
     method = build_method(
         spec.method, backbone=plan.backbone, weights=plan.weights,
-        method_options=plan.method_options.get(spec.label, {}), descriptions=plan.descriptions,
-        class_names=class_names, args=args,
+        method_options=plan.method_options.get(spec.label, {}), method_args=plan.method_args,
+        class_names=class_names,
     )
-    if getattr(method, "trainable", True) and any(p.requires_grad for p in method.parameters()):
+    if method.is_trainable():
         log.warning("benchmark: %s has trainable parts and no checkpoint: they are untrained (random)", spec.label)
     return method, {"method_name": spec.method, "backbone": plan.backbone, "weights": plan.weights,
                     "num_frames": plan.num_frames, "image_size": plan.image_size, "checkpoint": None}
@@ -320,7 +321,7 @@ def _features_dir(out: Path, data: DataSpec, settings: dict[str, Any]) -> Path:
     return out / "features" / "".join(ch if ch.isalnum() or ch in "-_.+" else "_" for ch in data.name) / safe
 
 
-def _run_cell(spec, plan, data, manifest, reference, fingerprint, shot, out, args, say) -> CellResult:
+def _run_cell(spec, plan, data, manifest, reference, fingerprint, shot, out, say) -> CellResult:
     from fsar.engine.evaluate import evaluate
     from fsar.engine.sources import episode_source
 
@@ -348,7 +349,7 @@ def _run_cell(spec, plan, data, manifest, reference, fingerprint, shot, out, arg
             say(f"  {spec.label:<14} {data.name} {shot}-shot: done earlier ({len(done)} episodes)")
             return _cell_from(saved, spec, data, shot)
         say(f"  {spec.label:<14} {data.name} {shot}-shot: resuming at episode {len(done)}")
-    method, settings = _build(spec, plan, data, shot, manifest.classes, args)
+    method, settings = _build(spec, plan, data, shot, manifest.classes)
     device = _device(plan.device)
     method.to(device)
     source = episode_source(
@@ -397,7 +398,7 @@ def _cell_from(record: dict[str, Any], spec: MethodSpec, data: DataSpec, shot: i
 
 
 def run_benchmark(
-    plan: BenchmarkPlan, out: str | Path, *, args=None, say: Callable[[str], None] = print
+    plan: BenchmarkPlan, out: str | Path, *, say: Callable[[str], None] = print
 ) -> BenchmarkTable:
     """Run (or resume) every cell of ``plan`` into ``out`` and write the tables."""
     from fsar.data.episodes import EpisodeSampler
@@ -416,7 +417,7 @@ def run_benchmark(
             reference = EpisodeSampler(manifest, way=plan.way, shot=shot, queries=plan.queries, seed=plan.seed)
             fingerprint = episodes_fingerprint(reference, plan.episodes, data.root)
             say(f"{data.name} {plan.way}-way {shot}-shot: {plan.episodes} episodes (sha256 {fingerprint[:12]})")
-            row = [_run_cell(spec, plan, data, manifest, reference, fingerprint, shot, out, args, say)
+            row = [_run_cell(spec, plan, data, manifest, reference, fingerprint, shot, out, say)
                    for spec in plan.methods]
             cells.extend(row)
             if len(row) > 1:

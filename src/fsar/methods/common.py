@@ -316,15 +316,15 @@ class EncoderMethod(FewShotMethod):
     def backbone_name(self) -> str:
         return self.encoder.name
 
+    def encoder_is_frozen(self) -> bool:
+        return self.encoder_frozen
+
     def train(self, mode: bool = True) -> "EncoderMethod":
-        # A frozen encoder stays in eval mode: its BatchNorm statistics and dropout must
-        # not change while the method's own modules train.
-        super().train(mode)
+        # Every mode switch (the engine's before each loop) re-reads is_frozen and forgets the
+        # per-clip memory of the last evaluation.
         self._encoder_frozen = None
         self.clip_memo.clear()
-        if self.encoder_frozen:
-            self.encoder.eval()
-        return self
+        return super().train(mode)
 
     def load_state_dict(self, *args, **kwargs):
         self.clip_memo.clear()  # remembered per-clip results belong to the old weights
