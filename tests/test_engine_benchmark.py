@@ -166,3 +166,13 @@ def test_episode_fingerprint_depends_on_the_episodes_only(synthetic):
     assert episodes_fingerprint(a, 20, synthetic) == episodes_fingerprint(b, 20, synthetic)
     assert episodes_fingerprint(a, 20, synthetic) != episodes_fingerprint(c, 20, synthetic)
     assert episodes_fingerprint(a, 20, synthetic) != episodes_fingerprint(a, 21, synthetic)
+
+
+def test_a_cell_that_cannot_be_served_fails_before_anything_runs(synthetic, tmp_path, capsys, monkeypatch):
+    from fsar.engine import evaluate as evaluate_module
+
+    monkeypatch.setattr(evaluate_module, "evaluate", lambda *a, **k: pytest.fail("ran an episode"))
+    out = tmp_path / "short"
+    assert main(["benchmark", "--methods", "proto", "--data", f"synth={synthetic}", *FROZEN, "--shots", "1", "7",
+                 "--out", str(out), "--no-progress"]) == 2
+    assert "7-shot" in capsys.readouterr().err and not (out / "cells").exists()

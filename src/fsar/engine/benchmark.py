@@ -409,12 +409,19 @@ def run_benchmark(
     cells: list[CellResult] = []
     comparisons: dict[tuple[str, int], list[PairedComparison]] = {}
     provenance: dict[str, dict[str, Any]] = {}
-    for data in plan.data:
-        manifest = _manifest(data, plan.progress)
+    manifests = {}
+    samplers = {}
+    for data in plan.data:  # every cell's episodes first: a benchmark that cannot finish fails before it starts
+        manifest = manifests[data.name] = _manifest(data, plan.progress)
         provenance[data.name] = {**data.provenance(), "root": str(data.root), "classes": len(manifest.classes),
                                  "clips": len(manifest.clips), "skipped_clips": len(manifest.skipped)}
         for shot in plan.shots:
-            reference = EpisodeSampler(manifest, way=plan.way, shot=shot, queries=plan.queries, seed=plan.seed)
+            samplers[(data.name, shot)] = EpisodeSampler(manifest, way=plan.way, shot=shot, queries=plan.queries,
+                                                         seed=plan.seed)
+    for data in plan.data:
+        manifest = manifests[data.name]
+        for shot in plan.shots:
+            reference = samplers[(data.name, shot)]
             fingerprint = episodes_fingerprint(reference, plan.episodes, data.root)
             say(f"{data.name} {plan.way}-way {shot}-shot: {plan.episodes} episodes (sha256 {fingerprint[:12]})")
             row = [_run_cell(spec, plan, data, manifest, reference, fingerprint, shot, out, say)
