@@ -290,13 +290,18 @@ def mirror_params(params: ClipParams) -> ClipParams:
                    speed=_MIRRORED_SPEED[params.speed])
 
 
+def _accelerate(along: np.ndarray) -> np.ndarray:
+    return along * (1.0 + 2.0 * along) / 3.0
+
+
 def progress_profile(frames: int, boundaries: tuple[int, int], speed: str = "constant") -> np.ndarray:
     """Motion progress per frame (T,): 0 during onset, rising in progression, 1 in completion.
 
     Progression frame k of P is at u = (k + 0.5) / P along the phase, so the profile of mirrored
     boundaries is exactly 1 - the reversed profile, and the first progression frame already
-    differs from onset. ``speed`` shapes the rise: "constant" u, "accelerating" u², and
-    "decelerating" 1 - (1 - u)² (the accelerating profile played backwards).
+    differs from onset. ``speed`` shapes the rise: "constant" u; "accelerating" u (1 + 2u) / 3,
+    whose speed grows five-fold over the phase yet whose first step is still visible; and
+    "decelerating", the accelerating profile played backwards, 1 - a(1 - u).
     """
     a, b = boundaries
     if not 0 < a < b < frames:
@@ -306,9 +311,9 @@ def progress_profile(frames: int, boundaries: tuple[int, int], speed: str = "con
     p = np.zeros(frames, dtype=np.float64)
     along = (np.arange(b - a) + 0.5) / (b - a)
     if speed == "accelerating":
-        along = along * along
+        along = _accelerate(along)
     elif speed == "decelerating":
-        along = 1.0 - (along[::-1] * along[::-1])
+        along = 1.0 - _accelerate(along[::-1])
     p[a:b] = along
     p[b:] = 1.0
     return p
