@@ -70,6 +70,8 @@ from fsar.methods.common import (
     mix_log_probs,
     resolve_metric,
 )
+from fsar.encoders.embedded_grid import grid_tokens
+from fsar.methods.grid_temporal import GridTemporalModule, ResidualBottleneck
 from fsar.methods.text_side import TextSpace, cosine_logits, episode_text, text_bank_for
 from fsar.methods.tpcm import PROTOTYPE_MODULES, build_prototype_module
 
@@ -122,6 +124,24 @@ class MAFSARConfig:
     learn_logit_scale: bool = True
     metric_scale: float = 1.0
     learn_metric_scale: bool = False
+    #: How the learned maps start (fsar's own, not the paper's): "training-free" = the untrained
+    #: method predicts exactly as its metric on the raw features (identity frame space,
+    #: zero-weight text map, TPCM inside a zero-initialised residual bottleneck, grid temporal
+    #: module zero-initialised); "standard" = the paper's modules with default initialisation
+    #: (random projections on encoders without a shared space); "auto" = "training-free" on
+    #: encoders without a shared space (the embedded pairs), "standard" on CLIP.
+    start: str = "auto"
+    #: inner width of TPCM's residual bottleneck when start is "training-free".
+    tpcm_bottleneck: int = 128
+    #: grid backbones (effnet-lite0-grid+minilm): the temporal module over the grid tokens.
+    grid_width: int = 64
+    grid_kernel: int = 3
+    grid_dropout: float = 0.1
+
+    def resolved_start(self, shared_space: bool) -> str:
+        if self.start == "auto":
+            return "standard" if shared_space else "training-free"
+        return self.start
 
     def resolved_alpha(self) -> float:
         return float(self.alpha) if self.alpha is not None else ALPHA_BY_DATASET_KIND[self.dataset_kind]
@@ -135,6 +155,8 @@ class MAFSARConfig:
             raise ValueError(f"ma-fsar: alpha must lie in [0, 1], got {self.alpha}")
         if self.prototype_module not in PROTOTYPE_MODULES:
             raise ValueError(f"ma-fsar: prototype_module must be one of {PROTOTYPE_MODULES}, got {self.prototype_module!r}")
+        if self.start not in ("auto", "standard", "training-free"):
+            raise ValueError(f"ma-fsar: start must be 'auto', 'standard' or 'training-free', got {self.start!r}")
         if self.shots not in SHOT_HANDOFF:
             raise ValueError(f"ma-fsar: shots must be one of {SHOT_HANDOFF}, got {self.shots!r}")
 
@@ -170,20 +192,37 @@ class MAFSAR(EncoderMethod):
         cfg = self.config
         # Record the α actually used, so the saved config reproduces the run by itself.
         cfg.alpha = self.alpha = cfg.resolved_alpha()
+        cfg.start = start = cfg.resolved_start(encoder.shared_space)
+        # Grid backbones: a trained temporal module over the grid tokens (fsar's CNN analogue of
+        # FgMA's temporal adaptation), identity at initialisation.
+        cells = int(getattr(encoder, "grid_cells", 1) or 1)
+        self.grid_temporal = None
+        if cells > 1:
+            self.grid_temporal = GridTemporalModule(
+                cells=cells, dim=encoder.feature_dim // cells, width=cfg.grid_width, kernel=cfg.grid_kernel,
+                dropout=cfg.grid_dropout,
+            )
         self.space = TextSpace(
             feature_dim=encoder.feature_dim,
             text_dim=encoder.text_dim,
             shared_space=encoder.shared_space,
             embed_dim=cfg.embed_dim,
+            start="standard" if encoder.shared_space else start,
         )
+        bottleneck = start == "training-free" and cfg.prototype_module != "none"
         self.tpcm = build_prototype_module(
             cfg.prototype_module,
-            dim=self.space.dim,
+            dim=cfg.tpcm_bottleneck if bottleneck else self.space.dim,
             heads=cfg.tpcm_heads,
             ffn_dim=cfg.tpcm_ffn_dim,
             dropout=cfg.tpcm_dropout,
             pre_ln=cfg.tpcm_pre_ln,
         )
+        if bottleneck:
+            # TPCM at a small width on the raw features; its text is the raw class text.
+            self.tpcm = ResidualBottleneck(self.tpcm, dim=self.space.dim, inner=cfg.tpcm_bottleneck,
+                                           text_dim=encoder.text_dim)
+        self._raw_text_to_tpcm = bottleneck
         self.metric = resolve_metric(metric, cfg.metric_options, method=self.name, feature_dim=self.space.dim)
         scale_init = cfg.logit_scale_init or initial_logit_scale(encoder)
         self.logit_scale = Scale(scale_init, learnable=cfg.learn_logit_scale, max_value=CLIP_LOGIT_SCALE)
@@ -206,9 +245,14 @@ class MAFSAR(EncoderMethod):
         labels = inputs.support_labels.to(device)
         way = inputs.way
 
+        if self.grid_temporal is not None:
+            cells = self.grid_temporal.cells
+            support = self.grid_temporal(grid_tokens(support, cells))
+            query = self.grid_temporal(grid_tokens(query, cells))
         f_support = self.space.frames(support)  # (Ns, T, W)
         f_query = self.space.frames(query)  # (Nq, T, W)
         text_clip = self.space.text(text.per_clip.to(device))  # (Ns, W)
+        tpcm_text = text.per_clip.to(device, f_support.dtype) if self._raw_text_to_tpcm else text_clip
         text_class = self.space.text(text.per_class.to(device))  # (C, W)
 
         # Text branch (eqs. 14/15): GAP over T of the features *before* TPCM.
@@ -217,7 +261,7 @@ class MAFSAR(EncoderMethod):
         q2t_logits = cosine_logits(f_query.mean(1), text_class, scale)  # (Nq, C)
 
         # Visual branch (eqs. 9-13): shared TPCM, then K-shot prototypes, then the metric.
-        support_tilde = self._enhance(f_support, text_clip)
+        support_tilde = self._enhance(f_support, tpcm_text)
         query_tilde = self._enhance(f_query, None)
         if self.config.shots == "prototype":
             prototypes = class_means(support_tilde, labels, way)  # (C, T, W)
