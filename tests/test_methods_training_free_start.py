@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import fsar
-from fsar.methods.grid_temporal import GridTemporalModule, ResidualBottleneck
+from fsar.methods.grid_temporal import STATIC_GATE_RATE, GridTemporalModule, ResidualBottleneck
 from fsar.metrics import OTAM
 from methods_toys import ToyEncoder, features_episode
 
@@ -50,7 +50,7 @@ def test_training_moves_every_learned_map_away_from_the_start():
     encoder = ToyGridEncoder()
     method = _method(encoder).train()
     method(features_episode(dim=encoder.feature_dim, way=3, shot=1, queries=2)).loss.backward()
-    for name in ("grid_temporal.up.weight", "space.text_proj.weight", "tpcm.up.weight"):
+    for name in ("grid_temporal.up.weight", "grid_temporal.static_gate", "space.text_proj.weight", "tpcm.up.weight"):
         grad = dict(method.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
     assert all(p.grad is None for p in method.encoder.parameters())
@@ -73,3 +73,9 @@ def test_grid_temporal_module_is_the_identity_at_start_and_sees_time_order():
     assert not torch.allclose(moved, reversed_in_time)  # the temporal convolution is order-aware
     with pytest.raises(ValueError, match="tokens must be"):
         module(torch.randn(2, 5, 3, 8))
+    # a fully open static gate removes what does not move: a still clip becomes zero
+    fresh = GridTemporalModule(cells=4, dim=8, width=6)
+    with torch.no_grad():
+        fresh.static_gate.fill_(1.0 / STATIC_GATE_RATE)
+    still = torch.randn(1, 1, 4, 8).expand(2, 5, 4, 8)
+    torch.testing.assert_close(fresh(still), torch.zeros(2, 5, 32), atol=1e-6, rtol=0)
