@@ -25,9 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fsar.cli import CLIError
+from fsar.cli._args import add_device, add_json, add_method_option_flag, add_no_progress, emit_json, method_options_dict
 
 ORDER = 5
 
+#: The method the demo meta-trains (the baselines are training-free).
+TRAINED = "ma-fsar"
 BASELINES = ("proto", "otam", "bimhm")
 
 
@@ -95,7 +98,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "episodes (< 6 min on 2 CPU cores); --quick: 36 actions x 4 short, small clips, 300 test episodes\n"
             "(< 2 min). --version 1 reruns the first demo (generator 1, effnet-lite0+minilm, random-init\n"
             "projections, fixed schedule) and reproduces its table.\n"
-            "Afterwards: fsar predict --support DIR --query CLIP --checkpoint OUT/run"
+            "Afterwards: fsar predict --data DIR --query CLIP --checkpoint OUT/run"
         ),
     )
     parser.add_argument("--out", default="fsar-demo", metavar="DIR", help="working folder (default ./fsar-demo)")
@@ -104,7 +107,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--version", type=int, choices=(1, 2), default=2,
                         help="2 (default): synthetic generator 2, grid backbone, MA-FSAR from its training-free "
                              "core; 1: the first demo, to reproduce its figures")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    add_device(parser)
+    add_method_option_flag(parser)
+    add_json(parser, what="the results table")
+    add_no_progress(parser)
     parser.set_defaults(func=run)
 
 
@@ -230,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
     del encoder
 
     common = dict(data=str(data_dir), backbone=backbone, way=way, shot=shot, seed=args.seed,
-                  image_size=plan.image_size, features=str(features), progress=args.progress)
+                  image_size=plan.image_size, features=str(features), progress=args.progress, device=args.device)
     schedule = dict(episodes=plan.train_episodes, tasks_per_step=plan.tasks_per_step, lr=plan.lr,
                     val_every=plan.val_every, val_episodes=plan.val_episodes, checkpoint_every=plan.val_every)
     if plan.weight_decay:
@@ -239,8 +245,8 @@ def run(args: argparse.Namespace) -> int:
         # the untrained start (the training-free core) is a candidate too: validate at step 0
         schedule.update(early_stop_patience=plan.early_stop_patience, validate_at_start=True)
     train_config = resolve_config(TrainConfig, overrides=dict(
-        common, method="ma-fsar", split_file_dir=str(split_dir), out=str(run_dir), queries=2,
-        method_options=dict(plan.method_options), **schedule,
+        common, method=TRAINED, split_file_dir=str(split_dir), out=str(run_dir), queries=2,
+        method_options={**plan.method_options, **method_options_dict(args)}, **schedule,
     ))
     steps = total_steps(train_config)
     try:
@@ -249,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
     except CheckpointError:
         done, stopped = None, False
     stop_note = f", stopping after {plan.early_stop_patience} validations without a new best" if plan.early_stop_patience else ""
-    print(f"[3/5] meta-training ma-fsar on {len(train_names)} classes: up to {plan.train_episodes} episodes, "
+    print(f"[3/5] meta-training {TRAINED} on {len(train_names)} classes: up to {plan.train_episodes} episodes, "
           f"{plan.tasks_per_step} per step, validating on {len(val_names)} classes every {plan.val_every} steps"
           f"{stop_note} ...")
     try:
@@ -268,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"[4/5] evaluating on {len(test_names)} held-out classes: {plan.test_episodes} "
           f"{way}-way {shot}-shot episodes (seed {args.seed}), the same for every method ...")
-    evaluations = [("ma-fsar", dict(checkpoint=str(run_dir)))] + [(name, dict(method=name)) for name in BASELINES]
+    evaluations = [(TRAINED, dict(checkpoint=str(run_dir)))] + [(name, dict(method=name)) for name in BASELINES]
     rows = []
     pair_episodes: list[int] | None = None
     pairs = reverse_pairs(test_names)
@@ -286,7 +292,7 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(str(error)) from None
         result = outcome.result
         pairs_accuracy, pairs_ci95 = mean_and_interval([result.episode_accuracies[i] for i in pair_episodes])
-        rows.append({"method": name, "trained": name == "ma-fsar", "accuracy": result.accuracy, "ci95": result.ci95,
+        rows.append({"method": name, "trained": name == TRAINED, "accuracy": result.accuracy, "ci95": result.ci95,
                      "episodes": result.episodes, "way": way, "shot": shot, "json": config.json,
                      "pairs_accuracy": pairs_accuracy if pair_episodes else None,
                      "pairs_ci95": pairs_ci95 if pair_episodes else None, "pairs_episodes": len(pair_episodes)})
@@ -306,16 +312,18 @@ def run(args: argparse.Namespace) -> int:
     draw_table(rows, png, f"fsar demo v{args.version}: synthetic actions (generator {plan.data_version}), "
                           f"{way}-way {shot}-shot, {backbone}\n"
                           f"{plan.test_episodes} test episodes on {len(test_names)} unseen classes")
-    atomic_write_json(out / f"results{tag}.json", {
+    results = {
         "rows": rows, "train_config": config_to_dict(train_config), "best_step": best.step,
         "seconds": round(time.perf_counter() - started, 1), "torch_threads": torch.get_num_threads(),
         "demo_version": args.version,
-    })
+    }
+    atomic_write_json(out / f"results{tag}.json", results)
+    emit_json(args.json, results)
     print()
     print(f"table: {out / f'results{tag}.json'}, chart: {png}, learning curve: {run_dir / 'learning_curve.png'}")
     # Quoted: synthetic class folders have spaces, and the line is meant to be copied into a shell.
     query = manifest.clips_of(test_names[0])[0].path
-    print(f"try:   fsar predict --support {shlex.quote(str(data_dir))} --query {shlex.quote(str(query))} "
+    print(f"try:   fsar predict --data {shlex.quote(str(data_dir))} --query {shlex.quote(str(query))} "
           f"--checkpoint {shlex.quote(str(run_dir))}")
     print(f"done in {time.perf_counter() - started:.0f} s")
     return 0
