@@ -166,7 +166,8 @@ def segmentation(root: Path, features: Path, backbone: str, image_size: int, lab
     return rows
 
 
-def ssv2(work: Path, *, train_episodes: int, test_episodes: int, seed: int, image_size: int) -> list[dict]:
+def ssv2(work: Path, *, train_episodes: int, test_episodes: int, seed: int, image_size: int,
+         shots: tuple[int, ...] = (1, 5)) -> list[dict]:
     from fsar.data.manifest import Manifest
     from fsar.encoders import create_encoder
     from fsar.encoders.cache import extract_features
@@ -192,7 +193,7 @@ def ssv2(work: Path, *, train_episodes: int, test_episodes: int, seed: int, imag
         extract_features(manifest, encoder, loader_for(encoder, num_frames=8, image_size=image_size), features,
                          backbone_options={"weights": None}, progress=False)
         del encoder
-        for shot in (1, 5):
+        for shot in shots:
             common = dict(data=str(root), backbone=backbone, way=5, shot=shot, seed=seed, image_size=image_size,
                           features=str(features), progress=False)
             run_dir = work / f"ssv2-run-{backbone}-{shot}shot"
@@ -222,6 +223,7 @@ def main() -> None:
     parser.add_argument("--test-episodes", type=int, default=1000, help="five-shot test episodes")
     parser.add_argument("--ssv2-train-episodes", type=int, default=160)
     parser.add_argument("--ssv2-test-episodes", type=int, default=500)
+    parser.add_argument("--ssv2-shots", type=int, nargs="+", default=[1, 5])
     parser.add_argument("--v1-root", type=Path, help="a generator-1 demo folder (fsar demo --version 1 --out DIR)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -243,7 +245,7 @@ def main() -> None:
                                      "generator 1")
         else:
             rows = ssv2(args.work, train_episodes=args.ssv2_train_episodes, test_episodes=args.ssv2_test_episodes,
-                        seed=args.seed, image_size=160)
+                        seed=args.seed, image_size=160, shots=tuple(args.ssv2_shots))
         for row in rows:
             print(json.dumps(row), flush=True)
         results += rows

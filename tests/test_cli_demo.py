@@ -38,3 +38,25 @@ def test_demo_quick_runs_the_whole_loop(tmp_path, capsys):
     # a second run reuses data, features and the finished run
     assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
     assert "already finished" in capsys.readouterr().out
+
+
+def test_order_sensitive_episodes_are_those_holding_a_motion_and_its_reverse(tmp_path):
+    from fsar.cli.demo import PLANS, mean_and_interval, order_sensitive_episodes
+    from fsar.data.episodes import EpisodeSampler
+    from fsar.data.manifest import Manifest
+    from fsar.data.synth import render_dataset, reverse_pairs
+
+    root = render_dataset(tmp_path / "s", classes=8, videos_per_class=2, frames=4, size=32, progress=False, version=2)
+    manifest = Manifest.from_folder(root, progress=False)
+    pairs = reverse_pairs(manifest.classes)
+    chosen = order_sensitive_episodes(manifest, pairs, way=5, shot=1, seed=0, episodes=40)
+    sampler = EpisodeSampler(manifest, way=5, shot=1, queries=1, seed=0)
+    for index in range(40):
+        names = set(sampler.episode(index).class_names)
+        assert (index in chosen) == any(a in names and b in names for a, b in pairs)
+    assert 0 < len(chosen) < 40
+    mean, interval = mean_and_interval([0.0, 1.0, 1.0, 0.0])
+    assert mean == 0.5 and interval == pytest.approx(1.96 * 0.5 / 2)
+    # the default demo is version 2 on the grid backbone; version 1 is the first demo's setting
+    assert PLANS[(2, False)].backbone == "effnet-lite0-grid+minilm" and PLANS[(2, False)].data_version == 2
+    assert PLANS[(1, False)].backbone == "effnet-lite0+minilm" and PLANS[(1, False)].train_episodes == 2400
