@@ -87,6 +87,11 @@ class TrainConfig:
     val_every: int = 100
     val_episodes: int = 500
     val_queries: int = 1
+    #: Stop when this many validations in a row bring no new best (0 = train every episode).
+    early_stop_patience: int = 0
+    #: Validate the untrained method before the first step, so the start (e.g. a method's
+    #: training-free core) is a candidate ``best`` checkpoint: training is kept only if it helps.
+    validate_at_start: bool = False
     #: Write the resumable ``last`` checkpoint every this many steps (and at the end).
     checkpoint_every: int = 50
     #: "auto": bfloat16/float16 autocast on CUDA, full precision on CPU; "off"; "bf16"; "fp16".
@@ -263,6 +268,7 @@ RANGES: dict[str, str] = {
     "checkpoint_every": "an integer >= 1",
     "val_every": "an integer >= 0 (0: validate only at the end)",
     "val_classes": "an integer >= 0",
+    "early_stop_patience": "an integer >= 0 (0: no early stopping)",
     "lr": "a finite number > 0",
     "weight_decay": "a finite number >= 0",
     "lr_gamma": "a number in (0, 1]",
@@ -274,7 +280,7 @@ RANGES: dict[str, str] = {
 _MIN_INT = {
     "way": 2, "shot": 1, "queries": 1, "episodes": 1, "num_frames": 1, "image_size": 1, "seed": 0,
     "tasks_per_step": 1, "val_episodes": 1, "val_queries": 1, "checkpoint_every": 1,
-    "val_every": 0, "val_classes": 0,
+    "val_every": 0, "val_classes": 0, "early_stop_patience": 0,
 }
 
 
