@@ -19,6 +19,7 @@ _METHOD_MODULES = (
     "fsar.methods.ma_fsar",
     "fsar.methods.clip_fsar",
     "fsar.methods.lga",
+    "fsar.methods.clip_spm",
 )
 
 
@@ -44,4 +45,13 @@ def list_methods() -> list[str]:
     return METHODS.names()
 
 
-__all__ = ["METHODS", "EpisodeInputs", "FewShotMethod", "MethodOutput", "create_method", "list_methods"]
+def __getattr__(name: str):
+    # Imported on first use: the method modules import this package for METHODS.
+    if name == "clip_spm_from_reference":
+        from fsar.methods.clip_spm import clip_spm_from_reference
+
+        return clip_spm_from_reference
+    raise AttributeError(f"module 'fsar.methods' has no attribute {name!r}")
+
+
+__all__ = ["METHODS", "clip_spm_from_reference", "EpisodeInputs", "FewShotMethod", "MethodOutput", "create_method", "list_methods"]
