@@ -402,3 +402,7 @@ def test_cli_train_and_eval_on_a_synthetic_set(tmp_path, capsys):
     assert "clip-spm" in printed and "padm=transductive" in printed
     result = json.loads(out.read_text())
     assert result["method"] == "clip-spm" and result["episodes"] == 4
+    clip = sorted((data / sorted(p.name for p in data.iterdir() if p.is_dir())[0]).glob("*.mp4"))[0]
+    assert main(["predict", "--support", str(data), "--query", str(clip), "--checkpoint", str(run), "--json"]) == 0
+    prediction = json.loads(capsys.readouterr().out)
+    assert prediction["method"] == "clip-spm" and len(prediction["predictions"]) == 1
