@@ -275,6 +275,20 @@ def test_presets_and_optimizer_defaults():
         _method(preset="hmdb")
 
 
+def test_engine_takes_the_release_optimizer_unless_flags_say_otherwise():
+    from fsar.engine.config import TrainConfig
+    from fsar.engine.train import optimizer_settings
+
+    method = _method()
+    assert optimizer_settings(TrainConfig(), method) == dict(lr=1e-5, weight_decay=5e-5, betas=(0.5, 0.999))
+    given = optimizer_settings(TrainConfig(lr=3e-4, weight_decay=0.0), method)
+    assert given == dict(lr=3e-4, weight_decay=0.0, betas=(0.5, 0.999))
+    other = optimizer_settings(TrainConfig(), torch.nn.Linear(2, 2))
+    assert other == dict(lr=1e-4, weight_decay=0.0, betas=(0.9, 0.999))
+    ssv2 = optimizer_settings(TrainConfig(), _method(preset="ssv2-full"))
+    assert (ssv2["lr"], ssv2["weight_decay"]) == (1.6e-5, 9.7e-4)
+
+
 # ---------------------------------------------------------------------------------------------
 # bad input
 # ---------------------------------------------------------------------------------------------
@@ -393,16 +407,20 @@ def test_cli_train_and_eval_on_a_synthetic_set(tmp_path, capsys):
     assert code == 0
     record = json.loads((run / "best.json").read_text())
     assert record["method"] == "clip-spm" and record["method_config"]["padm"] == "transductive"
+    # no --lr / --weight-decay given: the release's Adam settings
+    assert record["optimizer"] == {"name": "Adam", "lr": 1e-5, "weight_decay": 5e-5, "betas": [0.5, 0.999]}
     capsys.readouterr()
     out = tmp_path / "eval.json"
     code = main(["eval", "--data", str(data), "--checkpoint", str(run), *small, "--queries", "1",
                  "--episodes", "4", "--json", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "clip-spm" in printed and "padm=transductive" in printed
+    assert "clip-spm [padm=transductive] (effnet-lite0+minilm)" in printed
     result = json.loads(out.read_text())
     assert result["method"] == "clip-spm" and result["episodes"] == 4
     clip = sorted((data / sorted(p.name for p in data.iterdir() if p.is_dir())[0]).glob("*.mp4"))[0]
     assert main(["predict", "--support", str(data), "--query", str(clip), "--checkpoint", str(run), "--json"]) == 0
     prediction = json.loads(capsys.readouterr().out)
     assert prediction["method"] == "clip-spm" and len(prediction["predictions"]) == 1
+    assert prediction["inference"] == {"padm": "transductive"}
+    assert result["inference"] == {"padm": "transductive"}

@@ -137,12 +137,15 @@ def run(args: argparse.Namespace) -> int:
             "query": str(query.path),
             "ranking": [{"class": support.classes[i], "probability": round(float(row[i]), 6)} for i in order],
         })
+    from fsar.engine.run import inference_tags, tags_label
+
+    tags = inference_tags(method)
     if args.json:
-        print(json.dumps({"method": name, "backbone": backbone, "checkpoint": args.checkpoint,
+        print(json.dumps({"method": name, "inference": tags, "backbone": backbone, "checkpoint": args.checkpoint,
                           "support": str(args.support), "shots": support.counts(), "predictions": results},
                          indent=2))
         return 0
-    print(f"{name} ({backbone}); support: {len(support.classes)} actions, {len(clips)} clips")
+    print(f"{name}{tags_label(tags)} ({backbone}); support: {len(support.classes)} actions, {len(clips)} clips")
     for result in results:
         print(result["query"])
         for rank, item in enumerate(result["ranking"], start=1):
