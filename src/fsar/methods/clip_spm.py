@@ -69,7 +69,7 @@ from torch import Tensor, nn
 from fsar.data.inputs import EpisodeInputs
 from fsar.methods import METHODS
 from fsar.methods.base import MethodOutput
-from fsar.methods.common import EncoderMethod, check_episode, configure_method
+from fsar.methods.common import EncoderMethod, check_episode, class_means, configure_method
 from fsar.methods.text_side import TextSpace, text_bank_for
 from fsar.metrics._common import PEER_COSINE_EPS
 from fsar.metrics.otam import OTAM
@@ -243,12 +243,6 @@ class PromptGenerator(nn.Module):
 def _class_sum_and_count(features: Tensor, labels: Tensor, way: int) -> tuple[Tensor, Tensor]:
     one_hot = F.one_hot(labels, way).to(features.dtype)  # (n, way)
     return torch.einsum("nc,n...->c...", one_hot, features), one_hot.sum(0)
-
-
-def class_means(features: Tensor, labels: Tensor, way: int) -> Tensor:
-    """Mean over each class's clips (any number per class), classes in label order."""
-    summed, counts = _class_sum_and_count(features, labels, way)
-    return summed / counts.view(-1, *([1] * (features.dim() - 1)))
 
 
 class PADM(nn.Module):
