@@ -25,15 +25,15 @@ from fsar.methods.clip_spm import (
     release_episode_token,
     release_state_dict_to_fsar,
 )
-from methods_toys import (  # noqa: F401  (single_thread: autouse fixture)
-    single_thread,
-    CLASSES,
+from methods_toys import (
     TINY_CLIP,
     features_episode,
     frames_episode,
     shared_embedded_pair,
     shared_frozen_clip,
 )
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 REFERENCE = Path(__file__).resolve().parent / "reference" / "clip_spm"
 CASES = ("a", "b")
@@ -192,6 +192,22 @@ def test_transductive_and_inductive_padm_differ_and_inductive_queries_are_indepe
     assert (transductive(changed).log_probs[:-1] - a[:-1]).abs().max() > 1e-4
     assert transductive.inference_tags() == {"padm": "transductive"}
     assert inductive.inference_tags() == {"padm": "inductive"}
+
+
+def test_padm_option_switches_a_built_method_between_modes():
+    torch.manual_seed(7)
+    method = _method().eval()
+    inductive = _method(padm="inductive").eval()
+    inductive.load_state_dict(method.state_dict())
+    episode = features_episode(dim=32, way=3, shot=1, queries=2, seed=11)
+    method.load_resources({"padm": "inductive"})
+    assert method.config.padm == "inductive" and method.inference_tags() == {"padm": "inductive"}
+    torch.testing.assert_close(method(episode).log_probs, inductive(episode).log_probs)
+    assert [o.name for o in type(method).options()] == ["padm"]
+    with pytest.raises(ValueError, match="--padm must be one of"):
+        method.load_resources({"padm": "both"})
+    with pytest.raises(ValueError, match="takes no options"):
+        method.load_resources({"descriptions": "x.json"})
 
 
 def test_inductive_single_query_equals_episode_row():
@@ -418,8 +434,12 @@ def test_cli_train_and_eval_on_a_synthetic_set(tmp_path, capsys):
     assert "clip-spm [padm=transductive] (effnet-lite0+minilm)" in printed
     result = json.loads(out.read_text())
     assert result["method"] == "clip-spm" and result["episodes"] == 4
+    # the trained (transductive) weights evaluated inductively through the method's own option
+    code = main(["eval", "--data", str(data), "--checkpoint", str(run), *small, "--queries", "1",
+                 "--episodes", "4", "--padm", "inductive"])
+    assert code == 0 and "clip-spm [padm=inductive] (effnet-lite0+minilm)" in capsys.readouterr().out
     clip = sorted((data / sorted(p.name for p in data.iterdir() if p.is_dir())[0]).glob("*.mp4"))[0]
-    assert main(["predict", "--support", str(data), "--query", str(clip), "--checkpoint", str(run), "--json"]) == 0
+    assert main(["predict", "--data", str(data), "--query", str(clip), "--checkpoint", str(run), "--json"]) == 0
     prediction = json.loads(capsys.readouterr().out)
     assert prediction["method"] == "clip-spm" and len(prediction["predictions"]) == 1
     assert prediction["inference"] == {"padm": "transductive"}

@@ -69,8 +69,9 @@ from torch import Tensor, nn
 from fsar.data.inputs import EpisodeInputs
 from fsar.methods import METHODS
 from fsar.methods.base import MethodOutput
-from fsar.methods.common import EncoderMethod, check_episode, class_means, configure_method
-from fsar.methods.text_side import TextSpace, text_bank_for
+from fsar.methods.base import MethodOption
+from fsar.methods.common import check_episode, class_means
+from fsar.methods.text_aware import TextAwareMethod
 from fsar.metrics._common import PEER_COSINE_EPS
 from fsar.metrics.otam import OTAM
 
@@ -718,13 +719,14 @@ class CLIPSPMConfig:
 
 
 @METHODS.register("clip-spm")
-class CLIPSPM(EncoderMethod):
+class CLIPSPM(TextAwareMethod):
     """CLIP-SPM: encoder + (learned projection) + :class:`CLIPSPMHead`.
 
     Options are the fields of :class:`CLIPSPMConfig`; ``finetune`` defaults to ``"full"``
     on CLIP (the release fine-tunes the whole visual encoder) and ``"frozen"`` elsewhere.
     Class texts are the 16-template means of the frozen text encoder, in training too
-    (the release's fixed text banks), unnormalised.
+    (the release's fixed text banks), unnormalised. The own option ``--padm`` switches the
+    PADM mode of a built (or trained) method: both modes share every weight.
     """
 
     name = "clip-spm"
@@ -735,18 +737,14 @@ class CLIPSPM(EncoderMethod):
         backbone,
         weights: str | Path | None = None,
         finetune: str | None = None,
+        training_classes: list[str] | None = None,
         **options: Any,
     ) -> None:
-        config, encoder = configure_method(
-            CLIPSPMConfig, method=self.name, backbone=backbone, weights=weights, finetune=finetune,
-            preferred_finetune="full", options=options,
+        super().__init__(
+            CLIPSPMConfig, backbone=backbone, weights=weights, finetune=finetune, preferred_finetune="full",
+            training_classes=training_classes, options=options,
         )
-        super().__init__(encoder)
-        self.config = config
-        self.space = TextSpace(
-            feature_dim=encoder.feature_dim, text_dim=encoder.text_dim,
-            shared_space=encoder.shared_space, embed_dim=config.embed_dim,
-        )
+        config = self.config
         self.head = CLIPSPMHead(
             self.space.dim, heads=config.heads, dim_head=config.dim_head, mlp_dim=config.mlp_dim,
             prompt_hidden=config.prompt_hidden, gate_vision_ratio=config.gate_vision_ratio,
@@ -755,7 +753,28 @@ class CLIPSPM(EncoderMethod):
             prompt_dropout=config.prompt_dropout, otam_lambda=config.otam_lambda, padm=config.padm,
             hsmr_weight=config.hsmr_weight, hsmr_weight_init=config.hsmr_weight_init,
         )
-        self.text_bank = text_bank_for(encoder)
+
+    @classmethod
+    def options(cls) -> tuple[MethodOption, ...]:
+        return (
+            MethodOption(
+                "padm", str, metavar="MODE",
+                help="clip-spm: PADM mode for this run, 'transductive' (the release: class anchors average every "
+                     "query, queries attend to each other) or 'inductive' (each query alone); overrides the "
+                     "trained run's mode, the weights are the same",
+            ),
+        )
+
+    def load_resources(self, values, *, class_names=None) -> None:
+        values = dict(values)
+        mode = values.pop("padm", None)
+        if values:
+            raise ValueError(f"{self.name}: takes no options {sorted(values)}")
+        if mode is not None:
+            if mode not in PADM_MODES:
+                raise ValueError(f"clip-spm: --padm must be one of {PADM_MODES}, got {mode!r}")
+            self.config.padm = mode
+            self.head.padm.mode = mode
 
     def optimizer_defaults(self) -> dict[str, Any]:
         return self.config.optimizer_defaults()
