@@ -439,7 +439,7 @@ def test_cli_train_and_eval_on_a_synthetic_set(tmp_path, capsys):
                  "--episodes", "4", "--padm", "inductive"])
     assert code == 0 and "clip-spm [padm=inductive] (effnet-lite0+minilm)" in capsys.readouterr().out
     clip = sorted((data / sorted(p.name for p in data.iterdir() if p.is_dir())[0]).glob("*.mp4"))[0]
-    assert main(["predict", "--data", str(data), "--query", str(clip), "--checkpoint", str(run), "--json"]) == 0
+    assert main(["predict", "--data", str(data), "--query", str(clip), "--checkpoint", str(run), "--json", "-"]) == 0
     prediction = json.loads(capsys.readouterr().out)
     assert prediction["method"] == "clip-spm" and len(prediction["predictions"]) == 1
     assert prediction["inference"] == {"padm": "transductive"}
