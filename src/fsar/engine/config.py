@@ -71,8 +71,10 @@ class TrainConfig:
     queries: int = 5
     episodes: int = 10_000
     tasks_per_step: int = 16
-    lr: float = 1e-4
-    weight_decay: float = 0.0
+    #: Adam's learning rate and weight decay; None: the method's ``optimizer_defaults()``
+    #: (clip-spm: the release's 1e-5 / 5e-5), else 1e-4 and 0 (:func:`fsar.engine.train.optimizer_settings`).
+    lr: float | None = None
+    weight_decay: float | None = None
     lr_milestones: list[float] = field(default_factory=lambda: [0.6, 0.8])
     lr_gamma: float = 0.1
     seed: int = 0
@@ -269,7 +271,7 @@ RANGES: dict[str, str] = {
     "val_every": "an integer >= 0 (0: validate only at the end)",
     "val_classes": "an integer >= 0",
     "early_stop_patience": "an integer >= 0 (0: no early stopping)",
-    "lr": "a finite number > 0",
+    "lr": "a finite number > 0 (or unset: the method's own default)",
     "weight_decay": "a finite number >= 0",
     "lr_gamma": "a number in (0, 1]",
     "lr_milestones": "fractions of the training steps, each in (0, 1)",
@@ -315,7 +317,7 @@ def validate_config(config: TrainConfig | EvalConfig, sources: dict[str, str] | 
         if value < minimum or (key == "seed" and value >= 2**63):
             raise _bad(key, value, sources)
     if isinstance(config, TrainConfig):
-        if not (math.isfinite(config.lr) and config.lr > 0):
+        if config.lr is not None and not (math.isfinite(config.lr) and config.lr > 0):
             raise _bad("lr", config.lr, sources)
         if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
             raise _bad("weight_decay", config.weight_decay, sources)

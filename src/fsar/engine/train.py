@@ -46,7 +46,7 @@ from fsar.engine.logging import RunLogger, draw_learning_curve
 from fsar.errors import ConfigError
 from fsar.methods.base import FewShotMethod
 
-__all__ = ["TrainError", "TrainHooks", "TrainSummary", "milestone_steps", "total_steps", "train"]
+__all__ = ["TrainError", "TrainHooks", "TrainSummary", "milestone_steps", "optimizer_settings", "total_steps", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,23 @@ def milestone_steps(config: TrainConfig) -> list[int]:
     """The ``lr_milestones`` fractions as step numbers (where the lr is multiplied by lr_gamma)."""
     steps = total_steps(config)
     return sorted({max(1, round(fraction * steps)) for fraction in config.lr_milestones})
+
+
+#: Adam settings when neither the config nor the method gives one.
+DEFAULT_OPTIMIZER = {"lr": 1e-4, "weight_decay": 0.0, "betas": (0.9, 0.999)}
+
+
+def optimizer_settings(config: TrainConfig, method: torch.nn.Module) -> dict:
+    """Adam's ``lr``, ``weight_decay`` and ``betas`` for a run: the config's values where given
+    (``--lr``, ``--weight-decay``), else the method's ``optimizer_defaults()`` (e.g. clip-spm's
+    release settings, betas (0.5, 0.999)), else :data:`DEFAULT_OPTIMIZER`."""
+    settings = {**DEFAULT_OPTIMIZER, **method.optimizer_defaults()}
+    if config.lr is not None:
+        settings["lr"] = config.lr
+    if config.weight_decay is not None:
+        settings["weight_decay"] = config.weight_decay
+    settings["betas"] = tuple(float(b) for b in settings["betas"])
+    return settings
 
 
 def tasks_in_step(config: TrainConfig, step: int) -> range:
@@ -141,7 +158,8 @@ def train(
         )
     param_names = [n for n, _ in named]
     method.to(device)
-    optimizer = torch.optim.Adam([p for _, p in named], lr=config.lr, weight_decay=config.weight_decay)
+    adam = optimizer_settings(config, method)
+    optimizer = torch.optim.Adam([p for _, p in named], **adam)
     steps = total_steps(config)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestone_steps(config), gamma=config.lr_gamma)
     resolved = config_to_dict(config)
@@ -204,6 +222,7 @@ def train(
             "best_step": summary.best_step,
             "validations_since_best": summary.validations_since_best,
             "stopped_early": summary.stopped_early,
+            "optimizer": {"name": "Adam", **adam, "betas": list(adam["betas"])},
         }
 
     def save(name: str, step: int, with_optimizer: bool) -> None:
