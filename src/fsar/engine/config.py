@@ -271,7 +271,7 @@ RANGES: dict[str, str] = {
     "val_every": "an integer >= 0 (0: validate only at the end)",
     "val_classes": "an integer >= 0",
     "early_stop_patience": "an integer >= 0 (0: no early stopping)",
-    "lr": "a finite number > 0 (or unset: the method's own default)",
+    "lr": "a finite number > 0",  # or unset: the method's own default
     "weight_decay": "a finite number >= 0",
     "lr_gamma": "a number in (0, 1]",
     "lr_milestones": "fractions of the training steps, each in (0, 1)",
