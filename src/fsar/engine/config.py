@@ -319,7 +319,7 @@ def validate_config(config: TrainConfig | EvalConfig, sources: dict[str, str] | 
     if isinstance(config, TrainConfig):
         if config.lr is not None and not (math.isfinite(config.lr) and config.lr > 0):
             raise _bad("lr", config.lr, sources)
-        if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
+        if config.weight_decay is not None and not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
             raise _bad("weight_decay", config.weight_decay, sources)
         if not (0 < config.lr_gamma <= 1):  # also refuses nan
             raise _bad("lr_gamma", config.lr_gamma, sources)
