@@ -77,6 +77,7 @@ def _as_written_before_method_args(run_dir, copy_to, *, keep_method_config):
         record = json.loads((copy_to / name).read_text())
         record["config"].pop("method_args")
         record["config"]["descriptions"] = None
+        record.pop("record_sha256")  # fsar 0.1 records carried no digest
         if not keep_method_config:
             record.pop("method_config")
         (copy_to / name).write_text(json.dumps(record))
@@ -98,7 +99,8 @@ def test_checkpoints_written_before_method_args_still_evaluate_the_same(run_dir,
 
 def test_the_saved_method_config_is_what_rebuilds_the_method(run_dir, data, tmp_path, capsys):
     """The record's method_config, not the run's -O options, decides the rebuilt method: a
-    config the code cannot build is an error that says how to fall back."""
+    config the code cannot build (a record of another fsar version, without a digest) is an
+    error that says so; the same edit in a digest-carrying record is refused as an edit."""
     import shutil
 
     copy = tmp_path / "edited"
@@ -106,6 +108,10 @@ def test_the_saved_method_config_is_what_rebuilds_the_method(run_dir, data, tmp_
     record = json.loads((copy / "best.json").read_text())
     assert record["method_config"]["finetune"] == "frozen" and record["method_config"]["alpha"] == 0.75
     record["method_config"]["tpcm_heads"] = 0
+    (copy / "best.json").write_text(json.dumps(record))
+    assert main(["eval", "--data", str(data), "--checkpoint", str(copy), *SMALL, "--episodes", "2"]) == 2
+    assert "the checkpoint record was changed after it was written" in capsys.readouterr().err
+    record.pop("record_sha256")
     (copy / "best.json").write_text(json.dumps(record))
     assert main(["eval", "--data", str(data), "--checkpoint", str(copy), *SMALL, "--episodes", "2"]) == 2
     err = capsys.readouterr().err

@@ -36,7 +36,21 @@ def test_unknown_key_names_file_and_key(tmp_path):
     [
         ({"data": "x", "way": "five"}, "way: expected an integer"),
         ({"data": "x", "way": True}, "way: expected an integer"),
-        ({"data": "x", "way": 1}, "way must be >= 2"),
+        ({"data": "x", "way": 1}, "way must be an integer >= 2, got 1"),
+        ({"data": "x", "lr": float("nan")}, r"--lr must be a finite number > 0, got nan"),
+        ({"data": "x", "lr": float("inf")}, r"--lr must be a finite number > 0, got inf"),
+        ({"data": "x", "lr": -1e-3}, r"--lr must be a finite number > 0, got -0.001"),
+        ({"data": "x", "lr": 0}, r"--lr must be a finite number > 0"),
+        ({"data": "x", "weight_decay": -1}, r"--weight-decay must be a finite number >= 0, got -1"),
+        ({"data": "x", "lr_gamma": -1}, r"--lr-gamma must be a number in \(0, 1\], got -1"),
+        ({"data": "x", "lr_gamma": 0}, r"--lr-gamma must be a number in \(0, 1\]"),
+        ({"data": "x", "lr_gamma": 1.5}, r"--lr-gamma must be a number in \(0, 1\]"),
+        ({"data": "x", "image_size": 0}, r"--image-size must be an integer >= 1"),
+        ({"data": "x", "color_jitter": -1}, r"--color-jitter must be a finite number >= 0, got -1"),
+        ({"data": "x", "num_frames": 0}, r"--frames must be an integer >= 1, got 0"),
+        ({"data": "x", "num_frames": -2}, r"--frames must be an integer >= 1, got -2"),
+        ({"data": "x", "seed": -1}, r"--seed must be an integer in 0\.\.2\*\*63-1"),
+        ({"data": "x", "device": "gpu"}, r"--device / `device:` must be auto, cpu, cuda"),
         ({"data": "x", "lr_milestones": [60]}, "fractions"),
         ({"data": "x", "amp": "fp8"}, "amp must be"),
         ({"data": "x", "split_file_dir": "s", "val_classes": 2}, "split-file-dir"),
@@ -46,6 +60,23 @@ def test_unknown_key_names_file_and_key(tmp_path):
 def test_bad_values_are_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
         resolve_config(TrainConfig, overrides=overrides)
+
+
+def test_range_errors_name_the_yaml_file_and_key(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("data: x\ncolor_jitter: -1\n")
+    with pytest.raises(ConfigError, match=r"run\.yaml: color_jitter must be a finite number >= 0, got -1"):
+        resolve_config(TrainConfig, yaml_path=path)
+    # A flag given on top of the file is named as the flag.
+    with pytest.raises(ConfigError, match=r"^--color-jitter must be"):
+        resolve_config(TrainConfig, yaml_path=path, overrides={"color_jitter": -2.0})
+
+
+def test_yaml_scientific_notation_without_dot_is_a_number(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("data: x\nlr: 1e-4\nlr_gamma: 1\n")  # YAML 1.1 reads 1e-4 as a string
+    config = resolve_config(TrainConfig, yaml_path=path)
+    assert config.lr == 1e-4 and config.lr_gamma == 1.0
 
 
 def test_yaml_must_be_mapping(tmp_path):

@@ -143,7 +143,8 @@ def test_clips_missing_from_the_cache_are_left_out_and_counted(encoder, manifest
     with_ghost = Manifest(manifest.root, manifest.classes, [*manifest.clips, ghost], manifest.skipped)
     sampler = source.sampler.__class__(with_ghost, way=3, shot=1, queries=1, seed=5)
     with caplog.at_level(logging.WARNING):
-        kept = _without_skipped(sampler, source.cache, with_ghost, way=3, shot=1, queries=1, seed=5)
+        kept, left_out = _without_skipped(sampler, source.cache, with_ghost)
     assert ghost not in kept.manifest.clips and len(kept.manifest.clips) == len(manifest.clips)
     assert "1 clips" in caplog.text and "no cached features" in caplog.text
-    assert _without_skipped(source.sampler, source.cache, manifest, way=3, shot=1, queries=1, seed=5) is source.sampler
+    assert [(item["path"], item["stage"]) for item in left_out] == [(str(ghost.path), "extraction")]
+    assert _without_skipped(source.sampler, source.cache, manifest) == (source.sampler, [])

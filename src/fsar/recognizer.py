@@ -51,6 +51,8 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
+from fsar.errors import FsarError
+
 __all__ = [
     "NONE_OF_THESE",
     "Calibration",
@@ -73,7 +75,7 @@ DEFAULT_BACKBONE = "effnet-lite0+minilm"
 STORE_FORMAT = "fsar-recognizer-clip/1"
 
 
-class RecognizerError(ValueError):
+class RecognizerError(FsarError, ValueError):
     """A practitioner's mistake the recogniser reports (one line, names the file or action)."""
 
 

@@ -14,21 +14,27 @@ import importlib
 import logging
 import pkgutil
 import sys
+import traceback
 
 from fsar import __version__
+from fsar.errors import ConfigError, FsarError
 
 
-class CLIError(Exception):
-    """An error to report to the user as one line, exit code 2 (no traceback)."""
+class CLIError(ConfigError):
+    """A command-line mistake, reported as one line with exit code 2 (no traceback)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from fsar.cli._values import ArgumentParser
+
+    parser = ArgumentParser(
         prog="fsar",
         description="Few-shot action recognition: learn new actions from a few labelled clips.",
     )
     parser.add_argument("--version", action="version", version=f"fsar {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, also print the Python traceback (for bug reports)")
     from fsar.cli._args import DeferredParser
 
     # Sub-command parsers may defer arguments that need heavy imports until they are used.
@@ -64,8 +70,22 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError as error:
                 raise CLIError(str(error)) from None
         return int(args.func(args) or 0)
-    except CLIError as error:
+    except FsarError as error:
+        # One error path for every command: fsar's own exceptions (bad config, data, cache,
+        # checkpoint, model options) are the user's input problems, reported as one line.
+        if args.debug:
+            traceback.print_exc()
         print(f"fsar {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        # A path the user gave that cannot be written or read as asked (a file where a folder
+        # is needed, a folder where a file is, no permission, a full disk).
+        if error.filename is None and error.strerror is None:
+            raise
+        if args.debug:
+            traceback.print_exc()
+        where = f"{error.filename}: " if error.filename is not None else ""
+        print(f"fsar {args.command}: error: {where}{error.strerror or error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -23,6 +23,7 @@ import sys
 from typing import Any, Callable, Iterable, Sequence
 
 from fsar.cli import CLIError
+from fsar.cli._values import ArgumentParser as NumberAwareParser
 from fsar.options import MethodOption
 
 __all__ = [
@@ -53,10 +54,11 @@ def deprecated(old: str, new: str) -> None:
           file=sys.stderr)
 
 
-class DeferredParser(argparse.ArgumentParser):
+class DeferredParser(NumberAwareParser):
     """An ArgumentParser that adds some arguments only when it is used (parsing or help):
     the methods' own options need the method modules (and torch) imported, which only the
-    commands that build a method should pay for."""
+    commands that build a method should pay for. Like every fsar parser it reads ``-1e-3`` as
+    a (negative) value, not as an unknown option (:class:`fsar.cli._values.ArgumentParser`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -229,10 +231,12 @@ def add_sampling(parser: argparse.ArgumentParser, *, frames: int | None = None, 
     cache from ``fsar extract`` serves ``fsar train``/``eval`` given the same flags):
     ``--frames T`` (``args.num_frames``) and ``--image-size PX``. Defaults None = "not given"
     (the config's or the checkpoint's value)."""
-    parser.add_argument("--frames", dest="num_frames", type=int, default=frames, metavar="T",
-                        help=f"frames per clip T (default {frames or 8})")
-    parser.add_argument("--image-size", type=int, default=image_size, metavar="PX",
-                        help="frame side fed to the encoder (default: the encoder's, 224)")
+    from fsar.cli._values import int_at_least
+
+    parser.add_argument("--frames", dest="num_frames", type=int_at_least(1), default=frames, metavar="T",
+                        help=f"frames per clip T >= 1 (default {frames or 8})")
+    parser.add_argument("--image-size", type=int_at_least(1), default=image_size, metavar="PX",
+                        help="frame side fed to the encoder, >= 1 (default: the encoder's, 224)")
 
 
 # ----------------------------------------------------------------------------- method options

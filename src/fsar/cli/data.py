@@ -54,8 +54,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--way", type=int, default=5, help="classes per episode (default 5)")
     check.add_argument("--shot", type=int, default=1, help="support videos per class (default 1)")
     check.add_argument("--queries", type=int, default=1, help="query videos per class (default 1)")
-    check.add_argument("--deep", action="store_true", help="decode every frame (default: first and last)")
+    check.add_argument("--deep", action="store_true",
+                       help="decode every frame (default: first, last and the --frames evaluation frames)")
+    check.add_argument("--frames", type=int, default=8, metavar="T",
+                       help="frames per clip the evaluation episodes sample, decoded by the check (default 8)")
     check.add_argument("--no-duplicates", action="store_true", help="skip the duplicate search (hashing)")
+    check.add_argument(
+        "--features", metavar="DIR",
+        help="also verify the feature cache DIR: index, every shard's checksum, finite values, and that "
+             "each cached clip is still the clip under ROOT (size, mtime, content sample)",
+    )
     add_json(check, what="the full report")
     add_no_progress(check)
     check.set_defaults(func=run_check)
@@ -91,7 +99,7 @@ def run_check(args: argparse.Namespace) -> int:
     from fsar.data.manifest import ManifestError
 
     root = data_root(args)
-    for name in ("way", "shot", "queries"):
+    for name in ("way", "shot", "queries", "frames"):
         if getattr(args, name) < 1:
             raise CLIError(f"--{name} must be >= 1, got {getattr(args, name)}")
     ref = None
@@ -116,6 +124,7 @@ def run_check(args: argparse.Namespace) -> int:
             shot=args.shot,
             queries=args.queries,
             deep=args.deep,
+            num_frames=args.frames,
             duplicates=not args.no_duplicates,
             progress=args.progress,
         )
@@ -134,13 +143,39 @@ def run_check(args: argparse.Namespace) -> int:
                 ref, readable=report.videos, missing_per_class=missing,
                 clips_per_class={c.name: c.videos for c in report.classes}, short_classes=report.short_classes,
             )))
+    cache_problems = _check_features(args, root) if args.features else []
     if args.json and args.json != "-":
         path = report.write_json(args.json)
         print(f"report written to {path}")
     if not report.ok:
         print(f"fsar data check: {report.message}", file=sys.stderr)
         return 1
+    if cache_problems:
+        print(f"fsar data check: feature cache {args.features}: {len(cache_problems)} problem(s); "
+              f"first: {cache_problems[0]}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _check_features(args: argparse.Namespace, root) -> list[str]:
+    """Verify the feature cache of ``--features`` against ROOT; print the summary, return the problems."""
+    from fsar.encoders.cache import verify_cache
+
+    result = verify_cache(args.features, root=root)  # an unusable index raises CacheError: exit 2
+    print("")
+    print(f"feature cache {args.features}: {result['clips']} clips in {result['shards']} shard(s), "
+          f"{result['skipped']} skipped at extraction")
+    checked = result["shards"] - result["unchecked_shards"]
+    print(f"  shard checksums and finite values: {checked} of {result['shards']} shard(s) carry a checksum"
+          + ("" if not result["unchecked_shards"] else " (older shards: readability and finiteness only)"))
+    print(f"  clips changed since extraction (size, mtime, content sample): {result['changed_clips']}")
+    if result["problems"]:
+        print(f"  problems ({len(result['problems'])}):")
+        for problem in result["problems"][:20]:
+            print(f"    {problem}")
+    else:
+        print("  OK: every shard verified, every cached clip unchanged")
+    return result["problems"]
 
 
 def run_splits(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ import argparse
 
 from fsar.cli import CLIError
 from fsar.cli._args import add_device, add_no_progress, resolve_device
+from fsar.cli._values import int_at_least
 
 ORDER = 60
 
@@ -27,7 +28,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("classes_file", metavar="CLASSES_FILE", help="text file, one class name per line")
     parser.add_argument("--out", required=True, metavar="CACHE.json", help="description cache to fill")
     parser.add_argument(
-        "--num-stages", type=int, default=3, help="stages per class, L (3: onset, progression, completion)"
+        "--num-stages", type=int_at_least(1), default=3,
+        help="stages per class, L >= 1 (3: onset, progression, completion)"
     )
     parser.add_argument(
         "--refresh",

@@ -86,6 +86,15 @@ def run(args: argparse.Namespace) -> int:
         f"{used.method}{tags_label(outcome.record.get('inference') or {})} ({used.backbone}) {used.way}-way {used.shot}-shot: "
         f"{100 * result.accuracy:.2f} ± {100 * result.ci95:.2f}% (95% CI, {result.episodes} episodes, seed {used.seed})"
     )
+    left_out = outcome.record.get("skipped", [])
+    if left_out:
+        stages = {}
+        for item in left_out:
+            stages[item["stage"]] = stages.get(item["stage"], 0) + 1
+        where = ", ".join(f"{n} at {stage}" for stage, n in stages.items())
+        print(f"left out {len(left_out)} clip{'s' if len(left_out) != 1 else ''} ({where}); "
+              + ("listed with their reasons under \"skipped\" in the result JSON" if used.json else
+                 f"first: {left_out[0]['path']}: {left_out[0]['reason']}"))
     if used.json:
         print(f"result: {used.json}")
     if args.compare:

@@ -23,6 +23,7 @@ from fsar.cli._args import (
     method_options_dict,
     resolve_device,
 )
+from fsar.cli._values import int_at_least
 
 ORDER = 30
 
@@ -70,7 +71,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--weights", metavar="W", help="backbone weights (folder, hub id, 'random')")
     add_method_option_flag(parser)
     add_sampling(parser)
-    parser.add_argument("--top", type=int, default=0, metavar="K", help="print only the K most likely actions")
+    parser.add_argument("--top", type=int_at_least(1), default=None, metavar="K",
+                        help="print only the K >= 1 most likely actions (default: all)")
     add_json(parser, what="the ranked predictions", bare_prints=True)
     parser.add_argument("--reject", default="off", metavar="off|auto|P",
                         help="'none of these' when the top probability is below P; auto: P from the support set "
@@ -145,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
 
     info = recognizer.info
     tags = inference_tags(recognizer.method)  # e.g. clip-spm's PADM mode
-    top = args.top if args.top > 0 else len(recognizer.actions)
+    top = len(recognizer.actions) if args.top is None else min(args.top, len(recognizer.actions))
     record = {
         "method": info["method"], "inference": tags, "backbone": info["backbone"], "checkpoint": args.checkpoint,
         "support": str(root), "shots": recognizer.shots(), "reject": reject, "threshold": threshold,

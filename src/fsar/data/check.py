@@ -3,9 +3,12 @@
 Reports classes, videos per class, frames per video (min/median/max), missing and
 unreadable entries (with reasons), non-image files inside frame folders, and
 byte-identical duplicate videos (a duplicate across classes is label noise; across
-support and query it inflates accuracy). Every clip is opened and its first and last
-frames decoded (``deep=True`` decodes every frame), so a truncated file shows up here
-rather than in the middle of a 10,000-episode evaluation.
+support and query it inflates accuracy). Every clip is opened and its first and last frames
+decoded together with the ``num_frames`` frames evaluation episodes sample (TSN segment
+centres, T=8 by default), so a truncated file or a corrupt frame that evaluation would read
+shows up here rather than in the middle of a 10,000-episode evaluation. Training samples a
+random frame of each segment, so only ``deep=True`` (decode every frame) proves every frame
+readable; the report says which of the two was done (``checked_frames``).
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ class CheckReport:
     short_classes: dict[str, int]
     ok: bool
     message: str
+    #: Which frames of each clip were decoded: "all" (deep) or "first, last and the T evaluation frames".
+    checked_frames: str = ""
     manifest: Manifest | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
@@ -65,7 +70,7 @@ class CheckReport:
         """Write the report as JSON, atomically (temporary file in the same folder, then rename)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 json.dump(self.to_dict(), handle, indent=2, ensure_ascii=False)
@@ -118,6 +123,9 @@ class CheckReport:
                 lines.append("  " + "  ==  ".join(group))
         else:
             lines.append("byte-identical duplicates: none")
+        if self.checked_frames:
+            lines.append("")
+            lines.append(f"frames decoded per video: {self.checked_frames}")
         lines.append("")
         lines.append(("OK: " if self.ok else "NOT OK: ") + self.message)
         return "\n".join(lines)
@@ -132,14 +140,19 @@ def check_dataset(
     shot: int = 1,
     queries: int = 1,
     deep: bool = False,
+    num_frames: int = 8,
     duplicates: bool = True,
     progress: bool = False,
 ) -> CheckReport:
     """Check a data root (folder layout, or entries of a split file) against a way/shot/queries request.
 
     Raises :class:`~fsar.data.manifest.ManifestError` when no manifest can be built at all
-    (missing root, malformed split file); everything else is reported.
+    (missing root, malformed split file); everything else is reported. Each clip's first and
+    last frames and the ``num_frames`` evaluation (TSN centre) frames are decoded; ``deep``
+    decodes every frame.
     """
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     if split_file is not None:
         listed = Manifest.from_split_file(root, split_file, classnames_file=classnames_file, validate=False)
     else:
@@ -157,7 +170,7 @@ def check_dataset(
         try:
             reader = open_video(clip.path)
             n = reader.num_frames
-            reader.read(list(range(n)) if deep else sorted({0, n - 1}))
+            reader.read(list(range(n)) if deep else _frames_to_check(n, num_frames))
             n = reader.num_frames  # a header that overstated the count is corrected by reading
         except VideoReadError as error:
             skipped.append(Skipped(clip.path, error.reason, clip.class_name))
@@ -219,8 +232,22 @@ def check_dataset(
         short_classes=short,
         ok=ok,
         message=message,
+        checked_frames=(
+            "all (--deep)" if deep else
+            f"first, last and the {num_frames} frames evaluation samples (TSN segment centres, T={num_frames}); "
+            "training may sample other frames: --deep decodes every frame"
+        ),
         manifest=manifest,
     )
+
+
+def _frames_to_check(num_frames_in_clip: int, segments: int) -> list[int]:
+    """First, last and the evaluation-time TSN frames of a clip of ``num_frames_in_clip`` frames."""
+    from fsar.data.sampling import sample_indices
+
+    wanted = {0, num_frames_in_clip - 1}
+    wanted.update(sample_indices(num_frames_in_clip, segments, mode="tsn", train=False))
+    return sorted(wanted)
 
 
 def find_duplicates(clips: list[Clip]) -> list[list[str]]:

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import torch
 
 from fsar.data.manifest import Clip, Manifest
+from fsar.errors import DataError
 
 
-class EpisodeError(ValueError):
+class EpisodeError(DataError):
     """The manifest cannot serve the requested way/shot/queries; the message names the short classes."""
 
 

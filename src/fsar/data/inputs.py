@@ -7,6 +7,8 @@ from typing import Iterable
 
 import torch
 
+from fsar.errors import CacheError
+
 #: Roles a named stream can have in an episode: one row per support clip, per query clip, or per class.
 STREAM_ROLES = ("support", "query", "class")
 
@@ -15,7 +17,7 @@ STREAM_ROLES = ("support", "query", "class")
 PRIMARY_STREAM = "features"
 
 
-class MissingStreamError(KeyError):
+class MissingStreamError(CacheError, KeyError):
     """An episode (or a feature cache) lacks a named stream a method asked for.
 
     ``str()`` is a readable sentence: the stream, its role, the streams that are present, and how

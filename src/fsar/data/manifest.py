@@ -38,12 +38,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fsar.data.video import VIDEO_EXTENSIONS, VideoReadError, is_video_file, natural_key, open_video
+from fsar.data.video import (
+    VIDEO_EXTENSIONS,
+    VideoReadError,
+    is_video_file,
+    natural_key,
+    open_video,
+    unreachable_reason,
+)
+from fsar.errors import DataError
 
 log = logging.getLogger(__name__)
 
 
-class ManifestError(ValueError):
+class ManifestError(DataError):
     """A data root or split file that cannot be turned into a manifest at all."""
 
 
@@ -133,14 +141,18 @@ class Manifest:
                 continue
             if not entry.is_dir():
                 # Metadata beside the classes (synth.json, README, split files) is not data; a video is misplaced.
-                if is_video_file(entry):
+                if entry.is_symlink() and not entry.exists():
+                    skipped.append(Skipped(entry, f"class folder unreachable: {unreachable_reason(entry)}"))
+                elif is_video_file(entry):
                     skipped.append(Skipped(entry, "video directly under the data root; expected ROOT/<class>/<video>"))
                 continue
             classes.append(entry.name)
             for item in sorted(entry.iterdir(), key=lambda p: natural_key(p.name)):
                 if item.name.startswith("."):
                     continue
-                if item.is_dir() or is_video_file(item):
+                if item.is_symlink() and not item.exists():
+                    skipped.append(Skipped(item, unreachable_reason(item), entry.name))
+                elif item.is_dir() or is_video_file(item):
                     candidates.append((item, entry.name))
                 else:
                     skipped.append(
@@ -241,13 +253,9 @@ def parse_split_file(split_file: str | Path) -> list[tuple[str, str, int]]:
     The split is at the *last* '/', so video ids never contain one and class names may.
     """
     split_file = Path(split_file)
-    try:
-        text = split_file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ManifestError(f"{split_file}: cannot read split file ({error})") from error
     entries = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
+    for number, raw in _text_lines(split_file, "split file"):
+        line = raw
         if not line:
             continue
         label, sep, video_id = line.rpartition("/")
@@ -259,13 +267,27 @@ def parse_split_file(split_file: str | Path) -> list[tuple[str, str, int]]:
     return entries
 
 
+def _text_lines(path: Path, what: str) -> list[tuple[int, str]]:
+    """``(line number, stripped text)`` of a UTF-8 text file, read as its author meant it:
+    a byte-order mark (at the start, or where two files were concatenated) is not part of a
+    name, CRLF and CR line ends are line ends, and surrounding whitespace is dropped (blank
+    lines become empty strings, which callers skip)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ManifestError(f"{path}: {what} is not UTF-8 text ({error})") from None
+    except OSError as error:
+        reason = unreachable_reason(path) if not path.exists() else error.strerror or str(error)
+        raise ManifestError(f"{path}: cannot read {what} ({reason})") from None
+    if "\x00" in text:
+        raise ManifestError(f"{path}: {what} holds NUL bytes (a binary file, or UTF-16 text; save it as UTF-8)")
+    return [(number, raw.replace("\ufeff", "").strip()) for number, raw in enumerate(text.splitlines(), start=1)]
+
+
 def read_classnames(classnames_file: str | Path) -> list[str]:
     """One class name per non-blank line; line i (from 0) names anonymised label ``<split>i``."""
     path = Path(classnames_file)
-    try:
-        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError) as error:
-        raise ManifestError(f"{path}: cannot read class names file ({error})") from error
+    names = [line for _, line in _text_lines(path, "class names file") if line]
     if not names:
         raise ManifestError(f"{path}: class names file is empty")
     if len(set(names)) != len(names):
@@ -343,5 +365,6 @@ class _Finder:
 def _existing_dir(root: str | Path) -> Path:
     root = Path(root)
     if not root.is_dir():
-        raise ManifestError(f"{root}: data root is not a directory")
+        reason = "a file, not a directory" if root.exists() else unreachable_reason(root)
+        raise ManifestError(f"{root}: data root is not a directory ({reason})")
     return root

@@ -17,7 +17,10 @@ frames decoded so far, so tests (and curious users) can see what a read costs.
 
 Frame folders (``video_id/*.jpg|*.jpeg|*.png``) are sorted naturally (``2.jpg`` before
 ``10.jpg``). Other files in the folder are ignored and counted (``ignored_files``); a
-folder without any image is an error.
+folder without any image is an error. Frame images of every usual layout read with their
+real values (:func:`image_to_rgb8`): 8-bit gray, palette, RGB and RGBA (alpha dropped), and
+16-bit gray and RGB PNGs (rescaled to 8 bit, never clipped); float or signed images are
+refused with the file and the mode named.
 
 Every failure is a :class:`VideoReadError` naming the path and the reason.
 """
@@ -25,7 +28,9 @@ Every failure is a :class:`VideoReadError` naming the path and the reason.
 from __future__ import annotations
 
 import bisect
+import errno
 import logging
+import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -33,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from fsar.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +56,36 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png")
 _TAIL_TOLERANCE = 0.05
 
 
-class VideoReadError(ValueError):
+class VideoReadError(DataError):
     """A video file or frame folder could not be read. ``path`` and ``reason`` are kept."""
 
     def __init__(self, path: str | Path, reason: str) -> None:
         self.path = Path(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+def unreachable_reason(path: str | Path) -> str:
+    """Why ``path`` cannot be opened although a directory listing may show it: a symbolic link
+    loop, a dangling symbolic link (naming its target), no permission, or simply absent."""
+    path = Path(path)
+    try:
+        os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "symbolic link loop (the link resolves to itself through a cycle of links)"
+        if path.is_symlink():
+            try:
+                target = os.readlink(path)
+            except OSError:
+                target = "?"
+            return f"dangling symbolic link (points to {target!r}, which does not exist)"
+        if error.errno in (errno.EACCES, errno.EPERM):
+            return f"permission denied ({error.strerror})"
+        if error.errno == errno.ENAMETOOLONG:
+            return "file name too long"
+        return "no such file or frame folder"
+    return "no such file or frame folder"
 
 
 def natural_key(text: str) -> list[object]:
@@ -108,7 +138,7 @@ def open_video(path: str | Path) -> VideoReader:
     if path.is_dir():
         return FrameFolderReader(path)
     if not path.exists():
-        raise VideoReadError(path, "no such file or frame folder")
+        raise VideoReadError(path, unreachable_reason(path))
     if not is_video_file(path):
         raise VideoReadError(
             path, f"unsupported file type {path.suffix!r} (expected one of {', '.join(VIDEO_EXTENSIONS)} or a frame folder)"
@@ -150,14 +180,51 @@ class FrameFolderReader(VideoReader):
             frame_path = self.frame_paths[index]
             try:
                 with Image.open(frame_path) as image:
-                    loaded[index] = np.asarray(image.convert("RGB"))
-            except (OSError, UnidentifiedImageError, SyntaxError) as error:
-                raise VideoReadError(frame_path, f"cannot decode frame image ({error})") from error
+                    loaded[index] = image_to_rgb8(image, frame_path)
+            except VideoReadError as error:
+                raise VideoReadError(self.path, f"frame {frame_path.name}: {error.reason}") from error
+            except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
+                raise VideoReadError(
+                    self.path, f"frame {frame_path.name}: cannot decode frame image ({error})"
+                ) from error
             self.decoded_frames += 1
         sizes = {array.shape for array in loaded.values()}
         if len(sizes) > 1:
             raise VideoReadError(self.path, f"frames have different sizes {sorted(sizes)}")
         return _stack([loaded[i] for i in wanted])
+
+
+#: Pillow modes whose samples are 8 bit and whose ``convert("RGB")`` keeps the real values:
+#: gray (L, 1-bit), palette (P, PA: looked up), and colour with alpha (RGBA, LA, RGBa: the alpha
+#: is dropped, the stored colour kept; transparency means nothing to a video frame).
+_EIGHT_BIT_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+
+
+def image_to_rgb8(image, path: str | Path) -> np.ndarray:
+    """One frame image as an ``(H, W, 3)`` uint8 RGB array holding its real values.
+
+    8-bit images of any layout (gray, palette, RGB, RGBA: alpha dropped) convert exactly.
+    16-bit gray (PNG ``I;16``, or ``I`` holding 0..65535) is rescaled to 0..255
+    (``round(v * 255 / 65535)``), not clipped: a plain ``convert("RGB")`` would saturate every
+    value above 255. 16-bit RGB(A) PNGs arrive from Pillow already reduced to their high byte.
+    Anything else (32-bit float, signed or out-of-range integer images) is refused with a
+    :class:`VideoReadError` naming the file and the mode.
+    """
+    mode = image.mode
+    if mode in _EIGHT_BIT_MODES:
+        return np.asarray(image.convert("RGB"))
+    if mode in _SIXTEEN_BIT_MODES or mode == "I":
+        values = np.asarray(image)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise VideoReadError(
+                path, f"{mode} image with values {values.min()}..{values.max()} outside 0..65535 (not a 16-bit frame)"
+            )
+        gray = ((values.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    raise VideoReadError(
+        path, f"unsupported image mode {mode!r} (frames must be 8- or 16-bit gray, palette, RGB or RGBA)"
+    )
 
 
 # --------------------------------------------------------------------------------------

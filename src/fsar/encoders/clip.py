@@ -37,6 +37,7 @@ from torch.utils.checkpoint import checkpoint
 from fsar.encoders import ENCODERS
 from fsar.encoders.base import Encoder
 from fsar.encoders.fgma import FgMA, FgMAConfig
+from fsar.errors import ModelError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -50,7 +51,7 @@ HUB_IDS = {
 PATCH_SIZES = {"clip-vit-b32": 32, "clip-vit-b16": 16}
 
 
-class ClipWeightsError(ValueError):
+class ClipWeightsError(ModelError):
     """CLIP weights could not be found or loaded."""
 
 

@@ -29,6 +29,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from fsar import __version__
+from fsar.data.integrity import remove_stale_temporaries
+from fsar.errors import CheckpointError
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -40,14 +42,11 @@ __all__ = [
     "find_checkpoint",
     "load_method_tensors",
     "read_checkpoint",
+    "remove_stale_temporaries",
     "save_checkpoint",
 ]
 
 CHECKPOINT_FORMAT = "fsar-checkpoint/1"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit (message names the file)."""
 
 
 class CheckpointMismatchError(CheckpointError):
@@ -71,7 +70,8 @@ def _atomic_write(path: Path, write) -> None:
     """Call ``write(tmp_path)``, fsync, then ``os.replace`` onto ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # The writer's pid in the name lets a later run tell a killed writer's leftover from a live one.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
@@ -207,11 +207,20 @@ class Checkpoint:
 
 def find_checkpoint(path: str | Path, *, prefer: str = "best") -> Path:
     """A run directory -> its ``best.json`` (or ``last.json`` when there is no best);
-    a JSON record path -> itself."""
+    with ``prefer="last"`` (a resume) its ``last.json`` only; a JSON record path -> itself."""
     path = Path(path)
     if path.is_dir():
-        order = [prefer, "last" if prefer == "best" else "best"]
-        for name in order:
+        if prefer == "last":
+            # A "last" request is a resume: best.json holds weights only, no optimizer state.
+            if (path / "last.json").is_file():
+                return path / "last.json"
+            has_best = (path / "best.json").is_file()
+            raise CheckpointError(
+                f"{path}: no last checkpoint (last.json) to resume from"
+                + ("; best.json holds the best weights only, not the optimizer state: evaluate it with "
+                   "`fsar eval --checkpoint`, or train again into another --out" if has_best else "")
+            )
+        for name in ("best", "last"):
             if (path / f"{name}.json").is_file():
                 return path / f"{name}.json"
         raise CheckpointError(f"{path}: no checkpoint in this directory (no best.json or last.json)")
@@ -231,7 +240,20 @@ def read_checkpoint(path: str | Path, *, prefer: str = "best") -> Checkpoint:
     for key in ("method", "backbone", "step", "config", "model_file"):
         if key not in record:
             raise CheckpointError(f"{json_path}: checkpoint record lacks {key!r}")
+    expected = record.get("record_sha256")
+    if expected is not None and expected != _record_digest(record):
+        raise CheckpointError(
+            f"{json_path}: the checkpoint record was changed after it was written (record_sha256 does not "
+            "match); an edited method, backbone or config would rebuild another model than the one trained. "
+            "Restore the file, or train again"
+        )
     return Checkpoint(json_path, record)
+
+
+def _record_digest(record: dict[str, Any]) -> str:
+    """SHA-256 of the record's canonical JSON, without the digest itself."""
+    body = {k: v for k, v in record.items() if k != "record_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def load_method_tensors(method: torch.nn.Module, checkpoint: Checkpoint) -> None:
@@ -303,6 +325,9 @@ def save_checkpoint(
         record["optimizer_param_names"] = list(param_names or [])
     record.update(extra or {})
     record["config"] = config
+    # JSON round trip first, so that the digest covers exactly what a reader will see.
+    record = json.loads(json.dumps(record))
+    record["record_sha256"] = _record_digest(record)
     json_path = run_dir / f"{name}.json"
     atomic_write_json(json_path, record)
     _remove_unreferenced(run_dir)

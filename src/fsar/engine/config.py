@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from fsar.errors import ConfigError  # the one hierarchy (fsar.errors); re-exported here
+
 __all__ = [
     "ConfigError",
     "EvalConfig",
@@ -25,14 +27,11 @@ __all__ = [
     "config_to_dict",
     "load_yaml",
     "resolve_config",
+    "validate_config",
 ]
 
 
 log = logging.getLogger(__name__)
-
-
-class ConfigError(ValueError):
-    """A configuration value or key that cannot be used (message names the source and key)."""
 
 
 @dataclass
@@ -201,6 +200,12 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     if annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):
+            # YAML 1.1 reads `lr: 1e-4` (no dot) as the string "1e-4"; it is a number to the user.
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
         raise ConfigError(f"{where}: expected a number, got {value!r}")
     if annotation is str:
         if isinstance(value, str):
@@ -211,13 +216,19 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported config type {annotation!r}")  # pragma: no cover
 
 
+coerce_value = _coerce
+"""Check ``value`` against a type annotation (``int``, ``float | None``, ``list[float]`` ...),
+converting the safe cases; a :class:`ConfigError` naming ``where`` otherwise."""
+
+
 #: Keys of earlier fsar versions -> the config field that holds them now (a method option).
 #: fsar 0.1 kept LGA's description cache as the top-level key ``descriptions``; it is read
 #: into ``method_args`` so that its run directories, checkpoints and YAML files keep working.
 LEGACY_METHOD_ARGS = ("descriptions",)
 
 
-def _apply(config: C, values: dict[str, Any], source: str) -> C:
+def _apply(config: C, values: dict[str, Any], source: str, sources: dict[str, str] | None = None) -> C:
+    """``config`` with ``values`` (from ``source``) applied; ``sources`` records key -> source."""
     hints = typing.get_type_hints(type(config))
     names = {f.name for f in dataclasses.fields(config)}
     updates: dict[str, Any] = {}
@@ -237,34 +248,125 @@ def _apply(config: C, values: dict[str, Any], source: str) -> C:
                 f"known keys: {', '.join(sorted(names))}"
             )
         updates[key] = _coerce(value, hints[key], f"{source}: {key}")
+        if sources is not None:
+            sources[key] = source
     return dataclasses.replace(config, **updates)
 
 
-def _validate(config: TrainConfig | EvalConfig) -> None:
+#: Allowed ranges, checked by :func:`validate_config` (the message quotes them).
+#: ``lr_gamma`` is in (0, 1]: the rate drops (or, at 1, stays) at each milestone; a factor above 1
+#: would raise it and one <= 0 would stop or reverse training, neither a schedule anyone means.
+RANGES: dict[str, str] = {
+    "way": "an integer >= 2",
+    "shot": "an integer >= 1",
+    "queries": "an integer >= 1",
+    "episodes": "an integer >= 1",
+    "num_frames": "an integer >= 1",
+    "image_size": "an integer >= 1 (or unset: the encoder's own size)",
+    "seed": "an integer in 0..2**63-1",
+    "tasks_per_step": "an integer >= 1",
+    "val_episodes": "an integer >= 1",
+    "val_queries": "an integer >= 1",
+    "checkpoint_every": "an integer >= 1",
+    "val_every": "an integer >= 0 (0: validate only at the end)",
+    "val_classes": "an integer >= 0",
+    "early_stop_patience": "an integer >= 0 (0: no early stopping)",
+    "lr": "a finite number > 0",  # or unset: the method's own default
+    "weight_decay": "a finite number >= 0",
+    "lr_gamma": "a number in (0, 1]",
+    "lr_milestones": "fractions of the training steps, each in (0, 1)",
+    "color_jitter": "a finite number >= 0",
+    "amp": "one of auto, off, bf16, fp16",
+}
+
+_MIN_INT = {
+    "way": 2, "shot": 1, "queries": 1, "episodes": 1, "num_frames": 1, "image_size": 1, "seed": 0,
+    "tasks_per_step": 1, "val_episodes": 1, "val_queries": 1, "checkpoint_every": 1,
+    "val_every": 0, "val_classes": 0, "early_stop_patience": 0,
+}
+
+
+def _flag(key: str) -> str:
+    return "--frames" if key == "num_frames" else "--" + key.replace("_", "-")
+
+
+def _bad(key: str, value: Any, sources: dict[str, str]) -> ConfigError:
+    source = sources.get(key)
+    if source is None or source == "command line":
+        where = f"{_flag(key)} / `{key}:`" if source is None else _flag(key)
+    else:
+        where = f"{source}: {key}"
+    return ConfigError(f"{where} must be {RANGES[key]}, got {value!r}")
+
+
+def validate_config(config: TrainConfig | EvalConfig, sources: dict[str, str] | None = None) -> None:
+    """Check every value against its allowed range (:data:`RANGES`); the error names the flag or
+    the YAML file and key, the range and the value. ``sources`` maps keys to where they came from."""
+    import math
+
+    sources = sources or {}
+    fields = {f.name for f in dataclasses.fields(config)}
     if not config.data:
         raise ConfigError("no data root given (--data ROOT or `data:` in the config file)")
-    positive = ["way", "shot", "queries", "episodes", "num_frames"]
+    for key, minimum in _MIN_INT.items():
+        if key not in fields:
+            continue
+        value = getattr(config, key)
+        if value is None and key in ("image_size", "num_frames"):
+            continue
+        if value < minimum or (key == "seed" and value >= 2**63):
+            raise _bad(key, value, sources)
     if isinstance(config, TrainConfig):
-        positive += ["tasks_per_step", "val_episodes", "val_queries", "checkpoint_every"]
-        if config.val_every < 0 or config.val_classes < 0 or config.early_stop_patience < 0:
-            raise ConfigError("val_every, val_classes and early_stop_patience must be >= 0")
-        if config.lr is not None and config.lr <= 0:
-            raise ConfigError(f"lr must be > 0, got {config.lr}")
+        if config.lr is not None and not (math.isfinite(config.lr) and config.lr > 0):
+            raise _bad("lr", config.lr, sources)
+        if config.weight_decay is not None and not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
+            raise _bad("weight_decay", config.weight_decay, sources)
+        if not (0 < config.lr_gamma <= 1):  # also refuses nan
+            raise _bad("lr_gamma", config.lr_gamma, sources)
         if any(not 0 < m < 1 for m in config.lr_milestones):
-            raise ConfigError(
-                f"lr_milestones are fractions of the training steps in (0, 1), got {config.lr_milestones}"
-            )
+            raise _bad("lr_milestones", config.lr_milestones, sources)
+        if not (math.isfinite(config.color_jitter) and config.color_jitter >= 0):
+            raise _bad("color_jitter", config.color_jitter, sources)
         if config.amp not in ("auto", "off", "bf16", "fp16"):
-            raise ConfigError(f"amp must be one of auto, off, bf16, fp16; got {config.amp!r}")
+            raise _bad("amp", config.amp, sources)
         if config.split_file_dir and (config.val_data or config.val_classes):
             raise ConfigError("--split-file-dir provides the validation split; drop --val-data/--val-classes")
         if config.val_data and config.val_classes:
             raise ConfigError("give either --val-data or --val-classes, not both")
-    if config.way < 2:
-        raise ConfigError(f"way must be >= 2, got {config.way}")
-    for name in positive:
-        if getattr(config, name) is not None and getattr(config, name) < 1:
-            raise ConfigError(f"{name} must be >= 1, got {getattr(config, name)}")
+    _check_output_paths(config)
+    if config.device != "auto":
+        import torch
+
+        try:
+            torch.device(config.device)
+        except (RuntimeError, ValueError):
+            raise ConfigError(
+                f"--device / `device:` must be auto, cpu, cuda, cuda:N (or another torch device), got {config.device!r}"
+            ) from None
+
+
+def _check_output_paths(config: TrainConfig | EvalConfig) -> None:
+    """Outputs that could never be written are refused before any work: a run directory that is a
+    file, a result file that is a folder, a parent that is a file."""
+    outputs = [("out", "folder")] if isinstance(config, TrainConfig) else [("json", "file"), ("png", "file")]
+    for key, kind in outputs:
+        value = getattr(config, key, None)
+        if not value:
+            continue
+        path = Path(value)
+        if kind == "folder" and path.exists() and not path.is_dir():
+            raise ConfigError(f"{_flag(key)} {value}: is a file, not a run folder")
+        if kind == "file" and path.is_dir():
+            raise ConfigError(f"{_flag(key)} {value}: is a folder; give a file name")
+        parent = path if kind == "folder" else path.parent
+        for ancestor in (parent, *parent.parents):
+            if ancestor.exists():
+                if not ancestor.is_dir():
+                    raise ConfigError(f"{_flag(key)} {value}: {ancestor} is a file, not a folder")
+                break
+
+
+_validate = validate_config  # the older private name
 
 
 def resolve_config(
@@ -282,23 +384,24 @@ def resolve_config(
     3
     """
     config = cls()
+    sources: dict[str, str] = {}
     if recipe is not None:  # a shipped recipe (fsar.recipes): (its name, its values for this config)
         name, values = recipe
-        config = _apply(config, values, f"recipe {name}")
+        config = _apply(config, values, f"recipe {name}", sources)
     if yaml_path is not None:
         values = load_yaml(yaml_path)
         for key in LEGACY_METHOD_ARGS:
             if key in values:
                 log.warning("%s: the top-level key %r is deprecated and will be removed in the next release; "
                             "write it under method_args: {%s: ...}", yaml_path, key, key)
-        config = _apply(config, values, str(yaml_path))
+        config = _apply(config, values, str(yaml_path), sources)
     if overrides:
         given = {k: v for k, v in overrides.items() if v is not None}
         if recipe is not None and "method_options" in given:  # -O KEY=VALUE replaces one recipe option, not all
             given["method_options"] = {**config.method_options, **dict(given["method_options"])}
-        config = _apply(config, given, "command line")
+        config = _apply(config, given, "command line", sources)
     if validate:
-        _validate(config)
+        validate_config(config, sources)
     return config
 
 

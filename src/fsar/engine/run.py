@@ -27,6 +27,7 @@ from fsar.engine.distributed import DistInfo, derive_seed, init_distributed, shu
 from fsar.engine.evaluate import EvalResult, evaluate, save_result
 from fsar.engine.sources import episode_source
 from fsar.engine.train import TrainHooks, TrainSummary, train
+from fsar.errors import FsarError, ModelError
 from fsar.methods.base import FewShotMethod
 
 __all__ = [
@@ -63,7 +64,12 @@ def build_method(
         raise ConfigError(f"unknown method {method!r}; available: {', '.join(list_methods())}")
     method_args = _checked_method_args(method, method_args)
     built = create_method(method, backbone=backbone, weights=weights, **(method_options or {}))
-    built.load_resources(method_args, class_names=class_names)
+    try:
+        built.load_resources(method_args, class_names=class_names)
+    except FsarError:
+        raise
+    except (ValueError, TypeError, KeyError) as error:
+        raise ModelError(f"{method}: cannot load its resources ({error})") from error
     return built
 
 
@@ -223,7 +229,8 @@ def method_from_checkpoint(
         except (TypeError, ValueError) as error:
             raise CheckpointError(
                 f"{checkpoint.path}: cannot rebuild {saved.method!r} from its saved method_config ({error}); "
-                "delete the record's \"method_config\" entry to rebuild from the run's method_options instead"
+                "was it written by another fsar version? Use that version, or train again (records are "
+                "digest-protected: an edited record is refused)"
             ) from None
     else:
         built = create_method(saved.method, backbone=saved.backbone, weights=saved.weights, **saved.method_options)
@@ -321,6 +328,9 @@ def run_evaluation(config: EvalConfig, *, method: FewShotMethod | None = None) -
         )
         result = evaluate(method, source, episodes=config.episodes, device=device, progress=config.progress,
                           desc=f"eval {config.method}")
+    from fsar.engine.sources import left_out_clip
+
+    left_out = [left_out_clip(s, s.reason, "listing") for s in manifest.skipped] + list(getattr(source, "left_out", []))
     header = {
         "method": config.method,
         # settings a reader must know to compare the figure (clip-spm: {"padm": "transductive"})
@@ -334,7 +344,9 @@ def run_evaluation(config: EvalConfig, *, method: FewShotMethod | None = None) -
         "data": str(config.data),
         "split_file": config.split_file,
         "split": (lambda ref: ref.provenance() if ref is not None else None)(eval_split(config)),
-        "skipped_clips": len(manifest.skipped),
+        # Every clip left out, at any stage (listing, extraction, episodes), with the reason.
+        "skipped_clips": len(left_out),
+        "skipped": left_out,
         "checkpoint": checkpoint_info,
         "config": config_to_dict(config),
     }

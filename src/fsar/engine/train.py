@@ -36,12 +36,14 @@ from fsar.engine.checkpoint import (
     atomic_write_json,
     load_method_tensors,
     read_checkpoint,
+    remove_stale_temporaries,
     save_checkpoint,
 )
 from fsar.engine.config import TrainConfig, config_to_dict
 from fsar.engine.distributed import DistInfo, all_reduce_mean, derive_seed
 from fsar.engine.evaluate import EpisodeSource, evaluate
 from fsar.engine.logging import RunLogger, draw_learning_curve
+from fsar.errors import ConfigError
 from fsar.methods.base import FewShotMethod
 
 __all__ = ["TrainError", "TrainHooks", "TrainSummary", "milestone_steps", "optimizer_settings", "total_steps", "train"]
@@ -49,7 +51,7 @@ __all__ = ["TrainError", "TrainHooks", "TrainSummary", "milestone_steps", "optim
 log = logging.getLogger(__name__)
 
 
-class TrainError(ValueError):
+class TrainError(ConfigError):
     """A run that cannot train as configured (message says why)."""
 
 
@@ -184,6 +186,7 @@ def train(
 
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(run_dir)  # what a run killed mid-write left (a live writer's files stay)
         atomic_write_json(run_dir / "config.json", resolved)
     model: torch.nn.Module = method
     if dist.enabled:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from fsar.lga.llm import TEMPLATE_SOURCE, Describer, TemplateDescriber, parse_stages
+from fsar.lga.llm import TEMPLATE_SOURCE, Describer, DescriptionError, TemplateDescriber, parse_stages
 from fsar.options import MethodOption
 
 __all__ = [
@@ -71,7 +71,12 @@ class DescriptionCache:
         self.path = Path(path)
         self.entries: dict[str, dict[int, CacheEntry]] = {}
         if self.path.exists():
-            self._read()
+            try:
+                self._read()
+            except DescriptionError:
+                raise
+            except ValueError as error:  # a broken cache file is the user's data: one-line error
+                raise DescriptionError(str(error)) from None
 
     def _read(self) -> None:
         try:

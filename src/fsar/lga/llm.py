@@ -43,6 +43,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Mapping, Protocol
 
+from fsar.errors import ConfigError, DataError
 from fsar.options import MethodOption
 
 __all__ = [
@@ -68,8 +69,9 @@ TEMPLATE_SOURCE = "template"
 #: encoder reads 77 BPE tokens, roughly 55 English words; the prompt asks for <= 20.
 MAX_WORDS = 50
 
-class DescriptionError(ValueError):
-    """A describer could not produce valid stage descriptions (names class and reason)."""
+class DescriptionError(DataError):
+    """A describer could not produce valid stage descriptions, or a description cache cannot be
+    used (names the class or file and the reason)."""
 
 
 class Describer(Protocol):
@@ -423,19 +425,25 @@ def describer_from_options(values: Mapping[str, Any], *, device: str = "cpu") ->
 
     url, model, folder = given("llm_url"), given("llm_model"), given("llm_folder")
     retries = given("llm_retries", 2)
+    timeout = given("llm_timeout", 60.0)
+    # Checked whichever describer is picked: the values come from flags, YAML or a saved run.
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ConfigError(f"--llm-retries must be an integer >= 0, got {retries!r}")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (0 < timeout < float("inf")):
+        raise ConfigError(f"--llm-timeout must be a finite number > 0 (seconds), got {timeout!r}")
     if url and folder:
-        raise ValueError("give either --llm-url or --llm-folder, not both")
+        raise ConfigError("give either --llm-url or --llm-folder, not both")
     if model and not url:
-        raise ValueError("--llm-model needs --llm-url")
+        raise ConfigError("--llm-model needs --llm-url")
     if url:
         if not model:
-            raise ValueError("--llm-url needs --llm-model (the model name the server serves)")
+            raise ConfigError("--llm-url needs --llm-model (the model name the server serves)")
         key_env = given("llm_api_key_env")
         api_key = None
         if key_env:
             api_key = os.environ.get(key_env)
             if not api_key:
-                raise ValueError(f"--llm-api-key-env {key_env}: the variable is not set")
+                raise ConfigError(f"--llm-api-key-env {key_env}: the variable is not set")
         return ChatDescriber(
             url, model, api_key=api_key, timeout=given("llm_timeout", 60.0), retries=retries,
             json_mode=not given("llm_no_json_mode", False),

@@ -37,9 +37,24 @@ def _load_all() -> None:
 
 
 def create_method(name: str, **options) -> FewShotMethod:
-    """Build method ``name`` (see :func:`list_methods`)."""
+    """Build method ``name`` (see :func:`list_methods`).
+
+    Everything that stops the build because of the arguments (an unknown method or option, a
+    value of the wrong type or out of range, an unknown backbone or metric, weights that do
+    not load) is a :class:`~fsar.errors.ModelError` naming the method and the problem.
+    """
+    from fsar.errors import FsarError, ModelError
+
     _load_all()
-    return METHODS.build(name, **options)
+    try:
+        return METHODS.build(name, **options)
+    except FsarError:
+        raise
+    except (ValueError, TypeError, KeyError) as error:
+        text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+        if not text.startswith(f"{name}:"):
+            text = f"{name}: {text}"
+        raise ModelError(f"cannot build method {text}") from error
 
 
 def list_methods() -> list[str]:

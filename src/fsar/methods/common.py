@@ -164,13 +164,32 @@ def _renamed(values: dict[str, Any], known: set[str], *, method: str) -> dict[st
 
 
 def make_config(config_cls, *, method: str, **values):
-    """Build a config dataclass, turning unknown options into a clear ValueError."""
+    """Build a config dataclass, turning unknown options and values of the wrong type into a clear
+    :class:`~fsar.errors.ModelError` (``-O alpha=notanumber``: "option alpha: expected a number")."""
+    import typing
+
+    from fsar.engine.config import coerce_value
+    from fsar.errors import ConfigError, ModelError
+
     known = {f.name for f in dataclasses.fields(config_cls)}
     values = _renamed(values, known, method=method)
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"{method}: unknown option(s) {unknown}; known options: {sorted(known)}")
-    return config_cls(**values)
+        raise ModelError(f"{method}: unknown option(s) {unknown}; known options: {sorted(known)}")
+    try:
+        hints = typing.get_type_hints(config_cls)
+    except Exception:  # noqa: BLE001 - an annotation that cannot be resolved: no type check
+        hints = {}
+    checked = {}
+    for key, value in values.items():
+        try:
+            checked[key] = coerce_value(value, hints[key], f"{method}: option {key}") if key in hints else value
+        except ConfigError as error:
+            if "unsupported config type" in str(error):
+                checked[key] = value  # e.g. a module instance: the constructor checks it
+                continue
+            raise ModelError(str(error)) from None
+    return config_cls(**checked)
 
 
 def configure_method(

@@ -19,6 +19,7 @@ import numpy as np
 from fsar.data.synth.actions import ACTION_BY_NAME, PHASES, class_names, default_split, get_action, reverse_pairs
 from fsar.data.synth.params import DEFAULT_VERSION, GENERATOR_VERSIONS, check_size, draw_clip_params, progress_profile
 from fsar.data.synth.render import render_clip
+from fsar.errors import DataError
 
 __all__ = [
     "FPS", "CODEC", "CODEC_OPTIONS", "FORMAT_VERSIONS", "SynthDatasetError",
@@ -35,7 +36,7 @@ FPS = 8
 _MAX_VIDEOS_PER_CLASS = 10_000
 
 
-class SynthDatasetError(ValueError):
+class SynthDatasetError(DataError):
     """A synthetic data set folder cannot be (re)used as asked (names the folder and the reason)."""
 
 

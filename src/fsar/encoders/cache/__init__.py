@@ -46,6 +46,15 @@ The index is keyed by clip path; each entry records the clip's frame count, the 
 indices that were encoded and the shard; the header records the transform key. Unreadable
 clips are counted, logged and listed under ``skipped`` with their reason, never fatal.
 
+Integrity: each shard's metadata carries ``tensors_sha256`` (:func:`fsar.data.integrity.tensors_sha256`
+over its tensors), checked when a reader first opens the shard and before an extraction reuses it;
+each entry carries ``source``, the fingerprint (size, mtime, content sample) of the clip it
+encoded, so a clip changed since (or another data root's clip of the same relative name) is
+refused by the reader (:meth:`FeatureCache.check_source`) and encoded again by the next
+extraction. A non-finite feature is never stored (the clip is skipped with that reason) and never
+read (the error names the clip). :func:`verify_cache` (``fsar data check --features DIR``) checks
+a whole cache.
+
 Modules, by concern (every name below is importable from ``fsar.encoders.cache`` as before the split):
 
 * :mod:`fsar.encoders.cache.decoding`: the decoding pipeline (the evaluation view of a clip,
@@ -70,9 +79,13 @@ from fsar.encoders.cache.extract import (
 from fsar.encoders.cache.store import (
     CACHE_FORMAT,
     INDEX_NAME,
+    CacheCorruptError,
     CacheMismatchError,
+    CacheNotFoundError,
     FeatureCache,
     MissingFeatureError,
+    read_index,
+    verify_cache,
     _atomic_save_shard,
     _atomic_write_text,
     _read_shard_metadata,
@@ -84,7 +97,9 @@ from fsar.encoders.fingerprint import legacy_weights_fingerprint, weights_finger
 
 __all__ = [
     "CACHE_FORMAT",
+    "CacheCorruptError",
     "CacheMismatchError",
+    "CacheNotFoundError",
     "ExtractionSummary",
     "FeatureCache",
     "MissingFeatureError",
@@ -92,5 +107,7 @@ __all__ = [
     "extract_features",
     "legacy_weights_fingerprint",
     "loader_transform_key",
+    "read_index",
+    "verify_cache",
     "weights_fingerprint",
 ]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from fsar.data.integrity import clip_fingerprint
+
 __all__ = ["loader_transform_key"]
 
 
@@ -57,7 +59,8 @@ def _load_eval_view(clip, loader) -> tuple[list[int], int, torch.Tensor]:
 
 
 def _decoded(items, loader, lookahead: int, read_error):
-    """For (clip, key) items, yield (clip, key, (indices, frame count, frames) | exception) in order.
+    """For (clip, key) items, yield (clip, key, (indices, frame count, frames, fingerprint) | exception)
+    in order; the fingerprint is :func:`fsar.data.integrity.clip_fingerprint` of the clip.
 
     With ``lookahead`` > 0 a background thread decodes up to that many clips ahead while the
     encoder runs (PyAV and the resize release the GIL), bounded so memory stays small.
@@ -66,7 +69,10 @@ def _decoded(items, loader, lookahead: int, read_error):
 
     def load(clip):
         try:
-            return _load_eval_view(clip, loader)
+            # The fingerprint is taken before decoding: a clip edited during its decode records
+            # the old state, so the next run sees the change and encodes it again.
+            source = clip_fingerprint(clip.path)
+            return (*_load_eval_view(clip, loader), source)
         except errors as error:
             return error
 

@@ -19,6 +19,7 @@ from typing import Any, Callable
 import torch
 
 from fsar.data.inputs import PRIMARY_STREAM
+from fsar.data.integrity import fingerprint_changes, tensors_sha256
 from fsar.encoders.cache.decoding import _decoded, _loader_sampling, loader_transform_key
 from fsar.encoders.cache.store import (
     CACHE_FORMAT,
@@ -40,7 +41,9 @@ from fsar.encoders.cache.store import (
     _stream_info,
     _stream_tensor_name,
     encoder_stream_key,
+    read_index,
     remove_stale_temporaries,
+    shard_checksum_holds,
 )
 from fsar.encoders.fingerprint import FINGERPRINT_SCHEME, weights_fingerprint
 
@@ -176,7 +179,7 @@ def extract_features(
         for number, shard_clips in enumerate(shards):
             shard_keys = [_relative_key(c.path, root) for c in shard_clips]
             path = out / _shard_name(number, shard_keys)
-            reused = _reusable_shard(path, header, shard_keys, legacy)
+            reused = _reusable_shard(path, header, shard_keys, legacy, shard_clips)
             if reused is not None:
                 shard_entries, shard_skipped, shard_streams = reused
                 summary.shards_reused += 1
@@ -186,6 +189,7 @@ def extract_features(
                     header["clip_streams"],
                 )
                 metadata = _shard_metadata(header, shard_keys, shard_entries, shard_skipped, shard_streams)
+                metadata["tensors_sha256"] = tensors_sha256(tensors)  # checked when read and before reuse
                 _atomic_save_shard(path, tensors, metadata)
                 summary.shards_written += 1
                 summary.encoded += len(shard_entries)
@@ -262,10 +266,7 @@ def _refuse_mixing(out: Path, header: dict, root: Path, legacy_fingerprint: Call
     existing = out / INDEX_NAME
     if not existing.exists():
         return {}
-    try:
-        old = json.loads(existing.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise CacheMismatchError(f"feature cache: {existing} is not a readable cache index ({error})") from None
+    old = read_index(existing)
     old_header = {k: old.get(k) for k in header}
     differences = _differences(old_header, header, legacy_fingerprint=legacy_fingerprint)
     if differences:
@@ -282,8 +283,11 @@ def _refuse_mixing(out: Path, header: dict, root: Path, legacy_fingerprint: Call
     return old
 
 
-def _reusable_shard(path: Path, header: dict, shard_keys: list[str], legacy_fingerprint: Callable[[], str]):
-    """(entries, skipped) of a complete shard written for exactly this plan, else None."""
+def _reusable_shard(path: Path, header: dict, shard_keys: list[str], legacy_fingerprint: Callable[[], str],
+                    shard_clips=()):
+    """(entries, skipped) of a complete shard written for exactly this plan, whose tensors still
+    match their checksum and whose clips have not changed since (their fingerprints), else None
+    (the shard is encoded again, with a warning saying why)."""
     if not path.exists():
         return None
     meta = _read_shard_metadata(path)
@@ -300,6 +304,17 @@ def _reusable_shard(path: Path, header: dict, shard_keys: list[str], legacy_fing
             return None  # the clip list changed (another manifest/shard size): recompute
         entries = json.loads(meta["entries"])
         skipped = [tuple(s) for s in json.loads(meta["skipped"])]
+        if not shard_checksum_holds(path):
+            log.warning("feature cache: shard %s fails its checksum (changed or damaged since it was written); "
+                        "encoding it again", path)
+            return None
+        for clip, key in zip(shard_clips, shard_keys):
+            entry = entries.get(key)
+            changes = fingerprint_changes(entry.get("source") if entry else None, clip.path)
+            if changes:
+                log.warning("feature cache: clip %s changed since its features were extracted (%s); "
+                            "encoding shard %s again", clip.path, "; ".join(changes), path.name)
+                return None
         if "streams" in meta:
             streams = json.loads(meta["streams"])
         else:  # written before streams existed: the primary (T, D) float32 stream only
@@ -336,7 +351,7 @@ def _encode_shard(shard_clips, shard_keys, encoder, loader, batch_size, device, 
     skipped: list[tuple[str, str]] = []
     tensors: dict[str, torch.Tensor] = {}
     stream_info: dict[str, dict] = {}
-    pending: list[tuple[str, list[int], int, torch.Tensor]] = []
+    pending: list[tuple[str, list[int], int, torch.Tensor, dict, object]] = []
 
     def flush() -> None:
         if not pending:
@@ -344,14 +359,24 @@ def _encode_shard(shard_clips, shard_keys, encoder, loader, batch_size, device, 
         frames = torch.stack([p[3] for p in pending]).to(device)
         with torch.inference_mode():
             streams = _clip_streams_of(encoder, frames, extra_names)
-        for stream, batch in streams.items():
+        streams = {
             # The primary stream is stored as float32 (T, D); extra streams keep the encoder's dtype.
-            batch = batch.float().cpu() if stream == PRIMARY_STREAM else batch.cpu()
-            _merge_stream_info(stream_info, {stream: _stream_info(batch[0])}, "one shard")
-            for (key, _, _, _), row in zip(pending, batch):
-                tensors[_stream_tensor_name(key, stream)] = row.clone().contiguous()
-        for key, indices, total, _ in pending:
-            entries[key] = {"indices": indices, "num_frames": total}
+            stream: (batch.float().cpu() if stream == PRIMARY_STREAM else batch.cpu())
+            for stream, batch in streams.items()
+        }
+        for row, (key, indices, total, _, source, clip) in enumerate(pending):
+            bad = [name for name, batch in streams.items() if batch.is_floating_point() and not torch.isfinite(batch[row]).all()]
+            if bad:
+                reason = (f"the encoder gave non-finite values (NaN/inf) in stream(s) {', '.join(bad)} for this "
+                          "clip (broken frames or weights?)")
+                log.warning("feature cache: skipping clip %s: %s", clip.path, reason)
+                skipped.append((key, reason))
+                continue
+            for stream, batch in streams.items():
+                _merge_stream_info(stream_info, {stream: _stream_info(batch[row])}, "one shard")
+                tensors[_stream_tensor_name(key, stream)] = batch[row].clone().contiguous()
+            # ``source``: what the clip looked like when encoded (size, mtime, content sample).
+            entries[key] = {"indices": indices, "num_frames": total, "source": source}
         bar.update(len(pending))
         pending.clear()
 
@@ -364,8 +389,8 @@ def _encode_shard(shard_clips, shard_keys, encoder, loader, batch_size, device, 
             skipped.append((key, reason))
             bar.update(1)
             continue
-        indices, total, frames = result
-        pending.append((key, indices, total, frames))
+        indices, total, frames, source = result
+        pending.append((key, indices, total, frames, source, clip))
         if len(pending) >= batch_size:
             flush()
     flush()

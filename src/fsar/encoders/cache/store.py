@@ -21,10 +21,22 @@ from typing import Any, Callable, Sequence
 import torch
 
 from fsar.data.inputs import PRIMARY_STREAM, EpisodeInputs, MissingStreamError
+from fsar.data.integrity import fingerprint_changes, tensors_sha256
 from fsar.encoders.cache.decoding import _loader_sampling, loader_transform_key
 from fsar.encoders.fingerprint import FINGERPRINT_SCHEME, legacy_weights_fingerprint, weights_fingerprint
+from fsar.errors import CacheError
 
-__all__ = ["CACHE_FORMAT", "CacheMismatchError", "FeatureCache", "INDEX_NAME", "MissingFeatureError"]
+__all__ = [
+    "CACHE_FORMAT",
+    "CacheCorruptError",
+    "CacheMismatchError",
+    "CacheNotFoundError",
+    "FeatureCache",
+    "INDEX_NAME",
+    "MissingFeatureError",
+    "read_index",
+    "verify_cache",
+]
 
 log = logging.getLogger("fsar.encoders.cache")
 
@@ -39,11 +51,21 @@ def _shard_name(number: int, shard_keys: list[str]) -> str:
     return f"shard-{number:05d}-{digest}.safetensors"
 
 
-class CacheMismatchError(ValueError):
-    """The cache directory holds features of another backbone/options/transform than requested."""
+class CacheMismatchError(CacheError):
+    """The cache directory holds features of another backbone/options/transform than requested,
+    or of other clips than the ones asked for (a changed clip, another data root's)."""
 
 
-class MissingFeatureError(KeyError):
+class CacheNotFoundError(CacheError, FileNotFoundError):
+    """The folder holds no feature cache (no ``index.json``)."""
+
+
+class CacheCorruptError(CacheError):
+    """A cache file that is unreadable, truncated, fails its checksum or holds non-finite values;
+    the message names the file (and the clips it holds)."""
+
+
+class MissingFeatureError(CacheError, KeyError):
     """A clip has no cached features for the requested frame indices and transform."""
 
     def __str__(self) -> str:  # KeyError would print the repr of the message
@@ -301,6 +323,101 @@ def _merge_stream_info(into: dict[str, dict], new: dict[str, dict], what: str) -
             )
 
 
+def _metadata_of(handle) -> dict:
+    """The decoded fsar metadata of an open shard (see :func:`_atomic_save_shard`)."""
+    metadata = dict(handle.metadata() or {})
+    if SHARD_METADATA_KEY in metadata:
+        try:
+            return json.loads(metadata[SHARD_METADATA_KEY])
+        except json.JSONDecodeError:
+            return {}
+    return metadata
+
+
+def read_index(index_path: Path) -> dict:
+    """The parsed ``index.json`` of a cache; every way it can be broken is a :class:`CacheError`
+    naming the file (missing: :class:`CacheNotFoundError`; empty, truncated, not an object:
+    :class:`CacheCorruptError`; another format: :class:`CacheMismatchError`)."""
+    index_path = Path(index_path)
+    if not index_path.exists():
+        raise CacheNotFoundError(f"feature cache: {index_path} not found (run `fsar extract` first)")
+    try:
+        text = index_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise CacheCorruptError(f"feature cache: {index_path} cannot be read ({error})") from None
+    if not text.strip():
+        raise CacheCorruptError(
+            f"feature cache: {index_path} is empty; delete it and extract again (complete shards are reused)"
+        )
+    try:
+        index = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise CacheCorruptError(
+            f"feature cache: {index_path} is not valid JSON (truncated? {error}); delete it and extract again "
+            "(complete shards are reused)"
+        ) from None
+    if not isinstance(index, dict):
+        raise CacheCorruptError(
+            f"feature cache: {index_path} holds a JSON {type(index).__name__}, not a cache index (an object); "
+            "delete it and extract again"
+        )
+    if index.get("format") != CACHE_FORMAT:
+        raise CacheMismatchError(
+            f"feature cache: {index_path} has format {index.get('format')!r}, expected {CACHE_FORMAT!r}"
+        )
+    return index
+
+
+def shard_checksum_holds(path: Path) -> bool:
+    """Whether a shard's tensors still match the checksum in its metadata (no checksum: True;
+    unreadable: False)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            expected = _metadata_of(handle).get("tensors_sha256")
+            if expected is None:
+                return True
+            return tensors_sha256({name: handle.get_tensor(name) for name in handle.keys()}) == expected
+    except Exception:  # noqa: BLE001 - truncated or damaged: not reusable
+        return False
+
+
+def verify_cache(directory: str | os.PathLike, *, root: str | os.PathLike | None = None) -> dict:
+    """Check a whole cache: its index, every shard's checksum and readability, every tensor finite,
+    and (with the data at ``root``, default the recorded root) every clip's fingerprint.
+
+    Returns ``{"clips", "shards", "problems": [text, ...], "changed_clips", "unchecked_shards",
+    "skipped"}``; an unusable index raises :class:`CacheError`.
+    """
+    cache = FeatureCache(directory, root=root)
+    problems: list[str] = []
+    shards = sorted({e["shard"] for e in cache.entries.values()})
+    unchecked = 0
+    for shard in shards:
+        try:
+            handle = cache._open_shard(shard)  # noqa: SLF001 - the same check readers do
+            if "tensors_sha256" not in _metadata_of(handle):
+                unchecked += 1
+            for key in handle.keys():
+                cache._tensor(shard, key)  # noqa: SLF001 - finiteness, per tensor
+        except CacheError as error:
+            problems.append(str(error))
+    changed = 0
+    base = Path(root) if root is not None else cache.root
+    if base.is_dir():
+        for key in cache.entries:
+            try:
+                cache.check_source(base / key)
+            except CacheError as error:
+                changed += 1
+                problems.append(str(error))
+    else:
+        problems.append(f"data root {base} is not a directory: the clips' fingerprints were not compared")
+    return {"clips": len(cache.entries), "shards": len(shards), "problems": problems, "changed_clips": changed,
+            "unchecked_shards": unchecked, "skipped": len(cache.skipped)}
+
+
 class FeatureCache:
     """Read side of a cache directory written by :func:`extract_features`.
 
@@ -314,24 +431,29 @@ class FeatureCache:
     def __init__(self, directory: str | os.PathLike, *, root: str | os.PathLike | None = None) -> None:
         self.directory = Path(directory)
         index_path = self.directory / INDEX_NAME
-        if not index_path.exists():
-            raise FileNotFoundError(f"feature cache: {index_path} not found (run `fsar extract` first)")
-        try:
-            index = json.loads(index_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"feature cache: {index_path} is not valid JSON ({error})") from None
-        if index.get("format") != CACHE_FORMAT:
-            raise ValueError(f"feature cache: {index_path} has format {index.get('format')!r}, expected {CACHE_FORMAT!r}")
+        index = read_index(index_path)
         self.index = index
-        self.root = Path(root) if root is not None else Path(index["root"])
-        self.backbone: str = index["backbone"]
-        self.backbone_options: dict = index.get("backbone_options", {})
-        self.feature_dim: int = int(index["feature_dim"])
-        self.transform_key: str = index["transform_key"]
-        self.num_frames: int = int(index["num_frames"])
-        self.sampling: str = index["sampling"]
-        self.complete: bool = bool(index.get("complete", False))
-        self.entries: dict[str, dict] = index["entries"]
+        try:
+            self.root = Path(root) if root is not None else Path(index["root"])
+            self.backbone: str = index["backbone"]
+            self.backbone_options: dict = index.get("backbone_options", {})
+            self.feature_dim: int = int(index["feature_dim"])
+            self.transform_key: str = index["transform_key"]
+            self.num_frames: int = int(index["num_frames"])
+            self.sampling: str = index["sampling"]
+            self.complete: bool = bool(index.get("complete", False))
+            self.entries: dict[str, dict] = index["entries"]
+            if not isinstance(self.entries, dict) or not all(
+                isinstance(e, dict) and "shard" in e and "indices" in e for e in self.entries.values()
+            ):
+                raise TypeError("entries must map clip paths to {shard, indices, ...}")
+        except (KeyError, TypeError, ValueError) as error:
+            raise CacheCorruptError(
+                f"feature cache: {index_path} is not a complete cache index ({type(error).__name__}: {error}); "
+                "delete it and extract again (complete shards are reused)"
+            ) from None
+        self._verified_shards: set[str] = set()
+        self._checked_sources: set[str] = set()
         self.stream_key: dict = _identity_value(index, "stream_key")
         streams = _index_streams(index)
         #: ``{name: {"shape": per-clip shape, "dtype": ...}}`` of every per-clip stream, ``"features"`` included.
@@ -410,25 +532,89 @@ class FeatureCache:
                     return candidate
         return key
 
-    def _tensor(self, shard: str, key: str) -> torch.Tensor:
-        """One stored tensor, read from its shard once and then served from memory (within
-        ``memory_budget``). Callers get the stored tensor: never modify it in place (the
-        ``torch.stack`` of :meth:`load_episode` copies)."""
-        found = self._tensors.get((shard, key))
-        if found is not None:
-            return found
+    def _shard_clips(self, shard: str, limit: int = 3) -> str:
+        clips = [k for k, e in self.entries.items() if e.get("shard") == shard]
+        text = ", ".join(clips[:limit])
+        return text + (f" and {len(clips) - limit} more" if len(clips) > limit else "")
+
+    def _open_shard(self, shard: str):
+        """The safetensors handle of ``shard``, its checksum verified on first open."""
         from safetensors import safe_open
 
         handle = self._handles.get(shard)
-        if handle is None:
-            handle = safe_open(str(self.directory / shard), framework="pt")
-            self._handles[shard] = handle
-        tensor = handle.get_tensor(key)
+        if handle is not None:
+            return handle
+        path = self.directory / shard
+        holds = f"(it holds clip(s) {self._shard_clips(shard)})"
+        if not path.is_file():
+            raise CacheCorruptError(
+                f"feature cache: shard {path} is missing {holds}; extract again (`fsar extract` or delete {self.directory})"
+            )
+        try:
+            handle = safe_open(str(path), framework="pt")
+            expected = _metadata_of(handle).get("tensors_sha256")
+            if expected is not None and shard not in self._verified_shards:
+                actual = tensors_sha256({name: handle.get_tensor(name) for name in handle.keys()})
+                if actual != expected:
+                    raise CacheCorruptError(
+                        f"feature cache: shard {path} fails its checksum (its tensors were changed or damaged "
+                        f"after extraction) {holds}; delete the shard and extract again"
+                    )
+        except CacheCorruptError:
+            raise
+        except Exception as error:  # safetensors raises its own types for truncated/foreign files
+            raise CacheCorruptError(
+                f"feature cache: shard {path} is unreadable (truncated or not a safetensors file: {error}) {holds}; "
+                "delete the shard and extract again"
+            ) from None
+        self._verified_shards.add(shard)
+        self._handles[shard] = handle
+        return handle
+
+    def _tensor(self, shard: str, key: str) -> torch.Tensor:
+        """One stored tensor, read from its shard once (the shard's checksum verified on first
+        open, the tensor checked finite) and then served from memory (within ``memory_budget``).
+        Callers get the stored tensor: never modify it in place (the ``torch.stack`` of
+        :meth:`load_episode` copies)."""
+        found = self._tensors.get((shard, key))
+        if found is not None:
+            return found
+        handle = self._open_shard(shard)
+        try:
+            tensor = handle.get_tensor(key)
+        except Exception as error:  # noqa: BLE001 - a name the shard lacks, or a damaged file
+            raise CacheCorruptError(
+                f"feature cache: shard {self.directory / shard} has no readable tensor {key!r} ({error}); "
+                "delete the shard and extract again"
+            ) from None
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CacheCorruptError(
+                f"feature cache: non-finite values (NaN/inf) in the features of clip {key.split('//')[0]} "
+                f"(tensor {key!r} of shard {self.directory / shard}); delete the shard and extract again"
+            )
         size = tensor.numel() * tensor.element_size()
         if self._tensor_bytes + size <= self.memory_budget:
             self._tensors[(shard, key)] = tensor
             self._tensor_bytes += size
         return tensor
+
+    def check_source(self, clip_path: str | os.PathLike) -> None:
+        """Raise :class:`CacheMismatchError` when the clip at ``clip_path`` is not the one whose
+        features the cache holds (its size, or its content, changed; or it is another data set's
+        clip of the same relative name). Checked once per clip; entries without a fingerprint
+        (older caches) pass."""
+        key = self._key(clip_path)
+        if key in self._checked_sources:
+            return
+        entry = self.entries.get(key)
+        changes = fingerprint_changes(entry.get("source") if entry else None, clip_path)
+        if changes:
+            raise CacheMismatchError(
+                f"feature cache {self.directory}: clip {clip_path} is not the clip its features were extracted "
+                f"from ({'; '.join(changes)}; extracted from {Path(self.index.get('root', '?')) / key}); "
+                "extract again (`fsar extract`, or delete the cache folder to let training/evaluation re-extract)"
+            )
+        self._checked_sources.add(key)
 
     def get(
         self, clip_path: str | os.PathLike, indices: Sequence[int], transform_key: str
@@ -476,6 +662,7 @@ class FeatureCache:
             # The recorded frame count gives the indices without opening the video.
             indices = [int(i) for i in sample_indices(int(entry["num_frames"]), num_segments, mode=sampling, train=False)]
             if transform_key == self.transform_key and list(entry["indices"]) == indices:
+                self.check_source(clip.path)
                 self._located[(os.fspath(clip.path), view)] = (key, entry)
                 return key, entry
         raise MissingFeatureError(self._explain_missing(clip, indices, transform_key))
