@@ -14,7 +14,7 @@ from fsar.registry import Registry
 ENCODERS: Registry[Encoder] = Registry("backbone")
 
 # Modules that register backbones; imported on first use so that `import fsar` stays light.
-_BACKBONE_MODULES = ("fsar.encoders.clip", "fsar.encoders.embedded")
+_BACKBONE_MODULES = ("fsar.encoders.clip", "fsar.encoders.embedded", "fsar.encoders.video_llava")
 
 
 def _load_all() -> None:

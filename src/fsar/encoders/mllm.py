@@ -1,0 +1,530 @@
+"""Frozen video MLLMs (Video-LLaVA, ...) as fsar backbones: one generic encoder, one adapter per model family.
+
+A video MLLM turns T frames into visual tokens, writes them into the prompt where its video placeholder
+stands, and runs its LLM decoder over the whole sequence. What differs between families (Video-LLaVA,
+LLaVA-NeXT-Video, Qwen2-VL) is small and lives in an :class:`MLLMAdapter`:
+
+* how to load the model class (and which classes a folder must hold),
+* the visual token layout (:class:`VideoTokenLayout`): how many token *groups* (frames), how many
+  tokens per group, how many tokens at the start of each group to *drop* when pooling a group
+  (Video-LLaVA: 8 frames x 257 tokens, the first of each frame its class token),
+* how frames become projected token embeddings (and, from the same pass, the vision tower's
+  penultimate layer),
+* the chat format around a user message.
+
+Everything else is generic and here (:class:`VideoMLLMEncoder`): our own expansion of the single
+video placeholder into ``layout.total`` copies (checked against the model's visual tokens, never a
+silent misalignment), left-padded batches with position ids from the attention mask (so a batch gives
+what one-at-a-time gives), and the per-clip streams of FSAR-LLaVA (spec ``fsar_llava.md`` section 3):
+
+==================  ===============  ==================================================================
+stream              shape            what
+==================  ===============  ==================================================================
+``features``        (B, T, D)        decoder hidden states of layer l* at the video-token positions,
+                                     mean over each frame's tokens (the dropped ones excluded)
+``prompt_state``    (B, D)           state at layer l* of the last prompt token (after the video;
+                                     it has seen the whole video and the label-free query prompt)
+``vision_tower``    (B, T, D_vis)    the vision tower's selected (penultimate) layer, mean over each
+                                     frame's patch tokens (the spec's vision-only baseline)
+``label_state``     (N, D)           per class name: the last token's state of the text-only prompt
+                                     (c) naming the class, no video (:meth:`encode_class_streams`)
+==================  ===============  ==================================================================
+
+D is the decoder width (4096 for Video-LLaVA-7B), l* the resolved layer (an index 1..L, or a
+fraction of the depth; default 0.75 -> 24 of 32). The layer L is taken after the final norm.
+Prompts are versioned (:class:`MLLMPrompts`); their hash and the layer are part of
+:meth:`stream_key`, hence of the feature cache's key.
+
+Leakage: per-clip prompts never contain label text (the query prompt serves support clips too); the
+class names enter only the text-only prompt (c) of ``label_state`` and the task-oriented query of
+section 4d, which names only the episode's candidate classes (:meth:`MLLMPrompts.task_query`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from fsar.encoders.base import Encoder
+
+__all__ = [
+    "MLLMAdapter",
+    "MLLMError",
+    "MLLMPrompts",
+    "PROMPT_SETS",
+    "VideoMLLMEncoder",
+    "VideoTokenLayout",
+    "resolve_layer",
+]
+
+log = logging.getLogger(__name__)
+
+CLIP_STREAMS = ("prompt_state", "vision_tower")
+CLASS_STREAMS = ("label_state",)
+
+
+class MLLMError(ValueError):
+    """An MLLM backbone could not be loaded or does not fit the expected layout."""
+
+
+# ---------------------------------------------------------------------------------------------
+# layout and layer
+
+
+@dataclass(frozen=True)
+class VideoTokenLayout:
+    """Where a video's visual tokens stand in the decoder sequence.
+
+    groups: token groups (frames, for Video-LLaVA); tokens_per_group: tokens of one group, in order;
+    drop_per_group: tokens at the start of each group left out of the group's pooled feature
+    (Video-LLaVA's per-frame class token).
+    """
+
+    groups: int
+    tokens_per_group: int
+    drop_per_group: int = 0
+
+    def __post_init__(self) -> None:
+        if self.groups < 1 or self.tokens_per_group < 1:
+            raise MLLMError(f"VideoTokenLayout: groups and tokens_per_group must be >= 1, got {self}")
+        if not 0 <= self.drop_per_group < self.tokens_per_group:
+            raise MLLMError(f"VideoTokenLayout: drop_per_group must be in [0, tokens_per_group), got {self}")
+
+    @property
+    def total(self) -> int:
+        return self.groups * self.tokens_per_group
+
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, total, D) hidden states at the video positions -> (B, groups, D) means of the kept tokens."""
+        if tokens.dim() != 3 or tokens.shape[1] != self.total:
+            raise MLLMError(f"VideoTokenLayout.pool: expected (B, {self.total}, D), got {tuple(tokens.shape)}")
+        grouped = tokens.reshape(tokens.shape[0], self.groups, self.tokens_per_group, tokens.shape[-1])
+        return grouped[:, :, self.drop_per_group :].float().mean(2)
+
+
+def resolve_layer(layer: int | float | str, depth: int) -> int:
+    """Decoder layer index 1..depth from an index (int 1..depth, negative from the end) or a float
+    fraction of the depth in (0, 1] (``0.75`` of 32 layers is 24; ``1.0`` the last).
+
+    Hidden state ``l`` is the output of the l-th decoder layer; ``depth`` is taken after the final norm.
+    """
+    if isinstance(layer, str):
+        try:
+            layer = float(layer) if "." in layer else int(layer)
+        except ValueError:
+            raise MLLMError(f"layer must be an index such as 24 or a fraction such as 0.75, got {layer!r}") from None
+    if isinstance(layer, bool) or not isinstance(layer, (int, float)):
+        raise MLLMError(f"layer must be an int index or a float fraction of the depth, got {layer!r}")
+    if isinstance(layer, float):
+        if not 0.0 < layer <= 1.0:
+            raise MLLMError(f"layer fraction must be in (0, 1], got {layer} (give an index as an int)")
+        return max(1, min(depth, round(layer * depth)))
+    index = depth + 1 + layer if layer < 0 else layer
+    if not 1 <= index <= depth:
+        raise MLLMError(f"layer {layer} is outside the decoder's 1..{depth} (or use a fraction such as 0.75)")
+    return index
+
+
+# ---------------------------------------------------------------------------------------------
+# prompts (spec section 4)
+
+
+@dataclass(frozen=True)
+class MLLMPrompts:
+    """The prompt wording of FSAR-LLaVA's extraction, versioned (its hash keys the feature cache).
+
+    ``query``: the per-clip instruction after the video; it must never contain label text and is
+    used for support clips too (the cache extracts one prompt per clip). ``support``: the
+    labelled variant of section 4b ("{label}" placeholder), kept for the record and for on-line use.
+    ``class_text``: the text-only prompt (c) of ``label_state``. ``task``: the task-oriented query
+    of section 4d ("{candidates}"), off by default, naming only the episode's candidate classes.
+    """
+
+    name: str
+    query: str
+    support: str
+    class_text: str
+    task: str
+    version: int = 1
+
+    def query_prompt(self) -> str:
+        return self.query
+
+    def support_prompt(self, label: str) -> str:
+        return self.support.format(label=label)
+
+    def class_prompt(self, label: str) -> str:
+        return self.class_text.format(label=label)
+
+    def task_query(self, candidates: Sequence[str]) -> str:
+        """Section 4d: the query instruction naming the episode's candidate classes (no query label)."""
+        return self.query + " " + self.task.format(candidates=", ".join(candidates))
+
+    def digest(self) -> str:
+        text = json.dumps(asdict(self), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+PROMPT_SETS: dict[str, MLLMPrompts] = {
+    "generic": MLLMPrompts(
+        name="generic",
+        query="What activity is the person doing in this video? Answer with a short phrase.",
+        support="This video shows the action '{label}'. Briefly describe the key motion that defines it.",
+        class_text="Describe the action '{label}' in one sentence focusing on body motion and objects.",
+        task="Which of these actions: {candidates}?",
+    ),
+    "ssv2": MLLMPrompts(
+        name="ssv2",
+        query="Describe how the hand moves the object in this video (direction, contact, outcome) in one short phrase.",
+        support="This video shows the action '{label}'. Briefly describe the key motion that defines it.",
+        class_text="Describe the action '{label}' in one sentence focusing on body motion and objects.",
+        task="Which of these actions: {candidates}?",
+    ),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# adapter
+
+
+class MLLMAdapter(ABC):
+    """What one video-MLLM family contributes; see the module docstring."""
+
+    #: backbone name in the registry
+    name: str
+    #: the class names a weights folder must hold (for error messages), e.g. ("VideoLlavaForConditionalGeneration",)
+    expected_classes: tuple[str, ...]
+    #: the chat format around the user message; ``{video}`` is the placeholder, ``{text}`` the instruction
+    chat_format: str
+    #: the format of a text-only message
+    text_format: str
+    video_placeholder: str = "<video>"
+
+    @abstractmethod
+    def load(self, source: str, *, dtype: torch.dtype) -> tuple[nn.Module, Any]:
+        """(model, tokenizer) from a local folder or hub id; :class:`MLLMError` naming the problem."""
+
+    @abstractmethod
+    def layout(self, model: nn.Module) -> VideoTokenLayout:
+        """The video token layout the model's config declares, checked against the model."""
+
+    @abstractmethod
+    def video_token_id(self, model: nn.Module) -> int:
+        """The id the decoder expects at every video position."""
+
+    @abstractmethod
+    def image_geometry(self, model: nn.Module) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
+        """(image_size, mean, std) of the frames the vision tower takes."""
+
+    @abstractmethod
+    def visual_tokens(self, model: nn.Module, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """pixels (B, T, 3, H, W) -> (projected tokens (B, T * tokens_per_group, D),
+        vision tower's selected layer pooled per frame (B, T, D_vis))."""
+
+    @abstractmethod
+    def decoder(self, model: nn.Module) -> nn.Module:
+        """The LLM decoder stack (``embed_tokens``, ``layers``, final norm; takes ``inputs_embeds``)."""
+
+    def language_head(self, model: nn.Module) -> nn.Module:
+        return model.lm_head
+
+
+# ---------------------------------------------------------------------------------------------
+# the generic encoder
+
+
+class _StopForward(Exception):
+    """Raised by the layer hook once the chosen layer has run: the rest of the decoder is not needed."""
+
+
+def default_dtype() -> torch.dtype:
+    """bf16 on a CUDA device that has it, else fp16 on CUDA, float32 without CUDA."""
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class VideoMLLMEncoder(Encoder):
+    """A frozen video MLLM producing FSAR-LLaVA's named streams (module docstring).
+
+    Attributes beyond :class:`Encoder`: ``model``, ``tokenizer``, ``adapter``, ``layout``
+    (:class:`VideoTokenLayout`), ``num_frames`` (the model's frame count), ``layer`` (resolved),
+    ``prompts`` (:class:`MLLMPrompts`), ``vision_dim``, ``decoder_depth``.
+    """
+
+    shared_space = False
+
+    def __init__(
+        self,
+        *,
+        adapter: MLLMAdapter,
+        model: nn.Module,
+        tokenizer: Any,
+        layer: int | float = 0.75,
+        prompts: str | MLLMPrompts = "generic",
+        text_pooling: str = "last",
+        batch_size: int = 4,
+        weights: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.adapter = adapter
+        self.model = model
+        self.tokenizer = tokenizer
+        self.weights = weights
+        self.name = adapter.name
+        model.requires_grad_(False)  # from_pretrained leaves requires_grad True
+        model.eval()
+        self.layout = adapter.layout(model)
+        self.num_frames = self.layout.groups
+        self.video_id = adapter.video_token_id(model)
+        decoder = adapter.decoder(model)
+        self.decoder_depth = len(decoder.layers)
+        self.layer = resolve_layer(layer, self.decoder_depth)
+        self.layer_option = layer
+        if isinstance(prompts, str):
+            if prompts not in PROMPT_SETS:
+                raise MLLMError(f"{self.name}: unknown prompt set {prompts!r}; known: {sorted(PROMPT_SETS)}")
+            prompts = PROMPT_SETS[prompts]
+        self.prompts = prompts
+        if text_pooling not in ("last", "mean_after_video"):
+            raise MLLMError(f"{self.name}: text_pooling must be 'last' or 'mean_after_video', got {text_pooling!r}")
+        self.text_pooling = text_pooling
+        if batch_size < 1:
+            raise MLLMError(f"{self.name}: batch_size must be >= 1, got {batch_size}")
+        self.batch_size = int(batch_size)
+        self.image_size, self.mean, self.std = adapter.image_geometry(model)
+        self.feature_dim = int(decoder.config.hidden_size)
+        self.text_dim = self.feature_dim
+        self.vision_dim = int(self._vision_dim())
+        self._check_tokenizer()
+
+    # -- set-up checks -------------------------------------------------------------------------
+    def _vision_dim(self) -> int:
+        config = getattr(self.model.config, "vision_config", None)
+        return int(getattr(config, "hidden_size", 0))
+
+    def _check_tokenizer(self) -> None:
+        placeholder = self.adapter.video_placeholder
+        token_id = self.tokenizer.convert_tokens_to_ids(placeholder)
+        if token_id != self.video_id:
+            raise MLLMError(
+                f"{self.name}: the tokenizer maps {placeholder!r} to id {token_id}, but the model's config "
+                f"expects video token id {self.video_id}; the tokenizer and the weights do not belong together"
+            )
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def train(self, mode: bool = True) -> "VideoMLLMEncoder":
+        """Record the flag but keep the MLLM in eval mode (it is frozen: no dropout)."""
+        self.training = mode
+        self.model.train(False)
+        return self
+
+    # -- the fsar stream hooks (CONTRACT section 2) --------------------------------------------
+    def clip_stream_names(self) -> tuple[str, ...]:
+        return CLIP_STREAMS
+
+    def class_stream_names(self) -> tuple[str, ...]:
+        return CLASS_STREAMS
+
+    def stream_key(self) -> dict:
+        """Everything besides the weights that changes the streams (part of the cache key)."""
+        return {
+            "layer": self.layer,
+            "decoder_depth": self.decoder_depth,
+            "prompt_set": self.prompts.name,
+            "prompt_version": self.prompts.version,
+            "prompt_hash": self.prompts.digest(),
+            "text_pooling": self.text_pooling,
+            "tokens": [self.layout.groups, self.layout.tokens_per_group, self.layout.drop_per_group],
+            "dtype": str(self.dtype).replace("torch.", ""),
+        }
+
+    def encode_clips(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        """frames (B, T, 3, H, W), normalised -> {"features": (B, T, D), "prompt_state": (B, D),
+        "vision_tower": (B, T, D_vis)}, float32, one forward per chunk of ``batch_size`` clips."""
+        self._check_frames(frames)
+        prompt = self.prompts.query_prompt()
+        chunks = [
+            self._video_forward(part, [prompt] * part.shape[0])
+            for part in frames.split(self.batch_size)
+        ]
+        return {name: torch.cat([c[name] for c in chunks]) for name in chunks[0]}
+
+    def encode_frames(self, frames: torch.Tensor, text_features: torch.Tensor | None = None) -> torch.Tensor:
+        """The ``features`` stream (B, T, D); ``text_features`` is ignored (no text inside the encoder)."""
+        return self.encode_clips(frames)["features"]
+
+    def encode_class_streams(self, class_names: list[str]) -> dict[str, torch.Tensor]:
+        """{"label_state": (N, D)}: prompt (c) per class name, no video."""
+        if isinstance(class_names, str):
+            raise TypeError(f"{self.name}: encode_class_streams takes a list of class names, not one string")
+        prompts = [self.adapter.text_format.format(text=self.prompts.class_prompt(n)) for n in class_names]
+        return {"label_state": self._text_states(prompts)}
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """Each text as a whole prompt (no chat format added) -> its last token's state at layer l* (N, D)."""
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise TypeError(f"{self.name}: encode_text takes a list of strings, got {texts!r:.80}")
+        return self._text_states(list(texts))
+
+    # -- internals -----------------------------------------------------------------------------
+    def _check_frames(self, frames: torch.Tensor) -> None:
+        if frames.dim() != 5 or frames.shape[2] != 3:
+            raise ValueError(f"{self.name}: frames must be (B, T, 3, H, W), got {tuple(frames.shape)}")
+        if tuple(frames.shape[-2:]) != (self.image_size, self.image_size):
+            raise ValueError(
+                f"{self.name}: expects {self.image_size}x{self.image_size} frames, got {tuple(frames.shape[-2:])}"
+            )
+        if frames.shape[1] != self.num_frames:
+            raise ValueError(
+                f"{self.name}: the model takes {self.num_frames} frames per clip (its config: "
+                f"{self.layout.total} video tokens = {self.layout.groups} x {self.layout.tokens_per_group}), "
+                f"got T={frames.shape[1]}; extract with --frames {self.num_frames} (short clips repeat frames)"
+            )
+
+    def _text_states(self, prompts: list[str]) -> torch.Tensor:
+        if not prompts:
+            return torch.zeros(0, self.text_dim)
+        parts = [self._forward(None, prompts[i : i + self.batch_size])["prompt_state"]
+                 for i in range(0, len(prompts), self.batch_size)]
+        return torch.cat(parts)
+
+    def _video_forward(self, frames: torch.Tensor, instructions: list[str]) -> dict[str, torch.Tensor]:
+        prompts = [
+            self.adapter.chat_format.format(video=self.adapter.video_placeholder, text=text) for text in instructions
+        ]
+        return self._forward(frames, prompts)
+
+    def token_ids(self, prompt: str, *, with_video: bool) -> list[int]:
+        """Token ids of ``prompt`` with its single video placeholder expanded to ``layout.total`` ids."""
+        ids = list(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
+        where = [i for i, t in enumerate(ids) if t == self.video_id]
+        wanted = 1 if with_video else 0
+        if len(where) != wanted:
+            raise MLLMError(
+                f"{self.name}: prompt {prompt!r:.120} tokenises to {len(where)} video placeholder(s) "
+                f"{self.adapter.video_placeholder!r}, expected {wanted}"
+            )
+        if not with_video:
+            return ids
+        at = where[0]
+        return ids[:at] + [self.video_id] * self.layout.total + ids[at + 1 :]
+
+    def _batch(self, prompts: list[str], with_video: bool) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """Left-padded ids (B, L), attention mask (B, L), and per row the count of tokens after the video."""
+        rows = [self.token_ids(p, with_video=with_video) for p in prompts]
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            pad = self.tokenizer.unk_token_id if self.tokenizer.unk_token_id is not None else 0
+        length = max(len(r) for r in rows)
+        ids = torch.full((len(rows), length), int(pad), dtype=torch.long)
+        mask = torch.zeros((len(rows), length), dtype=torch.long)
+        after = []
+        for i, row in enumerate(rows):
+            ids[i, length - len(row) :] = torch.tensor(row)
+            mask[i, length - len(row) :] = 1
+            if with_video:
+                last_video = max(j for j, t in enumerate(row) if t == self.video_id)
+                after.append(len(row) - 1 - last_video)
+            else:
+                after.append(len(row))
+        return ids, mask, after
+
+    @torch.no_grad()
+    def _forward(self, frames: torch.Tensor | None, prompts: list[str]) -> dict[str, torch.Tensor]:
+        with_video = frames is not None
+        ids, mask, after = self._batch(prompts, with_video)
+        device = self.device
+        ids, mask = ids.to(device), mask.to(device)
+        decoder = self.adapter.decoder(self.model)
+        embeds = decoder.embed_tokens(ids)
+        out: dict[str, torch.Tensor] = {}
+        video_mask = ids == self.video_id
+        if with_video:
+            pixels = frames.to(device=device, dtype=self.dtype)
+            tokens, vision = self.adapter.visual_tokens(self.model, pixels)
+            if tokens.shape[1] != self.layout.total or int(video_mask[0].sum()) != self.layout.total:
+                raise MLLMError(
+                    f"{self.name}: the vision side gave {tokens.shape[1]} tokens per clip but the prompt holds "
+                    f"{int(video_mask[0].sum())} video positions ({self.layout.groups} x "
+                    f"{self.layout.tokens_per_group} from the config); the model and its config disagree"
+                )
+            embeds = embeds.masked_scatter(video_mask.unsqueeze(-1), tokens.to(embeds.dtype))
+            out["vision_tower"] = vision.float()
+        position_ids = (mask.cumsum(-1) - 1).clamp_(min=0)
+        hidden = self._layer_states(decoder, embeds, mask, position_ids)
+        if with_video:
+            video_states = hidden[video_mask].reshape(len(prompts), self.layout.total, hidden.shape[-1])
+            out["features"] = self.layout.pool(video_states)
+        if self.text_pooling == "last" or not with_video:
+            out["prompt_state"] = hidden[:, -1].float()
+        else:
+            rows = [hidden[i, hidden.shape[1] - n :].float().mean(0) for i, n in enumerate(after)]
+            out["prompt_state"] = torch.stack(rows)
+        return {k: v.cpu() if device.type == "cpu" else v for k, v in out.items()}
+
+    def _layer_states(self, decoder: nn.Module, embeds, mask, position_ids) -> torch.Tensor:
+        """Hidden states after decoder layer ``self.layer`` (after the final norm when it is the last)."""
+        if self.layer == self.decoder_depth:
+            result = decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False)
+            return result.last_hidden_state
+        captured: list[torch.Tensor] = []
+
+        def hook(module, args, output):
+            captured.append(output[0] if isinstance(output, tuple) else output)
+            raise _StopForward
+
+        handle = decoder.layers[self.layer - 1].register_forward_hook(hook)
+        try:
+            decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False)
+        except _StopForward:
+            pass
+        finally:
+            handle.remove()
+        if not captured:
+            raise MLLMError(f"{self.name}: decoder layer {self.layer} did not run")
+        return captured[0]
+
+    def extra_repr(self) -> str:
+        return (
+            f"weights={self.weights!r}, layer={self.layer}/{self.decoder_depth}, frames={self.num_frames}, "
+            f"tokens/frame={self.layout.tokens_per_group}, prompts={self.prompts.name!r}, dtype={self.dtype}"
+        )
+
+
+def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    if dtype is None or dtype == "auto":
+        return default_dtype()
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise MLLMError(f"dtype must be 'auto' or one of {sorted(_DTYPES)}, got {dtype!r}")
+    return _DTYPES[dtype]
+
+
+def looks_like_path(weights: str) -> bool:
+    """Hub ids are ``owner/name``; anything else with a path shape is meant as a local folder."""
+    return (
+        weights.startswith(("/", ".", "~"))
+        or "\\" in weights
+        or weights.count("/") != 1
+        or Path(weights).expanduser().exists()
+    )
