@@ -8,7 +8,7 @@ import torch
 import fsar.metrics as metrics
 
 NAMES = [
-    "abmhm", "bimhm", "bimhm_hyrsm1shot", "bimhm_hyrsm5shot", "otam", "otam_clipfsar",
+    "abmhm", "bimhm", "bimhm_hyrsm1shot", "bimhm_hyrsm5shot", "mpmm", "otam", "otam_clipfsar",
     "otam_plain", "proto", "proto_tsn_cos", "proto_tsn_sqeuclid", "trx",
 ]
 
