@@ -19,6 +19,7 @@ _METHOD_MODULES = (
     "fsar.methods.ma_fsar",
     "fsar.methods.clip_fsar",
     "fsar.methods.lga",
+    "fsar.methods.fsar_llava",
 )
 
 
