@@ -6,14 +6,15 @@ import pytest
 import torch
 
 from fsar.lga.fusion import StageFusion, concat_stages
-from fsar.lga.segment import gather_stages, stage_membership
+from fsar.lga.segment import gather_stages
+from fsar.metrics.stages import stage_mask
 
 
 def packed(batch=3, dim=16, seed=0):
     g = torch.Generator().manual_seed(seed)
     frames = torch.randn(batch, 8, dim, generator=g)
     bounds = torch.tensor([[0, 2, 6, 8], [0, 3, 5, 8], [0, 1, 2, 8]])[:batch]
-    stages, valid = gather_stages(frames, stage_membership(bounds, 8, overlap=1))
+    stages, valid = gather_stages(frames, stage_mask(bounds, 8, overlap=1))
     return stages, valid
 
 

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 
 import fsar
 from fsar import metrics
-from fsar.lga.segment import cluster_segment, stage_membership
+from fsar.lga.segment import cluster_segment
+from fsar.metrics.stages import stage_mask
 from fsar.methods.lga import LGA, geometric_mean_log_probs
 from methods_toys import single_thread  # noqa: F401  (autouse fixture: tiny tensors, one thread)
 from methods_toys import ToyEncoder, features_episode, frames_episode, tiny_clip
@@ -89,7 +90,7 @@ def test_vv_is_abmhm_over_concatenated_fused_stages():
     ep = episode(shot=2, way=3, queries=2)
     method.eval()
     out = method(ep)
-    masks = stage_membership(cluster_segment(torch.cat([ep.support, ep.query]), 3), 8, overlap=1)
+    masks = stage_mask(cluster_segment(torch.cat([ep.support, ep.query]), 3), 8, overlap=1)
     n_s = ep.support.shape[0]
     direct = metrics.build("abmhm")(
         ep.support, ep.support_labels, ep.query, 3, support_stages=masks[:n_s], query_stages=masks[n_s:]

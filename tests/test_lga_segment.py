@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fsar.metrics.stages import stage_mask
 from fsar.lga.segment import (
     cluster_segment,
     gather_stages,
     segment,
-    stage_membership,
     tw_finch_segment,
     uniform_segment,
 )
@@ -118,36 +118,9 @@ def test_cluster_beats_uniform_on_sequences_with_known_stage_changes():
     assert uniform_error / 30 > 0.8  # HARD misses by about a frame on average
 
 
-def test_stage_membership_overlap():
-    b = torch.tensor([[0, 2, 6, 8]])
-    m0 = stage_membership(b, 8, overlap=0)
-    assert m0.sum().item() == 8 and (m0.sum(1) == 1).all()  # partition
-    m1 = stage_membership(b, 8, overlap=1)
-    assert m1.sum().item() == 8 + 2 * 1 * (3 - 1)
-    assert m1[0].int().tolist() == [
-        [1, 1, 1, 0, 0, 0, 0, 0],
-        [0, 1, 1, 1, 1, 1, 1, 0],
-        [0, 0, 0, 0, 0, 1, 1, 1],
-    ]
-    # overlap never reaches past the neighbouring stage
-    m3 = stage_membership(torch.tensor([[0, 1, 2, 8]]), 8, overlap=3)
-    assert m3[0, 0].int().tolist() == [1, 1, 0, 0, 0, 0, 0, 0]
-    assert m3[0, 1].int().tolist() == [1, 1, 1, 1, 1, 0, 0, 0]
-    assert m3[0, 2].int().tolist() == [0, 1, 1, 1, 1, 1, 1, 1]
-
-
-def test_stage_membership_rejects_bad_boundaries():
-    with pytest.raises(ValueError, match="rise strictly"):
-        stage_membership(torch.tensor([[0, 3, 3, 8]]), 8)
-    with pytest.raises(ValueError, match="rise strictly"):
-        stage_membership(torch.tensor([[0, 3, 5, 7]]), 8)
-    with pytest.raises(ValueError, match="overlap"):
-        stage_membership(torch.tensor([[0, 3, 5, 8]]), 8, overlap=-1)
-
-
 def test_gather_stages_packs_in_time_order_with_mask_and_gradients():
     frames = torch.arange(2 * 8, dtype=torch.float32).view(2, 8, 1).repeat(1, 1, 3).requires_grad_()
-    membership = stage_membership(torch.tensor([[0, 2, 6, 8], [0, 3, 5, 8]]), 8, overlap=1)
+    membership = stage_mask(torch.tensor([[0, 2, 6, 8], [0, 3, 5, 8]]), 8, overlap=1)
     packed, valid = gather_stages(frames, membership)
     assert packed.shape == (2, 3, 6, 3) and valid.shape == (2, 3, 6)
     assert valid.sum(-1).tolist() == [[3, 6, 3], [4, 4, 4]]

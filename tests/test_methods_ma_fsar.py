@@ -157,7 +157,7 @@ def test_k_shot_prototypes_feed_the_metric_and_raw_mode_passes_clips(frozen_clip
 
     episode = features_episode(dim=32, way=3, shot=3)
     _ma_fsar(backbone=frozen_clip, metric=Spy()).eval()(episode)
-    _ma_fsar(backbone=frozen_clip, metric=Spy(), prototype="raw").eval()(episode)
+    _ma_fsar(backbone=frozen_clip, metric=Spy(), shots="metric").eval()(episode)
     assert seen[0] == ((3, 4, 32), [0, 1, 2])
     assert seen[1] == ((9, 4, 32), episode.support_labels.tolist())
 
@@ -237,3 +237,14 @@ def test_parameter_counts_of_the_full_size_model(finetune, tunable):
     trainable = sum(p.numel() for p in method.parameters() if p.requires_grad)
     assert total == 151_277_313 + 3_150_336 + 1
     assert trainable == tunable + 1
+
+
+def test_old_prototype_option_still_builds_with_a_warning(frozen_clip, caplog):
+    """Checkpoints written before the one K-shot vocabulary saved prototype=mean|raw."""
+    with caplog.at_level("WARNING"):
+        old = _ma_fsar(backbone=frozen_clip, prototype="raw")
+    assert old.config.shots == "metric"
+    assert "prototype='raw' is deprecated; use shots='metric'" in caplog.text
+    assert _ma_fsar(backbone=frozen_clip, prototype="mean").config.shots == "prototype"
+    with pytest.raises(ValueError, match="shots must be one of"):
+        _ma_fsar(backbone=frozen_clip, shots="raw")

@@ -25,7 +25,7 @@ def test_presets_match_reference_files(preset: str, case: str) -> None:
     logits = metric(support, labels, query, way)
     np.testing.assert_allclose(logits.numpy(), z["logits_f64"], rtol=1e-9, atol=1e-9)
     # per-direction distances, as the originals' cum_dist_q2s / cum_dist_s2q
-    targets = support if preset == "otam_plain" else metrics._common.class_prototypes(support, labels, way)
+    targets = support if preset == "otam_plain" else metrics._common.class_means(support, labels, way)
     q2s, s2q = metric.pair_distances(targets, query)
     np.testing.assert_allclose(q2s.numpy(), z["cum_dist_q2s_f64"], rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(s2q.numpy(), z["cum_dist_s2q_f64"], rtol=1e-9, atol=1e-9)
@@ -136,7 +136,7 @@ def test_head_equals_the_recursion_on_each_pair(variant: str, shots: str) -> Non
     support, labels, query, way = _random_episode()
     metric = OTAM(lam=0.2, variant=variant, shots=shots, combine="mean")
     logits = metric(support, labels, query, way)
-    targets = support if shots == "distance" else metrics._common.class_prototypes(support, labels, way)
+    targets = support if shots == "distance" else metrics._common.class_means(support, labels, way)
     expected = torch.zeros(query.shape[0], targets.shape[0], dtype=torch.float64)
     for q, t in itertools.product(range(query.shape[0]), range(targets.shape[0])):
         cos = torch.nn.functional.cosine_similarity(query[q][:, None], targets[t][None], dim=-1, eps=1e-12)

@@ -7,18 +7,35 @@ import torch
 
 import fsar.metrics as metrics
 
-NAMES = [
-    "abmhm", "bimhm", "bimhm_hyrsm1shot", "bimhm_hyrsm5shot", "mpmm", "otam", "otam_clipfsar",
+#: Every registered metric is tested below; a new one joins by registering itself.
+NAMES = metrics.available()
+#: Metrics that must stay registered (a refactor that drops one fails here).
+EXPECTED = {
+    "abmhm", "bimhm", "bimhm_hyrsm1shot", "bimhm_hyrsm5shot", "otam", "otam_clipfsar",
     "otam_plain", "proto", "proto_tsn_cos", "proto_tsn_sqeuclid", "trx",
-]
+}
+#: Constructor options a metric needs to be built at the test's sizes (D = 8, T = 4).
+BUILD_OPTIONS = {"trx": {"feature_dim": 8, "out_dim": 8, "seq_len": 4}}
+#: Metrics whose logits are not "nearest class wins" without training: TRX scores through
+#: randomly initialised projections.
+NOT_NEAREST_BY_CONSTRUCTION = {"trx"}
 
 
 def _build(name: str) -> torch.nn.Module:
-    return metrics.build(name, feature_dim=8, out_dim=8, seq_len=4) if name == "trx" else metrics.build(name)
+    return metrics.build(name, **BUILD_OPTIONS.get(name, {}))
+
+
+def _episode(seed: int = 0, way: int = 3, shot: int = 2, n_query: int = 4):
+    generator = torch.Generator().manual_seed(seed)
+    support = torch.randn(way * shot, 4, 8, generator=generator)
+    labels = torch.arange(way).repeat_interleave(shot)
+    query = torch.randn(n_query, 4, 8, generator=generator)
+    return support, labels, query, way
 
 
 def test_available_and_unknown_name() -> None:
-    assert metrics.available() == NAMES
+    assert EXPECTED <= set(NAMES), f"missing from the registry: {sorted(EXPECTED - set(NAMES))}"
+    assert NAMES == sorted(NAMES)
     with pytest.raises(ValueError, match="unknown metric 'dtw'"):
         metrics.build("dtw")
 
@@ -64,3 +81,35 @@ def test_mixed_precision_inputs_are_promoted_and_labels_may_be_int32() -> None:
         expected = metrics.build(name)(support.double(), labels.long(), query, 2)
         assert logits.dtype == torch.float64
         torch.testing.assert_close(logits, expected)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_class_order_permutes_logit_columns(name: str) -> None:
+    """Relabelling the support classes permutes the logits' columns and nothing else."""
+    torch.manual_seed(0)
+    metric = _build(name).eval()
+    support, labels, query, way = _episode()
+    permutation = torch.tensor([2, 0, 1])  # class c becomes class permutation[c]
+    with torch.no_grad():
+        logits = metric(support, labels, query, way)
+        relabelled = metric(support, permutation[labels], query, way)
+    torch.testing.assert_close(relabelled[:, permutation], logits, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(set(NAMES) - NOT_NEAREST_BY_CONSTRUCTION))
+def test_a_query_equal_to_a_support_clip_scores_its_class_highest(name: str) -> None:
+    metric = _build(name).eval()
+    support, labels, query, way = _episode(seed=3, shot=1)
+    logits = metric(support, labels, support.clone(), way)  # higher = more likely, everywhere
+    assert logits.argmax(1).tolist() == labels.tolist()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gradients_reach_support_and_query(name: str) -> None:
+    metric = _build(name)
+    support, labels, query, way = _episode(seed=5)
+    support.requires_grad_(True)
+    query.requires_grad_(True)
+    metric(support, labels, query, way).sum().backward()
+    for tensor in (support, query):
+        assert tensor.grad is not None and torch.isfinite(tensor.grad).all() and tensor.grad.abs().sum() > 0

@@ -16,9 +16,10 @@ all T frames):
   weighted first-neighbour clustering, cut to exactly L clusters; it is not constrained
   to temporal neighbours, so its clusters are turned into contiguous stages by time.
 
-:func:`stage_membership` then adds the **overlap** frames (o frames shared across each
-internal border, as LGA does for robustness) and returns a ``(B, L, T)`` boolean
-membership mask -- the form ``fsar.metrics`` AB-MHM accepts -- and
+:func:`fsar.metrics.stages.stage_mask` then adds the **overlap** frames (o frames shared
+across each internal border, as LGA does for robustness) and returns a ``(B, L, T)`` boolean
+membership mask -- the form ``fsar.metrics`` AB-MHM accepts, and the one definition both
+use -- and
 :func:`gather_stages` packs the stages into a padded ``(B, L, n_max, D)`` tensor with a
 ``(B, L, n_max)`` validity mask for the fusion module.
 
@@ -31,12 +32,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from fsar.metrics.stages import uniform_boundaries
+
 __all__ = [
     "SEGMENTATIONS",
     "cluster_segment",
     "gather_stages",
     "segment",
-    "stage_membership",
     "tw_finch_segment",
     "uniform_segment",
 ]
@@ -93,14 +95,11 @@ def cluster_segment(features: torch.Tensor, num_stages: int) -> torch.Tensor:
 def uniform_segment(
     num_frames: int, num_stages: int, *, batch: int = 1, device: torch.device | str | None = None
 ) -> torch.Tensor:
-    """HARD segmentation: ``num_stages`` equal chunks -> boundaries (batch, L + 1).
+    """HARD segmentation: ``num_stages`` near-equal chunks -> boundaries (batch, L + 1).
 
-    Border i sits at round(i * T / L), so T = 8, L = 3 gives stages of 3, 2 and 3 frames.
+    The split of :func:`fsar.metrics.stages.uniform_boundaries` (T = 8, L = 3: stages of 3, 2, 3).
     """
-    if num_frames < num_stages or num_stages < 1:
-        raise ValueError(f"cannot split {num_frames} frames into {num_stages} non-empty stages")
-    borders = [int(torch.tensor(i * num_frames / num_stages).round()) for i in range(num_stages + 1)]
-    return torch.tensor(borders, dtype=torch.long, device=device).expand(batch, -1).clone()
+    return uniform_boundaries(num_frames, num_stages, batch=batch, device=device)
 
 
 def tw_finch_segment(features: torch.Tensor, num_stages: int) -> torch.Tensor:
@@ -188,31 +187,6 @@ def segment(features: torch.Tensor, num_stages: int, method: str = "cluster") ->
     if method == "tw-finch":
         return tw_finch_segment(features, num_stages)
     raise ValueError(f"unknown segmentation {method!r}; available: {', '.join(SEGMENTATIONS)}")
-
-
-def stage_membership(boundaries: torch.Tensor, num_frames: int, overlap: int = 1) -> torch.Tensor:
-    """Boundaries (B, L + 1) -> membership mask (B, L, T) bool, with ``overlap`` frames shared.
-
-    At each internal border the first ``overlap`` frames of stage i + 1 are appended to
-    stage i and the last ``overlap`` frames of stage i are prepended to stage i + 1 (never
-    reaching past the neighbouring stage), so with stages of at least ``overlap`` frames the
-    total is T + 2 * overlap * (L - 1).
-    """
-    if overlap < 0:
-        raise ValueError(f"overlap must be >= 0, got {overlap}")
-    if boundaries.dim() != 2 or boundaries.shape[1] < 2:
-        raise ValueError(f"expected boundaries (B, L + 1), got shape {tuple(boundaries.shape)}")
-    starts, ends = boundaries[:, :-1], boundaries[:, 1:]
-    if (ends <= starts).any() or (boundaries[:, 0] != 0).any() or (boundaries[:, -1] != num_frames).any():
-        raise ValueError(f"boundaries must rise strictly from 0 to {num_frames}: {boundaries.tolist()}")
-    # Stage i may reach back into stage i - 1 (not before its start) and forward into
-    # stage i + 1 (not past its end).
-    previous_starts = torch.cat([starts[:, :1], starts[:, :-1]], dim=1)
-    next_ends = torch.cat([ends[:, 1:], ends[:, -1:]], dim=1)
-    lo = torch.maximum(starts - overlap, previous_starts)
-    hi = torch.minimum(ends + overlap, next_ends)
-    frames = torch.arange(num_frames, device=boundaries.device)
-    return (frames >= lo[..., None]) & (frames < hi[..., None])
 
 
 def gather_stages(

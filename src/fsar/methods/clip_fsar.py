@@ -40,6 +40,7 @@ from fsar.methods.common import (
     EncoderMethod,
     Scale,
     check_episode,
+    SHOT_HANDOFF,
     class_means,
     configure_method,
     resolve_metric,
@@ -68,7 +69,9 @@ class CLIPFSARConfig:
     modulation_ffn_dim: int | None = None
     modulation_dropout: float = 0.1
     modulation_pre_ln: bool = True
-    prototype: str = "mean"
+    #: K-shot hand-off to the metric (common.SHOT_HANDOFF): "prototype" = class means of the
+    #: K modulated supports; "metric" = every support clip, combined by the metric.
+    shots: str = "prototype"
     embed_dim: int = 512
     logit_scale_init: float | None = None
     learn_logit_scale: bool = True
@@ -76,8 +79,8 @@ class CLIPFSARConfig:
     learn_metric_scale: bool = False
 
     def validate(self) -> None:
-        if self.prototype not in ("mean", "raw"):
-            raise ValueError(f"clip-fsar: prototype must be 'mean' or 'raw', got {self.prototype!r}")
+        if self.shots not in SHOT_HANDOFF:
+            raise ValueError(f"clip-fsar: shots must be one of {SHOT_HANDOFF}, got {self.shots!r}")
         if self.classification_weight < 0:
             raise ValueError(f"clip-fsar: classification_weight must be >= 0, got {self.classification_weight}")
 
@@ -177,7 +180,7 @@ class CLIPFSAR(EncoderMethod):
         f_query = self.space.frames(query)
         support_mod = self.modulation(f_support, self.space.text(text.per_clip.to(device)))
         query_mod = self.modulation(f_query, None)
-        if self.config.prototype == "mean":
+        if self.config.shots == "prototype":
             prototypes, proto_labels = class_means(support_mod, labels, way), torch.arange(way, device=device)
         else:
             prototypes, proto_labels = support_mod, labels

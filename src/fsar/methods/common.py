@@ -9,6 +9,7 @@ them so that every method runs on every backbone the same way.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from torch import nn
 from fsar.data.inputs import EpisodeInputs
 from fsar.encoders.base import Encoder
 from fsar.methods.base import FewShotMethod
+from fsar.metrics._common import class_means  # the one K-shot mean, shared with the metrics
 
 __all__ = [
     "EncoderMethod",
@@ -28,6 +30,7 @@ __all__ = [
     "make_config",
     "metric_label",
     "check_episode",
+    "SHOT_HANDOFF",
     "class_means",
     "default_finetune",
     "resolve_finetune",
@@ -35,6 +38,8 @@ __all__ = [
     "resolve_encoder",
     "resolve_metric",
 ]
+
+log = logging.getLogger(__name__)
 
 
 def default_finetune(backbone: str | Encoder, preferred: str) -> str:
@@ -136,9 +141,31 @@ def backbone_label(backbone: str | Encoder) -> str:
     return backbone.name if isinstance(backbone, Encoder) else str(backbone)
 
 
+#: How a method hands a class's K support clips to its metric (one vocabulary with the
+#: metrics' ``shots``): "prototype" = the mean of the K enhanced clips (the metric sees one
+#: clip per class); "metric" = every clip, combined as the metric's own ``shots`` says.
+SHOT_HANDOFF = ("prototype", "metric")
+
+#: Options renamed in 0.2; the old spelling is accepted (with a warning) for one release, so
+#: configs and checkpoints written before still build. old name -> (new name, value map).
+RENAMED_OPTIONS = {"prototype": ("shots", {"mean": "prototype", "raw": "metric"})}
+
+
+def _renamed(values: dict[str, Any], known: set[str], *, method: str) -> dict[str, Any]:
+    values = dict(values)
+    for old, (new, value_map) in RENAMED_OPTIONS.items():
+        if old in values and old not in known and new in known:
+            value = values.pop(old)
+            mapped = value_map.get(value, value)
+            log.warning("%s: option %s=%r is deprecated; use %s=%r", method, old, value, new, mapped)
+            values.setdefault(new, mapped)
+    return values
+
+
 def make_config(config_cls, *, method: str, **values):
     """Build a config dataclass, turning unknown options into a clear ValueError."""
     known = {f.name for f in dataclasses.fields(config_cls)}
+    values = _renamed(values, known, method=method)
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"{method}: unknown option(s) {unknown}; known options: {sorted(known)}")
@@ -220,14 +247,6 @@ def check_episode(inputs: EpisodeInputs, *, method: str) -> None:
             raise ValueError(f"{method}: query_labels must be ({query.shape[0]},), got {tuple(q.shape)}")
         if q.numel() and (int(q.min()) < 0 or int(q.max()) >= way):
             raise ValueError(f"{method}: query_labels must lie in 0..{way - 1}, got {q.tolist()}")
-
-
-def class_means(features: torch.Tensor, labels: torch.Tensor, way: int) -> torch.Tensor:
-    """K-shot prototypes: mean over each class's support items. (n, ...) -> (way, ...)."""
-    one_hot = torch.nn.functional.one_hot(labels, way).to(features.dtype)  # (n, way)
-    counts = one_hot.sum(0)  # (way,)
-    summed = torch.einsum("nc,n...->c...", one_hot, features)
-    return summed / counts.view(-1, *([1] * (features.dim() - 1)))
 
 
 def mix_log_probs(log_p_a: torch.Tensor, log_p_b: torch.Tensor, weight_a: float) -> torch.Tensor:

@@ -43,7 +43,8 @@ from fsar.data.inputs import EpisodeInputs
 from fsar.encoders.base import Encoder
 from fsar.lga.describe import Describer, TemplateDescriber
 from fsar.lga.fusion import StageFusion, concat_stages
-from fsar.lga.segment import SEGMENTATIONS, gather_stages, segment, stage_membership
+from fsar.lga.segment import SEGMENTATIONS, gather_stages, segment
+from fsar.metrics.stages import stage_mask
 from fsar.methods import METHODS
 from fsar.methods.base import MethodOutput
 from fsar.methods.common import (
@@ -255,7 +256,7 @@ class LGA(EncoderMethod):
         num_frames = raw.shape[1]
         if self.config.visual_anatomy:
             boundaries = segment(raw.detach(), self.stages_used, self.config.segmentation)
-            membership = stage_membership(boundaries, num_frames, self.config.overlap)
+            membership = stage_mask(boundaries, num_frames, overlap=self.config.overlap)
         else:
             membership = torch.ones(raw.shape[0], 1, num_frames, dtype=torch.bool, device=raw.device)
         stages, valid = gather_stages(projected, membership)

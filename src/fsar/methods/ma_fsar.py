@@ -39,7 +39,7 @@ Choices the paper leaves open (spec tags [proposed]), all configurable:
 
 * TPCM: 8 heads, GELU, dropout 0.1, pre-LayerNorm on (``tpcm_pre_ln``; off = the bare
   equations). Width = the common space (512 on CLIP ViT-B, ``embed_dim`` otherwise).
-* K-shot: prototypes are the mean of the K TPCM-enhanced support clips (``prototype="mean"``).
+* K-shot: prototypes are the mean of the K TPCM-enhanced support clips (``shots="prototype"``; ``shots="metric"`` hands every clip to the metric).
 * Training texts: one random template per support clip; the C-way text classifier of
   eqs. 14/15 uses, per class, the mean of its K clips' draws (for 1-shot: that clip's
   draw, so one draw serves FgMA, TPCM and the losses).
@@ -64,6 +64,7 @@ from fsar.methods.common import (
     EncoderMethod,
     Scale,
     check_episode,
+    SHOT_HANDOFF,
     class_means,
     configure_method,
     mix_log_probs,
@@ -112,9 +113,9 @@ class MAFSARConfig:
     tpcm_ffn_dim: int | None = None  # None = 4 x width
     tpcm_dropout: float = 0.1
     tpcm_pre_ln: bool = True
-    #: "mean": the metric gets (way, T, W) class prototypes (mean of K enhanced supports)
-    #: with labels 0..way-1; "raw": it gets all enhanced support clips.
-    prototype: str = "mean"
+    #: K-shot hand-off to the metric (common.SHOT_HANDOFF): "prototype" = (way, T, W) class
+    #: means of the K enhanced supports, labels 0..way-1; "metric" = every enhanced support clip.
+    shots: str = "prototype"
     #: width of the learned common space when the encoder has no shared space.
     embed_dim: int = 512
     logit_scale_init: float | None = None  # None = initial_logit_scale(encoder)
@@ -134,8 +135,8 @@ class MAFSARConfig:
             raise ValueError(f"ma-fsar: alpha must lie in [0, 1], got {self.alpha}")
         if self.prototype_module not in PROTOTYPE_MODULES:
             raise ValueError(f"ma-fsar: prototype_module must be one of {PROTOTYPE_MODULES}, got {self.prototype_module!r}")
-        if self.prototype not in ("mean", "raw"):
-            raise ValueError(f"ma-fsar: prototype must be 'mean' or 'raw', got {self.prototype!r}")
+        if self.shots not in SHOT_HANDOFF:
+            raise ValueError(f"ma-fsar: shots must be one of {SHOT_HANDOFF}, got {self.shots!r}")
 
 
 @METHODS.register("ma-fsar")
@@ -218,7 +219,7 @@ class MAFSAR(EncoderMethod):
         # Visual branch (eqs. 9-13): shared TPCM, then K-shot prototypes, then the metric.
         support_tilde = self._enhance(f_support, text_clip)
         query_tilde = self._enhance(f_query, None)
-        if self.config.prototype == "mean":
+        if self.config.shots == "prototype":
             prototypes = class_means(support_tilde, labels, way)  # (C, T, W)
             proto_labels = torch.arange(way, device=device)
         else:

@@ -31,8 +31,9 @@ from typing import Any, Callable
 
 from torch import nn
 
-from fsar.metrics.hausdorff import ABMHM, BiMHM, stage_mask, uniform_boundaries
+from fsar.metrics.hausdorff import ABMHM, BiMHM
 from fsar.metrics.mpmm import MPMM, MPMMResult
+from fsar.metrics.stages import stage_mask, uniform_boundaries
 from fsar.metrics.otam import OTAM, otam_cum_dist
 from fsar.metrics.proto import PrototypeMetric
 from fsar.metrics.trx import TRX, trx_from_reference

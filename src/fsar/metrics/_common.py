@@ -119,10 +119,15 @@ def shot_average_matrix(support_labels: Tensor, way: int, dtype: torch.dtype) ->
     return one_hot / one_hot.sum(0, keepdim=True)
 
 
-def class_prototypes(support: Tensor, support_labels: Tensor, way: int) -> Tensor:
-    """Frame-wise mean of each class's support clips: ``(n_support, T, D) -> (way, T, D)``."""
-    average = shot_average_matrix(support_labels, way, support.dtype)
-    return (average.T @ support.flatten(1)).view(way, *support.shape[1:])
+def class_means(features: Tensor, labels: Tensor, way: int) -> Tensor:
+    """Mean over each class's support items: ``(n_support, ...) -> (way, ...)``.
+
+    The one K-shot prototype of fsar: metrics average raw frame features with it
+    (``shots="prototype"``), methods their enhanced support clips. Labels must be validated
+    (every class present).
+    """
+    average = shot_average_matrix(labels, way, features.dtype)
+    return (average.T @ features.flatten(1)).view(way, *features.shape[1:])
 
 
 def class_index(support_labels: Tensor, way: int) -> tuple[Tensor, Tensor]:

@@ -47,11 +47,12 @@ from fsar.metrics._common import (
     frame_dots_and_norms,
     check_finite_logits,
     class_index,
-    class_prototypes,
+    class_means,
     shot_average_matrix,
     unit_frame_cosine,
     validate_episode,
 )
+from fsar.metrics.stages import stage_mask, uniform_boundaries
 
 REDUCTIONS = ("mean", "sum")
 BIMHM_SHOTS = ("prototype", "distance")
@@ -137,7 +138,7 @@ class BiMHM(nn.Module):
             support, support_labels, query, way, metric="bimhm"
         )
         if self.shots == "prototype":
-            targets = class_prototypes(support, support_labels, way)  # (way, T_s, D)
+            targets = class_means(support, support_labels, way)  # (way, T_s, D)
         else:
             targets = support
         logits = _fused_bimhm(
@@ -155,64 +156,15 @@ class BiMHM(nn.Module):
 # ----------------------------------------------------------------------------- stages
 
 
-def uniform_boundaries(num_frames: int, num_stages: int) -> Tensor:
-    """HARD split into ``num_stages`` contiguous chunks: ``b_i = floor(i T / L)``, shape ``(L + 1,)``."""
-    if num_stages < 1 or num_frames < num_stages:
-        raise ValueError(
-            f"metric 'abmhm': cannot cut {num_frames} frames into {num_stages} non-empty stages"
-        )
-    return torch.tensor([i * num_frames // num_stages for i in range(num_stages + 1)])
-
-
-def stage_mask(boundaries: Tensor, num_frames: int, *, overlap: int = 0) -> Tensor:
-    """Boundaries ``(n, L + 1)`` (or ``(L + 1,)``) -> membership mask ``(n, L, T)`` (or ``(L, T)``).
-
-    ``overlap = o`` shares frames between neighbouring stages as LGA's CLUSTER-Segment does
-    (spec §3): at each internal boundary the first o frames of stage i+1 are appended to stage i
-    and the last o frames of stage i are prepended to stage i+1.
-    """
-    boundaries = torch.as_tensor(boundaries)
-    single = boundaries.dim() == 1
-    if single:
-        boundaries = boundaries[None]
-    if boundaries.dim() != 2 or boundaries.shape[1] < 2:
-        raise ValueError(
-            f"metric 'abmhm': stage boundaries must be (n, L+1) with L >= 1, got {tuple(boundaries.shape)}"
-        )
-    if boundaries.dtype.is_floating_point or boundaries.dtype == torch.bool:
-        raise ValueError(f"metric 'abmhm': stage boundaries must be integers, got {boundaries.dtype}")
-    if overlap < 0:
-        raise ValueError(f"metric 'abmhm': overlap must be >= 0, got {overlap}")
-    boundaries = boundaries.long()
-    bad_ends = (boundaries[:, 0] != 0) | (boundaries[:, -1] != num_frames)
-    if bool(bad_ends.any()):
-        row = int(torch.nonzero(bad_ends)[0])
-        raise ValueError(
-            f"metric 'abmhm': stage boundaries must start at 0 and end at T={num_frames}; "
-            f"clip {row} has {boundaries[row].tolist()}"
-        )
-    not_increasing = (boundaries[:, 1:] <= boundaries[:, :-1]).any(1)
-    if bool(not_increasing.any()):
-        row = int(torch.nonzero(not_increasing)[0])
-        raise ValueError(
-            f"metric 'abmhm': stage boundaries must be strictly increasing (non-empty stages); "
-            f"clip {row} has {boundaries[row].tolist()}"
-        )
-    starts = (boundaries[:, :-1] - overlap).clamp(min=0)  # (n, L)
-    ends = (boundaries[:, 1:] + overlap).clamp(max=num_frames)  # (n, L)
-    frames = torch.arange(num_frames, device=boundaries.device)
-    mask = (frames >= starts[..., None]) & (frames < ends[..., None])  # (n, L, T)
-    return mask[0] if single else mask
-
-
 def _as_stage_mask(
     stages: Tensor | None, *, count: int, num_frames: int, num_stages: int, who: str, device
 ) -> Tensor:
     """Normalise a stage specification to a bool mask ``(count, L, T)`` (module docstring)."""
     if stages is None:  # uniform HARD split: valid by construction, no checks needed
-        bounds = uniform_boundaries(num_frames, num_stages).to(device)
-        frames = torch.arange(num_frames, device=device)
-        mask = (frames >= bounds[:-1, None]) & (frames < bounds[1:, None])  # (L, T)
+        try:
+            mask = stage_mask(uniform_boundaries(num_frames, num_stages, device=device), num_frames)
+        except ValueError as error:
+            raise ValueError(f"metric 'abmhm': {error}") from None
         return mask[None].expand(count, -1, -1)
     stages = torch.as_tensor(stages, device=device)
     if stages.dtype == torch.bool:
@@ -237,7 +189,7 @@ def _as_stage_mask(
     try:
         mask = stage_mask(stages, num_frames)
     except ValueError as error:
-        raise ValueError(f"{who}_stages: {error}") from None
+        raise ValueError(f"metric 'abmhm': {who}_stages: {error}") from None
     return mask[None].expand(count, -1, -1) if mask.dim() == 2 else mask
 
 

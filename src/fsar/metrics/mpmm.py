@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fsar.metrics._common import check_choice, check_finite_logits, class_prototypes, validate_episode
+from fsar.metrics._common import check_choice, check_finite_logits, class_means, validate_episode
 from fsar.metrics.otam import OTAM
 
 __all__ = ["CUES", "FUSIONS", "MPMM", "MPMMResult", "TEXT_CUES", "VISUAL_CUES"]
@@ -235,10 +235,10 @@ class MPMM(nn.Module):
     ) -> Tensor:
         """The ``fsar.metrics`` form: class-mean prototypes -> fused log-probabilities (n_query, way)."""
         support, support_labels, query = validate_episode(support, support_labels, query, way, metric="mpmm")
-        proto_frames = class_prototypes(support, support_labels, way)
+        proto_frames = class_means(support, support_labels, way)
         proto_text = None
         if support_text is not None and query_text is not None:
-            proto_text = F.normalize(class_prototypes(support_text[:, None], support_labels, way)[:, 0], dim=-1)
+            proto_text = F.normalize(class_means(support_text[:, None], support_labels, way)[:, 0], dim=-1)
         elif support_text is not None or query_text is not None:
             raise ValueError("metric 'mpmm': give both support_text and query_text, or neither")
         result = self.match(query, proto_frames, query_text if proto_text is not None else None, proto_text)

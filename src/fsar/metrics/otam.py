@@ -62,7 +62,7 @@ from fsar.metrics._common import (
     PEER_COSINE_EPS,
     check_choice,
     check_finite_logits,
-    class_prototypes,
+    class_means,
     frame_cosine,
     frame_dots_and_norms,
     shot_average_matrix,
@@ -535,7 +535,7 @@ class OTAM(nn.Module):
             support, support_labels, query, way, metric="otam"
         )
         if self.shots == "prototype":
-            targets = class_prototypes(support, support_labels, way)  # (way, T_s, D)
+            targets = class_means(support, support_labels, way)  # (way, T_s, D)
         else:
             targets = support
         scaled = None

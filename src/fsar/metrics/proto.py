@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from fsar.metrics._common import (
+    class_means,
     COSINES,
     PEER_COSINE_EPS,
     check_choice,
@@ -71,9 +72,8 @@ class PrototypeMetric(nn.Module):
         )
         support_mean = support.mean(1)  # (n_support, D)
         query_mean = query.mean(1)  # (n_query, D)
-        average = shot_average_matrix(support_labels, way, support.dtype)  # (n_support, way)
         if self.shots == "prototype":
-            targets = average.T @ support_mean  # (way, D)
+            targets = class_means(support_mean, support_labels, way)  # (way, D)
         else:
             targets = support_mean  # (n_support, D)
         if self.distance == "cos":
@@ -81,5 +81,5 @@ class PrototypeMetric(nn.Module):
         else:
             scores = _neg_sq_euclid(query_mean, targets)
         if self.shots == "distance":
-            scores = scores @ average  # (n_query, way)
+            scores = scores @ shot_average_matrix(support_labels, way, scores.dtype)  # (n_query, way)
         return check_finite_logits(scores, support, query, metric="proto")
