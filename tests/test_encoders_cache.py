@@ -7,48 +7,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
+from cache_standins import TinyEncoder, write_dataset
 from fsar.data.episodes import Episode
 from fsar.data.loading import ClipLoader
 from fsar.data.manifest import Clip, Manifest
-from fsar.data.testing import write_frame_folder, write_video
+from fsar.data.testing import write_frame_folder
 from fsar.data.transforms import TransformConfig
-from fsar.encoders.base import Encoder
 from fsar.encoders.cache import (
     CacheMismatchError,
     FeatureCache,
     MissingFeatureError,
     extract_features,
 )
-
-
-class TinyEncoder(Encoder):
-    """Deterministic, frozen: per-frame channel means and a fixed random projection of them."""
-
-    name = "tiny-test"
-    feature_dim = 6
-    text_dim = 2
-    image_size = 16
-    mean = (0.5, 0.5, 0.5)
-    std = (0.25, 0.25, 0.25)
-    shared_space = False
-
-    def __init__(self, seed: int = 0, trainable: bool = False) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.proj = nn.Parameter(torch.randn(3, 3, generator=g), requires_grad=trainable)
-        self.calls = 0
-        self.clips_seen = 0
-
-    def encode_frames(self, frames, text_features=None):
-        self.calls += 1
-        self.clips_seen += frames.shape[0]
-        means = frames.mean(dim=(-2, -1))  # (B, T, 3)
-        return torch.cat([means, means @ self.proj], dim=-1)
-
-    def encode_text(self, texts):
-        return torch.zeros(len(texts), 2)
 
 
 def _loader_with_other_crop(encoder) -> ClipLoader:
@@ -62,15 +33,7 @@ def _loader(encoder, frames: int = 4) -> ClipLoader:
 @pytest.fixture()
 def dataset(tmp_path) -> Path:
     """3 classes x 3 clips: frame folders and mp4 files of different lengths (frame-identifying colours)."""
-    root = tmp_path / "data"
-    for c, name in enumerate(["alpha", "beta", "gamma"]):
-        for v in range(3):
-            length = 6 + 3 * v + c
-            if v == 2:
-                write_video(root / name / f"clip{v}.mp4", length)
-            else:
-                write_frame_folder(root / name / f"clip{v}", length, start=5 * c + v)
-    return root
+    return write_dataset(tmp_path / "data")
 
 
 def _tensors(cache: FeatureCache) -> dict[str, torch.Tensor]:

@@ -4,7 +4,7 @@ Never imports a model. PyAV and Pillow are imported when a video is first read.
 """
 
 from fsar.data.episodes import Episode, EpisodeError, EpisodeSampler
-from fsar.data.inputs import EpisodeInputs
+from fsar.data.inputs import EpisodeInputs, MissingStreamError
 from fsar.data.loading import ClipLoader, load_episode
 from fsar.data.manifest import Clip, Manifest, ManifestError, Skipped
 from fsar.data.sampling import sample_indices
@@ -18,6 +18,7 @@ __all__ = [
     "Episode",
     "EpisodeError",
     "EpisodeInputs",
+    "MissingStreamError",
     "EpisodeSampler",
     "Manifest",
     "ManifestError",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -19,6 +20,18 @@ class Encoder(nn.Module, ABC):
         mean, std: per-channel normalisation (RGB, for pixels in [0, 1]) the encoder expects.
         shared_space: True when frame and text features live in one embedding space
             (CLIP); False when a method must learn projections (the embedded pair).
+
+    Named streams (what the feature cache stores; every hook has a default, so an encoder
+    that only implements :meth:`encode_frames` produces the single stream ``"features"``):
+        :meth:`clip_stream_names` / :meth:`encode_clips`: extra per-clip tensors computed in the
+            same forward as the frame features (e.g. a middle layer's tokens).
+        :meth:`class_stream_names` / :meth:`encode_class_streams`: per-class-name tensors (e.g.
+            prompt-bank text features).
+        :meth:`stream_key`: everything besides the weights that changes a stream (layer, prompt
+            text hash ...); the cache refuses features extracted under another key.
+        :meth:`weight_files`: the files the weights were loaded from, which makes
+            :func:`fsar.encoders.cache.weights_fingerprint` fast for a large model.
+    An encoder that adds streams documents each stream's shape in its docstring.
     """
 
     name: str
@@ -43,6 +56,41 @@ class Encoder(nn.Module, ABC):
     @abstractmethod
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """``texts`` -> text features (N, D_text)."""
+
+    # ------------------------------------------------------------------ named streams
+
+    def clip_stream_names(self) -> tuple[str, ...]:
+        """Names of the extra per-clip streams :meth:`encode_clips` returns besides ``"features"``."""
+        return ()
+
+    def class_stream_names(self) -> tuple[str, ...]:
+        """Names of the per-class-name streams :meth:`encode_class_streams` returns."""
+        return ()
+
+    def encode_clips(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``frames`` (B, T, C, H, W) -> ``{"features": (B, T, D), <extra name>: (B, ...)}``.
+
+        One forward for all streams; every name of :meth:`clip_stream_names` is a key, and each
+        extra tensor has the same shape for every clip. Default: ``{"features": encode_frames(frames)}``.
+        """
+        return {"features": self.encode_frames(frames)}
+
+    def encode_class_streams(self, class_names: list[str]) -> dict[str, torch.Tensor]:
+        """``class_names`` (N) -> ``{name: (N, ...)}`` for every name of :meth:`class_stream_names`; default ``{}``."""
+        return {}
+
+    def stream_key(self) -> dict:
+        """JSON-able settings besides the weights that change the streams (layer index, a hash of
+        the prompt texts ...). Part of the feature-cache key; default ``{}``."""
+        return {}
+
+    def weight_files(self) -> tuple[Path, ...]:
+        """Files the weights were loaded from (``()`` when built in memory, e.g. random init).
+
+        When given, the weights fingerprint samples these files instead of the tensors' bytes
+        (see :func:`fsar.encoders.cache.weights_fingerprint`).
+        """
+        return ()
 
     @property
     def is_frozen(self) -> bool:

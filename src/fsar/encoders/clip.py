@@ -268,6 +268,8 @@ class ClipEncoder(Encoder):
     of the frozen text tower. In ``adapters`` mode the support branch passes the clips' class-text features
     to ``encode_frames`` (LMA); queries pass none.
 
+    Streams (feature cache): ``features`` (B, T, 512) only; no extra clip or class streams, empty ``stream_key``.
+
     Attributes beyond :class:`Encoder`: ``clip`` (the HF ``CLIPModel``), ``fgma`` (:class:`FgMA` or None),
     ``finetune``, ``gradient_checkpointing`` (recompute each block in backward; saves activation memory),
     ``logit_scale_init`` (CLIP's learned softmax temperature, exp(logit_scale)).

@@ -115,6 +115,8 @@ def _build_minilm(pretrained: bool) -> tuple[nn.Module, object, int]:
 class EmbeddedEncoder(Encoder):
     """EfficientNet-Lite0 frames (1280-d) + MiniLM-L6 texts (384-d); frozen; no shared space.
 
+    Streams (feature cache): ``features`` (B, T, 1280) only; no extra clip or class streams, empty ``stream_key``.
+
     Args:
         weights: ``None``/``"pretrained"`` (the package weights) or ``"random"``.
         finetune: only ``"frozen"`` is accepted; this pair never trains.

@@ -79,16 +79,10 @@ class CachedEpisodes:
 
 def open_feature_cache(directory: str | Path, encoder):
     """Open an existing cache and check it holds this very encoder's features."""
-    from fsar.encoders.cache import CacheMismatchError, FeatureCache, weights_fingerprint
+    from fsar.encoders.cache import FeatureCache
 
     cache = FeatureCache(directory)
-    cache.check_backbone(encoder.name)
-    saved = cache.index.get("weights_fingerprint")
-    if saved is not None and saved != weights_fingerprint(encoder):
-        raise CacheMismatchError(
-            f"feature cache {directory} was extracted with other {encoder.name} weights "
-            f"(fingerprint {saved}, this encoder {weights_fingerprint(encoder)})"
-        )
+    cache.check_encoder(encoder)  # backbone, weights fingerprint, stream_key, stream names
     return cache
 
 
