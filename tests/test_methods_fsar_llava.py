@@ -249,3 +249,39 @@ def test_trainable_parameters_at_the_real_sizes():
     assert sum(p.numel() for p in built_mfem.parameters()) == mfem
     assert sum(p.numel() for p in built_ctpc.parameters()) == ctpc
     assert 9.0e6 < mfem + ctpc < 12.0e6
+
+
+# -- through the feature cache -------------------------------------------------------------------------------
+
+
+def test_feature_cache_round_trip_feeds_the_method_and_refuses_another_layer(encoder, tmp_path_factory):
+    """extract_features with the tiny MLLM -> FeatureCache.load_episode(streams=required_streams()) gives the
+    method what the frames path gives; a cache of another layer or prompt set is refused, naming the key."""
+    from cache_standins import write_dataset
+
+    from fsar.data.episodes import EpisodeSampler
+    from fsar.data.loading import ClipLoader, load_episode
+    from fsar.data.manifest import Manifest
+    from fsar.data.transforms import TransformConfig
+    from fsar.encoders.cache import CacheMismatchError, FeatureCache, extract_features
+
+    root = write_dataset(tmp_path_factory.mktemp("clips"))  # some clips are shorter than 8 frames: they repeat
+    out = root.parent / "cache"
+    manifest = Manifest.from_folder(root, progress=False)
+    loader = ClipLoader(num_frames=8, transform=TransformConfig.for_encoder(encoder))
+    summary = extract_features(manifest, encoder, loader, out, progress=False, batch_size=4)
+    assert summary.extracted == 9 and not summary.skipped
+    cache = FeatureCache(out)
+    cache.check_encoder(encoder)
+    model = method(encoder).eval()
+    episode = EpisodeSampler(manifest, way=3, shot=1, queries=1, seed=0).episode(0)
+    cached = cache.load_episode(episode, loader, streams=model.required_streams())
+    frames = load_episode(episode, loader, train=False)
+    assert cached.class_streams["label_state"].shape == (3, encoder.feature_dim)
+    torch.testing.assert_close(model(cached).log_probs, model(frames).log_probs, atol=1e-5, rtol=1e-4)
+
+    for other in (tiny_encoder(encoder.weights, layer=2), tiny_encoder(encoder.weights, prompts="ssv2")):
+        with pytest.raises(CacheMismatchError, match="stream_key"):
+            cache.check_encoder(other)
+        with pytest.raises(CacheMismatchError):
+            extract_features(manifest, other, loader, out, progress=False)

@@ -323,6 +323,15 @@ class VideoMLLMEncoder(Encoder):
                 f"expects video token id {self.video_id}; the tokenizer and the weights do not belong together"
             )
 
+    def weight_files(self) -> tuple[Path, ...]:
+        """The weight files of a local folder (safetensors / bin, sorted); () for hub ids and random builds."""
+        if not self.weights or self.weights == "random":
+            return ()
+        folder = Path(self.weights).expanduser()
+        if not folder.is_dir():
+            return ()
+        return tuple(sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin")))
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
