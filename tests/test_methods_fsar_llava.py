@@ -285,3 +285,28 @@ def test_feature_cache_round_trip_feeds_the_method_and_refuses_another_layer(enc
             cache.check_encoder(other)
         with pytest.raises(CacheMismatchError):
             extract_features(manifest, other, loader, out, progress=False)
+
+
+# -- baseline (ii): captions -----------------------------------------------------------------------------------
+
+
+def test_caption_pipeline_greedy_bounded_cached_and_matched_in_text_space(encoder):
+    captioner = tiny_encoder(encoder.weights, captions="mllm", caption_tokens=6)
+    assert "caption_embedding" in captioner.clip_stream_names() and captioner.stream_key()["caption_tokens"] == 6
+    frames = clips(3, seed=7)
+    long = captioner.caption(frames)
+    assert long == [captioner.caption(frames[i : i + 1])[0] for i in range(3)]  # greedy: batch = one at a time
+    long_ids, short_ids = captioner.caption_ids(frames), captioner.caption_ids(frames, max_new_tokens=1)
+    assert long_ids.shape[1] <= 6 and short_ids.shape == (3, 1)  # bounded
+    assert torch.equal(short_ids[:, 0], long_ids[:, 0])  # greedy: the same first token
+    model = create_method("fsar-llava-caption", backbone=captioner).eval()
+    assert model.required_streams() == ("caption_embedding",)
+    episode = frames_episode(way=2, shot=1, queries=1, seed=8)
+    cached = feature_episode(captioner, episode)
+    out = model(cached)
+    torch.testing.assert_close(out.log_probs, model(episode).log_probs)
+    s, q = cached.support_streams["caption_embedding"], cached.query_streams["caption_embedding"]
+    nearest = (F.normalize(q, dim=-1) @ F.normalize(s, dim=-1).T).argmax(-1)  # 1-shot: nearest support caption
+    assert torch.equal(out.log_probs.argmax(-1), nearest)
+    with pytest.raises(ValueError, match="caption_embedding"):
+        create_method("fsar-llava-caption", backbone=encoder)

@@ -26,6 +26,8 @@ stream              shape            what
                                      it has seen the whole video and the label-free query prompt)
 ``vision_tower``    (B, T, D_vis)    the vision tower's selected (penultimate) layer, mean over each
                                      frame's patch tokens (the spec's vision-only baseline)
+``caption_embedding`` (B, D_cap)    only with ``captions=``: the greedy caption (at most
+                                     ``caption_tokens``) embedded by a text encoder (baseline ii)
 ``label_state``     (N, D)           per class name: the last token's state of the text-only prompt
                                      (c) naming the class, no video (:meth:`encode_class_streams`)
 ==================  ===============  ==================================================================
@@ -68,6 +70,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CLIP_STREAMS = ("prompt_state", "vision_tower")
+#: text encoders of the caption baseline: None (off), the MLLM's own text state, or the embedded MiniLM
+CAPTION_ENCODERS = (None, "mllm", "minilm")
 CLASS_STREAMS = ("label_state",)
 
 
@@ -146,6 +150,7 @@ class MLLMPrompts:
     labelled variant of section 4b ("{label}" placeholder), kept for the record and for on-line use.
     ``class_text``: the text-only prompt (c) of ``label_state``. ``task``: the task-oriented query
     of section 4d ("{candidates}"), off by default, naming only the episode's candidate classes.
+    ``caption``: the label-free instruction of the caption baseline (spec section 9, baseline ii).
     """
 
     name: str
@@ -153,6 +158,7 @@ class MLLMPrompts:
     support: str
     class_text: str
     task: str
+    caption: str = "Describe what happens in this video in one short sentence."
     version: int = 1
 
     def query_prompt(self) -> str:
@@ -276,6 +282,8 @@ class VideoMLLMEncoder(Encoder):
         text_pooling: str = "last",
         batch_size: int = 4,
         weights: str | None = None,
+        captions: str | None = None,
+        caption_tokens: int = 32,
     ) -> None:
         super().__init__()
         self.adapter = adapter
@@ -308,6 +316,14 @@ class VideoMLLMEncoder(Encoder):
         self.text_dim = self.feature_dim
         self.vision_dim = int(self._vision_dim())
         self._check_tokenizer()
+        if captions not in CAPTION_ENCODERS:
+            raise MLLMError(f"{self.name}: captions must be one of {CAPTION_ENCODERS}, got {captions!r}")
+        if caption_tokens < 1:
+            raise MLLMError(f"{self.name}: caption_tokens must be >= 1, got {caption_tokens}")
+        self.captions = captions
+        self.caption_tokens = int(caption_tokens)
+        self._caption_text: tuple[nn.Module, Any] | None = None  # MiniLM, built on first use
+        self.caption_dim = {None: 0, "mllm": self.text_dim, "minilm": 384}[captions]
 
     # -- set-up checks -------------------------------------------------------------------------
     def _vision_dim(self) -> int:
@@ -348,7 +364,7 @@ class VideoMLLMEncoder(Encoder):
 
     # -- the fsar stream hooks (CONTRACT section 2) --------------------------------------------
     def clip_stream_names(self) -> tuple[str, ...]:
-        return CLIP_STREAMS
+        return CLIP_STREAMS + (("caption_embedding",) if self.captions else ())
 
     def class_stream_names(self) -> tuple[str, ...]:
         return CLASS_STREAMS
@@ -364,6 +380,7 @@ class VideoMLLMEncoder(Encoder):
             "text_pooling": self.text_pooling,
             "tokens": [self.layout.groups, self.layout.tokens_per_group, self.layout.drop_per_group],
             "dtype": str(self.dtype).replace("torch.", ""),
+            **({"captions": self.captions, "caption_tokens": self.caption_tokens} if self.captions else {}),
         }
 
     def encode_clips(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -371,11 +388,54 @@ class VideoMLLMEncoder(Encoder):
         "vision_tower": (B, T, D_vis)}, float32, one forward per chunk of ``batch_size`` clips."""
         self._check_frames(frames)
         prompt = self.prompts.query_prompt()
-        chunks = [
-            self._video_forward(part, [prompt] * part.shape[0])
-            for part in frames.split(self.batch_size)
-        ]
+        chunks = []
+        for part in frames.split(self.batch_size):
+            chunk = self._video_forward(part, [prompt] * part.shape[0])
+            if self.captions:
+                chunk["caption_embedding"] = self.embed_captions(self.caption(part))
+            chunks.append(chunk)
         return {name: torch.cat([c[name] for c in chunks]) for name in chunks[0]}
+
+    # -- the caption pipeline (the spec's baseline ii) ----------------------------------------------
+    def caption(self, frames: torch.Tensor, *, max_new_tokens: int | None = None) -> list[str]:
+        """Greedy captions of clips (B, T, 3, H, W) with the label-free caption prompt, at most
+        ``max_new_tokens`` (default ``caption_tokens``) new tokens each."""
+        ids = self.caption_ids(frames, max_new_tokens=max_new_tokens)
+        return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+    @torch.no_grad()
+    def caption_ids(self, frames: torch.Tensor, *, max_new_tokens: int | None = None) -> torch.Tensor:
+        """The new token ids of :meth:`caption` (B, <= max_new_tokens), padding after an early end."""
+        self._check_frames(frames)
+        prompt = self.adapter.chat_format.format(video=self.adapter.video_placeholder, text=self.prompts.caption)
+        ids, mask, _ = self._batch([prompt] * frames.shape[0], with_video=True)
+        device = self.device
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        out = self.model.generate(
+            input_ids=ids.to(device), attention_mask=mask.to(device),
+            pixel_values_videos=frames.to(device=device, dtype=self.dtype),
+            max_new_tokens=int(max_new_tokens or self.caption_tokens), do_sample=False, num_beams=1,
+            pad_token_id=int(pad),
+        )
+        return out[:, ids.shape[1] :].cpu()
+
+    @torch.no_grad()
+    def embed_captions(self, captions: list[str]) -> torch.Tensor:
+        """Captions -> (N, caption_dim): the MLLM's own text state (``mllm``) or MiniLM sentence
+        embeddings (``minilm``, the embedded text encoder, L2-normalised mean pooling)."""
+        if self.captions == "mllm" or self.captions is None:
+            return self._text_states([self.adapter.text_format.format(text=c) for c in captions])
+        if self._caption_text is None:
+            from fsar.encoders.embedded import _build_minilm
+
+            model, tokenizer, _ = _build_minilm(True)
+            self._caption_text = (model.eval(), tokenizer)
+        model, tokenizer = self._caption_text
+        batch = tokenizer(captions, padding=True, truncation=True, max_length=128, return_tensors="pt")
+        hidden = model(**batch).last_hidden_state
+        weights = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1e-9)
+        return torch.nn.functional.normalize(pooled, dim=-1)
 
     def encode_frames(self, frames: torch.Tensor, text_features: torch.Tensor | None = None) -> torch.Tensor:
         """The ``features`` stream (B, T, D); ``text_features`` is ignored (no text inside the encoder)."""

@@ -272,6 +272,8 @@ def build_video_llava_encoder(
     text_pooling: str = "last",
     batch_size: int = 4,
     dtype: str | torch.dtype | None = "auto",
+    captions: str | None = None,
+    caption_tokens: int = 32,
     **sizes: Any,
 ) -> VideoMLLMEncoder:
     """Build the ``video-llava`` backbone; see the module docstring.
@@ -285,6 +287,9 @@ def build_video_llava_encoder(
         text_pooling: ``last`` prompt token, or ``mean_after_video``.
         batch_size: clips per forward pass.
         dtype: ``auto`` (bf16/fp16 on CUDA, float32 otherwise), ``float32``, ``bfloat16``, ``float16``.
+        captions: the caption baseline's text encoder (``mllm`` or ``minilm``) to add the
+            ``caption_embedding`` stream; None (default) = no captions.
+        caption_tokens: the most new tokens of a greedy caption.
     """
     if finetune != "frozen":
         raise MLLMError(f"video-llava is always frozen; finetune={finetune!r} is not supported")
@@ -312,7 +317,8 @@ def build_video_llava_encoder(
         model, tokenizer = adapter.load(source, dtype=torch_dtype)
     return VideoMLLMEncoder(
         adapter=adapter, model=model, tokenizer=tokenizer, layer=layer, prompts=prompts,
-        text_pooling=text_pooling, batch_size=batch_size, weights=weights,
+        text_pooling=text_pooling, batch_size=batch_size, weights=weights, captions=captions,
+        caption_tokens=caption_tokens,
     )
 
 

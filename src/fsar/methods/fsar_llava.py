@@ -44,7 +44,7 @@ from fsar.methods.base import MethodOutput
 from fsar.methods.common import EncoderMethod, check_episode, class_means, configure_method
 from fsar.metrics.mpmm import CUES, MPMM, TEXT_CUES, _check_cues
 
-__all__ = ["CTPC", "FSARLLaVA", "FSARLLaVAConfig", "MFEM"]
+__all__ = ["CTPC", "CaptionMatching", "FSARLLaVA", "FSARLLaVAConfig", "MFEM"]
 
 VISUAL_STREAMS = ("features", "vision_tower")
 
@@ -430,3 +430,71 @@ def fsar_llava_vision(**options: Any) -> FSARLLaVA:
     method = FSARLLaVA(**{**preset, **options})
     method.name = "fsar-llava-vision"
     return method
+
+
+# ---------------------------------------------------------------------------------------------
+# baseline (ii): the caption pipeline
+
+
+@dataclass
+class CaptionMatchingConfig:
+    """Options of ``fsar-llava-caption`` (JSON-able)."""
+
+    backbone: str = "video-llava"
+    weights: str | None = None
+    finetune: str = "frozen"
+    #: the backbone's options; ``captions`` (the text encoder) defaults to the embedded MiniLM
+    encoder_options: dict[str, Any] = field(default_factory=lambda: {"captions": "minilm"})
+    #: softmax temperature of the cosine logits
+    temperature: float = 0.1
+
+    def validate(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError(f"fsar-llava-caption: temperature must be > 0, got {self.temperature}")
+
+
+@METHODS.register("fsar-llava-caption")
+class CaptionMatching(EncoderMethod):
+    """Baseline (ii), the "feature -> caption -> feature" pipeline the paper argues against.
+
+    The MLLM writes a greedy, length-bounded caption per clip with a label-free prompt; a text
+    encoder embeds it (stream ``caption_embedding``, cached by ``fsar extract`` like every stream);
+    queries are matched in text space: cosine to each class's mean support-caption embedding.
+    Training-free.
+    """
+
+    name = "fsar-llava-caption"
+    trainable = False
+
+    def __init__(self, *, backbone: str | Encoder = "video-llava", weights: str | Path | None = None,
+                 finetune: str | None = None, **options: Any) -> None:
+        if isinstance(backbone, Encoder):
+            options.setdefault("encoder_options", {})  # a ready encoder brings its own captions setting
+        config, encoder = configure_method(
+            CaptionMatchingConfig, method=self.name, backbone=backbone, weights=weights, finetune=finetune,
+            preferred_finetune="frozen", options=options,
+        )
+        if not FSARLLaVA._produces(encoder, "caption_embedding"):
+            raise ValueError(
+                f"{self.name}: backbone {encoder.name!r} gives no 'caption_embedding' stream; build it with "
+                "captions='minilm' (or 'mllm')"
+            )
+        super().__init__(encoder)
+        self.config = config
+
+    def required_streams(self) -> tuple[str, ...]:
+        return ("caption_embedding",)
+
+    def forward(self, inputs: EpisodeInputs, *, generator: torch.Generator | None = None) -> MethodOutput:
+        check_episode(inputs, method=self.name)
+        if inputs.features:
+            support = inputs.stream("caption_embedding", "support")
+            query = inputs.stream("caption_embedding", "query")
+        else:
+            with torch.no_grad():
+                support = self.encoder.encode_clips(inputs.support)["caption_embedding"]
+                query = self.encoder.encode_clips(inputs.query)["caption_embedding"]
+        labels = inputs.support_labels.to(support.device)
+        prototypes = F.normalize(class_means(F.normalize(support.float(), dim=-1), labels, inputs.way), dim=-1)
+        logits = F.normalize(query.float(), dim=-1) @ prototypes.T / self.config.temperature
+        return MethodOutput(log_probs=F.log_softmax(logits, dim=-1))
