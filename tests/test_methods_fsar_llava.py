@@ -290,6 +290,7 @@ def test_feature_cache_round_trip_feeds_the_method_and_refuses_another_layer(enc
 # -- baseline (ii): captions -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # greedy generation: a minute on a loaded 2-core machine
 def test_caption_pipeline_greedy_bounded_cached_and_matched_in_text_space(encoder):
     captioner = tiny_encoder(encoder.weights, captions="mllm", caption_tokens=6)
     assert "caption_embedding" in captioner.clip_stream_names() and captioner.stream_key()["caption_tokens"] == 6

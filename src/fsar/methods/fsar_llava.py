@@ -44,7 +44,7 @@ from fsar.methods.base import MethodOutput
 from fsar.methods.common import EncoderMethod, check_episode, class_means, configure_method
 from fsar.metrics.mpmm import CUES, MPMM, TEXT_CUES, _check_cues
 
-__all__ = ["CTPC", "CaptionMatching", "FSARLLaVA", "FSARLLaVAConfig", "MFEM"]
+__all__ = ["CTPC", "CaptionMatching", "FSARLLaVA", "FSARLLaVAConfig", "FSARLLaVAVision", "MFEM"]
 
 VISUAL_STREAMS = ("features", "vision_tower")
 
@@ -423,13 +423,17 @@ class FSARLLaVA(EncoderMethod):
 
 
 @METHODS.register("fsar-llava-vision")
-def fsar_llava_vision(**options: Any) -> FSARLLaVA:
-    """Baseline (i): vision tower's penultimate layer + MFEM's visual branch + OTAM (MPMM's temporal cue)."""
-    preset = dict(visual_stream="vision_tower", cues=("temporal",), mutual_enhancement=False,
+class FSARLLaVAVision(FSARLLaVA):
+    """Baseline (i): vision tower's penultimate layer + MFEM's visual branch + OTAM (MPMM's temporal cue).
+
+    The same module as ``fsar-llava`` with other defaults (any of them can still be overridden)."""
+
+    name = "fsar-llava-vision"
+    PRESET = dict(visual_stream="vision_tower", cues=("temporal",), mutual_enhancement=False,
                   contrastive_weight=0.0, use_label_state=False)
-    method = FSARLLaVA(**{**preset, **options})
-    method.name = "fsar-llava-vision"
-    return method
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**{**self.PRESET, **options})
 
 
 # ---------------------------------------------------------------------------------------------
