@@ -278,3 +278,29 @@ def test_layout_pooling_drops_the_class_token():
     assert layout.pool(tokens).tolist() == [[[3.0, 4.0], [9.0, 10.0]]]
     with pytest.raises(MLLMError):
         VideoTokenLayout(groups=2, tokens_per_group=3, drop_per_group=3)
+
+
+# -- a second family through the same interface: LLaVA-NeXT-Video -------------------------------------------
+
+
+def test_llava_next_video_adapter_from_a_saved_folder_equals_transformers(tmp_path, folder):
+    from fsar.encoders.llava_next_video import tiny_llava_next_video
+
+    model, tokenizer = tiny_llava_next_video()
+    model.save_pretrained(tmp_path / "lnv")
+    tokenizer.save_pretrained(tmp_path / "lnv")
+    encoder = create_encoder("llava-next-video", weights=str(tmp_path / "lnv"), frames=4)
+    assert encoder.is_frozen and (encoder.layout.groups, encoder.layout.tokens_per_group) == (4, 4)
+    frames = torch.randn(2, 4, 3, 56, 56, generator=torch.Generator().manual_seed(0))
+    out = encoder.encode_clips(frames)
+    prompt = encoder.adapter.chat_format.format(video="<video>", text=encoder.prompts.query_prompt())
+    ids = torch.tensor([encoder.token_ids(prompt, with_video=True)])
+    hidden = encoder.model(input_ids=ids, pixel_values_videos=frames[1:], output_hidden_states=True).hidden_states
+    layer = hidden[encoder.layer][0]
+    pooled = layer[ids[0] == encoder.video_id].reshape(4, 4, -1).mean(1)  # no token dropped per frame
+    torch.testing.assert_close(out["features"][1], pooled, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out["prompt_state"][1], layer[-1], atol=1e-5, rtol=1e-5)
+    with pytest.raises(MLLMError, match="LlavaNextVideoForConditionalGeneration"):
+        create_encoder("llava-next-video", weights=str(folder))  # a Video-LLaVA folder
+    with pytest.raises(MLLMError, match="VideoLlavaForConditionalGeneration"):
+        create_encoder("video-llava", weights=str(tmp_path / "lnv"))

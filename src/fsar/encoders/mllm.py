@@ -59,6 +59,7 @@ from fsar.encoders.base import Encoder
 
 __all__ = [
     "MLLMAdapter",
+    "build_mllm_encoder",
     "MLLMError",
     "MLLMPrompts",
     "PROMPT_SETS",
@@ -213,10 +214,44 @@ class MLLMAdapter(ABC):
     #: the format of a text-only message
     text_format: str
     video_placeholder: str = "<video>"
+    #: the config's model_type a weights folder must declare
+    model_type: str
+    #: the default hub id (for messages)
+    hub_id: str
 
     @abstractmethod
+    def model_class(self) -> type:
+        """The transformers class (e.g. ``VideoLlavaForConditionalGeneration``)."""
+
     def load(self, source: str, *, dtype: torch.dtype) -> tuple[nn.Module, Any]:
-        """(model, tokenizer) from a local folder or hub id; :class:`MLLMError` naming the problem."""
+        """(model, tokenizer) from a local folder or hub id; :class:`MLLMError` naming the problem
+        (an unreadable source, or a folder of another model type, naming the expected classes)."""
+        from transformers import AutoConfig, AutoTokenizer
+
+        expected = " / ".join(self.expected_classes)
+        try:
+            config = AutoConfig.from_pretrained(source)
+        except Exception as error:  # missing folder, no network, bad json: one clear message
+            raise MLLMError(
+                f"{self.name}: could not read a model config from {source!r} ({type(error).__name__}: {error}); "
+                f"pass --weights a folder holding a Hugging Face {expected} checkpoint (config.json, weights, "
+                f"tokenizer files) or a hub id such as {self.hub_id!r}"
+            ) from error
+        if getattr(config, "model_type", None) != self.model_type:
+            raise MLLMError(
+                f"{self.name}: {source!r} holds a {getattr(config, 'model_type', '?')!r} model "
+                f"({', '.join(getattr(config, 'architectures', None) or ['no architectures listed'])}); "
+                f"the backbone expects {expected} (model_type {self.model_type!r})"
+            )
+        try:
+            model = self.model_class().from_pretrained(source, dtype=dtype)
+            tokenizer = AutoTokenizer.from_pretrained(source)
+        except Exception as error:
+            raise MLLMError(
+                f"{self.name}: could not load {expected} and its tokenizer from {source!r} "
+                f"({type(error).__name__}: {error})"
+            ) from error
+        return model, tokenizer
 
     @abstractmethod
     def layout(self, model: nn.Module) -> VideoTokenLayout:
@@ -577,6 +612,70 @@ class VideoMLLMEncoder(Encoder):
             f"weights={self.weights!r}, layer={self.layer}/{self.decoder_depth}, frames={self.num_frames}, "
             f"tokens/frame={self.layout.tokens_per_group}, prompts={self.prompts.name!r}, dtype={self.dtype}"
         )
+
+
+def build_mllm_encoder(
+    adapter: MLLMAdapter,
+    *,
+    weights: str | Path | None,
+    hub_id: str,
+    random_model,
+    random_sizes: Sequence[str],
+    finetune: str = "frozen",
+    layer: int | float | str = 0.75,
+    prompts: str = "generic",
+    text_pooling: str = "last",
+    batch_size: int = 4,
+    dtype: str | torch.dtype | None = "auto",
+    captions: str | None = None,
+    caption_tokens: int = 32,
+    **sizes: Any,
+) -> VideoMLLMEncoder:
+    """Build a registered video-MLLM backbone (one adapter per family).
+
+    Args:
+        weights: local folder, hub id, ``"random"`` (``random_model(**sizes)``: a tiny random model
+            of the real classes, offline), or None (``hub_id``).
+        finetune: only ``"frozen"``: the MLLM never trains here.
+        layer: decoder layer of the streams, an index 1..L or a fraction of L (default 0.75).
+        prompts: prompt set of :data:`PROMPT_SETS` (``generic``, ``ssv2``).
+        text_pooling: ``last`` prompt token, or ``mean_after_video``.
+        batch_size: clips per forward pass.
+        dtype: ``auto`` (bf16/fp16 on CUDA, float32 otherwise), ``float32``, ``bfloat16``, ``float16``.
+        captions: the caption baseline's text encoder (``mllm`` or ``minilm``) to add the
+            ``caption_embedding`` stream; None (default) = no captions.
+        caption_tokens: the most new tokens of a greedy caption.
+    """
+    name = adapter.name
+    if finetune != "frozen":
+        raise MLLMError(f"{name} is always frozen; finetune={finetune!r} is not supported")
+    unknown = set(sizes) - set(random_sizes)
+    if unknown:
+        raise MLLMError(f"{name}: unknown option(s) {sorted(unknown)}")
+    torch_dtype = parse_dtype(dtype)
+    weights = hub_id if weights is None else str(weights)
+    if weights == "random":
+        model, tokenizer = random_model(**sizes)
+        model = model.to(torch_dtype)
+    else:
+        if sizes:
+            raise MLLMError(f"{name}: size options {sorted(sizes)} only apply to weights='random'")
+        source = weights
+        if looks_like_path(weights):
+            folder = Path(weights).expanduser()
+            if not folder.is_dir():
+                raise MLLMError(
+                    f"{name}: weights folder {str(folder)!r} does not exist or is not a folder; pass a folder "
+                    f"holding a {' / '.join(adapter.expected_classes)} checkpoint, a hub id such as {hub_id!r}, "
+                    "or 'random'"
+                )
+            source = str(folder)
+        model, tokenizer = adapter.load(source, dtype=torch_dtype)
+    return VideoMLLMEncoder(
+        adapter=adapter, model=model, tokenizer=tokenizer, layer=layer, prompts=prompts,
+        text_pooling=text_pooling, batch_size=batch_size, weights=weights, captions=captions,
+        caption_tokens=caption_tokens,
+    )
 
 
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype:

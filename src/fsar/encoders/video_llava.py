@@ -38,14 +38,7 @@ import torch
 from torch import nn
 
 from fsar.encoders import ENCODERS
-from fsar.encoders.mllm import (
-    MLLMAdapter,
-    MLLMError,
-    VideoMLLMEncoder,
-    VideoTokenLayout,
-    looks_like_path,
-    parse_dtype,
-)
+from fsar.encoders.mllm import MLLMAdapter, MLLMError, VideoMLLMEncoder, VideoTokenLayout, build_mllm_encoder
 
 __all__ = [
     "HUB_ID",
@@ -72,32 +65,13 @@ class VideoLlavaAdapter(MLLMAdapter):
     text_format = "USER: {text} ASSISTANT:"
     video_placeholder = "<video>"
 
-    def load(self, source: str, *, dtype: torch.dtype) -> tuple[nn.Module, Any]:
-        from transformers import AutoConfig, AutoTokenizer, VideoLlavaForConditionalGeneration
+    model_type = "video_llava"
+    hub_id = HUB_ID
 
-        try:
-            config = AutoConfig.from_pretrained(source)
-        except Exception as error:  # missing folder, no network, bad json: one clear message
-            raise MLLMError(
-                f"video-llava: could not read a model config from {source!r} ({type(error).__name__}: {error}); "
-                f"pass --weights a folder holding a Hugging Face {EXPECTED[0]} checkpoint (config.json, weights, "
-                f"tokenizer files) or a hub id such as {HUB_ID!r}"
-            ) from error
-        if getattr(config, "model_type", None) != "video_llava":
-            raise MLLMError(
-                f"video-llava: {source!r} holds a {getattr(config, 'model_type', '?')!r} model "
-                f"({', '.join(getattr(config, 'architectures', None) or ['no architectures listed'])}), "
-                f"not Video-LLaVA; the backbone expects {' / '.join(EXPECTED)} (model_type 'video_llava')"
-            )
-        try:
-            model = VideoLlavaForConditionalGeneration.from_pretrained(source, dtype=dtype)
-            tokenizer = AutoTokenizer.from_pretrained(source)
-        except Exception as error:
-            raise MLLMError(
-                f"video-llava: could not load {EXPECTED[0]} and its tokenizer from {source!r} "
-                f"({type(error).__name__}: {error})"
-            ) from error
-        return model, tokenizer
+    def model_class(self):
+        from transformers import VideoLlavaForConditionalGeneration
+
+        return VideoLlavaForConditionalGeneration
 
     def layout(self, model: nn.Module) -> VideoTokenLayout:
         config = model.config
@@ -263,62 +237,15 @@ def save_tiny_video_llava(folder: str | os.PathLike, **sizes: Any) -> Path:
 _RANDOM_SIZES = ("seed", "frames", "image_size", "patch_size", "vision_width", "vision_layers", "width", "layers", "heads")
 
 
-def build_video_llava_encoder(
-    *,
-    weights: str | os.PathLike | None = None,
-    finetune: str = "frozen",
-    layer: int | float | str = 0.75,
-    prompts: str = "generic",
-    text_pooling: str = "last",
-    batch_size: int = 4,
-    dtype: str | torch.dtype | None = "auto",
-    captions: str | None = None,
-    caption_tokens: int = 32,
-    **sizes: Any,
-) -> VideoMLLMEncoder:
-    """Build the ``video-llava`` backbone; see the module docstring.
+def build_video_llava_encoder(*, weights: str | os.PathLike | None = None, **options: Any) -> VideoMLLMEncoder:
+    """Build the ``video-llava`` backbone; see the module docstring and :func:`fsar.encoders.mllm.build_mllm_encoder`.
 
-    Args:
-        weights: local folder, hub id, ``"random"`` (a tiny random model; ``sizes`` as in
-            :func:`tiny_video_llava`), or None (:data:`HUB_ID`).
-        finetune: only ``"frozen"``: the MLLM never trains here.
-        layer: decoder layer of the streams, an index 1..L or a fraction of L (default 0.75).
-        prompts: prompt set of :data:`fsar.encoders.mllm.PROMPT_SETS` (``generic``, ``ssv2``).
-        text_pooling: ``last`` prompt token, or ``mean_after_video``.
-        batch_size: clips per forward pass.
-        dtype: ``auto`` (bf16/fp16 on CUDA, float32 otherwise), ``float32``, ``bfloat16``, ``float16``.
-        captions: the caption baseline's text encoder (``mllm`` or ``minilm``) to add the
-            ``caption_embedding`` stream; None (default) = no captions.
-        caption_tokens: the most new tokens of a greedy caption.
+    ``weights``: local folder, hub id, ``"random"`` (a tiny random model; size options as in
+    :func:`tiny_video_llava`), or None (:data:`HUB_ID`).
     """
-    if finetune != "frozen":
-        raise MLLMError(f"video-llava is always frozen; finetune={finetune!r} is not supported")
-    unknown = set(sizes) - set(_RANDOM_SIZES)
-    if unknown:
-        raise MLLMError(f"video-llava: unknown option(s) {sorted(unknown)}")
-    adapter = VideoLlavaAdapter()
-    torch_dtype = parse_dtype(dtype)
-    weights = HUB_ID if weights is None else str(weights)
-    if weights == "random":
-        model, tokenizer = tiny_video_llava(**sizes)
-        model = model.to(torch_dtype)
-    else:
-        if sizes:
-            raise MLLMError(f"video-llava: size options {sorted(sizes)} only apply to weights='random'")
-        source = weights
-        if looks_like_path(weights):
-            folder = Path(weights).expanduser()
-            if not folder.is_dir():
-                raise MLLMError(
-                    f"video-llava: weights folder {str(folder)!r} does not exist or is not a folder; pass a folder "
-                    f"holding a {EXPECTED[0]} checkpoint, a hub id such as {HUB_ID!r}, or 'random'"
-                )
-            source = str(folder)
-        model, tokenizer = adapter.load(source, dtype=torch_dtype)
-    return VideoMLLMEncoder(
-        adapter=adapter, model=model, tokenizer=tokenizer, layer=layer, prompts=prompts,
-        text_pooling=text_pooling, batch_size=batch_size, weights=weights, captions=captions,
-        caption_tokens=caption_tokens,
+    return build_mllm_encoder(
+        VideoLlavaAdapter(), weights=weights, hub_id=HUB_ID, random_model=tiny_video_llava,
+        random_sizes=_RANDOM_SIZES, **options,
     )
 
 
