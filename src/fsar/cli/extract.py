@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             backbone_options=options,
             progress=not args.no_progress,
         )
-    except CacheMismatchError as error:
+    except (CacheMismatchError, ValueError) as error:  # e.g. a backbone that takes another frame count
         raise CLIError(str(error)) from None
     print(
         f"{summary.out_dir}: {summary.extracted} clips cached ({summary.shards_written} shards written, "
