@@ -16,7 +16,7 @@ from fsar.methods.fsar_llava import CTPC, MFEM, FSARLLaVA
 from tiny_video_llava import clips, tiny_encoder, tiny_folder
 
 SMALL = dict(dim=32, temporal_heads=2, temporal_ffn_dim=64, enhancement_heads=2, refinement_heads=2, dropout=0.0)
-NAMES = ["moving something from left to right", "bouncing something", "shaking something"]
+NAMES = ["moving something from left to right", "bouncing something", "shaking something", "covering something"]
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +219,7 @@ def test_training_from_streams_lowers_the_loss(encoder):
         make = lambda y: centres[y][:, None] + torch.randn(len(y), frames, width, generator=g)  # noqa: E731
         text = lambda y: centres[y] + torch.randn(len(y), width, generator=g)  # noqa: E731
         return EpisodeInputs(
-            support=make(labels_s), support_labels=labels_s, query=make(labels_q), class_names=NAMES,
+            support=make(labels_s), support_labels=labels_s, query=make(labels_q), class_names=NAMES[:3],
             query_labels=labels_q, features=True, support_streams={"prompt_state": text(labels_s)},
             query_streams={"prompt_state": text(labels_q)}, class_streams={"label_state": centres.clone()},
         )
@@ -311,3 +311,22 @@ def test_caption_pipeline_greedy_bounded_cached_and_matched_in_text_space(encode
     assert torch.equal(out.log_probs.argmax(-1), nearest)
     with pytest.raises(ValueError, match="caption_embedding"):
         create_method("fsar-llava-caption", backbone=encoder)
+
+
+def test_task_oriented_query_names_only_the_candidates_and_needs_frames(encoder, episodes, monkeypatch):
+    model = method(encoder, task_oriented_query=True).eval()
+    episode, cached = episodes
+    seen: list[str] = []
+    original = encoder._forward
+    monkeypatch.setattr(encoder, "_forward", lambda frames, prompts: seen.extend(prompts) or original(frames, prompts))
+    a = model(episode).log_probs
+    task = [p for p in seen if "Which of these actions" in p]
+    assert task and all(encoder.prompts.task_query(episode.class_names) in p for p in task)
+    others = [n for n in NAMES if n not in episode.class_names]
+    assert others  # a class of the data set outside this episode
+    assert not any(o in p for o in others for p in seen)
+    assert not torch.allclose(a, method(encoder).eval()(episode).log_probs)  # the query text state changed
+    flipped = dataclasses.replace(episode, query_labels=episode.query_labels.flip(0))
+    assert torch.equal(a, model(flipped).log_probs)
+    with pytest.raises(ValueError, match="cannot come from the feature cache"):
+        model(cached)

@@ -431,6 +431,15 @@ class VideoMLLMEncoder(Encoder):
             chunks.append(chunk)
         return {name: torch.cat([c[name] for c in chunks]) for name in chunks[0]}
 
+    def encode_task_queries(self, frames: torch.Tensor, candidates: Sequence[str]) -> torch.Tensor:
+        """Section 4d (off by default): ``prompt_state`` (B, D) under the task-oriented query that names the
+        episode's candidate classes (and nothing else). One MLLM pass per clip and episode: not cacheable."""
+        self._check_frames(frames)
+        prompt = self.prompts.task_query(list(candidates))
+        parts = [self._video_forward(part, [prompt] * part.shape[0])["prompt_state"]
+                 for part in frames.split(self.batch_size)]
+        return torch.cat(parts)
+
     # -- the caption pipeline (the spec's baseline ii) ----------------------------------------------
     def caption(self, frames: torch.Tensor, *, max_new_tokens: int | None = None) -> list[str]:
         """Greedy captions of clips (B, T, 3, H, W) with the label-free caption prompt, at most

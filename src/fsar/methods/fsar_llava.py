@@ -231,6 +231,9 @@ class FSARLLaVAConfig:
     beta: float = 0.5
     use_label_state: bool = True
     task_refinement: bool = True
+    #: section 4d: the query's prompt state under a prompt naming the episode's candidate classes (one
+    #: MLLM pass per query and episode, so from frames only, never from the cache); off by default
+    task_oriented_query: bool = False
     refinement_heads: int = 8
     #: MPMM
     cues: tuple[str, ...] | str = CUES
@@ -255,6 +258,8 @@ class FSARLLaVAConfig:
                 raise ValueError(f"fsar-llava: {name} must be >= 0, got {getattr(self, name)}")
         if not self.contrastive_temperature > 0:
             raise ValueError("fsar-llava: contrastive_temperature must be > 0")
+        if self.task_oriented_query and not any(c in TEXT_CUES for c in self.cues):
+            raise ValueError("fsar-llava: task_oriented_query changes the query's text state; it needs a textual cue")
 
     @property
     def needs_text(self) -> bool:
@@ -331,10 +336,17 @@ class FSARLLaVA(EncoderMethod):
 
     def _episode_streams(self, inputs: EpisodeInputs) -> dict[str, torch.Tensor | None]:
         config = self.config
+        if config.task_oriented_query and inputs.features:
+            raise ValueError(
+                f"{self.name}: task_oriented_query needs one MLLM pass per query and episode, so it cannot come "
+                "from the feature cache; run from frames (--no-feature-cache)"
+            )
         if not inputs.features:  # frames: the frozen encoder makes every stream now
             with torch.no_grad():
                 support = self.encoder.encode_clips(inputs.support)
                 query = self.encoder.encode_clips(inputs.query)
+                if config.task_oriented_query:  # names the episode's candidates, never the query's label alone
+                    query["prompt_state"] = self.encoder.encode_task_queries(inputs.query, list(inputs.class_names))
                 labels = (self.encoder.encode_class_streams(list(inputs.class_names))
                           if config.needs_labels else {})
             get = {"support": support, "query": query, "class": labels}
