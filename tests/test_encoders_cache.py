@@ -327,3 +327,44 @@ def test_failed_shard_write_leaves_no_file(dataset, tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         extract_features(Manifest.from_folder(dataset), enc, _loader(enc), tmp_path / "c", progress=False)
     assert calls and list((tmp_path / "c").iterdir()) == []
+
+
+def test_cli_extract_with_train_flags_serves_the_train_source(dataset, tmp_path, capsys, monkeypatch):
+    """`fsar extract --split-file-dir D --frames 3 --image-size 12` fills the cache `fsar train` reads
+    with the same flags (train and val splits, the loader the engine builds)."""
+    from types import SimpleNamespace
+
+    from fsar.cli import main
+    from fsar.encoders import ENCODERS
+    from fsar.engine.sources import CachedEpisodes, episode_source
+
+    monkeypatch.setitem(ENCODERS._factories, "tiny-test", lambda weights=None, **o: TinyEncoder())
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    (splits / "train.txt").write_text("alpha/clip0\nalpha/clip1\nbeta/clip0\nbeta/clip1\n")
+    (splits / "val.txt").write_text("gamma/clip0\ngamma/clip1\n")
+    out = tmp_path / "c"
+    argv = ["extract", str(dataset), "--split-file-dir", str(splits), "--backbone", "tiny-test", "--out", str(out),
+            "--frames", "3", "--image-size", "12", "--no-progress"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "[train.txt]: 4 clips cached" in printed and "[val.txt]: 2 clips cached" in printed
+    cache = FeatureCache(out)
+    assert len(cache) == 6 and '"image_size":12' in cache.transform_key
+
+    method = SimpleNamespace(encoder=TinyEncoder(), uses_cached_features=lambda: True, required_streams=lambda: ())
+    for split, classes in (("train.txt", ["alpha", "beta"]), ("val.txt", ["gamma"])):
+        manifest = Manifest.from_split_file(dataset, splits / split)
+        source = episode_source(method, manifest, way=len(classes), shot=1, queries=1, seed=0, num_frames=3,
+                                image_size=12, features=out)
+        assert isinstance(source, CachedEpisodes)
+        inputs = source.sample(0, train=True)
+        assert inputs.features and inputs.support.shape == (len(classes), 3, 6)
+    # The encoder's own image size is another view: the cache says so instead of serving it.
+    manifest = Manifest.from_split_file(dataset, splits / "train.txt")
+    other = episode_source(method, manifest, way=2, shot=1, queries=1, seed=0, num_frames=3, features=out)
+    with pytest.raises(MissingFeatureError, match="transform"):
+        other.sample(0, train=True)
+    assert main(["extract", str(dataset), "--split-file-dir", str(tmp_path), "--backbone", "tiny-test",
+                 "--out", str(out)]) == 2
+    assert "no train.txt, val.txt or test.txt" in capsys.readouterr().err

@@ -210,14 +210,16 @@ def _make_single_stream_cache_like_before_streams(directory: Path) -> None:
     from safetensors import safe_open
     from safetensors.torch import save_file
 
+    from fsar.encoders.cache.store import _read_shard_metadata
+
     index_path = directory / "index.json"
     index = json.loads(index_path.read_text())
     for name in ("streams", "class_entries", "stream_key", "clip_streams", "class_streams"):
         del index[name]
     index_path.write_text(json.dumps(index))
     for shard in directory.glob("shard-*.safetensors"):
+        metadata = _read_shard_metadata(shard)  # written as one key; the old format had one key per field
         with safe_open(str(shard), framework="pt") as handle:
-            metadata = dict(handle.metadata())
             tensors = {k: handle.get_tensor(k) for k in handle.keys()}
         header = json.loads(metadata.pop("streams") and metadata["header"])
         for name in ("stream_key", "clip_streams", "class_streams"):
@@ -251,3 +253,26 @@ def test_single_stream_caches_written_before_streams_behave_as_before(dataset, t
     streaming.name = "tiny-test"
     with pytest.raises(CacheMismatchError, match=r"clip streams \[\] \(cache\) vs \['clip_code', 'row_means'\]"):
         extract_features(manifest, streaming, loader, tmp_path / "c", shard_size=4, progress=False)
+
+
+def test_stream_hooks_are_checked_before_anything_is_written(dataset, tmp_path):
+    class Unserialisable(StreamingEncoder):
+        def stream_key(self):
+            return {"layer": object()}
+
+    class ShadowsFeatures(StreamingEncoder):
+        def clip_stream_names(self):
+            return ("features", "row_means")
+
+    manifest = Manifest.from_folder(dataset)
+    for encoder, pattern in ((Unserialisable(), "stream_key.*JSON"), (ShadowsFeatures(), "other than 'features'")):
+        with pytest.raises(ValueError, match=pattern):
+            extract_features(manifest, encoder, _loader(encoder), tmp_path / "c", progress=False)
+        assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())
+
+
+def test_missing_stream_error_default_advice():
+    error = MissingStreamError("visual_states", "support", ["features"])
+    assert isinstance(error, KeyError) and error.present == ("features",)
+    assert str(error).startswith("episode has no support stream 'visual_states' (its support streams: 'features'); ")
+    assert "fsar extract --backbone B" in str(error) and "clip_stream_names" in str(error)

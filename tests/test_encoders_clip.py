@@ -322,6 +322,16 @@ def test_local_folder_roundtrip(tmp_path):
     # A patch-32 folder is not a ViT-B/16.
     with pytest.raises(ClipWeightsError, match="patch 16"):
         create_encoder("clip-vit-b16", weights=str(tmp_path))
+    # The weights fingerprint samples the checkpoint file: a copy of the folder gives the same one.
+    import shutil
+
+    from fsar.encoders.cache import weights_fingerprint
+
+    assert encoder.weight_files() == (tmp_path / "model.safetensors",)
+    copy = tmp_path.parent / f"{tmp_path.name}-copy"
+    shutil.copytree(tmp_path, copy)
+    assert weights_fingerprint(create_encoder("clip-vit-b32", weights=str(copy))) == weights_fingerprint(encoder)
+    assert tiny().weight_files() == ()
 
 
 # -- full size (spec §8) -------------------------------------------------------------------------------

@@ -1,7 +1,11 @@
 """``fsar extract``: cache per-frame features of a frozen encoder for every clip of a data set.
 
-    fsar extract ROOT [--split-file F] --backbone effnet-lite0+minilm [--weights W] --out DIR
-                 [--frames 8] [--batch-size N] [--shard-size N]
+    fsar extract ROOT [--split-file F | --split-file-dir DIR] --backbone effnet-lite0+minilm [--weights W]
+                 --out DIR [--frames 8] [--image-size PX] [--batch-size N] [--shard-size N]
+
+``--frames``, ``--image-size`` and ``--split-file-dir`` mean what they mean for ``fsar train`` /
+``fsar eval``, so a cache extracted with the same flags serves them (``--features DIR``): the
+cache holds the evaluation view of the loader those commands build.
 
 Resumes after an interruption (complete shards are kept); refuses a trainable encoder and a
 directory that already holds another backbone's features. See :mod:`fsar.encoders.cache`.
@@ -27,12 +31,18 @@ def add_parser(subparsers) -> None:
         ),
     )
     parser.add_argument("root", help="data root: ROOT/<class>/<video or frame folder>")
-    parser.add_argument("--split-file", help="split file (label/video_id per line); default: every clip under ROOT")
+    split = parser.add_mutually_exclusive_group()
+    split.add_argument("--split-file", help="split file (label/video_id per line); default: every clip under ROOT")
+    split.add_argument("--split-file-dir", metavar="DIR",
+                       help="directory of split files, as for `fsar train`: extracts each of its train.txt, "
+                            "val.txt and test.txt into the cache")
     parser.add_argument("--classnames-file", help="class names for anonymised split labels (SSv2-Full)")
     parser.add_argument("--backbone", default="effnet-lite0+minilm", help="registered backbone (default: %(default)s)")
     parser.add_argument("--weights", default=None, help="backbone weights (folder, hub id, or 'random')")
     parser.add_argument("--out", required=True, help="cache directory")
     parser.add_argument("--frames", type=int, default=8, help="frames per clip T (default: %(default)s)")
+    parser.add_argument("--image-size", type=int, metavar="PX",
+                        help="frame side fed to the encoder, as for `fsar train` (default: the encoder's)")
     parser.add_argument("--sampling", default="tsn", choices=("tsn", "uniform"), help="frame sampling (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=8, help="clips per encoder call (default: %(default)s)")
     parser.add_argument("--shard-size", type=int, default=256, help="clips per shard file (default: %(default)s)")
@@ -52,15 +62,21 @@ def run(args: argparse.Namespace) -> int:
 
     if args.frames < 1 or args.batch_size < 1 or args.shard_size < 1:
         raise CLIError("--frames, --batch-size and --shard-size must be >= 1")
+    if args.image_size is not None and args.image_size < 1:
+        raise CLIError(f"--image-size must be >= 1, got {args.image_size}")
     if args.backbone not in list_encoders():
         raise CLIError(f"unknown backbone {args.backbone!r}; available: {', '.join(list_encoders())}")
+    split_files = [args.split_file] if args.split_file else []
+    if args.split_file_dir:
+        split_files = [Path(args.split_file_dir) / f"{name}.txt" for name in ("train", "val", "test")]
+        split_files = [f for f in split_files if f.is_file()]
+        if not split_files:
+            raise CLIError(f"--split-file-dir {args.split_file_dir}: no train.txt, val.txt or test.txt there")
     try:
-        if args.split_file:
-            manifest = Manifest.from_split_file(
-                args.root, args.split_file, classnames_file=args.classnames_file, progress=not args.no_progress
-            )
-        else:
-            manifest = Manifest.from_folder(args.root, progress=not args.no_progress)
+        manifests = [
+            Manifest.from_split_file(args.root, f, classnames_file=args.classnames_file, progress=not args.no_progress)
+            for f in split_files
+        ] or [Manifest.from_folder(args.root, progress=not args.no_progress)]
     except (ValueError, FileNotFoundError) as error:
         raise CLIError(str(error)) from None
     try:
@@ -70,28 +86,34 @@ def run(args: argparse.Namespace) -> int:
     if not encoder.is_frozen:
         raise CLIError(f"backbone {args.backbone!r} is not frozen; only frozen encoders can be cached")
     encoder = encoder.to(args.device)
-    loader = ClipLoader(num_frames=args.frames, sampling=args.sampling, transform=TransformConfig.for_encoder(encoder))
-    options = {"weights": args.weights}
-    try:
-        summary = extract_features(
-            manifest,
-            encoder,
-            loader,
-            Path(args.out),
-            shard_size=args.shard_size,
-            batch_size=args.batch_size,
-            backbone_options=options,
-            progress=not args.no_progress,
-        )
-    except (CacheMismatchError, ValueError) as error:  # e.g. a backbone that takes another frame count
-        raise CLIError(str(error)) from None
-    print(
-        f"{summary.out_dir}: {summary.extracted} clips cached ({summary.shards_written} shards written, "
-        f"{summary.shards_reused} reused), {len(summary.skipped)} skipped, "
-        f"{summary.clips_per_second:.1f} clips/s"
+    # The loader `fsar train`/`fsar eval` build (fsar.engine.sources.loader_for), with --sampling.
+    sizes = {} if args.image_size is None else {"image_size": args.image_size}
+    loader = ClipLoader(
+        num_frames=args.frames, sampling=args.sampling, transform=TransformConfig.for_encoder(encoder, **sizes)
     )
-    for path, reason in summary.skipped[:20]:
-        print(f"  skipped {path}: {reason}")
-    if len(summary.skipped) > 20:
-        print(f"  ... {len(summary.skipped) - 20} more (see {summary.out_dir / 'index.json'})")
+    options = {"weights": args.weights}
+    for split_file, manifest in zip(split_files or [None], manifests):
+        try:
+            summary = extract_features(
+                manifest,
+                encoder,
+                loader,
+                Path(args.out),
+                shard_size=args.shard_size,
+                batch_size=args.batch_size,
+                backbone_options=options,
+                progress=not args.no_progress,
+            )
+        except (CacheMismatchError, ValueError) as error:  # e.g. a backbone that takes another frame count
+            raise CLIError(str(error)) from None
+        which = f" [{Path(split_file).name}]" if split_file is not None and args.split_file_dir else ""
+        print(
+            f"{summary.out_dir}{which}: {summary.extracted} clips cached ({summary.shards_written} shards written, "
+            f"{summary.shards_reused} reused), {len(summary.skipped)} skipped, "
+            f"{summary.clips_per_second:.1f} clips/s"
+        )
+        for path, reason in summary.skipped[:20]:
+            print(f"  skipped {path}: {reason}")
+        if len(summary.skipped) > 20:
+            print(f"  ... {len(summary.skipped) - 20} more (see {summary.out_dir / 'index.json'})")
     return 0

@@ -241,6 +241,32 @@ def load_pretrained_clip(name: str, weights: str):
     return model, tokenizer
 
 
+def checkpoint_files(source: str) -> tuple[Path, ...]:
+    """The weight files ``CLIPModel.from_pretrained(source)`` read: a folder's (or the hub cache
+    snapshot's) ``*.safetensors``, else its ``*.bin``; ``()`` when they cannot be located (the
+    weights fingerprint then samples the tensors alone)."""
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        try:
+            from transformers.utils import cached_file
+
+            resolved = None
+            for name in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"):
+                resolved = cached_file(source, name, local_files_only=True, _raise_exceptions_for_missing_entries=False)
+                if resolved:
+                    break
+        except Exception:  # no cache entry, an offline hub error ...: fingerprint without files
+            return ()
+        if not resolved:
+            return ()
+        folder = Path(resolved).parent
+    for pattern in ("*.safetensors", "*.bin"):
+        files = tuple(sorted(p for p in folder.glob(pattern) if p.is_file()))
+        if files:
+            return files
+    return ()
+
+
 def build_random_clip(architecture: ClipArchitecture, *, seed: int | None = 0, config=None):
     """``(CLIPModel, HashTokenizer)`` with random weights; deterministic for a given ``seed``.
 
@@ -284,8 +310,10 @@ class ClipEncoder(Encoder):
         finetune: str = "frozen",
         fgma: FgMAConfig | None = None,
         gradient_checkpointing: bool = False,
+        weight_files: tuple[Path, ...] = (),
     ) -> None:
         super().__init__()
+        self._weight_files = tuple(Path(p) for p in weight_files)
         if finetune not in FINETUNE_MODES:
             raise ValueError(f"ClipEncoder: finetune must be one of {FINETUNE_MODES}, got {finetune!r}")
         if fgma is not None and finetune != "adapters":
@@ -321,6 +349,10 @@ class ClipEncoder(Encoder):
                 num_layers=vision.num_hidden_layers,
                 config=fgma or FgMAConfig(),
             )
+
+    def weight_files(self) -> tuple[Path, ...]:
+        """The checkpoint files the CLIP weights were loaded from; ``()`` for random weights."""
+        return self._weight_files
 
     # -- text ---------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -450,6 +482,7 @@ def build_clip_encoder(
                 f"weights='random'; pretrained weights bring their own config"
             )
         model, tokenizer = load_pretrained_clip(name, weights or HUB_IDS[name])
+    files = () if weights == "random" else checkpoint_files(weights or HUB_IDS[name])
     return ClipEncoder(
         name=name,
         model=model,
@@ -457,6 +490,7 @@ def build_clip_encoder(
         finetune=finetune,
         fgma=fgma,
         gradient_checkpointing=gradient_checkpointing,
+        weight_files=files,
     )
 
 

@@ -175,6 +175,12 @@ class EmbeddedEncoder(Encoder):
             p.requires_grad_(False)
         self.eval()
 
+    def weight_files(self) -> tuple[Path, ...]:
+        """The installed packages' weight files (EfficientNet-Lite0 state dict, MiniLM safetensors); ``()`` for random."""
+        if self.weights != "pretrained":
+            return ()
+        return (effnet_weights_path(), minilm_model_dir() / "model.safetensors")
+
     # -- frozen behaviour -------------------------------------------------------------------
     def train(self, mode: bool = True) -> "EmbeddedEncoder":
         """Record the flag but keep every submodule in eval mode (BatchNorm statistics, no dropout)."""
