@@ -48,7 +48,7 @@ import hashlib
 import json
 import logging
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -59,12 +59,12 @@ from fsar.encoders.base import Encoder
 
 __all__ = [
     "MLLMAdapter",
-    "build_mllm_encoder",
     "MLLMError",
     "MLLMPrompts",
     "PROMPT_SETS",
     "VideoMLLMEncoder",
     "VideoTokenLayout",
+    "build_mllm_encoder",
     "resolve_layer",
 ]
 
