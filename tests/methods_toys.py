@@ -9,22 +9,11 @@ from __future__ import annotations
 import functools
 import zlib
 
-import pytest
 import torch
 from torch import nn
 
 from fsar.data.inputs import EpisodeInputs
 from fsar.encoders.base import Encoder
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors on a shared 2-core machine run ~10x faster on one thread (no pool
-    hand-offs); import this fixture into a test module to use it there."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 #: A tiny random CLIP (32x32 frames, 4x4 patches of 8 px, 2 blocks, joint width 32).
 TINY_CLIP = dict(

@@ -10,7 +10,7 @@ from fsar.cli import main
 
 
 def _info_json(capsys, *argv) -> dict:
-    assert main(["info", *argv, "--json"]) == 0
+    assert main(["info", *argv, "--json", "-"]) == 0
     return json.loads(capsys.readouterr().out)
 
 
@@ -59,7 +59,7 @@ def test_table_output(capsys):
     [
         (["no-such-thing"], "unknown method or backbone 'no-such-thing'; methods: .*backbones: .*effnet-lite0\\+minilm"),
         (["effnet-lite0+minilm", "--backbone", "clip-vit-b32"], "backbone; --backbone applies to methods only"),
-        (["effnet-lite0+minilm", "--option", "novalue"], "KEY=VALUE"),
+        (["effnet-lite0+minilm", "-O", "novalue"], "KEY=VALUE"),
         (["effnet-lite0+minilm", "--weights", "/not/a/folder"], "cannot build 'effnet-lite0\\+minilm'"),
         (["effnet-lite0+minilm", "--depth", "0"], "--depth"),
     ],

@@ -4,7 +4,7 @@ import json
 import math
 
 import pytest
-from engine_standins import TINY_CLIP, write_tiny_dataset
+from engine_standins import TINY_CLIP
 
 from fsar.cli import main
 from fsar.data.episodes import EpisodeSampler
@@ -20,8 +20,8 @@ SMALL = ["--way", "3", "--shot", "1", "--queries", "1", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return write_tiny_dataset(tmp_path_factory.mktemp("data") / "tiny", classes=9, clips=3)
+def data(tiny_dataset):
+    return tiny_dataset
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +67,51 @@ def test_eval_json_and_png(run_dir, data, tmp_path, capsys):
     assert json.loads((tmp_path / "again.json").read_text())["accuracy"] == result["accuracy"]
 
 
+def _as_written_before_method_args(run_dir, copy_to, *, keep_method_config):
+    """A copy of ``run_dir`` whose records look as fsar 0.1 wrote them: the method options of
+    LGA at the top level (``descriptions``), no ``method_args``, optionally no ``method_config``."""
+    import shutil
+
+    shutil.copytree(run_dir, copy_to, ignore=shutil.ignore_patterns("features"))
+    for name in ("best.json", "last.json"):
+        record = json.loads((copy_to / name).read_text())
+        record["config"].pop("method_args")
+        record["config"]["descriptions"] = None
+        if not keep_method_config:
+            record.pop("method_config")
+        (copy_to / name).write_text(json.dumps(record))
+    return copy_to
+
+
+@pytest.mark.parametrize("keep_method_config", [True, False])
+def test_checkpoints_written_before_method_args_still_evaluate_the_same(run_dir, data, tmp_path, keep_method_config):
+    old = _as_written_before_method_args(run_dir, tmp_path / "old", keep_method_config=keep_method_config)
+    results = []
+    for directory in (run_dir, old):
+        out = tmp_path / f"{directory.name}.json"
+        assert main(["eval", "--data", str(data), "--checkpoint", str(directory), *SMALL, "--episodes", "6",
+                     "--json", str(out)]) == 0
+        results.append(json.loads(out.read_text()))
+    assert results[0]["accuracy"] == results[1]["accuracy"]
+    assert results[0]["confusion_matrix"] == results[1]["confusion_matrix"]
+
+
+def test_the_saved_method_config_is_what_rebuilds_the_method(run_dir, data, tmp_path, capsys):
+    """The record's method_config, not the run's -O options, decides the rebuilt method: a
+    config the code cannot build is an error that says how to fall back."""
+    import shutil
+
+    copy = tmp_path / "edited"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("features"))
+    record = json.loads((copy / "best.json").read_text())
+    assert record["method_config"]["finetune"] == "frozen" and record["method_config"]["alpha"] == 0.75
+    record["method_config"]["tpcm_heads"] = 0
+    (copy / "best.json").write_text(json.dumps(record))
+    assert main(["eval", "--data", str(data), "--checkpoint", str(copy), *SMALL, "--episodes", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot rebuild 'ma-fsar' from its saved method_config" in err and "method_config" in err
+
+
 def test_eval_refuses_checkpoint_of_other_method_or_backbone(run_dir, data, capsys):
     code = main(["eval", "--data", str(data), "--checkpoint", str(run_dir), "--method", "clip-fsar", *SMALL,
                  "--episodes", "2"])
@@ -88,7 +133,7 @@ def test_training_free_eval_without_checkpoint(data, tmp_path):
 def test_predict_ranks_support_classes(run_dir, data, capsys):
     queries = [str(data / "class00" / "clip0"), str(data / "class07" / "clip2")]
     support = data
-    assert main(["predict", "--support", str(support), "--query", *queries, "--checkpoint", str(run_dir), "--json"]) == 0
+    assert main(["predict", "--data", str(support), "--query", *queries, "--checkpoint", str(run_dir), "--json", "-"]) == 0
     output = json.loads(capsys.readouterr().out)
     assert output["method"] == "ma-fsar" and len(output["predictions"]) == 2
     for prediction, query in zip(output["predictions"], queries):
@@ -97,7 +142,7 @@ def test_predict_ranks_support_classes(run_dir, data, capsys):
         assert sorted(item["class"] for item in prediction["ranking"]) == sorted(p.name for p in data.iterdir())
         assert probabilities == sorted(probabilities, reverse=True)
         assert sum(probabilities) == pytest.approx(1.0, abs=1e-4)
-    assert main(["predict", "--support", str(support), "--query", queries[0], "--checkpoint", str(run_dir), "--top", "2"]) == 0
+    assert main(["predict", "--data", str(support), "--query", queries[0], "--checkpoint", str(run_dir), "--top", "2"]) == 0
     text = capsys.readouterr().out
     assert queries[0] in text and " 2. " in text and " 3. " not in text
 
@@ -109,13 +154,13 @@ def test_predict_bad_inputs(run_dir, data, tmp_path, capsys):
         (support / name).symlink_to(data / name, target_is_directory=True)
     (support / "empty_action").mkdir()
     query = str(data / "class00" / "clip0")
-    assert main(["predict", "--support", str(support), "--query", query, "--checkpoint", str(run_dir)]) == 2
+    assert main(["predict", "--data", str(support), "--query", query, "--checkpoint", str(run_dir)]) == 2
     err = capsys.readouterr().err
     assert "empty_action" in err and "no readable clip" in err
     (support / "empty_action").rmdir()
     not_video = tmp_path / "notes.mp4"
     not_video.write_text("this is not a video")
-    assert main(["predict", "--support", str(support), "--query", str(not_video), "--checkpoint", str(run_dir)]) == 2
+    assert main(["predict", "--data", str(support), "--query", str(not_video), "--checkpoint", str(run_dir)]) == 2
     err = capsys.readouterr().err
     assert "notes.mp4" in err and "not a readable video" in err
 

@@ -64,3 +64,20 @@ def test_round_trip_through_dict():
     assert config_from_dict(saved) == config
     train = resolve_config(TrainConfig, overrides={"data": "d"})
     assert config_from_dict(config_to_dict(train)) == train
+
+
+def test_the_old_top_level_descriptions_key_becomes_a_method_arg(tmp_path, caplog):
+    """fsar 0.1 configs (YAML files, saved checkpoints) held LGA's description cache as the
+    top-level ``descriptions``; it is read into ``method_args``, and a YAML file says so."""
+    path = tmp_path / "old.yaml"
+    path.write_text("data: d\nmethod: lga\ndescriptions: cache.json\nmethod_args: {llm_timeout: 5}\n")
+    with caplog.at_level("WARNING"):
+        config = resolve_config(TrainConfig, yaml_path=path)
+    assert config.method_args == {"descriptions": "cache.json", "llm_timeout": 5}
+    assert "'descriptions' is deprecated" in caplog.text
+    saved = config_to_dict(resolve_config(TrainConfig, overrides={"data": "d"}))
+    saved.pop("method_args")
+    saved["descriptions"] = None  # as a 0.1 checkpoint wrote it when no cache was given
+    assert config_from_dict(saved).method_args == {}
+    saved["descriptions"] = "x.json"
+    assert config_from_dict(saved).method_args == {"descriptions": "x.json"}

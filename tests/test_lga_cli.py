@@ -95,8 +95,8 @@ def test_predict_lga_fills_descriptions_through_the_llm_flags(tmp_path, capsys):
     query = write_frame_folder(tmp_path / "query", 8)
     with chat_server([("content", json.dumps(GOOD))] * 2) as (server, url):
         code = main([
-            "predict", "--support", str(support), "--query", str(query), "--method", "lga",
-            "--backbone", "effnet-lite0+minilm", "--llm-url", url, "--llm-model", "m", "--json",
+            "predict", "--data", str(support), "--query", str(query), "--method", "lga",
+            "--backbone", "effnet-lite0+minilm", "--llm-url", url, "--llm-model", "m", "--json", "-",
         ])
     assert code == 0
     assert len(server.requests) == 2

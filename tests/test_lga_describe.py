@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from fsar.lga import describe as D
+from fsar.lga import descriptions as descriptions_module
 
 GOOD = {"stages": ["a hand reaches for the lid", "the hand pushes the lid down", "the lid rests shut on the box"]}
 
@@ -307,7 +308,7 @@ def test_cache_save_failure_keeps_old_file(tmp_path, monkeypatch):
     def explode(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(D.os, "replace", explode)
+    monkeypatch.setattr(descriptions_module.os, "replace", explode)
     with pytest.raises(OSError):
         cache.save()
     assert path.read_text() == before

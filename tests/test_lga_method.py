@@ -17,8 +17,9 @@ from fsar import metrics
 from fsar.lga.segment import cluster_segment
 from fsar.metrics.stages import stage_mask
 from fsar.methods.lga import LGA, geometric_mean_log_probs
-from methods_toys import single_thread  # noqa: F401  (autouse fixture: tiny tensors, one thread)
 from methods_toys import ToyEncoder, features_episode, frames_episode, tiny_clip
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 DIM = 16
 

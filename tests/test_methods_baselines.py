@@ -9,8 +9,9 @@ import torch.nn.functional as F
 import fsar
 from fsar.data.inputs import EpisodeInputs
 from fsar.metrics import build
-from methods_toys import single_thread  # noqa: F401  (autouse fixture)
 from methods_toys import TINY_CLIP, features_episode, frames_episode, shared_embedded_pair, shared_frozen_clip
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.mark.parametrize("name", ["proto", "otam", "bimhm"])

@@ -11,8 +11,7 @@ import torch.nn.functional as F
 
 import fsar
 from fsar.data.inputs import EpisodeInputs
-from methods_toys import (  # noqa: F401  (single_thread: autouse fixture)
-    single_thread,
+from methods_toys import (
     CLASSES,
     TINY_CLIP,
     TINY_MODULATION,
@@ -21,6 +20,8 @@ from methods_toys import (  # noqa: F401  (single_thread: autouse fixture)
     shared_embedded_pair,
     shared_frozen_clip,
 )
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _clip_fsar(**options):

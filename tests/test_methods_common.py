@@ -21,8 +21,9 @@ from fsar.methods.common import (
 )
 from fsar.methods.base import MethodOutput
 from fsar.methods.ma_fsar import MAFSARConfig
-from methods_toys import single_thread  # noqa: F401  (autouse fixture)
 from methods_toys import ToyEncoder, features_episode, frames_episode
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_class_means_average_each_class():

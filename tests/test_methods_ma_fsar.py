@@ -10,8 +10,7 @@ import torch
 
 import fsar
 from fsar.data.inputs import EpisodeInputs
-from methods_toys import (  # noqa: F401  (single_thread: autouse fixture)
-    single_thread,
+from methods_toys import (
     TINY_CLIP,
     TINY_TPCM,
     ToyEncoder,
@@ -20,6 +19,8 @@ from methods_toys import (  # noqa: F401  (single_thread: autouse fixture)
     shared_embedded_pair,
     shared_frozen_clip,
 )
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _ma_fsar(**options):

@@ -8,8 +8,9 @@ import torch
 
 from fsar.encoders.prompts import TEMPLATES, ClassTextBank
 from fsar.methods.text_side import TextSpace, cosine_logits, episode_text
-from methods_toys import single_thread  # noqa: F401  (autouse fixture)
 from methods_toys import ToyEncoder
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture()

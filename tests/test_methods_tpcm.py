@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from methods_toys import single_thread  # noqa: F401  (autouse fixture)
 from fsar.methods.tpcm import TPCM, AttentionFFNBlock, PrototypeModulation, build_prototype_module
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _params(module):

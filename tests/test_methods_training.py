@@ -11,8 +11,9 @@ import pytest
 import torch
 
 import fsar
-from methods_toys import single_thread  # noqa: F401  (autouse fixture)
 from methods_toys import CLASSES, OrderTask, shared_embedded_pair, shared_frozen_clip
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 BACKBONES = {"clip": (shared_frozen_clip, 32), "embedded": (shared_embedded_pair, 1280)}
 # The toy is a temporal task, so MA-FSAR uses the paper's temporal α (0.25); dropout off so

@@ -29,7 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fsar {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from fsar.cli._args import DeferredParser
+
+    # Sub-command parsers may defer arguments that need heavy imports until they are used.
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=DeferredParser)
     modules = []
     for info in pkgutil.iter_modules(__path__):
         if info.name.startswith("_"):

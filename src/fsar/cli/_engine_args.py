@@ -11,53 +11,40 @@ import argparse
 from typing import Any
 
 from fsar.cli import CLIError
-
-
-def parse_option(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE`` with VALUE read as YAML (numbers, booleans, lists, strings)."""
-    import yaml
-
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    key, value = text.split("=", 1)
-    try:
-        return key.strip(), yaml.safe_load(value)
-    except yaml.YAMLError:
-        return key.strip(), value
+from fsar.cli._args import (
+    add_data,
+    add_device,
+    add_method_option_flag,
+    add_methods_own_options,
+    add_no_progress,
+    add_sampling,
+    method_args_from,
+    method_options_dict,
+)
 
 
 def add_common(parser: argparse.ArgumentParser, *, what: str) -> None:
     parser.add_argument("--config", metavar="F.yaml", help="YAML file with any of the settings below (flags win)")
-    parser.add_argument("--data", metavar="ROOT", help="data root: ROOT/<class>/<video file or frame folder>")
+    add_data(parser)
     parser.add_argument("--method", help="method name (fsar.list_methods(): ma-fsar, clip-fsar, lga, proto, otam, ...)")
     parser.add_argument("--backbone", help="encoder: effnet-lite0+minilm (embedded default), clip-vit-b32, clip-vit-b16")
     parser.add_argument("--weights", metavar="W", help="backbone weights: a local folder, a hub id, or 'random'")
-    parser.add_argument(
-        "--option", "-O", dest="method_options", action="append", type=parse_option, metavar="KEY=VALUE",
-        help="method option (repeatable), e.g. -O alpha=0.25 -O metric=bimhm -O finetune=frozen",
-    )
+    add_method_option_flag(parser, legacy_flags=("--option",))
     parser.add_argument("--way", type=int, help="classes per episode (default 5)")
     parser.add_argument("--shot", type=int, help="support clips per class (default 1)")
     parser.add_argument("--queries", type=int, help=f"query clips per class in {what} episodes")
     parser.add_argument("--episodes", type=int, help=f"number of {what} episodes")
     parser.add_argument("--seed", type=int, help="seed of the episodes and of everything random (default 0)")
-    parser.add_argument("--frames", dest="num_frames", type=int, help="frames per clip T (default 8)")
-    parser.add_argument("--image-size", type=int, metavar="PX",
-                        help="frame side fed to the encoder (default: the encoder's, 224)")
+    add_sampling(parser)
     parser.add_argument(
         "--features", metavar="DIR",
         help="feature cache of a frozen encoder (from `fsar extract`); default: extract on the fly",
     )
     parser.add_argument("--no-feature-cache", dest="use_feature_cache", action="store_const", const=False,
                         help="always decode frames, even for a frozen encoder")
-    parser.add_argument("--device", help="auto (default), cpu, cuda")
-    parser.add_argument("--no-progress", dest="progress", action="store_const", const=False, help="no progress bars")
-    try:
-        from fsar.lga.describe import add_describer_arguments
-    except ImportError:  # pragma: no cover - LGA module absent
-        parser.add_argument("--descriptions", metavar="CACHE.json", help="LGA description cache")
-    else:
-        add_describer_arguments(parser)
+    add_device(parser, default=None)
+    add_no_progress(parser, default=None)
+    add_methods_own_options(parser)
 
 
 CONFIG_KEYS_SKIP = {"config", "command", "func", "verbose", "resume"}
@@ -67,10 +54,13 @@ def overrides_from_args(args: argparse.Namespace, config_cls) -> dict[str, Any]:
     """The flags given on the command line, as config keys (only fields of ``config_cls``)."""
     import dataclasses
 
-    names = {f.name for f in dataclasses.fields(config_cls)}
+    names = {f.name for f in dataclasses.fields(config_cls)} - {"method_options", "method_args"}
     values = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    if "method_options" in values:
-        values["method_options"] = dict(values["method_options"])
+    if getattr(args, "method_options", None):
+        values["method_options"] = method_options_dict(args)
+    method_args = method_args_from(args)
+    if method_args:
+        values["method_args"] = method_args
     return values
 
 

@@ -1,6 +1,6 @@
 """``fsar data``: look at a data set before spending hours on it.
 
-``fsar data check ROOT``: classes, videos per class, frames per video, missing and
+``fsar data check --data ROOT``: classes, videos per class, frames per video, missing and
 unreadable files, byte-identical duplicates; exit status 1 when the data cannot serve
 the requested ``--way/--shot/--queries`` (the message names the short classes).
 
@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from fsar.cli import CLIError
+from fsar.cli._args import add_data, add_json, add_no_progress, data_root, emit_json
 
 ORDER = 20
 
@@ -36,7 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "data cannot serve --way/--shot/--queries episodes (the short classes are named), 2 on bad input."
         ),
     )
-    check.add_argument("root", metavar="ROOT", help="data root: ROOT/<class>/<video file or frame folder>")
+    add_data(check, required=True, legacy_positional=True)
     check.add_argument("--split-file", metavar="F", help="check the entries of a 'label/video_id' split file")
     check.add_argument(
         "--classnames-file",
@@ -48,8 +49,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--queries", type=int, default=1, help="query videos per class (default 1)")
     check.add_argument("--deep", action="store_true", help="decode every frame (default: first and last)")
     check.add_argument("--no-duplicates", action="store_true", help="skip the duplicate search (hashing)")
-    check.add_argument("--json", metavar="OUT", help="also write the full report as JSON")
-    check.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_json(check, what="the full report")
+    add_no_progress(check)
     check.set_defaults(func=run_check)
 
     synth = commands.add_parser("synth", help="render the synthetic action data set (seeded)")
@@ -60,7 +61,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--frames", type=int, default=16, help="frames per clip (default 16)")
     synth.add_argument("--size", type=int, default=112, help="frame side in pixels (default 112)")
     synth.add_argument("--overwrite", action="store_true", help="replace a synthetic set rendered with other parameters")
-    synth.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_no_progress(synth)
     synth.set_defaults(func=run_synth)
 
 
@@ -73,6 +74,7 @@ def run_check(args: argparse.Namespace) -> int:
     from fsar.data.check import check_dataset
     from fsar.data.manifest import ManifestError
 
+    root = data_root(args)
     for name in ("way", "shot", "queries"):
         if getattr(args, name) < 1:
             raise CLIError(f"--{name} must be >= 1, got {getattr(args, name)}")
@@ -80,7 +82,7 @@ def run_check(args: argparse.Namespace) -> int:
         raise CLIError("--classnames-file needs --split-file")
     try:
         report = check_dataset(
-            args.root,
+            root,
             split_file=args.split_file,
             classnames_file=args.classnames_file,
             way=args.way,
@@ -88,12 +90,15 @@ def run_check(args: argparse.Namespace) -> int:
             queries=args.queries,
             deep=args.deep,
             duplicates=not args.no_duplicates,
-            progress=not args.no_progress,
+            progress=args.progress,
         )
     except ManifestError as error:
         raise CLIError(str(error)) from None
-    print(report.format())
-    if args.json:
+    if args.json == "-":
+        emit_json("-", report.to_dict())
+    else:
+        print(report.format())
+    if args.json and args.json != "-":
         path = report.write_json(args.json)
         print(f"report written to {path}")
     if not report.ok:
@@ -117,7 +122,7 @@ def run_synth(args: argparse.Namespace) -> int:
             seed=args.seed,
             frames=args.frames,
             size=args.size,
-            progress=not args.no_progress,
+            progress=args.progress,
             overwrite=args.overwrite,
         )
     except ValueError as error:

@@ -18,10 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fsar.cli import CLIError
+from fsar.cli._args import add_device, add_json, add_method_option_flag, add_no_progress, emit_json, method_options_dict
 
 ORDER = 5
 
 BACKBONE = "effnet-lite0+minilm"
+#: The method the demo meta-trains (the baselines are training-free).
+TRAINED = "ma-fsar"
 BASELINES = ("proto", "otam", "bimhm")
 
 
@@ -55,13 +58,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog=(
             "full: 36 actions x 10 clips, 2400 training episodes, 1000 test episodes (< 10 min on 2 CPU cores);\n"
             "--quick: 36 actions x 4 clips, 320 training episodes, 300 test episodes (< 2 min).\n"
-            "Afterwards: fsar predict --support DIR --query CLIP --checkpoint OUT/run"
+            "Afterwards: fsar predict --data DIR --query CLIP --checkpoint OUT/run"
         ),
     )
     parser.add_argument("--out", default="fsar-demo", metavar="DIR", help="working folder (default ./fsar-demo)")
     parser.add_argument("--seed", type=int, default=0, help="seed for data, training and episodes (default 0)")
     parser.add_argument("--quick", action="store_true", help="a smaller, faster run (fewer, shorter, smaller clips)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    add_device(parser)
+    add_method_option_flag(parser)
+    add_json(parser, what="the results table")
+    add_no_progress(parser)
     parser.set_defaults(func=run)
 
 
@@ -151,12 +157,12 @@ def run(args: argparse.Namespace) -> int:
     del encoder
 
     common = dict(data=str(data_dir), backbone=BACKBONE, way=way, shot=shot, seed=args.seed,
-                  image_size=plan.image_size, features=str(features), progress=args.progress)
+                  image_size=plan.image_size, features=str(features), progress=args.progress, device=args.device)
     train_config = resolve_config(TrainConfig, overrides=dict(
-        common, method="ma-fsar", split_file_dir=str(split_dir), out=str(run_dir), queries=2,
+        common, method=TRAINED, split_file_dir=str(split_dir), out=str(run_dir), queries=2,
         episodes=plan.train_episodes, tasks_per_step=plan.tasks_per_step, lr=1e-3,
         val_every=plan.val_every, val_episodes=plan.val_episodes, checkpoint_every=plan.val_every,
-        method_options={"dataset_kind": "temporal"},
+        method_options={"dataset_kind": "temporal", **method_options_dict(args)},
     ))
     steps = total_steps(train_config)
     try:
@@ -178,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"[4/5] evaluating on {len(test_names)} held-out classes: {plan.test_episodes} "
           f"{way}-way {shot}-shot episodes (seed {args.seed}), the same for every method ...")
-    evaluations = [("ma-fsar", dict(checkpoint=str(run_dir)))] + [(name, dict(method=name)) for name in BASELINES]
+    evaluations = [(TRAINED, dict(checkpoint=str(run_dir)))] + [(name, dict(method=name)) for name in BASELINES]
     rows = []
     for name, extra in evaluations:
         config = resolve_config(EvalConfig, overrides=dict(
@@ -190,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
         except user_errors() as error:
             raise CLIError(str(error)) from None
         result = outcome.result
-        rows.append({"method": name, "trained": name == "ma-fsar", "accuracy": result.accuracy, "ci95": result.ci95,
+        rows.append({"method": name, "trained": name == TRAINED, "accuracy": result.accuracy, "ci95": result.ci95,
                      "episodes": result.episodes, "way": way, "shot": shot, "json": config.json})
 
     print("[5/5] results (test classes never seen in training):")
@@ -204,15 +210,17 @@ def run(args: argparse.Namespace) -> int:
     png = out / f"results{suffix}.png"
     draw_table(rows, png, f"fsar demo: synthetic actions, {way}-way {shot}-shot, {BACKBONE}\n"
                           f"{plan.test_episodes} test episodes on {len(test_names)} unseen classes")
-    atomic_write_json(out / f"results{suffix}.json", {
+    results = {
         "rows": rows, "train_config": config_to_dict(train_config), "seconds": round(time.perf_counter() - started, 1),
         "torch_threads": torch.get_num_threads(),
-    })
+    }
+    atomic_write_json(out / f"results{suffix}.json", results)
+    emit_json(args.json, results)
     print()
     print(f"table: {out / f'results{suffix}.json'}, chart: {png}, learning curve: {run_dir / 'learning_curve.png'}")
     # Quoted: synthetic class folders have spaces, and the line is meant to be copied into a shell.
     query = manifest.clips_of(test_names[0])[0].path
-    print(f"try:   fsar predict --support {shlex.quote(str(data_dir))} --query {shlex.quote(str(query))} "
+    print(f"try:   fsar predict --data {shlex.quote(str(data_dir))} --query {shlex.quote(str(query))} "
           f"--checkpoint {shlex.quote(str(run_dir))}")
     print(f"done in {time.perf_counter() - started:.0f} s")
     return 0

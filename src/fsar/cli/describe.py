@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from fsar.cli import CLIError
+from fsar.cli._args import add_device, add_no_progress, resolve_device
 
 ORDER = 60
 
@@ -34,6 +35,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="re-describe classes already in the cache (hand-edited entries included)",
     )
     add_describer_arguments(parser, cache_flag=False)
+    add_device(parser)
+    add_no_progress(parser)
     parser.set_defaults(func=run)
 
 
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--num-stages must be >= 1, got {args.num_stages}")
     try:
         class_names = read_class_names(args.classes_file)
-        describer = describer_from_args(args)
+        describer = describer_from_args(args, device=resolve_device(args.device) if args.llm_folder else "cpu")
         cache = DescriptionCache(args.out)
     except ValueError as error:
         raise CLIError(str(error)) from None
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
             num_stages=args.num_stages,
             cache=cache,
             describer=describer,
-            progress=True,
+            progress=args.progress,
             on_generated=cache.save,
         )
     except DescriptionError as error:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from fsar.cli import CLIError
+from fsar.cli._args import add_command, add_json, emit_json
 from fsar.cli._engine_args import add_common, resolve, user_errors
 
 ORDER = 20
@@ -37,31 +38,38 @@ examples:
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "eval",
+    parser = add_command(
+        subparsers, "eval",
         help="evaluate a method on seeded episodes: accuracy ± 95%% CI, per class, confusion",
         description="Evaluate a few-shot method on M-way K-shot episodes of a data set.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common(parser, what="evaluation")
     parser.add_argument("--split-file", metavar="F", help="split file (label/video_id per line) selecting the clips")
     parser.add_argument("--classnames-file", metavar="F", help="class names of anonymised split labels (SSv2-Full)")
     parser.add_argument("--checkpoint", metavar="RUN_DIR", help="run directory of `fsar train` (or its best.json/last.json)")
-    parser.add_argument("--json", metavar="OUT.json", help="write the result here")
+    add_json(parser, what="the result")
     parser.add_argument("--png", metavar="OUT.png", help="draw per-class accuracy and the confusion matrix here")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from fsar.engine.config import EvalConfig
     from fsar.engine.run import run_evaluation
 
-    config = resolve(args, EvalConfig)
+    to_stdout = args.json == "-"
+    config = resolve(_without_json(args) if to_stdout else args, EvalConfig)
+    if to_stdout:
+        config = dataclasses.replace(config, json=None)
     try:
-        outcome = run_evaluation(config, args=args)
+        outcome = run_evaluation(config)
     except user_errors() as error:
         raise CLIError(str(error)) from None
+    if to_stdout:
+        emit_json("-", outcome.record)
+        return 0
     result, used = outcome.result, outcome.config
     print(
         f"{used.method} ({used.backbone}) {used.way}-way {used.shot}-shot: "
@@ -70,3 +78,8 @@ def run(args: argparse.Namespace) -> int:
     if used.json:
         print(f"result: {used.json}")
     return 0
+
+
+def _without_json(args: argparse.Namespace) -> argparse.Namespace:
+    """``--json -`` prints the record; the engine then writes no file."""
+    return argparse.Namespace(**{**vars(args), "json": None})

@@ -1,6 +1,6 @@
 """``fsar extract``: cache per-frame features of a frozen encoder for every clip of a data set.
 
-    fsar extract ROOT [--split-file F | --split-file-dir DIR] --backbone effnet-lite0+minilm [--weights W]
+    fsar extract --data ROOT [--split-file F | --split-file-dir DIR] --backbone effnet-lite0+minilm [--weights W]
                  --out DIR [--frames 8] [--image-size PX] [--batch-size N] [--shard-size N]
 
 ``--frames``, ``--image-size`` and ``--split-file-dir`` mean what they mean for ``fsar train`` /
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 
 from fsar.cli import CLIError
+from fsar.cli._args import add_data, add_device, add_no_progress, add_sampling, data_root, resolve_device
 
 ORDER = 40
 
@@ -30,7 +31,7 @@ def add_parser(subparsers) -> None:
             "evaluate from the cache. Re-running after an interruption keeps complete shards."
         ),
     )
-    parser.add_argument("root", help="data root: ROOT/<class>/<video or frame folder>")
+    add_data(parser, required=True, legacy_positional=True)
     split = parser.add_mutually_exclusive_group()
     split.add_argument("--split-file", help="split file (label/video_id per line); default: every clip under ROOT")
     split.add_argument("--split-file-dir", metavar="DIR",
@@ -40,14 +41,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--backbone", default="effnet-lite0+minilm", help="registered backbone (default: %(default)s)")
     parser.add_argument("--weights", default=None, help="backbone weights (folder, hub id, or 'random')")
     parser.add_argument("--out", required=True, help="cache directory")
-    parser.add_argument("--frames", type=int, default=8, help="frames per clip T (default: %(default)s)")
-    parser.add_argument("--image-size", type=int, metavar="PX",
-                        help="frame side fed to the encoder, as for `fsar train` (default: the encoder's)")
+    add_sampling(parser, frames=8)  # --frames, --image-size: the same flags as fsar train/eval
     parser.add_argument("--sampling", default="tsn", choices=("tsn", "uniform"), help="frame sampling (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=8, help="clips per encoder call (default: %(default)s)")
     parser.add_argument("--shard-size", type=int, default=256, help="clips per shard file (default: %(default)s)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device(parser)
+    add_no_progress(parser)
     parser.set_defaults(func=run)
 
 
@@ -60,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     from fsar.encoders import create_encoder, list_encoders
     from fsar.encoders.cache import CacheMismatchError, extract_features
 
-    if args.frames < 1 or args.batch_size < 1 or args.shard_size < 1:
+    root = data_root(args)
+    if args.num_frames < 1 or args.batch_size < 1 or args.shard_size < 1:
         raise CLIError("--frames, --batch-size and --shard-size must be >= 1")
     if args.image_size is not None and args.image_size < 1:
         raise CLIError(f"--image-size must be >= 1, got {args.image_size}")
@@ -74,9 +74,9 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"--split-file-dir {args.split_file_dir}: no train.txt, val.txt or test.txt there")
     try:
         manifests = [
-            Manifest.from_split_file(args.root, f, classnames_file=args.classnames_file, progress=not args.no_progress)
+            Manifest.from_split_file(root, f, classnames_file=args.classnames_file, progress=args.progress)
             for f in split_files
-        ] or [Manifest.from_folder(args.root, progress=not args.no_progress)]
+        ] or [Manifest.from_folder(root, progress=args.progress)]
     except (ValueError, FileNotFoundError) as error:
         raise CLIError(str(error)) from None
     try:
@@ -85,11 +85,11 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"cannot build backbone {args.backbone!r}: {error}") from None
     if not encoder.is_frozen:
         raise CLIError(f"backbone {args.backbone!r} is not frozen; only frozen encoders can be cached")
-    encoder = encoder.to(args.device)
+    encoder = encoder.to(resolve_device(args.device))
     # The loader `fsar train`/`fsar eval` build (fsar.engine.sources.loader_for), with --sampling.
     sizes = {} if args.image_size is None else {"image_size": args.image_size}
     loader = ClipLoader(
-        num_frames=args.frames, sampling=args.sampling, transform=TransformConfig.for_encoder(encoder, **sizes)
+        num_frames=args.num_frames, sampling=args.sampling, transform=TransformConfig.for_encoder(encoder, **sizes)
     )
     options = {"weights": args.weights}
     for split_file, manifest in zip(split_files or [None], manifests):
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
                 shard_size=args.shard_size,
                 batch_size=args.batch_size,
                 backbone_options=options,
-                progress=not args.no_progress,
+                progress=args.progress,
             )
         except (CacheMismatchError, ValueError) as error:  # e.g. a backbone that takes another frame count
             raise CLIError(str(error)) from None

@@ -1,7 +1,7 @@
 """``fsar info``: parameter counts (total and trainable, per module) of a method or a backbone.
 
     fsar info ma-fsar --backbone clip-vit-b32 --weights random
-    fsar info effnet-lite0+minilm
+    fsar info effnet-lite0+minilm --json counts.json
 
 Counts do not depend on weight values, so CLIP backbones without local weights can be
 inspected with ``--weights random`` (MA-FSAR Table 4 / spec section 8 acceptance check).
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 from fsar.cli import CLIError
+from fsar.cli._args import add_json, add_method_option_flag, emit_json, method_options_dict
 
 ORDER = 90
 DEFAULT_BACKBONE = "effnet-lite0+minilm"
@@ -28,28 +29,10 @@ def add_parser(subparsers) -> None:
         "--backbone", default=None, help=f"backbone of a method (default: {DEFAULT_BACKBONE})"
     )
     parser.add_argument("--weights", default=None, help="backbone weights: local folder, hub id or 'random'")
-    parser.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra method/backbone option (value parsed as YAML), repeatable",
-    )
+    add_method_option_flag(parser, legacy_flags=("--option",))
     parser.add_argument("--depth", type=int, default=2, help="module name parts per row (default: %(default)s)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_json(parser, what="the counts", bare_prints=True)
     parser.set_defaults(func=run)
-
-
-def _parse_options(items: list[str]) -> dict:
-    import yaml
-
-    options = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise CLIError(f"--option expects KEY=VALUE, got {item!r}")
-        options[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-    return options
 
 
 def build_for_info(name: str, *, backbone: str | None, weights: str | None, options: dict):
@@ -83,28 +66,26 @@ def build_for_info(name: str, *, backbone: str | None, weights: str | None, opti
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
     from fsar.encoders.params import format_report, parameter_report
 
     if args.depth < 1:
         raise CLIError("--depth must be >= 1")
     kind, module = build_for_info(
-        args.name, backbone=args.backbone, weights=args.weights, options=_parse_options(args.option)
+        args.name, backbone=args.backbone, weights=args.weights, options=method_options_dict(args)
     )
     rows = parameter_report(module, depth=args.depth)
     total, trainable = rows[-1][1], rows[-1][2]
     backbone = getattr(module, "backbone_name", None) if kind == "method" else None
-    if args.json:
-        print(json.dumps({
-            "name": args.name,
-            "kind": kind,
-            "backbone": backbone,
-            "weights": args.weights,
-            "total": total,
-            "trainable": trainable,
-            "modules": [{"module": n, "total": t, "trainable": tr} for n, t, tr in rows[:-1]],
-        }, indent=1))
+    record = {
+        "name": args.name,
+        "kind": kind,
+        "backbone": backbone,
+        "weights": args.weights,
+        "total": total,
+        "trainable": trainable,
+        "modules": [{"module": n, "total": t, "trainable": tr} for n, t, tr in rows[:-1]],
+    }
+    if emit_json(args.json, record):
         return 0
     title = f"{args.name} ({kind}" + (f", backbone {backbone}" if backbone else "") + ")"
     print(f"{title}: {total:,} parameters ({total / 1e6:.2f} M), trainable {trainable:,} ({trainable / 1e6:.2f} M)")

@@ -1,6 +1,6 @@
 """``fsar predict``: a few labelled clips per new action in, ranked labels with probabilities out.
 
-    fsar predict --support DIR --query FILE... [--checkpoint RUN_DIR] [--json]
+    fsar predict --data DIR --query FILE... [--checkpoint RUN_DIR] [--json PATH|-]
 """
 
 from __future__ import annotations
@@ -8,6 +8,20 @@ from __future__ import annotations
 import argparse
 
 from fsar.cli import CLIError
+from fsar.cli._args import (
+    add_command,
+    add_data,
+    add_device,
+    add_json,
+    add_method_option_flag,
+    add_methods_own_options,
+    add_sampling,
+    data_root,
+    emit_json,
+    method_args_from,
+    method_options_dict,
+    resolve_device,
+)
 
 ORDER = 30
 
@@ -15,10 +29,10 @@ DEFAULT_METHOD = "otam"
 DEFAULT_BACKBONE = "effnet-lite0+minilm"
 
 EPILOG = f"""\
-DIR holds one folder per action, each with a few example clips (video files or frame
-folders), as in the data layer: DIR/<action name>/<clip>. Every query is scored against all
-actions of DIR at once; the output lists each query's actions from most to least likely with
-the method's probabilities (they sum to 1 over the actions of DIR).
+--data ROOT holds one folder per action, each with a few example clips (video files or frame
+folders), as in the data layer: ROOT/<action name>/<clip>. Every query is scored against all
+actions of ROOT at once; the output lists each query's actions from most to least likely with
+the method's probabilities (they sum to 1 over the actions of ROOT).
 
 With --checkpoint RUN_DIR the trained method of `fsar train` is used; without it, the
 training-free --method (default {DEFAULT_METHOD}) on --backbone (default {DEFAULT_BACKBONE}).
@@ -26,31 +40,30 @@ An action folder without a readable clip, or a query that is not a readable vide
 error naming the file.
 
 example:
-  fsar predict --support my_actions/ --query clip1.mp4 clip2.mp4 --checkpoint fsar-demo/run
+  fsar predict --data my_actions/ --query clip1.mp4 clip2.mp4 --checkpoint fsar-demo/run
 """
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "predict",
+    parser = add_command(
+        subparsers, "predict",
         help="rank the actions of a support folder for query clips",
         description="Recognise query clips among the actions of a folder of a few labelled clips each.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--support", required=True, metavar="DIR", help="DIR/<action>/<clip>: a few clips per action")
+    add_data(parser, required=True, legacy_flags=("--support",),
+             help="DIR/<action>/<clip>: a few example clips per action (the support set)")
     parser.add_argument("--query", required=True, nargs="+", metavar="FILE", help="query clips (video files or frame folders)")
     parser.add_argument("--checkpoint", metavar="RUN_DIR", help="run directory of `fsar train` (or its best.json)")
     parser.add_argument("--method", help=f"method without --checkpoint (default {DEFAULT_METHOD})")
     parser.add_argument("--backbone", help=f"backbone without --checkpoint (default {DEFAULT_BACKBONE})")
     parser.add_argument("--weights", metavar="W", help="backbone weights (folder, hub id, 'random')")
-    parser.add_argument("--frames", type=int, help="frames per clip T (default: the checkpoint's, else 8)")
+    add_method_option_flag(parser)
+    add_sampling(parser)
     parser.add_argument("--top", type=int, default=0, metavar="K", help="print only the K most likely actions")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-    from fsar.lga.describe import add_describer_arguments
-
-    # --descriptions CACHE.json and the --llm-* flags that fill missing entries (method lga).
-    add_describer_arguments(parser)
+    add_json(parser, what="the ranked predictions", bare_prints=True)
+    add_device(parser)
+    add_methods_own_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -64,21 +77,20 @@ def load_support(directory):
     try:
         manifest = Manifest.from_folder(directory)
     except (ManifestError, FileNotFoundError, NotADirectoryError) as error:
-        raise CLIError(f"--support {directory}: {error}") from None
+        raise CLIError(f"--data {directory}: {error}") from None
     empty = [name for name, count in manifest.counts().items() if count == 0]
     if empty:
         reasons = [f"{s.path.name}: {s.reason}" for s in manifest.skipped if s.class_name in empty][:3]
         raise CLIError(
-            f"--support {directory}: action folder(s) {', '.join(repr(str(directory / n)) for n in empty)} "
+            f"--data {directory}: action folder(s) {', '.join(repr(str(directory / n)) for n in empty)} "
             f"hold no readable clip" + (f" ({'; '.join(reasons)})" if reasons else "")
         )
     if len(manifest.classes) < 2:
-        raise CLIError(f"--support {directory}: needs at least 2 action folders, found {len(manifest.classes)}")
+        raise CLIError(f"--data {directory}: needs at least 2 action folders, found {len(manifest.classes)}")
     return manifest
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
     import torch
@@ -91,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     from fsar.engine.run import build_method, method_from_checkpoint
     from fsar.engine.sources import loader_for
 
-    support = load_support(args.support)
+    support = load_support(data_root(args))
     queries = []
     for name in args.query:
         path = Path(name)
@@ -100,22 +112,28 @@ def run(args: argparse.Namespace) -> int:
         except VideoReadError as error:
             raise CLIError(f"--query {path} is not a readable video: {error.reason}") from None
         queries.append(Clip(path, -1, "?"))
-    num_frames, image_size = args.frames, None
+    num_frames, image_size = args.num_frames, args.image_size
+    device = resolve_device(args.device)
+    method_args = method_args_from(args)
     try:
         if args.checkpoint:
+            if args.method_options:
+                raise CLIError("-O applies without --checkpoint only (a checkpoint rebuilds its own method)")
             checkpoint = read_checkpoint(args.checkpoint)
             method, saved = method_from_checkpoint(
-                checkpoint, method=args.method, backbone=args.backbone, class_names=support.classes, args=args
+                checkpoint, method=args.method, backbone=args.backbone, class_names=support.classes,
+                method_args=method_args,
             )
-            num_frames, image_size = num_frames or saved.num_frames, saved.image_size
+            num_frames, image_size = num_frames or saved.num_frames, image_size or saved.image_size
             name, backbone = saved.method, saved.backbone
         else:
             name, backbone = args.method or DEFAULT_METHOD, args.backbone or DEFAULT_BACKBONE
-            method = build_method(name, backbone=backbone, weights=args.weights, descriptions=args.descriptions,
-                                  class_names=support.classes, args=args)
+            method = build_method(name, backbone=backbone, weights=args.weights,
+                                  method_options=method_options_dict(args), method_args=method_args,
+                                  class_names=support.classes)
     except user_errors() + (ValueError,) as error:
         raise CLIError(str(error)) from None
-    method.eval()
+    method.eval().to(device)
     loader = loader_for(method.encoder, num_frames=num_frames or 8, image_size=image_size)
     clips = [c for c in support.clips]  # class-major, labels = index in support.classes
     try:
@@ -128,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     except VideoReadError as error:
         raise CLIError(str(error)) from None
     with torch.no_grad():
-        probabilities = method(inputs).log_probs.float().exp()
+        probabilities = method(inputs.to(device)).log_probs.float().exp().cpu()
     top = args.top if args.top > 0 else len(support.classes)
     results = []
     for query, row in zip(queries, probabilities):
@@ -137,14 +155,15 @@ def run(args: argparse.Namespace) -> int:
             "query": str(query.path),
             "ranking": [{"class": support.classes[i], "probability": round(float(row[i]), 6)} for i in order],
         })
-    if args.json:
-        print(json.dumps({"method": name, "backbone": backbone, "checkpoint": args.checkpoint,
-                          "support": str(args.support), "shots": support.counts(), "predictions": results},
-                         indent=2))
+    record = {"method": name, "backbone": backbone, "checkpoint": args.checkpoint,
+              "support": str(args.data), "shots": support.counts(), "predictions": results}
+    if emit_json(args.json, record):
         return 0
     print(f"{name} ({backbone}); support: {len(support.classes)} actions, {len(clips)} clips")
     for result in results:
         print(result["query"])
         for rank, item in enumerate(result["ranking"], start=1):
             print(f"  {rank:2d}. {item['probability']:7.2%}  {item['class']}")
+    if args.json:
+        print(f"predictions: {args.json}")
     return 0

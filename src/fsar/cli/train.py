@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from fsar.cli import CLIError
+from fsar.cli._args import add_command, add_json, emit_json
 from fsar.cli._engine_args import add_common, resolve, user_errors
 
 ORDER = 10
@@ -50,12 +51,11 @@ examples:
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "train",
+    parser = add_command(
+        subparsers, "train",
         help="meta-train a method on episodes (validation, checkpoints, resume, DDP)",
         description="Meta-train a few-shot method on M-way K-shot episodes of a data set.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common(parser, what="training")
     parser.add_argument("--out", metavar="RUN_DIR", help="run directory (checkpoints, logs, config)")
@@ -77,6 +77,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--color-jitter", type=float, metavar="S", help="colour jitter strength in training (default 0)")
     parser.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), help="mixed precision (auto: on CUDA only)")
     parser.add_argument("--resume", action="store_true", help="continue RUN_DIR from its last checkpoint")
+    add_json(parser, what="the run's summary (steps, best validation accuracy, run directory)")
     parser.set_defaults(func=run)
 
 
@@ -94,20 +95,30 @@ def run(args: argparse.Namespace) -> int:
         if (Path(config.out) / "last.json").exists():
             raise CLIError(f"{config.out} already holds a run; add --resume to continue it, or pick another --out")
     try:
-        summary = run_training(config, resume=args.resume, args=args)
+        summary = run_training(config, resume=args.resume)
     except user_errors() as error:
         raise CLIError(str(error)) from None
-    if int(os.environ.get("RANK", "0")) == 0:
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    record = {
+        "method": config.method, "backbone": config.backbone, "run_dir": str(summary.run_dir),
+        "steps": summary.steps, "start_step": summary.start_step,
+        "tasks_per_step_effective": summary.tasks_per_step_effective, "seconds": round(summary.seconds, 1),
+        "best_val_accuracy": summary.best_val_accuracy, "best_val_ci95": summary.best_val_ci95,
+        "best_step": summary.best_step, "losses": summary.losses,
+    }
+    if emit_json(args.json, record):
+        return 0
+    print(
+        f"trained {config.method} ({config.backbone}) for {summary.steps} steps, "
+        f"{summary.tasks_per_step_effective} tasks per step, in {summary.seconds:.0f} s"
+    )
+    if summary.best_val_accuracy is not None:
         print(
-            f"trained {config.method} ({config.backbone}) for {summary.steps} steps, "
-            f"{summary.tasks_per_step_effective} tasks per step, in {summary.seconds:.0f} s"
+            f"best validation accuracy {100 * summary.best_val_accuracy:.2f} ± {100 * summary.best_val_ci95:.2f}% "
+            f"(95% CI, {config.val_episodes} episodes) at step {summary.best_step}"
         )
-        if summary.best_val_accuracy is not None:
-            print(
-                f"best validation accuracy {100 * summary.best_val_accuracy:.2f} ± {100 * summary.best_val_ci95:.2f}% "
-                f"(95% CI, {config.val_episodes} episodes) at step {summary.best_step}"
-            )
-        print(f"run directory: {summary.run_dir} (best.json/last.json, metrics.csv, learning_curve.png)")
+    print(f"run directory: {summary.run_dir} (best.json/last.json, metrics.csv, learning_curve.png)")
     return 0
 
 
@@ -123,7 +134,10 @@ def _resumed_config(args: argparse.Namespace):
     try:
         saved = config_to_dict(config_from_dict(read_checkpoint(args.out, prefer="last").config))
         saved.pop("kind")
-        saved.update(overrides_from_args(args, TrainConfig))
+        given = overrides_from_args(args, TrainConfig)
+        if "method_args" in given:  # the method's own options given now add to the run's
+            given["method_args"] = {**saved.get("method_args", {}), **given["method_args"]}
+        saved.update(given)
         return resolve_config(TrainConfig, yaml_path=args.config, overrides=saved)
     except (CheckpointError, ConfigError) as error:
         raise CLIError(f"cannot resume {args.out}: {error}") from None

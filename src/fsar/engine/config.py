@@ -10,6 +10,7 @@ written beside every checkpoint and result (:func:`config_to_dict`).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,6 +26,9 @@ __all__ = [
     "load_yaml",
     "resolve_config",
 ]
+
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -54,10 +58,11 @@ class TrainConfig:
     method: str = "ma-fsar"
     backbone: str = "effnet-lite0+minilm"
     weights: str | None = None
-    #: Extra keyword options for ``fsar.create_method`` (JSON-able values).
+    #: Extra keyword options for ``fsar.create_method`` (JSON-able values; ``-O key=value``).
     method_options: dict[str, Any] = field(default_factory=dict)
-    #: LGA's sub-action descriptions (a JSON file: class name -> list of strings).
-    descriptions: str | None = None
+    #: Values of the method's own command-line options (:meth:`FewShotMethod.options`, e.g.
+    #: LGA's ``descriptions`` cache file), handed to :meth:`FewShotMethod.load_resources`.
+    method_args: dict[str, Any] = field(default_factory=dict)
     split_file_dir: str | None = None
     val_data: str | None = None
     val_classes: int = 0
@@ -105,7 +110,7 @@ class EvalConfig:
     backbone: str | None = None
     weights: str | None = None
     method_options: dict[str, Any] = field(default_factory=dict)
-    descriptions: str | None = None
+    method_args: dict[str, Any] = field(default_factory=dict)
     #: A split file (``label/video_id`` per line) selecting the evaluation clips of ``data``.
     split_file: str | None = None
     classnames_file: str | None = None
@@ -199,10 +204,24 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported config type {annotation!r}")  # pragma: no cover
 
 
+#: Keys of earlier fsar versions -> the config field that holds them now (a method option).
+#: fsar 0.1 kept LGA's description cache as the top-level key ``descriptions``; it is read
+#: into ``method_args`` so that its run directories, checkpoints and YAML files keep working.
+LEGACY_METHOD_ARGS = ("descriptions",)
+
+
 def _apply(config: C, values: dict[str, Any], source: str) -> C:
     hints = typing.get_type_hints(type(config))
     names = {f.name for f in dataclasses.fields(config)}
-    updates = {}
+    updates: dict[str, Any] = {}
+    values = dict(values)
+    for key in LEGACY_METHOD_ARGS:
+        if key in values:
+            legacy = values.pop(key)
+            if legacy is not None:
+                merged = dict(values.get("method_args") or dict(config.method_args))
+                merged.setdefault(key, legacy)
+                values["method_args"] = merged
     for key, value in values.items():
         key = key.replace("-", "_")
         if key not in names:
@@ -255,7 +274,12 @@ def resolve_config(
     """
     config = cls()
     if yaml_path is not None:
-        config = _apply(config, load_yaml(yaml_path), str(yaml_path))
+        values = load_yaml(yaml_path)
+        for key in LEGACY_METHOD_ARGS:
+            if key in values:
+                log.warning("%s: the top-level key %r is deprecated and will be removed in the next release; "
+                            "write it under method_args: {%s: ...}", yaml_path, key, key)
+        config = _apply(config, values, str(yaml_path))
     if overrides:
         given = {k: v for k, v in overrides.items() if v is not None}
         config = _apply(config, given, "command line")

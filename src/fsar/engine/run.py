@@ -12,7 +12,6 @@ loops of :mod:`fsar.engine.train` / :mod:`fsar.engine.evaluate`:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 from dataclasses import dataclass
@@ -22,12 +21,13 @@ from typing import Any
 import torch
 
 from fsar.data.manifest import Manifest
-from fsar.engine.checkpoint import Checkpoint, load_method_tensors, read_checkpoint
+from fsar.engine.checkpoint import Checkpoint, CheckpointError, load_method_tensors, read_checkpoint
 from fsar.engine.config import ConfigError, EvalConfig, TrainConfig, config_from_dict, config_to_dict
 from fsar.engine.distributed import DistInfo, derive_seed, init_distributed, shutdown_distributed
 from fsar.engine.evaluate import EvalResult, evaluate, save_result
 from fsar.engine.sources import episode_source
 from fsar.engine.train import TrainHooks, TrainSummary, train
+from fsar.methods.base import FewShotMethod
 
 __all__ = [
     "EvalOutcome",
@@ -44,41 +44,37 @@ log = logging.getLogger(__name__)
 RESUME_MUTABLE = {"episodes", "progress", "device", "val_every", "checkpoint_every", "val_episodes", "features"}
 
 
-def _method_options(method: str, options: dict[str, Any], descriptions: str | None, class_names, args) -> dict:
-    """The keyword options for ``create_method``: the config's ``method_options`` plus
-    method-specific resources (LGA's descriptions and describer from the command line)."""
-    options = dict(options)
-    if method == "lga":
-        from fsar.lga.describe import method_options_from_args
-
-        namespace = argparse.Namespace(**vars(args)) if args is not None else argparse.Namespace()
-        if getattr(namespace, "descriptions", None) is None:
-            namespace.descriptions = descriptions  # e.g. the cache path saved in a checkpoint's config
-        for key, value in method_options_from_args(namespace, class_names).items():
-            if value is not None:
-                options.setdefault(key, value)
-    elif descriptions:
-        raise ConfigError(f"--descriptions is an option of method 'lga', not of {method!r}")
-    return options
-
-
 def build_method(
     method: str,
     *,
     backbone: str,
     weights: str | None = None,
     method_options: dict[str, Any] | None = None,
-    descriptions: str | None = None,
+    method_args: dict[str, Any] | None = None,
     class_names: list[str] | None = None,
-    args: argparse.Namespace | None = None,
-) -> torch.nn.Module:
-    """``fsar.create_method`` with the options of a config (errors name the method)."""
+) -> FewShotMethod:
+    """``fsar.create_method`` with the options of a config (errors name the method), then the
+    method's own resources (:meth:`FewShotMethod.load_resources` with ``method_args``, for
+    ``class_names``: every class the run will show it)."""
     from fsar.methods import create_method, list_methods
 
     if method not in list_methods():
         raise ConfigError(f"unknown method {method!r}; available: {', '.join(list_methods())}")
-    options = _method_options(method, method_options or {}, descriptions, class_names, args)
-    return create_method(method, backbone=backbone, weights=weights, **options)
+    method_args = _checked_method_args(method, method_args)
+    built = create_method(method, backbone=backbone, weights=weights, **(method_options or {}))
+    built.load_resources(method_args, class_names=class_names)
+    return built
+
+
+def _checked_method_args(method: str, values: dict[str, Any] | None) -> dict[str, Any]:
+    from fsar.methods import check_method_options
+
+    values = {k: v for k, v in (values or {}).items() if v is not None}
+    try:
+        check_method_options(method, values)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    return values
 
 
 def training_manifests(config: TrainConfig) -> tuple[Manifest, Manifest | None]:
@@ -138,28 +134,26 @@ def run_training(
     *,
     resume: bool = False,
     hooks: TrainHooks | None = None,
-    args: argparse.Namespace | None = None,
 ) -> TrainSummary:
     """Train ``config.method`` as configured (single process, or one rank under ``torchrun``)."""
     if resume:
         _check_resume(config)
     dist = init_distributed(config.device)
     try:
-        return _run_training(config, dist, resume=resume, hooks=hooks, args=args)
+        return _run_training(config, dist, resume=resume, hooks=hooks)
     finally:
         shutdown_distributed(dist)
 
 
-def _run_training(config, dist: DistInfo, *, resume, hooks, args) -> TrainSummary:
+def _run_training(config, dist: DistInfo, *, resume, hooks) -> TrainSummary:
     train_manifest, val_manifest = training_manifests(config)
     torch.manual_seed(config.seed)  # every rank builds identical initial weights
     method = build_method(
         config.method, backbone=config.backbone, weights=config.weights, method_options=config.method_options,
-        descriptions=config.descriptions, class_names=train_manifest.classes + (val_manifest.classes if val_manifest else []),
-        args=args,
+        method_args=config.method_args,
+        class_names=train_manifest.classes + (val_manifest.classes if val_manifest else []),
     )
-    if hasattr(method, "set_training_classes"):
-        method.set_training_classes(list(train_manifest.classes))
+    method.set_training_classes(list(train_manifest.classes))
     method.to(dist.device)
     features_root = Path(config.features) if config.features else None
     barrier = None
@@ -183,20 +177,11 @@ def _run_training(config, dist: DistInfo, *, resume, hooks, args) -> TrainSummar
     record = {
         "training_classes": list(train_manifest.classes),
         "validation_classes": list(val_manifest.classes) if val_manifest is not None else [],
-        "method_config": _jsonable(getattr(method, "config", None)),
+        # The method's resolved config: method_from_checkpoint rebuilds the method from it.
+        "method_config": method.config_dict(),
     }
     return train(config, method=method, train_source=train_source, val_source=val_source, dist=dist,
                  resume=resume, hooks=hooks, extra_record=record)
-
-
-def _jsonable(value: Any) -> Any:
-    import json
-
-    if value is None:
-        return None
-    if dataclasses.is_dataclass(value):
-        value = dataclasses.asdict(value)
-    return json.loads(json.dumps(value, default=str))
 
 
 def method_from_checkpoint(
@@ -205,22 +190,42 @@ def method_from_checkpoint(
     method: str | None = None,
     backbone: str | None = None,
     class_names: list[str] | None = None,
-    args: argparse.Namespace | None = None,
-) -> tuple[torch.nn.Module, TrainConfig]:
+    method_args: dict[str, Any] | None = None,
+) -> tuple[FewShotMethod, TrainConfig]:
     """Rebuild the trained method exactly as configured in the checkpoint, and load its tensors.
 
+    The method is rebuilt from the resolved config saved beside the tensors (the record's
+    ``method_config``, via :meth:`FewShotMethod.from_config`); a record without one (written
+    by code that did not save it) falls back to the run's ``method_options``. Its own
+    options are the run's ``method_args`` updated by ``method_args`` given now.
     ``method`` / ``backbone``, when given, must match the checkpoint's (a clear error otherwise).
     """
+    from fsar.methods import create_method, list_methods, method_from_config
+
     checkpoint.check_compatible(method=method, backbone=backbone)
     saved = config_from_dict(checkpoint.config, source=str(checkpoint.path))
     if not isinstance(saved, TrainConfig):
         raise ConfigError(f"{checkpoint.path}: holds no training config")
-    built = build_method(
-        saved.method, backbone=saved.backbone, weights=saved.weights, method_options=saved.method_options,
-        descriptions=(getattr(args, "descriptions", None) or saved.descriptions), class_names=class_names, args=args,
-    )
+    if saved.method not in list_methods():
+        raise CheckpointError(
+            f"{checkpoint.path}: trained with method {saved.method!r}, which this fsar does not have "
+            f"(available: {', '.join(list_methods())})"
+        )
+    values = _checked_method_args(saved.method, {**saved.method_args, **(method_args or {})})
+    method_config = checkpoint.record.get("method_config")
+    if isinstance(method_config, dict):
+        try:
+            built = method_from_config(saved.method, method_config)
+        except (TypeError, ValueError) as error:
+            raise CheckpointError(
+                f"{checkpoint.path}: cannot rebuild {saved.method!r} from its saved method_config ({error}); "
+                "delete the record's \"method_config\" entry to rebuild from the run's method_options instead"
+            ) from None
+    else:
+        built = create_method(saved.method, backbone=saved.backbone, weights=saved.weights, **saved.method_options)
+    built.load_resources(values, class_names=class_names)
     training_classes = checkpoint.record.get("training_classes")
-    if training_classes and hasattr(built, "set_training_classes"):
+    if training_classes:
         built.set_training_classes(list(training_classes))
     load_method_tensors(built, checkpoint)
     return built, saved
@@ -241,7 +246,7 @@ def eval_manifest(config: EvalConfig) -> Manifest:
     return Manifest.from_folder(config.data, progress=config.progress)
 
 
-def run_evaluation(config: EvalConfig, *, args: argparse.Namespace | None = None, method=None) -> EvalOutcome:
+def run_evaluation(config: EvalConfig, *, method: FewShotMethod | None = None) -> EvalOutcome:
     """Evaluate a method (trained from ``config.checkpoint``, or training-free) on ``config.episodes``
     seeded episodes of ``config.data``; writes ``config.json`` / ``config.png`` when set."""
     import tempfile
@@ -252,7 +257,8 @@ def run_evaluation(config: EvalConfig, *, args: argparse.Namespace | None = None
         if config.checkpoint:
             checkpoint = read_checkpoint(config.checkpoint)
             method, saved = method_from_checkpoint(
-                checkpoint, method=config.method, backbone=config.backbone, class_names=manifest.classes, args=args
+                checkpoint, method=config.method, backbone=config.backbone, class_names=manifest.classes,
+                method_args=config.method_args,
             )
             config = dataclasses.replace(
                 config, method=saved.method, backbone=saved.backbone, weights=saved.weights,
@@ -268,10 +274,10 @@ def run_evaluation(config: EvalConfig, *, args: argparse.Namespace | None = None
             torch.manual_seed(config.seed)
             method = build_method(
                 config.method, backbone=config.backbone, weights=config.weights,
-                method_options=config.method_options, descriptions=config.descriptions,
-                class_names=manifest.classes, args=args,
+                method_options=config.method_options, method_args=config.method_args,
+                class_names=manifest.classes,
             )
-            if getattr(method, "trainable", True) and any(p.requires_grad for p in method.parameters()):
+            if method.is_trainable():
                 log.warning("evaluating %s without --checkpoint: its trainable parts are untrained (random)",
                             config.method)
     if config.num_frames is None:

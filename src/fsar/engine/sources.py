@@ -30,6 +30,7 @@ from fsar.data.loading import ClipLoader, load_episode
 from fsar.data.manifest import Manifest
 from fsar.data.transforms import TransformConfig
 from fsar.engine.distributed import derive_seed
+from fsar.methods.base import FewShotMethod
 
 __all__ = ["CachedEpisodes", "FrameEpisodes", "episode_source", "loader_for", "open_feature_cache"]
 
@@ -68,13 +69,15 @@ class CachedEpisodes:
     sampler: EpisodeSampler
     cache: object  # fsar.encoders.cache.FeatureCache
     loader: ClipLoader
+    #: Extra named streams the method reads (:meth:`FewShotMethod.required_streams`).
+    streams: tuple[str, ...] = ()
 
     @property
     def class_names(self) -> list[str]:
         return list(self.sampler.manifest.classes)
 
     def sample(self, index: int, *, train: bool) -> EpisodeInputs:
-        return self.cache.load_episode(self.sampler.episode(index), self.loader)
+        return self.cache.load_episode(self.sampler.episode(index), self.loader, streams=self.streams)
 
 
 def open_feature_cache(directory: str | Path, encoder):
@@ -87,7 +90,7 @@ def open_feature_cache(directory: str | Path, encoder):
 
 
 def episode_source(
-    method: torch.nn.Module,
+    method: FewShotMethod,
     manifest: Manifest,
     *,
     way: int,
@@ -108,15 +111,17 @@ def episode_source(
 ):
     """The episode source for ``method`` on ``manifest``.
 
-    Frozen encoder and ``use_feature_cache``: features from the cache at ``features`` if
-    given (it must hold every clip), else extracted into ``extract_to`` (resumable; reused by
-    later runs). ``may_extract=False`` skips the extraction (another process does it; call
-    ``before_open`` to wait for it). Otherwise: frames.
+    A method that :meth:`~FewShotMethod.uses_cached_features` (default: its encoder is
+    frozen) and ``use_feature_cache``: features from the cache at ``features`` if given (it
+    must hold every clip), else extracted into ``extract_to`` (resumable; reused by later
+    runs), with the method's :meth:`~FewShotMethod.required_streams`. ``may_extract=False``
+    skips the extraction (another process does it; call ``before_open`` to wait for it).
+    Otherwise: frames.
     """
     sampler = EpisodeSampler(manifest, way=way, shot=shot, queries=queries, seed=seed)
     encoder = method.encoder
     loader = loader_for(encoder, num_frames=num_frames, image_size=image_size, hflip=hflip, color_jitter=color_jitter)
-    if not (use_feature_cache and getattr(encoder, "is_frozen", False)):
+    if not (use_feature_cache and method.uses_cached_features()):
         return FrameEpisodes(sampler, loader)
     if features is None:
         if extract_to is None:
@@ -134,7 +139,7 @@ def episode_source(
         before_open()
     cache = open_feature_cache(features, encoder)
     return CachedEpisodes(_without_skipped(sampler, cache, manifest, way=way, shot=shot, queries=queries, seed=seed),
-                          cache, loader)
+                          cache, loader, streams=tuple(method.required_streams()))
 
 
 def _without_skipped(sampler: EpisodeSampler, cache, manifest: Manifest, **sampling) -> EpisodeSampler:

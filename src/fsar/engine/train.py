@@ -40,6 +40,7 @@ from fsar.engine.config import TrainConfig, config_to_dict
 from fsar.engine.distributed import DistInfo, all_reduce_mean, derive_seed
 from fsar.engine.evaluate import EpisodeSource, evaluate
 from fsar.engine.logging import RunLogger, draw_learning_curve
+from fsar.methods.base import FewShotMethod
 
 __all__ = ["TrainError", "TrainHooks", "TrainSummary", "milestone_steps", "total_steps", "train"]
 
@@ -103,19 +104,10 @@ def _amp(config: TrainConfig, device: torch.device):
     return (lambda: torch.autocast(device_type=device.type, dtype=dtype)), scaler
 
 
-def _set_train_mode(method: torch.nn.Module) -> None:
-    """Training mode, except for a frozen encoder: its BatchNorm statistics and dropout must stay
-    as pre-trained (and match the cached features)."""
-    method.train()
-    encoder = getattr(method, "encoder", None)
-    if encoder is not None and getattr(encoder, "is_frozen", False):
-        encoder.eval()
-
-
 def train(
     config: TrainConfig,
     *,
-    method: torch.nn.Module,
+    method: FewShotMethod,
     train_source: EpisodeSource,
     val_source: EpisodeSource | None = None,
     dist: DistInfo | None = None,
@@ -134,10 +126,10 @@ def train(
     hooks = hooks or TrainHooks()
     device = dist.device
     run_dir = Path(config.out)
-    method_name = getattr(method, "name", config.method)
-    backbone = getattr(method, "backbone_name", config.backbone)
+    method_name = method.name or config.method
+    backbone = method.backbone_name or config.backbone
     named = [(n, p) for n, p in method.named_parameters() if p.requires_grad]
-    if not named or not getattr(method, "trainable", True):
+    if not method.is_trainable():
         raise TrainError(
             f"method {method_name!r} has nothing to train (training-free); evaluate it with `fsar eval`"
         )
@@ -214,7 +206,7 @@ def train(
                unit="step", initial=summary.start_step, total=steps)
     try:
         for step in bar:
-            _set_train_mode(method)
+            method.train()  # a frozen encoder stays in eval mode (FewShotMethod.train)
             optimizer.zero_grad(set_to_none=True)
             tasks = tasks_in_step(config, step)
             step_loss = 0.0

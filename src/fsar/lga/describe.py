@@ -1,67 +1,59 @@
-"""Textual anatomy for LGA: each action label -> L ordered stage descriptions.
+"""Command-line side of LGA's textual anatomy, and the one import for all of it.
 
-LGA has a language model rewrite every class name as L atomic descriptions (default
-3: **onset, progression, completion**), each naming a subject, a motion and an object.
-This module produces them once, keeps them in a reviewable JSON cache, and never lets a
-bad answer through silently.
+The work is split by concern:
 
-Describers (anything with ``describe(class_name, num_stages) -> list[str]``):
+* :mod:`fsar.lga.llm` -- the describers (OpenAI-compatible chat server, local
+  ``transformers`` model, template fallback), the prompt and the reply validation, and
+  :data:`~fsar.lga.llm.DESCRIBER_OPTIONS` (``--llm-url`` ...) with
+  :func:`~fsar.lga.llm.describer_from_options`;
+* :mod:`fsar.lga.descriptions` -- the reviewable JSON description cache and the
+  resolution cache -> LLM -> template;
+* this module -- argparse glue: :func:`add_describer_arguments`,
+  :func:`describer_from_args` and :func:`method_options_from_args`, for scripts and for
+  ``fsar describe``. The train/eval/predict commands get the same options from the
+  ``lga`` method's own declaration (:meth:`fsar.methods.lga.LGA.options`).
 
-* :class:`ChatDescriber` -- an OpenAI-compatible ``/chat/completions`` endpoint (a local
-  vLLM, llama.cpp or Ollama server, or a hosted API), spoken with ``urllib`` only.
-* :class:`TransformersDescriber` -- a local ``transformers`` causal LM from a folder.
-* :class:`TemplateDescriber` -- the documented fallback when no LLM is configured:
-  stage i of "<label>" reads ``"<position phrase> <label>, <what the person does>"``,
-  e.g. for L = 3 and "Closing something":
-
-    - "the start of closing something: a person begins the action"
-    - "the middle of closing something: a person carries out the action"
-    - "the end of closing something: a person completes the action"
-
-  It carries only the label (like LGA's "Textual-An off" ablation plus a position
-  phrase), so runs that use it say so.
-
-Both LLM describers share one prompt (:func:`build_messages`) asking for strict JSON of
-exactly the form ``{"stages": ["...", "...", "..."]}`` (L strings in temporal order),
-decode deterministically (temperature 0), validate the reply (:func:`parse_stages`) and
-re-ask a bounded number of times, telling the model what was wrong; after the last
-failed attempt :class:`DescriptionError` names the class and quotes the last bad reply.
-
-The cache (:class:`DescriptionCache`) is a JSON file with one entry per class name and
-L, read first and written atomically (temporary file + ``os.replace``); entries can be
-edited by hand and shipped with a data set::
-
-    {"format": "fsar-lga-descriptions", "version": 1,
-     "descriptions": {"Closing something": {"3": {"stages": ["...", "...", "..."],
-                                                   "source": "chat:qwen2.5-7b-instruct"}}}}
-
-An entry whose ``source`` is ``"template"`` was filled by the fallback and is replaced as
-soon as an LLM describer is available; any other source (set it to ``"manual"`` after
-editing) is kept as written.
-
-CLI glue for ``fsar describe`` and for the ``--descriptions``/``--llm-*`` options of
-train/eval/predict: :func:`add_describer_arguments`, :func:`describer_from_args`,
-:func:`load_descriptions` and :func:`method_options_from_args`.
+Everything the two modules above export is importable from here as well.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import os
-import re
-import socket
-import tempfile
-import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Sequence
+
+from fsar.lga.descriptions import (  # noqa: F401  (re-exported)
+    CACHE_FORMAT,
+    CACHE_VERSION,
+    DESCRIPTIONS_OPTION,
+    CacheEntry,
+    DescriptionCache,
+    DescriptionReport,
+    descriptions_for,
+    load_descriptions,
+    read_class_names,
+    resolve_descriptions,
+)
+from fsar.lga.llm import (  # noqa: F401  (re-exported)
+    DESCRIBER_OPTIONS,
+    MAX_WORDS,
+    TEMPLATE_SOURCE,
+    ChatDescriber,
+    DescriptionError,
+    Describer,
+    LLMDescriber,
+    TemplateDescriber,
+    TransformersDescriber,
+    TransientLLMError,
+    build_messages,
+    chat_completions_url,
+    describer_from_options,
+    parse_stages,
+    stage_names,
+)
 
 __all__ = [
     "CACHE_FORMAT",
+    "DESCRIPTIONS_OPTION",
     "ChatDescriber",
     "DescriptionCache",
     "DescriptionError",
@@ -82,628 +74,22 @@ __all__ = [
     "stage_names",
 ]
 
-log = logging.getLogger(__name__)
-
-CACHE_FORMAT = "fsar-lga-descriptions"
-CACHE_VERSION = 1
-TEMPLATE_SOURCE = "template"
-#: Descriptions longer than this many words are truncated (with a warning): CLIP's text
-#: encoder reads 77 BPE tokens, roughly 55 English words; the prompt asks for <= 20.
-MAX_WORDS = 50
-
-
-class DescriptionError(ValueError):
-    """A describer could not produce valid stage descriptions (names class and reason)."""
-
-
-class Describer(Protocol):
-    """Anything that turns one action label into ``num_stages`` ordered descriptions."""
-
-    source: str
-
-    def describe(self, class_name: str, num_stages: int) -> list[str]: ...
-
-
-def stage_names(num_stages: int) -> list[str]:
-    """Names of the L temporal stages: onset/progression/completion for L = 3."""
-    if num_stages < 1:
-        raise ValueError(f"num_stages must be >= 1, got {num_stages}")
-    if num_stages == 1:
-        return ["whole action"]
-    if num_stages == 2:
-        return ["onset", "completion"]
-    if num_stages == 3:
-        return ["onset", "progression", "completion"]
-    middle = [f"progression {i}" for i in range(1, num_stages - 1)]
-    return ["onset", *middle, "completion"]
-
-
-# ----------------------------------------------------------------------------- prompt
-
-
-def build_messages(class_name: str, num_stages: int) -> list[dict[str, str]]:
-    """The chat prompt asking for the textual anatomy of ``class_name`` as strict JSON."""
-    names = stage_names(num_stages)
-    example = json.dumps({"stages": [f"<{name} sentence>" for name in names]})
-    user = (
-        f'Split the action "{class_name}" into exactly {num_stages} consecutive phase'
-        f"{'s' if num_stages > 1 else ''}, in temporal order: {', '.join(names)}. "
-        "For each phase think of the subject (who acts), the motion (what the body or hands "
-        "do) and the object (what is acted on, or 'none'), and write one sentence of at most "
-        "20 words that names all three. Describe only what is visible; no speculation. "
-        'Keep placeholders such as "something" exactly as written in the action. '
-        f"Answer with only a JSON object of exactly this form, with {num_stages} "
-        f"string{'s' if num_stages > 1 else ''} in temporal order and nothing else: {example}"
-    )
-    return [
-        {"role": "system", "content": "You describe human actions for a video recognition system."},
-        {"role": "user", "content": user},
-    ]
-
-
-_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
-
-
-def parse_stages(reply: str, num_stages: int) -> list[str]:
-    """Validate an LLM reply: a JSON object ``{"stages": [...]}`` with exactly L non-empty strings.
-
-    A surrounding Markdown code fence is tolerated (many chat models add one even when
-    asked not to); anything else -- other keys, a bare list, wrong count, empty or
-    non-string items -- raises ValueError saying what is wrong. Whitespace is collapsed;
-    a description over :data:`MAX_WORDS` words is truncated with a warning.
-    """
-    text = reply.strip()
-    fenced = _FENCE.match(text)
-    if fenced:
-        text = fenced.group(1)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"reply is not JSON ({error.msg} at character {error.pos})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"reply is a JSON {type(data).__name__}, not an object with key 'stages'")
-    if set(data) != {"stages"}:
-        raise ValueError(f"reply object must have exactly the key 'stages', got keys {sorted(data)}")
-    stages = data["stages"]
-    if not isinstance(stages, list):
-        raise ValueError(f"'stages' must be a list, got {type(stages).__name__}")
-    if len(stages) != num_stages:
-        raise ValueError(f"'stages' must hold exactly {num_stages} strings, got {len(stages)}")
-    cleaned = []
-    for index, stage in enumerate(stages):
-        if not isinstance(stage, str):
-            raise ValueError(f"stage {index} is a {type(stage).__name__}, not a string")
-        words = stage.split()
-        if not words:
-            raise ValueError(f"stage {index} is empty")
-        if len(words) > MAX_WORDS:
-            log.warning("stage %d has %d words; truncated to %d", index, len(words), MAX_WORDS)
-            words = words[:MAX_WORDS]
-        cleaned.append(" ".join(words))
-    return cleaned
-
-
-def _shorten(text: str, limit: int = 300) -> str:
-    text = text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
-    return repr(text)
-
-
-# ----------------------------------------------------------------------------- describers
-
-
-class LLMDescriber:
-    """Prompt, validate, re-ask: the part every LLM backend shares.
-
-    Subclasses implement :meth:`complete` (messages -> reply text). A reply that fails
-    :func:`parse_stages` is answered with a correction message and asked again, at most
-    ``retries`` more times; then :class:`DescriptionError` names the class, the reason and
-    the last reply. :class:`TransientLLMError` from ``complete`` (timeouts, 5xx) is
-    retried the same way; any other error propagates at once.
-    """
-
-    source = "llm"
-
-    def __init__(self, *, retries: int = 2, retry_delay: float = 1.0) -> None:
-        if retries < 0:
-            raise ValueError(f"retries must be >= 0, got {retries}")
-        self.retries = retries
-        self.retry_delay = retry_delay
-
-    def complete(self, messages: list[dict[str, str]]) -> str:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def describe(self, class_name: str, num_stages: int) -> list[str]:
-        messages = build_messages(class_name, num_stages)
-        problem = ""
-        last_reply: str | None = None
-        for attempt in range(self.retries + 1):
-            if attempt and self.retry_delay:
-                time.sleep(self.retry_delay * attempt)
-            try:
-                reply = self.complete(messages)
-            except TransientLLMError as error:
-                problem, last_reply = str(error), None
-                log.warning("describing %r: attempt %d failed: %s", class_name, attempt + 1, error)
-                continue
-            except DescriptionError as error:
-                raise DescriptionError(f"describing class {class_name!r}: {error}") from None
-            try:
-                return parse_stages(reply, num_stages)
-            except ValueError as error:
-                problem, last_reply = str(error), reply
-                log.warning("describing %r: attempt %d: invalid reply: %s", class_name, attempt + 1, error)
-                messages = messages[:2] + [
-                    {"role": "assistant", "content": reply},
-                    {
-                        "role": "user",
-                        "content": f"That reply was not valid: {error}. Answer again with only the "
-                        f'JSON object {{"stages": [...]}} holding exactly {num_stages} non-empty '
-                        "strings in temporal order.",
-                    },
-                ]
-        last = "no reply" if last_reply is None else f"last reply: {_shorten(last_reply)}"
-        raise DescriptionError(
-            f"{self.source} gave no valid description of class {class_name!r} after "
-            f"{self.retries + 1} attempt(s): {problem}; {last}"
-        )
-
-
-class TransientLLMError(RuntimeError):
-    """A failure worth retrying (timeout, server busy, 5xx)."""
-
-
-def chat_completions_url(url: str) -> str:
-    """``http://host:port``, ``.../v1`` or ``.../v1/chat/completions`` -> the completions URL."""
-    base = url.strip().rstrip("/")
-    if not base.startswith(("http://", "https://")):
-        raise ValueError(f"LLM URL must start with http:// or https://, got {url!r}")
-    if base.endswith("/chat/completions"):
-        return base
-    if re.search(r"/v\d+$", base):
-        return base + "/chat/completions"
-    return base + "/v1/chat/completions"
-
-
-class ChatDescriber(LLMDescriber):
-    """An OpenAI-compatible chat endpoint (vLLM, llama.cpp server, Ollama, hosted APIs).
-
-    POSTs ``{url}/chat/completions`` with temperature 0 and a ``response_format`` JSON
-    hint (``json_mode=False`` drops the hint for servers that reject it). ``api_key`` is
-    sent as a bearer token when given.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        model: str,
-        *,
-        api_key: str | None = None,
-        timeout: float = 60.0,
-        retries: int = 2,
-        retry_delay: float = 1.0,
-        json_mode: bool = True,
-        max_tokens: int = 400,
-    ) -> None:
-        super().__init__(retries=retries, retry_delay=retry_delay)
-        if not model:
-            raise ValueError("an LLM model name is required with an LLM URL (--llm-model)")
-        self.url = chat_completions_url(url)
-        self.model = model
-        self.api_key = api_key
-        self.timeout = timeout
-        self.json_mode = json_mode
-        self.max_tokens = max_tokens
-        self.source = f"chat:{model}"
-
-    def complete(self, messages: list[dict[str, str]]) -> str:
-        body: dict = {
-            "model": self.model,
-            "messages": messages,
-            "temperature": 0,
-            "max_tokens": self.max_tokens,
-        }
-        if self.json_mode:
-            body["response_format"] = {"type": "json_object"}
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(
-            self.url, data=json.dumps(body).encode("utf-8"), headers=headers, method="POST"
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                payload = response.read()
-        except urllib.error.HTTPError as error:
-            detail = error.read()[:300].decode("utf-8", "replace")
-            message = f"{self.url} answered HTTP {error.code}: {detail}"
-            if error.code == 429 or error.code >= 500:
-                raise TransientLLMError(message) from None
-            raise DescriptionError(message) from None
-        except (TimeoutError, socket.timeout):
-            raise TransientLLMError(f"{self.url} did not answer within {self.timeout:g} s") from None
-        except urllib.error.URLError as error:
-            if isinstance(error.reason, (TimeoutError, socket.timeout)):
-                raise TransientLLMError(f"{self.url} did not answer within {self.timeout:g} s") from None
-            raise DescriptionError(f"cannot reach the LLM server at {self.url}: {error.reason}") from None
-        try:
-            data = json.loads(payload)
-            content = data["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError):
-            # Not the OpenAI response shape: hand the raw body to the validator's retry loop.
-            return payload.decode("utf-8", "replace")
-        if not isinstance(content, str):
-            return json.dumps(content)
-        return content
-
-
-class TransformersDescriber(LLMDescriber):
-    """A local ``transformers`` causal LM (``AutoModelForCausalLM`` + ``AutoTokenizer``) from a folder.
-
-    Greedy decoding (temperature 0). Uses the tokenizer's chat template when it has one,
-    otherwise a plain "role: content" transcript ending in "assistant:". ``generate`` can
-    replace the model's generation (tests, custom runtimes): ``generate(prompt_text) -> reply``.
-    """
-
-    def __init__(
-        self,
-        folder: str | Path,
-        *,
-        max_new_tokens: int = 256,
-        retries: int = 2,
-        device: str = "cpu",
-    ) -> None:
-        super().__init__(retries=retries, retry_delay=0.0)
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise ValueError(f"LLM folder {folder} does not exist or is not a folder")
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.model = AutoModelForCausalLM.from_pretrained(folder).to(device).eval()
-        self.device = device
-        self.max_new_tokens = max_new_tokens
-        self.source = f"transformers:{folder.name}"
-
-    def prompt_ids(self, messages: list[dict[str, str]]):
-        if getattr(self.tokenizer, "chat_template", None):
-            encoded = self.tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-            )
-            return encoded["input_ids"]
-        transcript = "\n\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\n\nassistant:"
-        return self.tokenizer(transcript, return_tensors="pt")["input_ids"]
-
-    def complete(self, messages: list[dict[str, str]]) -> str:
-        import torch
-
-        input_ids = self.prompt_ids(messages).to(self.device)
-        pad = self.tokenizer.pad_token_id
-        if pad is None:
-            pad = self.tokenizer.eos_token_id
-        with torch.no_grad():
-            output = self.model.generate(
-                input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                max_new_tokens=self.max_new_tokens,
-                do_sample=False,
-                pad_token_id=pad,
-            )
-        return self.tokenizer.decode(output[0, input_ids.shape[1]:], skip_special_tokens=True)
-
-
-class TemplateDescriber:
-    """The fallback without an LLM: position phrase + label (see the module docstring)."""
-
-    source = TEMPLATE_SOURCE
-
-    def describe(self, class_name: str, num_stages: int) -> list[str]:
-        # Same normalisation as the prompt templates: brackets, underscores, CamelCase.
-        from fsar.encoders.prompts import normalise_class_name
-
-        try:
-            label = normalise_class_name(class_name)
-        except ValueError:
-            raise DescriptionError(f"cannot describe the empty class name {class_name!r}") from None
-        if num_stages == 1:
-            return [f"{label}: a person performs the whole action"]
-        out = []
-        for index in range(num_stages):
-            if index == 0:
-                out.append(f"the start of {label}: a person begins the action")
-            elif index == num_stages - 1:
-                out.append(f"the end of {label}: a person completes the action")
-            elif num_stages == 3:
-                out.append(f"the middle of {label}: a person carries out the action")
-            else:
-                out.append(
-                    f"the middle of {label}, step {index + 1} of {num_stages}: "
-                    "a person carries out the action"
-                )
-        return out
-
-
-# ----------------------------------------------------------------------------- cache
-
-
-@dataclass
-class CacheEntry:
-    stages: list[str]
-    source: str
-
-
-class DescriptionCache:
-    """One JSON file of descriptions, one entry per (class name, L); see the module docstring.
-
-    Reading validates every entry (errors name the file and the class). :meth:`save`
-    writes atomically, so an interrupted run never leaves a half-written cache.
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.entries: dict[str, dict[int, CacheEntry]] = {}
-        if self.path.exists():
-            self._read()
-
-    def _read(self) -> None:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ValueError(f"description cache {self.path}: cannot read JSON: {error}") from None
-        if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT:
-            raise ValueError(
-                f"description cache {self.path}: not an {CACHE_FORMAT!r} file (missing 'format')"
-            )
-        if data.get("version") != CACHE_VERSION:
-            raise ValueError(
-                f"description cache {self.path}: unsupported version {data.get('version')!r}"
-            )
-        descriptions = data.get("descriptions")
-        if not isinstance(descriptions, dict):
-            raise ValueError(f"description cache {self.path}: 'descriptions' must be an object")
-        for class_name, by_length in descriptions.items():
-            if not isinstance(by_length, dict):
-                raise ValueError(
-                    f"description cache {self.path}: class {class_name!r} must map L to an entry"
-                )
-            for key, entry in by_length.items():
-                where = f"description cache {self.path}: class {class_name!r}, L={key}"
-                if not str(key).isdigit():
-                    raise ValueError(f"{where}: L must be a positive integer")
-                if not isinstance(entry, dict) or "stages" not in entry:
-                    raise ValueError(f"{where}: entry must be an object with 'stages'")
-                try:
-                    stages = parse_stages(json.dumps({"stages": entry["stages"]}), int(key))
-                except ValueError as error:
-                    raise ValueError(f"{where}: {error}") from None
-                source = entry.get("source", "manual")
-                self.entries.setdefault(class_name, {})[int(key)] = CacheEntry(stages, str(source))
-
-    def get(self, class_name: str, num_stages: int) -> CacheEntry | None:
-        return self.entries.get(class_name, {}).get(num_stages)
-
-    def put(self, class_name: str, stages: Sequence[str], source: str) -> None:
-        self.entries.setdefault(class_name, {})[len(stages)] = CacheEntry(list(stages), source)
-
-    def to_json(self) -> dict:
-        return {
-            "format": CACHE_FORMAT,
-            "version": CACHE_VERSION,
-            "descriptions": {
-                name: {
-                    str(length): {"stages": entry.stages, "source": entry.source}
-                    for length, entry in sorted(by_length.items())
-                }
-                for name, by_length in sorted(self.entries.items())
-            },
-        }
-
-    def save(self) -> None:
-        """Write the cache atomically (temporary file in the same folder, then os.replace)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n"
-        handle, temporary = tempfile.mkstemp(
-            prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
-        )
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                stream.write(text)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temporary, self.path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-
-
-# ----------------------------------------------------------------------------- resolution
-
-
-@dataclass
-class DescriptionReport:
-    """Where each class's descriptions came from in one :func:`resolve_descriptions` call."""
-
-    cached: list[str] = field(default_factory=list)
-    generated: list[str] = field(default_factory=list)
-    template: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        return (
-            f"{len(self.cached)} from cache, {len(self.generated)} generated by the LLM, "
-            f"{len(self.template)} from the template fallback"
-        )
-
-
-def resolve_descriptions(
-    class_names: Sequence[str],
-    *,
-    num_stages: int = 3,
-    cache: DescriptionCache | None = None,
-    describer: Describer | None = None,
-    progress: bool = False,
-    on_generated: Callable[[], None] | None = None,
-) -> tuple[dict[str, list[str]], DescriptionReport]:
-    """Descriptions for every class: cache first, then ``describer``, then the template.
-
-    A cached ``"template"`` entry counts as missing when an LLM ``describer`` is given.
-    New entries are put into ``cache`` (the caller saves it; ``on_generated`` is called
-    after each LLM answer so long runs can save as they go). Logs a warning naming the
-    classes that fell back to the template.
-    """
-    report = DescriptionReport()
-    out: dict[str, list[str]] = {}
-    template = TemplateDescriber()
-    names = list(dict.fromkeys(class_names))
-    iterator = names
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(names, desc="describing classes", unit="class")
-    for name in iterator:
-        entry = cache.get(name, num_stages) if cache is not None else None
-        if entry is not None and not (entry.source == TEMPLATE_SOURCE and describer is not None):
-            out[name] = entry.stages
-            (report.template if entry.source == TEMPLATE_SOURCE else report.cached).append(name)
-            continue
-        if describer is not None:
-            stages = describer.describe(name, num_stages)
-            report.generated.append(name)
-            source = describer.source
-        else:
-            stages = template.describe(name, num_stages)
-            report.template.append(name)
-            source = TEMPLATE_SOURCE
-        out[name] = stages
-        if cache is not None:
-            cache.put(name, stages, source)
-            if on_generated is not None and source != TEMPLATE_SOURCE:
-                on_generated()
-    if report.template:
-        shown = ", ".join(repr(n) for n in report.template[:5])
-        more = f" and {len(report.template) - 5} more" if len(report.template) > 5 else ""
-        log.warning(
-            "no LLM description for %d class(es) (%s%s): using the template fallback "
-            "'the start/middle/end of <label>' -- configure --llm-url/--llm-model or "
-            "--llm-folder, or edit the cache, for real textual anatomy",
-            len(report.template),
-            shown,
-            more,
-        )
-    return out, report
-
-
-def load_descriptions(
-    class_names: Sequence[str],
-    *,
-    cache_path: str | Path | None = None,
-    describer: Describer | None = None,
-    num_stages: int = 3,
-    save: bool = True,
-    progress: bool = False,
-) -> dict[str, list[str]]:
-    """Descriptions for ``class_names`` from the cache file, filling gaps and saving it back.
-
-    Without a cache file the describer (or the template) fills everything in memory.
-    The cache is saved after every LLM answer, so an interrupted run keeps its work.
-    """
-    cache = DescriptionCache(cache_path) if cache_path is not None else None
-    save_now = cache.save if (cache is not None and save) else None
-    descriptions, report = resolve_descriptions(
-        class_names,
-        num_stages=num_stages,
-        cache=cache,
-        describer=describer,
-        progress=progress,
-        on_generated=save_now,
-    )
-    if save_now is not None and (report.generated or report.template):
-        save_now()
-    log.info("LGA descriptions: %s", report.summary())
-    return descriptions
-
-
-def read_class_names(path: str | Path) -> list[str]:
-    """One class name per line; blank lines are skipped, duplicates are an error."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"cannot read class names from {path}: {error}") from None
-    names: list[str] = []
-    seen: dict[str, int] = {}
-    for number, line in enumerate(lines, start=1):
-        name = line.strip()
-        if not name:
-            continue
-        if name in seen:
-            raise ValueError(f"{path}:{number}: class {name!r} repeats line {seen[name]}")
-        seen[name] = number
-        names.append(name)
-    if not names:
-        raise ValueError(f"{path}: no class names (expected one per line)")
-    return names
-
-
-# ----------------------------------------------------------------------------- CLI glue
-
-
 def add_describer_arguments(parser: argparse.ArgumentParser, *, cache_flag: bool = True) -> None:
     """Options selecting the describer (and, with ``cache_flag``, ``--descriptions CACHE.json``)."""
-    group = parser.add_argument_group("LGA textual anatomy (class descriptions)")
-    if cache_flag:
-        group.add_argument(
-            "--descriptions",
-            metavar="CACHE.json",
-            help="LGA description cache (read first; missing classes are filled by the LLM "
-            "or the template fallback and written back)",
-        )
-    group.add_argument("--llm-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
-    group.add_argument("--llm-model", help="model name to request from --llm-url")
-    group.add_argument(
-        "--llm-folder", metavar="DIR", help="local transformers causal LM folder (instead of --llm-url)"
-    )
-    group.add_argument(
-        "--llm-api-key-env",
-        metavar="VAR",
-        help="environment variable holding a bearer token for --llm-url (none by default)",
-    )
-    group.add_argument("--llm-timeout", type=float, default=60.0, help="seconds per request (60)")
-    group.add_argument("--llm-retries", type=int, default=2, help="re-asks after a bad reply (2)")
-    group.add_argument(
-        "--llm-no-json-mode",
-        action="store_true",
-        help="do not send response_format=json_object (for servers that reject it)",
-    )
+    from fsar.cli._args import add_method_options
+
+    options = ((DESCRIPTIONS_OPTION,) if cache_flag else ()) + DESCRIBER_OPTIONS
+    add_method_options(parser, options, title="LGA textual anatomy (class descriptions)")
 
 
-def describer_from_args(args: argparse.Namespace) -> LLMDescriber | None:
+def _values(args: argparse.Namespace) -> dict:
+    names = [o.name for o in (DESCRIPTIONS_OPTION, *DESCRIBER_OPTIONS)]
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def describer_from_args(args: argparse.Namespace, *, device: str = "cpu") -> LLMDescriber | None:
     """The LLM describer the options select, or None (template fallback)."""
-    url = getattr(args, "llm_url", None)
-    model = getattr(args, "llm_model", None)
-    folder = getattr(args, "llm_folder", None)
-    if url and folder:
-        raise ValueError("give either --llm-url or --llm-folder, not both")
-    if model and not url:
-        raise ValueError("--llm-model needs --llm-url")
-    if url:
-        if not model:
-            raise ValueError("--llm-url needs --llm-model (the model name the server serves)")
-        key_env = getattr(args, "llm_api_key_env", None)
-        api_key = None
-        if key_env:
-            api_key = os.environ.get(key_env)
-            if not api_key:
-                raise ValueError(f"--llm-api-key-env {key_env}: the variable is not set")
-        return ChatDescriber(
-            url,
-            model,
-            api_key=api_key,
-            timeout=getattr(args, "llm_timeout", 60.0),
-            retries=getattr(args, "llm_retries", 2),
-            json_mode=not getattr(args, "llm_no_json_mode", False),
-        )
-    if folder:
-        return TransformersDescriber(folder, retries=getattr(args, "llm_retries", 2))
-    return None
+    return describer_from_options(_values(args), device=device)
 
 
 def method_options_from_args(
@@ -720,22 +106,7 @@ def method_options_from_args(
         options = dict(getattr(args, "method_options", None) or {})
         num_stages = int(options.get("num_stages", 3))
     describer = describer_from_args(args)
-    cache_path = getattr(args, "descriptions", None)
-    descriptions: dict[str, list[str]] | None = None
-    if cache_path is not None:
-        cache = DescriptionCache(cache_path)
-        if class_names:
-            descriptions = load_descriptions(
-                class_names, cache_path=cache_path, describer=describer, num_stages=num_stages
-            )
-        else:
-            descriptions = {
-                name: by_length[num_stages].stages
-                for name, by_length in cache.entries.items()
-                if num_stages in by_length
-                # A template entry is stale once an LLM is available: the method re-describes it.
-                and not (describer is not None and by_length[num_stages].source == TEMPLATE_SOURCE)
-            }
-    elif class_names and describer is not None:
-        descriptions = load_descriptions(class_names, describer=describer, num_stages=num_stages)
+    descriptions = descriptions_for(
+        getattr(args, "descriptions", None), describer=describer, class_names=class_names, num_stages=num_stages
+    )
     return {"descriptions": descriptions, "describer": describer}

@@ -36,7 +36,7 @@ from fsar.methods.common import (
     resolve_encoder,
     resolve_metric,
 )
-from fsar.methods.ma_fsar import initial_logit_scale
+from fsar.methods.text_aware import initial_logit_scale
 from fsar.methods.text_side import cosine_logits, text_bank_for
 
 __all__ = ["FrozenMetricBaseline", "MetricBaselineConfig", "ZeroShot", "ZeroShotConfig"]
@@ -56,19 +56,27 @@ class MetricBaselineConfig:
 
 
 class FrozenMetricBaseline(EncoderMethod):
-    """Frozen encoder + one matching metric; log_probs = log_softmax(metric logits)."""
+    """Frozen encoder + one matching metric; log_probs = log_softmax(metric logits).
+
+    Registered once per metric baseline (``proto``, ``otam``, ``bimhm``) as a subclass whose
+    ``name`` is that metric; ``name`` may also be given here (and must be then, on this class).
+    """
 
     trainable = False
+    name = ""
 
     def __init__(
         self,
         *,
-        name: str,
         backbone: str | Encoder,
         weights: str | Path | None = None,
         metric: str | nn.Module | None = None,
+        name: str | None = None,
         **options: Any,
     ) -> None:
+        name = name or type(self).name
+        if not name:
+            raise ValueError("FrozenMetricBaseline needs a name (the metric baseline it is)")
         metric = name if metric is None else metric
         config = make_config(
             MetricBaselineConfig,
@@ -99,12 +107,14 @@ class FrozenMetricBaseline(EncoderMethod):
         return MethodOutput(log_probs=F.log_softmax(logits, dim=-1), loss=None, parts={})
 
 
-def _register_metric_baseline(name: str) -> None:
-    @METHODS.register(name)
-    def build(**options: Any) -> FrozenMetricBaseline:
-        return FrozenMetricBaseline(name=name, **options)
-
-    build.__doc__ = f"Training-free baseline: frozen encoder + the ``{name}`` metric."
+def _register_metric_baseline(name: str) -> type[FrozenMetricBaseline]:
+    baseline = type(
+        f"{name.capitalize()}Baseline",
+        (FrozenMetricBaseline,),
+        {"name": name, "__doc__": f"Training-free baseline: frozen encoder + the ``{name}`` metric.",
+         "__module__": __name__},
+    )
+    return METHODS.register(name)(baseline)
 
 
 for _name in ("proto", "otam", "bimhm"):

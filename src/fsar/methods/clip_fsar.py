@@ -36,17 +36,9 @@ from fsar.data.inputs import EpisodeInputs
 from fsar.encoders.base import Encoder
 from fsar.methods import METHODS
 from fsar.methods.base import MethodOutput
-from fsar.methods.common import (
-    EncoderMethod,
-    Scale,
-    check_episode,
-    SHOT_HANDOFF,
-    class_means,
-    configure_method,
-    resolve_metric,
-)
-from fsar.methods.ma_fsar import CLIP_LOGIT_SCALE, initial_logit_scale
-from fsar.methods.text_side import TextSpace, cosine_logits, episode_text, text_bank_for
+from fsar.methods.common import SHOT_HANDOFF, Scale, check_episode, class_means
+from fsar.methods.text_aware import TextAwareMethod
+from fsar.methods.text_side import cosine_logits, episode_text
 from fsar.methods.tpcm import PrototypeModulation
 
 __all__ = ["CLIPFSAR", "CLIPFSARConfig"]
@@ -86,7 +78,7 @@ class CLIPFSARConfig:
 
 
 @METHODS.register("clip-fsar")
-class CLIPFSAR(EncoderMethod):
+class CLIPFSAR(TextAwareMethod):
     """CLIP-FSAR: fine-tuned encoder + prototype modulation + metric + classification loss.
 
     Options are the fields of :class:`CLIPFSARConfig`; ``finetune`` defaults to
@@ -106,18 +98,11 @@ class CLIPFSAR(EncoderMethod):
         training_classes: list[str] | None = None,
         **options: Any,
     ) -> None:
-        config, encoder = configure_method(
-            CLIPFSARConfig, method=self.name, backbone=backbone, weights=weights, finetune=finetune,
-            preferred_finetune="full", metric=metric, options=options,
+        super().__init__(
+            CLIPFSARConfig, backbone=backbone, weights=weights, finetune=finetune,
+            preferred_finetune="full", metric=metric, training_classes=training_classes, options=options,
         )
-        super().__init__(encoder)
-        self.config = config
-        self.space = TextSpace(
-            feature_dim=encoder.feature_dim,
-            text_dim=encoder.text_dim,
-            shared_space=encoder.shared_space,
-            embed_dim=config.embed_dim,
-        )
+        config = self.config
         self.modulation = PrototypeModulation(
             dim=self.space.dim,
             heads=config.modulation_heads,
@@ -125,25 +110,9 @@ class CLIPFSAR(EncoderMethod):
             dropout=config.modulation_dropout,
             pre_ln=config.modulation_pre_ln,
         )
-        self.metric = resolve_metric(metric, config.metric_options, method=self.name, feature_dim=self.space.dim)
-        scale_init = config.logit_scale_init or initial_logit_scale(encoder)
-        self.logit_scale = Scale(scale_init, learnable=config.learn_logit_scale, max_value=CLIP_LOGIT_SCALE)
+        self.metric = self.build_metric(metric, config.metric_options)
+        self.logit_scale = self.make_text_logit_scale(config.logit_scale_init, learnable=config.learn_logit_scale)
         self.metric_scale = Scale(config.metric_scale, learnable=config.learn_metric_scale)
-        self.text_bank = text_bank_for(encoder)
-        self.training_classes: list[str] | None = None
-        if training_classes is not None:
-            self.set_training_classes(training_classes)
-
-    def set_training_classes(self, class_names: list[str]) -> None:
-        """The classes of the training split, for the classification loss (global labels =
-        positions in this list)."""
-        names = list(class_names)
-        if not names:
-            raise ValueError("clip-fsar: set_training_classes needs at least one class name")
-        if len(set(names)) != len(names):
-            raise ValueError("clip-fsar: set_training_classes got duplicate class names")
-        self.training_classes = names
-        self._class_index = {name: i for i, name in enumerate(names)}
 
     def _classification_loss(
         self, inputs: EpisodeInputs, f_support: torch.Tensor, f_query: torch.Tensor, query_labels: torch.Tensor
@@ -153,11 +122,11 @@ class CLIPFSAR(EncoderMethod):
                 "clip-fsar: the classification loss needs the training classes; call "
                 "method.set_training_classes(names) first (or set classification_weight=0)"
             )
-        unknown = [c for c in inputs.class_names if c not in self._class_index]
+        unknown = [c for c in inputs.class_names if c not in self.training_class_index]
         if unknown:
             raise ValueError(f"clip-fsar: episode classes {unknown} are not among the training classes")
         device = f_query.device
-        episode_to_global = torch.tensor([self._class_index[c] for c in inputs.class_names], device=device)
+        episode_to_global = torch.tensor([self.training_class_index[c] for c in inputs.class_names], device=device)
         targets = torch.cat([episode_to_global[inputs.support_labels.to(device)], episode_to_global[query_labels]])
         class_text = self.text_bank.features(self.training_classes, train=False).detach().float().to(device)
         video = torch.cat([f_support.mean(1), f_query.mean(1)])  # GAP over T, before modulation

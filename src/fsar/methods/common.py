@@ -300,13 +300,8 @@ class EncoderMethod(FewShotMethod):
     def backbone_name(self) -> str:
         return self.encoder.name
 
-    def train(self, mode: bool = True) -> "EncoderMethod":
-        # A frozen encoder stays in eval mode: its BatchNorm statistics and dropout must
-        # not change while the method's own modules train.
-        super().train(mode)
-        if self.encoder.is_frozen:
-            self.encoder.eval()
-        return self
+    def encoder_is_frozen(self) -> bool:
+        return bool(self.encoder.is_frozen)
 
     def _encode(self, tensor: torch.Tensor, text_features: torch.Tensor | None, features: bool) -> torch.Tensor:
         if features:

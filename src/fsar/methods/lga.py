@@ -18,7 +18,9 @@ clip of the episode (support and query) and every stage i, cross-entropy of
 :meth:`LGA.set_training_classes`; without it, over the episode's classes).
 
 Descriptions: ``descriptions={class name: [L strings]}`` (from the cache file, see
-:mod:`fsar.lga.describe`); a class without one is described on the fly by ``describer``
+the cache file, see
+:mod:`fsar.lga.descriptions`; on the command line ``--descriptions`` and the ``--llm-*`` options
+of :meth:`LGA.options`, loaded by :meth:`LGA.load_resources`); a class without one is described on the fly by ``describer``
 when given, else by the documented template fallback (logged once per class). The
 method never opens files.
 
@@ -41,19 +43,15 @@ from torch import nn
 
 from fsar.data.inputs import EpisodeInputs
 from fsar.encoders.base import Encoder
-from fsar.lga.describe import Describer, TemplateDescriber
+from fsar.lga.descriptions import DESCRIPTIONS_OPTION, descriptions_for
+from fsar.lga.llm import DESCRIBER_OPTIONS, Describer, TemplateDescriber, describer_from_options
 from fsar.lga.fusion import StageFusion, concat_stages
 from fsar.lga.segment import SEGMENTATIONS, gather_stages, segment
 from fsar.metrics.stages import stage_mask
 from fsar.methods import METHODS
 from fsar.methods.base import MethodOutput
-from fsar.methods.common import (
-    EncoderMethod,
-    Scale,
-    configure_method,
-)
-from fsar.methods.ma_fsar import CLIP_LOGIT_SCALE, initial_logit_scale
-from fsar.methods.text_side import TextSpace
+from fsar.methods.common import Scale
+from fsar.methods.text_aware import TextAwareMethod
 
 __all__ = ["LGA", "LGAConfig", "geometric_mean_log_probs"]
 
@@ -122,7 +120,7 @@ def geometric_mean_log_probs(log_p_vv: torch.Tensor, log_p_vt: torch.Tensor, alp
 
 
 @METHODS.register("lga")
-class LGA(EncoderMethod):
+class LGA(TextAwareMethod):
     """LGA: textual + visual anatomy, stage-level fusion, AB-MHM and video-text matching.
 
     Build with ``fsar.create_method("lga", backbone=..., descriptions=..., describer=...,
@@ -144,18 +142,11 @@ class LGA(EncoderMethod):
         training_classes: list[str] | None = None,
         **options: Any,
     ) -> None:
-        config, encoder = configure_method(
-            LGAConfig, method=self.name, backbone=backbone, weights=weights, finetune=finetune,
-            preferred_finetune="full", options=options,
+        super().__init__(
+            LGAConfig, backbone=backbone, weights=weights, finetune=finetune,
+            preferred_finetune="full", training_classes=training_classes, options=options,
         )
-        super().__init__(encoder)
-        self.config = config
-        self.space = TextSpace(
-            feature_dim=encoder.feature_dim,
-            text_dim=encoder.text_dim,
-            shared_space=encoder.shared_space,
-            embed_dim=config.embed_dim,
-        )
+        config = self.config
         self.fusion = StageFusion(
             self.space.dim,
             heads=config.fusion_heads,
@@ -167,9 +158,8 @@ class LGA(EncoderMethod):
 
         self.metric = metrics.build("abmhm", **{"num_stages": config.num_stages, **config.metric_options})
         self.metric_temperature = Scale(config.metric_temperature, learnable=config.learn_metric_temperature)
-        scale_init = config.text_logit_scale or initial_logit_scale(encoder)
-        self.text_logit_scale = Scale(
-            scale_init, learnable=config.learn_text_logit_scale, max_value=CLIP_LOGIT_SCALE
+        self.text_logit_scale = self.make_text_logit_scale(
+            config.text_logit_scale, learnable=config.learn_text_logit_scale
         )
         self.descriptions: dict[str, list[str]] = {}
         for name, stages in (descriptions or {}).items():
@@ -178,9 +168,26 @@ class LGA(EncoderMethod):
         self._template = TemplateDescriber()
         self._templated: set[str] = set()
         self._text_cache: dict[tuple[str, ...], torch.Tensor] = {}
-        self.training_classes: list[str] | None = None
-        if training_classes is not None:
-            self.set_training_classes(training_classes)
+
+    # ------------------------------------------------------------------ options and resources
+
+    @classmethod
+    def options(cls):
+        """``--descriptions CACHE.json`` and the ``--llm-*`` options choosing the describer."""
+        return (DESCRIPTIONS_OPTION, *DESCRIBER_OPTIONS)
+
+    def load_resources(self, values, *, class_names=None) -> None:
+        """Read the description cache (completed for ``class_names`` and saved when given) and
+        set up the LLM describer the options select (it describes classes met later)."""
+        describer = describer_from_options(values)
+        descriptions = descriptions_for(
+            values.get("descriptions"), describer=describer, class_names=class_names,
+            num_stages=self.config.num_stages,
+        )
+        for name, stages in (descriptions or {}).items():
+            self.descriptions[name] = self._check_description(name, stages)
+        if describer is not None:
+            self.describer = describer
 
     # ------------------------------------------------------------------ text side
 
@@ -238,16 +245,6 @@ class LGA(EncoderMethod):
         if not self.config.visual_anatomy:
             texts = texts.mean(1, keepdim=True)
         return texts
-
-    def set_training_classes(self, class_names: list[str]) -> None:
-        """All training class names, for the contrastive loss (global labels = positions)."""
-        names = list(class_names)
-        if not names:
-            raise ValueError("lga: set_training_classes needs at least one class name")
-        if len(set(names)) != len(names):
-            raise ValueError("lga: set_training_classes got duplicate class names")
-        self.training_classes = names
-        self._class_index = {name: i for i, name in enumerate(names)}
 
     # ------------------------------------------------------------------ forward
 
@@ -338,11 +335,11 @@ class LGA(EncoderMethod):
         if self.training_classes is None:
             texts, targets = class_text, episode_labels
         else:
-            unknown = [c for c in class_names if c not in self._class_index]
+            unknown = [c for c in class_names if c not in self.training_class_index]
             if unknown:
                 raise ValueError(f"lga: episode classes {unknown} are not among the training classes")
             device = pooled.device
-            to_global = torch.tensor([self._class_index[c] for c in class_names], device=device)
+            to_global = torch.tensor([self.training_class_index[c] for c in class_names], device=device)
             texts = self.space.text(self._class_texts(self.training_classes, device))
             targets = to_global[episode_labels]
         # (n, L, C): per-stage cosines, CE over classes, averaged over clips and stages.

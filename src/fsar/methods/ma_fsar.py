@@ -60,38 +60,18 @@ from fsar.data.inputs import EpisodeInputs
 from fsar.encoders.base import Encoder
 from fsar.methods import METHODS
 from fsar.methods.base import MethodOutput
-from fsar.methods.common import (
-    EncoderMethod,
-    Scale,
-    check_episode,
-    SHOT_HANDOFF,
-    class_means,
-    configure_method,
-    mix_log_probs,
-    resolve_metric,
-)
-from fsar.methods.text_side import TextSpace, cosine_logits, episode_text, text_bank_for
+from fsar.methods.common import SHOT_HANDOFF, Scale, check_episode, class_means, mix_log_probs
+from fsar.methods.text_aware import CLIP_INITIAL_LOGIT_SCALE, CLIP_LOGIT_SCALE, TextAwareMethod, initial_logit_scale
+from fsar.methods.text_side import cosine_logits, episode_text
 from fsar.methods.tpcm import PROTOTYPE_MODULES, build_prototype_module
 
-__all__ = ["ALPHA_BY_DATASET_KIND", "MAFSAR", "MAFSARConfig", "initial_logit_scale"]
+__all__ = [
+    "ALPHA_BY_DATASET_KIND", "CLIP_INITIAL_LOGIT_SCALE", "CLIP_LOGIT_SCALE", "MAFSAR", "MAFSARConfig",
+    "initial_logit_scale",
+]
 
 #: The paper's α (§4.1, Table 13): text-heavy on appearance data sets, visual-heavy on SSv2.
 ALPHA_BY_DATASET_KIND = {"spatial": 0.75, "temporal": 0.25}
-
-#: CLIP's trained logit scale is 100 (its cap); its initial value was 1/0.07.
-CLIP_LOGIT_SCALE = 100.0
-CLIP_INITIAL_LOGIT_SCALE = 1.0 / 0.07
-
-
-def initial_logit_scale(encoder: Encoder) -> float:
-    """Start of the learnable text logit scale: the encoder's own CLIP scale when it has a
-    shared space (``logit_scale_init``, 100 for OpenAI weights, capped at 100); on learned
-    projections CLIP's training start 1/0.07, since random projections give unstructured
-    cosines that a scale of 100 would turn into near one-hot softmaxes."""
-    if encoder.shared_space:
-        return min(float(getattr(encoder, "logit_scale_init", CLIP_LOGIT_SCALE)), CLIP_LOGIT_SCALE)
-    return CLIP_INITIAL_LOGIT_SCALE
-
 
 @dataclass
 class MAFSARConfig:
@@ -140,7 +120,7 @@ class MAFSARConfig:
 
 
 @METHODS.register("ma-fsar")
-class MAFSAR(EncoderMethod):
+class MAFSAR(TextAwareMethod):
     """MA-FSAR: FgMA encoder + TPCM + metric (p_Q2S) + video-text branch (p_Q2T), eqs. 9-17.
 
     Build with ``fsar.create_method("ma-fsar", backbone=..., weights=..., **options)``;
@@ -161,21 +141,13 @@ class MAFSAR(EncoderMethod):
         metric: str | nn.Module = "otam",
         **options: Any,
     ) -> None:
-        config, encoder = configure_method(
-            MAFSARConfig, method=self.name, backbone=backbone, weights=weights, finetune=finetune,
+        super().__init__(
+            MAFSARConfig, backbone=backbone, weights=weights, finetune=finetune,
             preferred_finetune="adapters", metric=metric, options=options,
         )
-        super().__init__(encoder)
-        self.config = config
         cfg = self.config
         # Record the α actually used, so the saved config reproduces the run by itself.
         cfg.alpha = self.alpha = cfg.resolved_alpha()
-        self.space = TextSpace(
-            feature_dim=encoder.feature_dim,
-            text_dim=encoder.text_dim,
-            shared_space=encoder.shared_space,
-            embed_dim=cfg.embed_dim,
-        )
         self.tpcm = build_prototype_module(
             cfg.prototype_module,
             dim=self.space.dim,
@@ -184,12 +156,9 @@ class MAFSAR(EncoderMethod):
             dropout=cfg.tpcm_dropout,
             pre_ln=cfg.tpcm_pre_ln,
         )
-        self.metric = resolve_metric(metric, cfg.metric_options, method=self.name, feature_dim=self.space.dim)
-        scale_init = cfg.logit_scale_init or initial_logit_scale(encoder)
-        self.logit_scale = Scale(scale_init, learnable=cfg.learn_logit_scale, max_value=CLIP_LOGIT_SCALE)
+        self.metric = self.build_metric(metric, cfg.metric_options)
+        self.logit_scale = self.make_text_logit_scale(cfg.logit_scale_init, learnable=cfg.learn_logit_scale)
         self.metric_scale = Scale(cfg.metric_scale, learnable=cfg.learn_metric_scale)
-        # A plain object (not a submodule): a cache over the frozen text encoder.
-        self.text_bank = text_bank_for(encoder)
 
     def _enhance(self, features: torch.Tensor, text: torch.Tensor | None) -> torch.Tensor:
         return features if self.tpcm is None else self.tpcm(features, text)

@@ -1,0 +1,91 @@
+"""The base of the methods that read class text (MA-FSAR, CLIP-FSAR, LGA, and new ones).
+
+:class:`TextAwareMethod` holds what they all do the same way: the constructor preamble
+(fine-tuning mode, config, encoder, the common video-text space, the training classes)
+and the CLIP-style logit scales of their video-text cosines. A subclass builds its own
+modules after ``super().__init__`` and writes ``forward``.
+
+Logit scales: CLIP's trained logit scale is 100 (its cap); its initial value was 1/0.07.
+:func:`initial_logit_scale` picks the start for an encoder (see there).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from torch import nn
+
+from fsar.encoders.base import Encoder
+from fsar.methods.common import EncoderMethod, Scale, configure_method, resolve_metric
+from fsar.methods.text_side import TextSpace, text_bank_for
+
+__all__ = ["CLIP_INITIAL_LOGIT_SCALE", "CLIP_LOGIT_SCALE", "TextAwareMethod", "initial_logit_scale"]
+
+#: CLIP's trained logit scale is 100 (its cap); its initial value was 1/0.07.
+CLIP_LOGIT_SCALE = 100.0
+CLIP_INITIAL_LOGIT_SCALE = 1.0 / 0.07
+
+
+def initial_logit_scale(encoder: Encoder) -> float:
+    """Start of the learnable text logit scale: the encoder's own CLIP scale when it has a
+    shared space (``logit_scale_init``, 100 for OpenAI weights, capped at 100); on learned
+    projections CLIP's training start 1/0.07, since random projections give unstructured
+    cosines that a scale of 100 would turn into near one-hot softmaxes."""
+    if encoder.shared_space:
+        return min(float(getattr(encoder, "logit_scale_init", CLIP_LOGIT_SCALE)), CLIP_LOGIT_SCALE)
+    return CLIP_INITIAL_LOGIT_SCALE
+
+
+class TextAwareMethod(EncoderMethod):
+    """An encoder method with a text side: ``config`` (the subclass's config dataclass, which
+    has an ``embed_dim`` field), ``encoder``, ``space`` (:class:`TextSpace`: identity on a
+    shared CLIP space, learned projections into ``embed_dim`` otherwise) and a lazily built
+    ``text_bank`` of prompt-template class texts.
+
+    ``training_classes``, when given, goes to :meth:`set_training_classes`.
+    """
+
+    def __init__(
+        self,
+        config_cls,
+        *,
+        backbone: str | Encoder,
+        weights: str | Path | None,
+        finetune: str | None,
+        preferred_finetune: str,
+        metric: str | nn.Module | None = None,
+        training_classes: Sequence[str] | None = None,
+        options: dict[str, Any],
+    ) -> None:
+        config, encoder = configure_method(
+            config_cls, method=self.name, backbone=backbone, weights=weights, finetune=finetune,
+            preferred_finetune=preferred_finetune, metric=metric, options=options,
+        )
+        super().__init__(encoder)
+        self.config = config
+        self.space = TextSpace(
+            feature_dim=encoder.feature_dim,
+            text_dim=encoder.text_dim,
+            shared_space=encoder.shared_space,
+            embed_dim=config.embed_dim,
+        )
+        self._text_bank = None
+        if training_classes is not None:
+            self.set_training_classes(training_classes)
+
+    @property
+    def text_bank(self):
+        """Prompt-template class texts over the frozen text encoder (a cache, not a submodule)."""
+        if self._text_bank is None:
+            self._text_bank = text_bank_for(self.encoder)
+        return self._text_bank
+
+    def build_metric(self, metric: str | nn.Module, options: dict[str, Any] | None) -> nn.Module:
+        """The matching metric, fed features of the common space's width."""
+        return resolve_metric(metric, options, method=self.name, feature_dim=self.space.dim)
+
+    def make_text_logit_scale(self, init: float | None, *, learnable: bool) -> Scale:
+        """A CLIP-style logit scale for video-text cosines: starts at ``init`` (None:
+        :func:`initial_logit_scale` of the encoder), capped at CLIP's 100."""
+        return Scale(init or initial_logit_scale(self.encoder), learnable=learnable, max_value=CLIP_LOGIT_SCALE)
