@@ -237,7 +237,7 @@ def test_cli_extract_with_the_embedded_encoder(dataset, tmp_path, capsys, monkey
 
     monkeypatch.setattr(fsar.encoders, "create_encoder", recording_create)
     out = tmp_path / "effnet"
-    code = main(["extract", str(dataset), "--backbone", "effnet-lite0+minilm", "--out", str(out),
+    code = main(["extract", "--data", str(dataset), "--backbone", "effnet-lite0+minilm", "--out", str(out),
                  "--frames", "2", "--batch-size", "4", "--shard-size", "5", "--no-progress"])
     assert code == 0
     assert "9 clips cached" in capsys.readouterr().out
@@ -250,10 +250,10 @@ def test_cli_extract_with_the_embedded_encoder(dataset, tmp_path, capsys, monkey
     expected = enc.encode_frames(loader.load(clip, train=False)[None])[0]
     torch.testing.assert_close(cache.clip_features(clip, loader), expected, rtol=1e-4, atol=1e-4)
     # A second run with other weights into the same directory is refused with a one-line error.
-    code = main(["extract", str(dataset), "--backbone", "effnet-lite0+minilm", "--weights", "random",
+    code = main(["extract", "--data", str(dataset), "--backbone", "effnet-lite0+minilm", "--weights", "random",
                  "--out", str(out), "--frames", "2", "--no-progress"])
     assert code == 2 and "refusing to mix" in capsys.readouterr().err
-    assert main(["extract", str(dataset), "--backbone", "nope", "--out", str(out)]) == 2
+    assert main(["extract", "--data", str(dataset), "--backbone", "nope", "--out", str(out)]) == 2
     assert "unknown backbone 'nope'" in capsys.readouterr().err
 
 
@@ -278,7 +278,7 @@ def test_cli_extract_split_file_and_refusals(dataset, tmp_path, capsys, monkeypa
     split = tmp_path / "test.txt"
     split.write_text("alpha/clip0\nalpha/clip2\ngamma/clip1\ngamma/missing-video\n")
     out = tmp_path / "c"
-    argv = ["extract", str(dataset), "--split-file", str(split), "--backbone", "tiny-test", "--out", str(out),
+    argv = ["extract", "--data", str(dataset), "--split-file", str(split), "--backbone", "tiny-test", "--out", str(out),
             "--frames", "3", "--no-progress"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
@@ -287,9 +287,9 @@ def test_cli_extract_split_file_and_refusals(dataset, tmp_path, capsys, monkeypa
     assert set(cache.entries) == {"alpha/clip0", "alpha/clip2.mp4", "gamma/clip1"}
     assert cache.num_frames == 3 and list(cache.skipped) == ["gamma/missing-video"]
 
-    assert main(["extract", str(dataset), "--backbone", "tiny-trainable", "--out", str(tmp_path / "d")]) == 2
+    assert main(["extract", "--data", str(dataset), "--backbone", "tiny-trainable", "--out", str(tmp_path / "d")]) == 2
     assert "not frozen" in capsys.readouterr().err
-    assert main(["extract", str(tmp_path / "nowhere"), "--backbone", "tiny-test", "--out", str(tmp_path / "e")]) == 2
+    assert main(["extract", "--data", str(tmp_path / "nowhere"), "--backbone", "tiny-test", "--out", str(tmp_path / "e")]) == 2
     assert "nowhere" in capsys.readouterr().err
 
 
@@ -344,7 +344,7 @@ def test_cli_extract_with_train_flags_serves_the_train_source(dataset, tmp_path,
     (splits / "train.txt").write_text("alpha/clip0\nalpha/clip1\nbeta/clip0\nbeta/clip1\n")
     (splits / "val.txt").write_text("gamma/clip0\ngamma/clip1\n")
     out = tmp_path / "c"
-    argv = ["extract", str(dataset), "--split-file-dir", str(splits), "--backbone", "tiny-test", "--out", str(out),
+    argv = ["extract", "--data", str(dataset), "--split-file-dir", str(splits), "--backbone", "tiny-test", "--out", str(out),
             "--frames", "3", "--image-size", "12", "--no-progress"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
@@ -365,6 +365,6 @@ def test_cli_extract_with_train_flags_serves_the_train_source(dataset, tmp_path,
     other = episode_source(method, manifest, way=2, shot=1, queries=1, seed=0, num_frames=3, features=out)
     with pytest.raises(MissingFeatureError, match="transform"):
         other.sample(0, train=True)
-    assert main(["extract", str(dataset), "--split-file-dir", str(tmp_path), "--backbone", "tiny-test",
+    assert main(["extract", "--data", str(dataset), "--split-file-dir", str(tmp_path), "--backbone", "tiny-test",
                  "--out", str(out)]) == 2
     assert "no train.txt, val.txt or test.txt" in capsys.readouterr().err

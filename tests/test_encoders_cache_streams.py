@@ -86,7 +86,7 @@ def test_missing_streams_raise_a_readable_error_naming_the_stream_and_the_fix(da
         cache.load_episode(_episode(manifest), _loader(enc), streams=("text_bank",))
     message = str(caught.value)
     assert isinstance(caught.value, KeyError) and caught.value.stream == "text_bank"
-    assert "'text_bank'" in message and "tiny-streams" in message and "fsar extract --backbone" in message
+    assert "'text_bank'" in message and "tiny-streams" in message and "fsar extract --data ROOT --backbone" in message
     assert "row_means (clip)" in message and "name_code (class)" in message
     assert not message.startswith(('"', "'"))  # str() is the sentence, not a KeyError repr
 
@@ -275,4 +275,59 @@ def test_missing_stream_error_default_advice():
     error = MissingStreamError("visual_states", "support", ["features"])
     assert isinstance(error, KeyError) and error.present == ("features",)
     assert str(error).startswith("episode has no support stream 'visual_states' (its support streams: 'features'); ")
-    assert "fsar extract --backbone B" in str(error) and "clip_stream_names" in str(error)
+    assert "fsar extract --data ROOT --backbone B" in str(error) and "clip_stream_names" in str(error)
+
+
+# -- through the real engine and `fsar eval` ----------------------------------------------------------
+
+
+def _stream_method(required: tuple[str, ...]):
+    """A one-file method on a streaming backbone that reads named streams (``required``)."""
+    from fsar.methods.common import EncoderMethod, class_means
+    from fsar.methods import MethodOutput
+
+    class StreamReader(EncoderMethod):
+        name = "stream-reader"
+        seen: list[dict[str, tuple]] = []
+
+        def __init__(self, *, backbone, weights=None, finetune=None, **options) -> None:
+            from fsar.encoders import create_encoder
+
+            super().__init__(create_encoder(backbone, weights=weights))
+            self.scale = torch.nn.Parameter(torch.ones(()))
+
+        def required_streams(self):
+            return required
+
+        def forward(self, inputs):
+            rows = inputs.stream("row_means", "support").flatten(1)
+            queries = inputs.stream("row_means", "query").flatten(1)
+            codes = inputs.stream("name_code", "class")
+            type(self).seen.append({"support": tuple(rows.shape), "query": tuple(queries.shape),
+                                    "class": tuple(codes.shape), "features": inputs.features})
+            prototypes = class_means(rows, inputs.support_labels, inputs.way)
+            logits = -self.scale * torch.cdist(queries, prototypes) + 0.0 * codes.sum()
+            return MethodOutput(log_probs=torch.log_softmax(logits, dim=-1))
+
+    return StreamReader
+
+
+@pytest.mark.parametrize("required", [("row_means", "name_code"), ("row_means", "text_bank")])
+def test_fsar_eval_hands_a_method_the_streams_it_requires(required, dataset, tmp_path, capsys, monkeypatch):
+    from fsar.cli import main
+    from fsar.encoders import ENCODERS
+    from fsar.methods import METHODS
+
+    monkeypatch.setitem(ENCODERS._factories, "tiny-streams", lambda weights=None, **o: StreamingEncoder())
+    method = _stream_method(required)
+    monkeypatch.setitem(METHODS._factories, "stream-reader", method)
+    code = main(["eval", "--data", str(dataset), "--method", "stream-reader", "--backbone", "tiny-streams",
+                 "--way", "3", "--shot", "1", "--queries", "1", "--episodes", "2", "--frames", "4", "--no-progress"])
+    if "text_bank" in required:  # the cache of this backbone has no such stream: one line, no traceback
+        err = capsys.readouterr().err
+        assert code == 2 and "'text_bank'" in err and "fsar extract" in err and "Traceback" not in err
+        assert method.seen == []
+    else:
+        assert code == 0
+        assert method.seen == [{"support": (3, 4 * 3 * 16), "query": (3, 4 * 3 * 16), "class": (3, 4),
+                                "features": True}] * 2

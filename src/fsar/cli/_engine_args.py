@@ -81,10 +81,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from fsar.data.episodes import EpisodeError
     from fsar.data.manifest import ManifestError
     from fsar.data.video import VideoReadError
+    from fsar.data.inputs import MissingStreamError
     from fsar.encoders.cache import CacheMismatchError, MissingFeatureError
     from fsar.engine.checkpoint import CheckpointError
     from fsar.engine.config import ConfigError
     from fsar.engine.train import TrainError
 
     return (EpisodeError, ManifestError, VideoReadError, CheckpointError, ConfigError, TrainError,
-            CacheMismatchError, MissingFeatureError, FileNotFoundError)
+            CacheMismatchError, MissingFeatureError, MissingStreamError, FileNotFoundError)

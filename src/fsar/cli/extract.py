@@ -1,11 +1,12 @@
 """``fsar extract``: cache per-frame features of a frozen encoder for every clip of a data set.
 
-    fsar extract --data ROOT [--split-file F | --split-file-dir DIR] --backbone effnet-lite0+minilm [--weights W]
-                 --out DIR [--frames 8] [--image-size PX] [--batch-size N] [--shard-size N]
+    fsar extract --data ROOT [--split-file F | --split-file-dir DIR] --backbone effnet-lite0+minilm
+                 [--weights W] --out DIR [--frames 8] [--image-size PX] [--batch-size N] [--shard-size N]
 
-``--frames``, ``--image-size`` and ``--split-file-dir`` mean what they mean for ``fsar train`` /
-``fsar eval``, so a cache extracted with the same flags serves them (``--features DIR``): the
-cache holds the evaluation view of the loader those commands build.
+``--data``, ``--frames``, ``--image-size`` and ``--split-file-dir`` mean what they mean for
+``fsar train`` / ``fsar eval`` (one vocabulary, :mod:`fsar.cli._args`), so a cache extracted with
+the same flags serves them (``--features DIR``): the cache holds the evaluation view of the
+loader those commands build.
 
 Resumes after an interruption (complete shards are kept); refuses a trainable encoder and a
 directory that already holds another backbone's features. See :mod:`fsar.encoders.cache`.

@@ -36,7 +36,7 @@ class MissingStreamError(KeyError):
         self.present = tuple(sorted(present))
         self.where = where
         self.how = how or (
-            f"streams besides the frames come from the feature cache: run `fsar extract --backbone B "
+            f"streams besides the frames come from the feature cache: run `fsar extract --data ROOT --backbone B "
             f"--out DIR ...` with a backbone B whose encoder produces {stream!r} "
             f"(Encoder.clip_stream_names() / class_stream_names()), then train or evaluate with that cache"
         )

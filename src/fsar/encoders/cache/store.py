@@ -459,7 +459,7 @@ class FeatureCache:
         present = [f"{n} (clip)" for n in sorted(self.clip_streams)] + [f"{n} (class)" for n in sorted(self.class_streams)]
         how = (
             f"it was extracted with backbone {self.backbone!r} (stream_key {self.stream_key}), which produced "
-            f"no {name!r}; extract a new cache with `fsar extract --backbone B --out NEW_DIR ...` using the "
+            f"no {name!r}; extract a new cache with `fsar extract --data ROOT --backbone B --out NEW_DIR ...` using the "
             f"backbone B whose encoder produces {name!r} (the method's own backbone, if the method requires it)"
         )
         return MissingStreamError(name, "clip or class", present, where=f"feature cache {self.directory}", how=how)
