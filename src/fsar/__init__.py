@@ -6,13 +6,35 @@ Public surface::
     fsar.list_methods()
     fsar.metrics.build("otam")
     fsar.encoders.create_encoder("effnet-lite0+minilm")
+    fsar.Recognizer.from_folder("my_actions/", method="otam", reject="auto")   # the practitioner's API
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "create_method", "list_methods"]
+__all__ = [
+    "IncompatibleCheckpointError",
+    "NotAVideoError",
+    "Recognizer",
+    "RecognizerError",
+    "SupportSetError",
+    "__version__",
+    "create_method",
+    "list_methods",
+]
+
+_RECOGNIZER_NAMES = {"Recognizer", "RecognizerError", "NotAVideoError", "SupportSetError",
+                     "IncompatibleCheckpointError", "Prediction"}
+
+
+def __getattr__(name: str):
+    # imported on first use: `import fsar` (and `fsar --help`) stays free of torch
+    if name in _RECOGNIZER_NAMES:
+        from fsar import recognizer
+
+        return getattr(recognizer, name)
+    raise AttributeError(f"module 'fsar' has no attribute {name!r}")
 
 
 def create_method(name: str, **kwargs):

@@ -1,6 +1,6 @@
 """``fsar predict``: a few labelled clips per new action in, ranked labels with probabilities out.
 
-    fsar predict --data DIR --query FILE... [--checkpoint RUN_DIR] [--json PATH|-]
+    fsar predict --data DIR --query FILE... [--checkpoint RUN_DIR] [--reject off|auto|P] [--explain OUT.png] [--json PATH|-]
 """
 
 from __future__ import annotations
@@ -39,8 +39,17 @@ training-free --method (default {DEFAULT_METHOD}) on --backbone (default {DEFAUL
 An action folder without a readable clip, or a query that is not a readable video, is an
 error naming the file.
 
-example:
+Probabilities are the method's after temperature scaling fitted on the support set by
+leave-one-out (the ranking is the method's own). --reject auto|P answers "none of these" when
+the top probability is below P (auto: a threshold derived from the support set alone; the rule
+is in the README). --explain OUT.png draws the query, the best-matching support clip of each
+top action, the alignment the metric found and the per-action scores. Encoded support clips
+are kept in --cache (keyed by backbone, weights, frames and the clip's content), so a second
+run encodes only new clips.
+
+examples:
   fsar predict --data my_actions/ --query clip1.mp4 clip2.mp4 --checkpoint fsar-demo/run
+  fsar predict --data my_actions/ --query clip.mp4 --reject auto --explain why.png
 """
 
 
@@ -62,108 +71,97 @@ def add_parser(subparsers) -> None:
     add_sampling(parser)
     parser.add_argument("--top", type=int, default=0, metavar="K", help="print only the K most likely actions")
     add_json(parser, what="the ranked predictions", bare_prints=True)
+    parser.add_argument("--reject", default="off", metavar="off|auto|P",
+                        help="'none of these' when the top probability is below P; auto: P from the support set "
+                             "(leave-one-out); default off")
+    parser.add_argument("--explain", metavar="OUT.png",
+                        help="draw what the method matched (OUT-1.png, OUT-2.png ... for several queries)")
+    parser.add_argument("--cache", metavar="DIR",
+                        help="encoded-clip store (default $FSAR_CACHE or ~/.cache/fsar/clips)")
+    parser.add_argument("--no-cache", action="store_true", help="encode every clip again, store nothing")
     add_device(parser)
     add_methods_own_options(parser)
     parser.set_defaults(func=run)
 
 
 def load_support(directory):
-    """The support manifest; a class folder with zero usable clips is an error naming it."""
+    """{action: clip paths} of a support folder; bad folders are a CLIError naming the problem."""
+    from fsar.recognizer import SupportSetError, support_folder
+
+    try:
+        return support_folder(directory)
+    except SupportSetError as error:
+        raise CLIError(f"--data {error}") from None
+
+
+def explain_paths(out: str, count: int) -> list[str]:
+    """OUT.png for one query; OUT-1.png, OUT-2.png ... for several."""
     from pathlib import Path
 
-    from fsar.data.manifest import Manifest, ManifestError
-
-    directory = Path(directory)
-    try:
-        manifest = Manifest.from_folder(directory)
-    except (ManifestError, FileNotFoundError, NotADirectoryError) as error:
-        raise CLIError(f"--data {directory}: {error}") from None
-    empty = [name for name, count in manifest.counts().items() if count == 0]
-    if empty:
-        reasons = [f"{s.path.name}: {s.reason}" for s in manifest.skipped if s.class_name in empty][:3]
-        raise CLIError(
-            f"--data {directory}: action folder(s) {', '.join(repr(str(directory / n)) for n in empty)} "
-            f"hold no readable clip" + (f" ({'; '.join(reasons)})" if reasons else "")
-        )
-    if len(manifest.classes) < 2:
-        raise CLIError(f"--data {directory}: needs at least 2 action folders, found {len(manifest.classes)}")
-    return manifest
+    path = Path(out)
+    if count == 1:
+        return [str(path)]
+    return [str(path.with_name(f"{path.stem}-{i}{path.suffix or '.png'}")) for i in range(1, count + 1)]
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import torch
-
-    from fsar.cli._engine_args import user_errors
-    from fsar.data.inputs import EpisodeInputs
-    from fsar.data.manifest import Clip
+    """A thin layer over :class:`fsar.Recognizer`: build it from --data, predict, print."""
     from fsar.data.video import VideoReadError, open_video
-    from fsar.engine.checkpoint import read_checkpoint
-    from fsar.engine.run import build_method, method_from_checkpoint
-    from fsar.engine.sources import loader_for
+    from fsar.recognizer import Recognizer, RecognizerError, parse_reject
 
-    support = load_support(data_root(args))
-    queries = []
-    for name in args.query:
-        path = Path(name)
+    try:
+        reject = parse_reject(args.reject)
+    except RecognizerError as error:
+        raise CLIError(f"--reject: {error}") from None
+    root = data_root(args)
+    load_support(root)  # the folder's problems, named as --data
+    for query in args.query:  # before any model is built
         try:
-            open_video(path)
+            open_video(query)
         except VideoReadError as error:
-            raise CLIError(f"--query {path} is not a readable video: {error.reason}") from None
-        queries.append(Clip(path, -1, "?"))
-    num_frames, image_size = args.num_frames, args.image_size
+            raise CLIError(f"--query {query} is not a readable video: {error.reason}") from None
     device = resolve_device(args.device)
-    method_args = method_args_from(args)
+    if args.checkpoint and args.method_options:
+        raise CLIError("-O applies without --checkpoint only (a checkpoint rebuilds its own method)")
     try:
-        if args.checkpoint:
-            if args.method_options:
-                raise CLIError("-O applies without --checkpoint only (a checkpoint rebuilds its own method)")
-            checkpoint = read_checkpoint(args.checkpoint)
-            method, saved = method_from_checkpoint(
-                checkpoint, method=args.method, backbone=args.backbone, class_names=support.classes,
-                method_args=method_args,
-            )
-            num_frames, image_size = num_frames or saved.num_frames, image_size or saved.image_size
-            name, backbone = saved.method, saved.backbone
-        else:
-            name, backbone = args.method or DEFAULT_METHOD, args.backbone or DEFAULT_BACKBONE
-            method = build_method(name, backbone=backbone, weights=args.weights,
-                                  method_options=method_options_dict(args), method_args=method_args,
-                                  class_names=support.classes)
-    except user_errors() + (ValueError,) as error:
-        raise CLIError(str(error)) from None
-    method.eval().to(device)
-    loader = loader_for(method.encoder, num_frames=num_frames or 8, image_size=image_size)
-    clips = [c for c in support.clips]  # class-major, labels = index in support.classes
-    try:
-        inputs = EpisodeInputs(
-            support=torch.stack([loader.load(c, train=False) for c in clips]),
-            support_labels=torch.tensor([c.label for c in clips]),
-            query=torch.stack([loader.load(q, train=False) for q in queries]),
-            class_names=list(support.classes),
+        recognizer = Recognizer.from_folder(
+            root, method=args.method, backbone=args.backbone, checkpoint=args.checkpoint, weights=args.weights,
+            method_options=method_options_dict(args) or None, method_args=method_args_from(args),
+            num_frames=args.num_frames, image_size=args.image_size,
+            cache_dir=False if args.no_cache else args.cache, reject=reject, device=device,
         )
-    except VideoReadError as error:
+        predictions = recognizer.predict(list(args.query))
+        pictures = []
+        if args.explain:
+            for query, path in zip(args.query, explain_paths(args.explain, len(args.query))):
+                pictures.append(str(recognizer.explain(query).save(path)))
+        calibration = recognizer.calibration()
+        threshold = recognizer.threshold()
+    except RecognizerError as error:
         raise CLIError(str(error)) from None
-    with torch.no_grad():
-        probabilities = method(inputs.to(device)).log_probs.float().exp().cpu()
-    top = args.top if args.top > 0 else len(support.classes)
-    results = []
-    for query, row in zip(queries, probabilities):
-        order = row.argsort(descending=True)[:top].tolist()
-        results.append({
-            "query": str(query.path),
-            "ranking": [{"class": support.classes[i], "probability": round(float(row[i]), 6)} for i in order],
-        })
-    record = {"method": name, "backbone": backbone, "checkpoint": args.checkpoint,
-              "support": str(args.data), "shots": support.counts(), "predictions": results}
+    info = recognizer.info
+    top = args.top if args.top > 0 else len(recognizer.actions)
+    record = {
+        "method": info["method"], "backbone": info["backbone"], "checkpoint": args.checkpoint,
+        "support": str(root), "shots": recognizer.shots(), "reject": reject, "threshold": threshold,
+        "calibration": {"temperature": calibration.temperature, "rule": calibration.rule,
+                        "auto_threshold": calibration.threshold,
+                        "leave_one_out_accuracy": calibration.leave_one_out_accuracy},
+        "predictions": [p.to_dict(top) for p in predictions], "explanations": pictures,
+    }
     if emit_json(args.json, record):
         return 0
-    print(f"{name} ({backbone}); support: {len(support.classes)} actions, {len(clips)} clips")
-    for result in results:
-        print(result["query"])
-        for rank, item in enumerate(result["ranking"], start=1):
-            print(f"  {rank:2d}. {item['probability']:7.2%}  {item['class']}")
+    shots = recognizer.shots()
+    print(f"{info['method']} ({info['backbone']}); support: {len(shots)} actions, {sum(shots.values())} clips; "
+          f"reject {'off' if threshold is None else f'below {threshold:.0%}'}")
+    for prediction in predictions:
+        verdict = (f"none of these (best {prediction.best} {prediction.score:.2%})" if prediction.rejected
+                   else f"{prediction.label} ({prediction.score:.2%})")
+        print(f"{prediction.query}: {verdict}")
+        for rank, (name, probability) in enumerate(prediction.ranking[:top], start=1):
+            print(f"  {rank:2d}. {probability:7.2%}  {name}")
+    for picture in pictures:
+        print(f"explanation: {picture}")
     if args.json:
         print(f"predictions: {args.json}")
     return 0
