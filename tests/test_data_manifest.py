@@ -168,8 +168,10 @@ def shared_or_skip() -> Path:
 
 @pytest.mark.parametrize(("split", "part"), sorted(EXPECTED_CLASSES))
 def test_standard_split_files_parse_with_the_known_class_counts(split, part, tmp_path):
-    shared = shared_or_skip()
-    path = shared / "splits" / split / f"{part}.txt"
+    from fsar.data.splits import get_benchmark
+
+    directory = get_benchmark(split).directory  # the copies shipped in the package (the folder name is an alias)
+    path = directory / f"{part}.txt"
     manifest = Manifest.from_split_file(tmp_path, path, validate=False)  # empty root: every entry missing
     assert len(manifest.classes) == EXPECTED_CLASSES[split, part]
     lines = sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
@@ -179,7 +181,7 @@ def test_standard_split_files_parse_with_the_known_class_counts(split, part, tmp
         if part == "val":
             assert all(name.startswith("val") for name in manifest.classes)
         else:
-            assert manifest.classes[0] == (shared / "splits" / split / f"classnames_{part}.txt").read_text().splitlines()[0]
+            assert manifest.classes[0] == (directory / f"classnames_{part}.txt").read_text().splitlines()[0]
             assert any("[something]" in name for name in manifest.classes)
 
 

@@ -56,6 +56,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        if hasattr(args, "threads"):
+            from fsar.engine.threads import configure_threads
+
+            try:
+                configure_threads(args.threads)
+            except ValueError as error:
+                raise CLIError(str(error)) from None
         return int(args.func(args) or 0)
     except CLIError as error:
         print(f"fsar {args.command}: error: {error}", file=sys.stderr)

@@ -36,6 +36,7 @@ __all__ = [
     "add_methods_own_options",
     "add_no_progress",
     "add_sampling",
+    "add_threads",
     "data_root",
     "deprecated",
     "emit_json",
@@ -211,6 +212,16 @@ def add_no_progress(parser: argparse.ArgumentParser, *, default: bool | None = T
 
 
 # ----------------------------------------------------------------------------- frame sampling
+
+
+def add_threads(parser: argparse.ArgumentParser) -> None:
+    """``--threads N``: torch's CPU threads (default: the cores not busy with other processes; see
+    :mod:`fsar.engine.threads`). ``fsar.cli.main`` applies it before the command runs, for every
+    command that has the flag."""
+    parser.add_argument(
+        "--threads", type=int, metavar="N",
+        help="CPU threads for torch (default: the cores not busy with other processes; FSAR_THREADS also sets it)",
+    )
 
 
 def add_sampling(parser: argparse.ArgumentParser, *, frames: int | None = None, image_size: int | None = None) -> None:

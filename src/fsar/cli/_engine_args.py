@@ -1,7 +1,7 @@
 """Flags shared by ``fsar train`` and ``fsar eval``, and their merge into the typed configs.
 
 Every config flag defaults to ``None`` ("not given") so that the precedence is exactly
-dataclass default < ``--config F.yaml`` < flag. Module name starts with ``_``: it is not a
+dataclass default < ``--recipe NAME`` < ``--config F.yaml`` < flag. Module name starts with ``_``: it is not a
 sub-command.
 """
 
@@ -18,6 +18,7 @@ from fsar.cli._args import (
     add_methods_own_options,
     add_no_progress,
     add_sampling,
+    add_threads,
     method_args_from,
     method_options_dict,
 )
@@ -25,6 +26,11 @@ from fsar.cli._args import (
 
 def add_common(parser: argparse.ArgumentParser, *, what: str) -> None:
     parser.add_argument("--config", metavar="F.yaml", help="YAML file with any of the settings below (flags win)")
+    parser.add_argument(
+        "--recipe", metavar="NAME",
+        help="a shipped recipe (fsar recipes), e.g. ma-fsar/ssv2-small-1shot: the paper's settings; "
+             "--config and flags override any of them",
+    )
     add_data(parser)
     parser.add_argument("--method", help="method name (fsar.list_methods(): ma-fsar, clip-fsar, lga, proto, otam, ...)")
     parser.add_argument("--backbone", help="encoder: effnet-lite0+minilm (embedded default), clip-vit-b32, clip-vit-b16")
@@ -44,10 +50,11 @@ def add_common(parser: argparse.ArgumentParser, *, what: str) -> None:
                         help="always decode frames, even for a frozen encoder")
     add_device(parser, default=None)
     add_no_progress(parser, default=None)
+    add_threads(parser)
     add_methods_own_options(parser)
 
 
-CONFIG_KEYS_SKIP = {"config", "command", "func", "verbose", "resume"}
+CONFIG_KEYS_SKIP = {"config", "command", "func", "verbose", "resume", "recipe", "compare", "threads"}
 
 
 def overrides_from_args(args: argparse.Namespace, config_cls) -> dict[str, Any]:
@@ -70,8 +77,18 @@ def resolve(args: argparse.Namespace, config_cls, **extra):
 
     overrides = overrides_from_args(args, config_cls)
     overrides.update({k: v for k, v in extra.items() if v is not None})
+    recipe = None
+    if getattr(args, "recipe", None):
+        from fsar.engine.config import TrainConfig
+        from fsar.recipes import RecipeError, load_recipe
+
+        try:
+            loaded = load_recipe(args.recipe)
+        except RecipeError as error:
+            raise CLIError(str(error)) from None
+        recipe = (loaded.name, loaded.train_values() if config_cls is TrainConfig else loaded.eval_values())
     try:
-        return resolve_config(config_cls, yaml_path=args.config, overrides=overrides)
+        return resolve_config(config_cls, yaml_path=args.config, overrides=overrides, recipe=recipe)
     except ConfigError as error:
         raise CLIError(str(error)) from None
 

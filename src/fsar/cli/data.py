@@ -5,6 +5,9 @@ unreadable files, byte-identical duplicates; exit status 1 when the data cannot 
 the requested ``--way/--shot/--queries`` (the message names the short classes).
 
 ``fsar data synth OUT``: render the synthetic action data set (the embedded default).
+
+``fsar data splits``: the standard few-shot splits shipped with fsar (names for ``--split``),
+with their classes and clips per part and where they come from.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_data(check, required=True, legacy_positional=True)
     check.add_argument("--split-file", metavar="F", help="check the entries of a 'label/video_id' split file")
     check.add_argument(
+        "--split", metavar="NAME[:PART]",
+        help="check the entries of a shipped split (`fsar data splits`), e.g. ssv2-small (test) or kinetics-100:train",
+    )
+    check.add_argument(
         "--classnames-file",
         metavar="F",
         help="class names for anonymised labels (SSv2-Full 'trainN'); default: classnames_<split>.txt beside it",
@@ -52,6 +59,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_json(check, what="the full report")
     add_no_progress(check)
     check.set_defaults(func=run_check)
+
+    splits = commands.add_parser(
+        "splits", help="list the standard few-shot splits shipped with fsar (names for --split / --splits)"
+    )
+    splits.add_argument("--json", action="store_true", help="print the list as JSON")
+    splits.set_defaults(func=run_splits)
 
     synth = commands.add_parser("synth", help="render the synthetic action data set (seeded)")
     synth.add_argument("out", metavar="OUT", help="output folder: OUT/<action>/<clip>.mp4 + OUT/synth.json")
@@ -78,6 +91,17 @@ def run_check(args: argparse.Namespace) -> int:
     for name in ("way", "shot", "queries"):
         if getattr(args, name) < 1:
             raise CLIError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    ref = None
+    if args.split and args.split_file:
+        raise CLIError("give --split NAME or --split-file F, not both")
+    if args.split:
+        from fsar.data.splits import SplitError, resolve_split
+
+        try:
+            ref = resolve_split(args.split, classnames_file=args.classnames_file)
+        except SplitError as error:
+            raise CLIError(str(error)) from None
+        args.split_file, args.classnames_file = str(ref.path), (str(ref.classnames_file) if ref.classnames_file else None)
     if args.classnames_file and not args.split_file:
         raise CLIError("--classnames-file needs --split-file")
     try:
@@ -98,12 +122,43 @@ def run_check(args: argparse.Namespace) -> int:
         emit_json("-", report.to_dict())
     else:
         print(report.format())
+        if ref is not None and ref.benchmark is not None:
+            missing = {c.name: c.skipped for c in report.classes if c.skipped}
+            from fsar.data.splits import comparability_note
+
+            print()
+            print("\n".join(comparability_note(
+                ref, readable=report.videos, missing_per_class=missing,
+                clips_per_class={c.name: c.videos for c in report.classes}, short_classes=report.short_classes,
+            )))
     if args.json and args.json != "-":
         path = report.write_json(args.json)
         print(f"report written to {path}")
     if not report.ok:
         print(f"fsar data check: {report.message}", file=sys.stderr)
         return 1
+    return 0
+
+
+def run_splits(args: argparse.Namespace) -> int:
+    import json
+
+    from fsar.data.splits import list_benchmarks
+
+    benchmarks = list_benchmarks()
+    if args.json:
+        print(json.dumps([{**b.provenance(), "aliases": list(b.aliases), "protocol": b.protocol,
+                           "parts": {p: {"classes": i.classes, "clips": i.clips, "sha256": i.sha256}
+                                     for p, i in b.parts.items()}} for b in benchmarks], indent=2, ensure_ascii=False))
+        return 0
+    print(f"{'name':<14}{'train':>14}{'val':>13}{'test':>13}   title (aliases)")
+    for b in benchmarks:
+        cells = "".join(
+            f"{f'{b.parts[p].classes} / {b.parts[p].clips}' if p in b.parts else '-':>{14 if p == 'train' else 13}}"
+            for p in ("train", "val", "test")
+        )
+        print(f"{b.name:<14}{cells}   {b.title} ({', '.join(b.aliases)})")
+    print("counts: classes / clips.  --split NAME = test part, --split NAME:val any part, --splits NAME = train + val")
     return 0
 
 

@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fsar.cli import CLIError
-from fsar.cli._args import add_device, add_json, add_method_option_flag, add_no_progress, emit_json, method_options_dict
+from fsar.cli._args import (
+    add_device,
+    add_json,
+    add_method_option_flag,
+    add_no_progress,
+    add_threads,
+    emit_json,
+    method_options_dict,
+)
 
 ORDER = 5
 
@@ -68,6 +76,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_method_option_flag(parser)
     add_json(parser, what="the results table")
     add_no_progress(parser)
+    add_threads(parser)
     parser.set_defaults(func=run)
 
 

@@ -45,7 +45,16 @@ def add_parser(subparsers) -> None:
         epilog=EPILOG,
     )
     add_common(parser, what="evaluation")
-    parser.add_argument("--split-file", metavar="F", help="split file (label/video_id per line) selecting the clips")
+    parser.add_argument(
+        "--split", "--split-file", dest="split_file", metavar="NAME[:PART]|F",
+        help="evaluation split: a shipped benchmark (its test part; NAME:val for another; fsar data splits) "
+             "or a split file (label/video_id per line)",
+    )
+    parser.add_argument(
+        "--compare", nargs="+", metavar="RESULT.json",
+        help="results of `fsar eval --json` on the same episodes: print the paired difference to each "
+             "(95%% interval, sign test, bootstrap p)",
+    )
     parser.add_argument("--classnames-file", metavar="F", help="class names of anonymised split labels (SSv2-Full)")
     parser.add_argument("--checkpoint", metavar="RUN_DIR", help="run directory of `fsar train` (or its best.json/last.json)")
     add_json(parser, what="the result")
@@ -77,7 +86,36 @@ def run(args: argparse.Namespace) -> int:
     )
     if used.json:
         print(f"result: {used.json}")
+    if args.compare:
+        _compare(outcome.record, args.compare, name=f"{used.method}")
     return 0
+
+
+def _compare(record: dict, paths: list[str], *, name: str) -> None:
+    """Pair this result with earlier ones on the same episodes (fsar.engine.compare)."""
+    import json
+    from pathlib import Path
+
+    from fsar.engine.compare import ComparisonError, check_same_episodes, compare_paired, comparison_markdown
+
+    others: dict[str, dict] = {}
+    for path in paths:
+        try:
+            other = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise CLIError(f"--compare {path}: cannot read the result ({error})") from None
+        label = f"{other.get('method', '?')} ({path})"
+        others[label] = other
+    labels = {f"{name} (this run)": record, **others}
+    try:
+        check_same_episodes(labels)
+        comparisons = [compare_paired(record["episode_accuracies"], other["episode_accuracies"],
+                                      name_a=f"{name} (this run)", name_b=label)
+                       for label, other in others.items()]
+    except ComparisonError as error:
+        raise CLIError(str(error)) from None
+    print()
+    print(comparison_markdown(comparisons, title="paired comparison on the same episodes"))
 
 
 def _without_json(args: argparse.Namespace) -> argparse.Namespace:

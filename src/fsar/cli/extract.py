@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 
 from fsar.cli import CLIError
-from fsar.cli._args import add_data, add_device, add_no_progress, add_sampling, data_root, resolve_device
+from fsar.cli._args import add_data, add_device, add_no_progress, add_sampling, add_threads, data_root, resolve_device
 
 ORDER = 40
 
@@ -48,6 +48,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--shard-size", type=int, default=256, help="clips per shard file (default: %(default)s)")
     add_device(parser)
     add_no_progress(parser)
+    add_threads(parser)
     parser.set_defaults(func=run)
 
 

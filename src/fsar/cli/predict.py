@@ -16,6 +16,7 @@ from fsar.cli._args import (
     add_method_option_flag,
     add_methods_own_options,
     add_sampling,
+    add_threads,
     data_root,
     emit_json,
     method_args_from,
@@ -81,6 +82,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--no-cache", action="store_true", help="encode every clip again, store nothing")
     add_device(parser)
     add_methods_own_options(parser)
+    add_threads(parser)
     parser.set_defaults(func=run)
 
 

@@ -44,7 +44,8 @@ schedule:
 examples:
   fsar train --data synth/ --val-classes 5 --method ma-fsar --backbone effnet-lite0+minilm \\
       --way 5 --shot 1 --episodes 2000 --out runs/ma
-  fsar train --data ssv2/ --split-file-dir splits/ssv2_CMN --method ma-fsar \\
+  fsar train --recipe ma-fsar/ssv2-small-1shot --data /data/ssv2          # the paper's settings
+  fsar train --data ssv2/ --splits ssv2-small --method ma-fsar \\
       --backbone clip-vit-b32 --weights openai/clip-vit-base-patch32 -O dataset_kind=temporal \\
       --episodes 100000 --out runs/ssv2-ma
 """
@@ -59,7 +60,11 @@ def add_parser(subparsers) -> None:
     )
     add_common(parser, what="training")
     parser.add_argument("--out", metavar="RUN_DIR", help="run directory (checkpoints, logs, config)")
-    parser.add_argument("--split-file-dir", metavar="DIR", help="directory with train.txt and val.txt (test.txt is not read)")
+    parser.add_argument(
+        "--splits", "--split-file-dir", dest="split_file_dir", metavar="NAME|DIR",
+        help="training splits: a shipped benchmark (fsar data splits: its train + val parts) or a directory with "
+             "train.txt and val.txt (test.txt is never read)",
+    )
     parser.add_argument("--val-data", metavar="ROOT2", help="validation data root (when ROOT has no split files)")
     parser.add_argument("--val-classes", type=int, metavar="N", help="hold the last N classes of ROOT out for validation")
     parser.add_argument("--tasks-per-step", type=int, metavar="K", help="episodes accumulated per Adam step (default 16)")
@@ -74,6 +79,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--checkpoint-every", type=int, metavar="STEPS", help="write last.json every this many steps (default 50)")
     parser.add_argument("--hflip", action="store_const", const=True,
                         help="random horizontal flips in training (off: they swap SSv2's left/right classes)")
+    parser.add_argument("--no-hflip", dest="hflip", action="store_const", const=False,
+                        help="no horizontal flips (overrides a recipe or --config that turns them on)")
     parser.add_argument("--color-jitter", type=float, metavar="S", help="colour jitter strength in training (default 0)")
     parser.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), help="mixed precision (auto: on CUDA only)")
     parser.add_argument("--resume", action="store_true", help="continue RUN_DIR from its last checkpoint")

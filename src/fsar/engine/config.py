@@ -266,13 +266,18 @@ def resolve_config(
     yaml_path: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
     validate: bool = True,
+    recipe: tuple[str, dict[str, Any]] | None = None,
 ) -> C:
-    """Defaults, then the YAML file, then ``overrides`` (``None`` values mean "not given").
+    """Defaults, then a recipe's values, then the YAML file, then ``overrides`` (``None`` values
+    mean "not given"). A method option given in ``overrides`` replaces that one recipe option.
 
     >>> resolve_config(TrainConfig, overrides={"data": "d", "way": 3}).way
     3
     """
     config = cls()
+    if recipe is not None:  # a shipped recipe (fsar.recipes): (its name, its values for this config)
+        name, values = recipe
+        config = _apply(config, values, f"recipe {name}")
     if yaml_path is not None:
         values = load_yaml(yaml_path)
         for key in LEGACY_METHOD_ARGS:
@@ -282,6 +287,8 @@ def resolve_config(
         config = _apply(config, values, str(yaml_path))
     if overrides:
         given = {k: v for k, v in overrides.items() if v is not None}
+        if recipe is not None and "method_options" in given:  # -O KEY=VALUE replaces one recipe option, not all
+            given["method_options"] = {**config.method_options, **dict(given["method_options"])}
         config = _apply(config, given, "command line")
     if validate:
         _validate(config)

@@ -81,6 +81,8 @@ class EvalResult:
             confusion_matrix=self.confusion,
             seconds=round(self.seconds, 2),
             fsar_version=__version__,
+            # per episode, in episode order: what `fsar eval --compare` pairs with another result
+            episode_accuracies=[round(a, 6) for a in self.episode_accuracies],
         )
         return out
 

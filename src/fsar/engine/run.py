@@ -86,16 +86,19 @@ def training_manifests(config: TrainConfig) -> tuple[Manifest, Manifest | None]:
     """
     progress = config.progress
     if config.split_file_dir:
-        directory = Path(config.split_file_dir)
-        train_file = directory / "train.txt"
-        if not train_file.is_file():
-            raise ConfigError(f"{directory}: no train.txt split file")
-        train_manifest = Manifest.from_split_file(config.data, train_file, progress=progress)
-        val_file = directory / "val.txt"
-        if val_file.is_file():
-            val_manifest = Manifest.from_split_file(config.data, val_file, progress=progress)
+        from fsar.data.splits import SplitError, resolve_training_splits
+
+        try:  # a shipped split's name (--splits ssv2-small) or a folder with train.txt [+ val.txt]
+            pair = resolve_training_splits(config.split_file_dir)
+        except SplitError as error:
+            raise ConfigError(str(error)) from None
+        train_manifest = Manifest.from_split_file(config.data, pair.train.path, classnames_file=pair.train.classnames_file,
+                                                  progress=progress)
+        if pair.val is not None:
+            val_manifest = Manifest.from_split_file(config.data, pair.val.path, classnames_file=pair.val.classnames_file,
+                                                    progress=progress)
         else:
-            log.warning("%s has no val.txt: no validation, the last checkpoint is kept", directory)
+            log.warning("%s has no val.txt: no validation, the last checkpoint is kept", config.split_file_dir)
             val_manifest = None
         return train_manifest, val_manifest
     everything = Manifest.from_folder(config.data, progress=progress)
@@ -238,11 +241,23 @@ class EvalOutcome:
     config: EvalConfig
 
 
+def eval_split(config: EvalConfig):
+    """The evaluation split (a :class:`fsar.data.splits.SplitRef`; a shipped name or a file), or None."""
+    if not config.split_file:
+        return None
+    from fsar.data.splits import SplitError, resolve_split
+
+    try:
+        return resolve_split(config.split_file, classnames_file=config.classnames_file)
+    except SplitError as error:
+        raise ConfigError(str(error)) from None
+
+
 def eval_manifest(config: EvalConfig) -> Manifest:
-    if config.split_file:
-        return Manifest.from_split_file(
-            config.data, config.split_file, classnames_file=config.classnames_file, progress=config.progress
-        )
+    split = eval_split(config)
+    if split is not None:
+        return Manifest.from_split_file(config.data, split.path, classnames_file=split.classnames_file,
+                                        progress=config.progress)
     return Manifest.from_folder(config.data, progress=config.progress)
 
 
@@ -304,6 +319,7 @@ def run_evaluation(config: EvalConfig, *, method: FewShotMethod | None = None) -
         "seed": config.seed,
         "data": str(config.data),
         "split_file": config.split_file,
+        "split": (lambda ref: ref.provenance() if ref is not None else None)(eval_split(config)),
         "skipped_clips": len(manifest.skipped),
         "checkpoint": checkpoint_info,
         "config": config_to_dict(config),

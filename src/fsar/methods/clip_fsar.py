@@ -39,6 +39,7 @@ from fsar.methods.base import MethodOutput
 from fsar.methods.common import SHOT_HANDOFF, Scale, check_episode, class_means
 from fsar.methods.text_aware import TextAwareMethod
 from fsar.methods.text_side import cosine_logits, episode_text
+from fsar.methods.memo import ClipMemo
 from fsar.methods.tpcm import PrototypeModulation
 
 __all__ = ["CLIPFSAR", "CLIPFSARConfig"]
@@ -145,10 +146,30 @@ class CLIPFSAR(TextAwareMethod):
         labels = inputs.support_labels.to(device)
         way = inputs.way
 
-        f_support = self.space.frames(support)
-        f_query = self.space.frames(query)
-        support_mod = self.modulation(f_support, self.space.text(text.per_clip.to(device)))
-        query_mod = self.modulation(f_query, None)
+        memo = ClipMemo.applies(self, inputs.features, support)  # evaluation from the cache: once per clip
+        if memo:  # at evaluation a class's text is its 16-template mean: one projection per class name
+            per_class = text.per_class.to(device)
+            (text_class,) = self.clip_memo.map(lambda index: (self.space.text(per_class[index]),), per_class,
+                                               [("text", name) for name in inputs.class_names])
+            text_clip = text_class[labels]
+        else:
+            text_clip = self.space.text(text.per_clip.to(device))
+
+        def support_part(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            frames = self.space.frames(support[index])
+            return frames, self.modulation(frames, text_clip[index])
+
+        def query_part(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            frames = self.space.frames(query[index])
+            return frames, self.modulation(frames, None)
+
+        if memo:
+            names = [("support", inputs.class_names[c]) for c in labels.tolist()]
+            f_support, support_mod = self.clip_memo.map(support_part, support, names)
+            f_query, query_mod = self.clip_memo.map(query_part, query, [("query",)] * query.shape[0])
+        else:
+            f_support, support_mod = support_part(torch.arange(support.shape[0]))
+            f_query, query_mod = query_part(torch.arange(query.shape[0]))
         if self.config.shots == "prototype":
             prototypes, proto_labels = class_means(support_mod, labels, way), torch.arange(way, device=device)
         else:

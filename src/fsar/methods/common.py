@@ -19,6 +19,7 @@ from torch import nn
 
 from fsar.data.inputs import EpisodeInputs
 from fsar.encoders.base import Encoder
+from fsar.methods.memo import ClipMemo
 from fsar.methods.base import FewShotMethod
 from fsar.metrics._common import class_means  # the one K-shot mean, shared with the metrics
 
@@ -293,15 +294,41 @@ class EncoderMethod(FewShotMethod):
     def __init__(self, encoder: Encoder) -> None:
         super().__init__()
         self.encoder = encoder
-        if encoder.is_frozen:
+        self._encoder_frozen: bool | None = None
+        #: per-clip results of evaluation from the cache (fsar.methods.memo); forgotten on train()/eval()
+        self.clip_memo = ClipMemo()
+        if self.encoder_frozen:
             encoder.eval()
+
+    @property
+    def encoder_frozen(self) -> bool:
+        """``encoder.is_frozen``, remembered between :meth:`train` / :meth:`eval` calls.
+
+        ``is_frozen`` walks every parameter (266 µs for the embedded pair, several times per
+        episode); the engine calls ``train()``/``eval()`` before every loop, which re-reads it,
+        so a change of ``requires_grad`` made before a loop is seen.
+        """
+        if self._encoder_frozen is None:
+            self._encoder_frozen = bool(self.encoder.is_frozen)
+        return self._encoder_frozen
 
     @property
     def backbone_name(self) -> str:
         return self.encoder.name
 
     def encoder_is_frozen(self) -> bool:
-        return bool(self.encoder.is_frozen)
+        return self.encoder_frozen
+
+    def train(self, mode: bool = True) -> "EncoderMethod":
+        # Every mode switch (the engine's before each loop) re-reads is_frozen and forgets the
+        # per-clip memory of the last evaluation.
+        self._encoder_frozen = None
+        self.clip_memo.clear()
+        return super().train(mode)
+
+    def load_state_dict(self, *args, **kwargs):
+        self.clip_memo.clear()  # remembered per-clip results belong to the old weights
+        return super().load_state_dict(*args, **kwargs)
 
     def _encode(self, tensor: torch.Tensor, text_features: torch.Tensor | None, features: bool) -> torch.Tensor:
         if features:
@@ -311,7 +338,7 @@ class EncoderMethod(FewShotMethod):
                     f"{self.backbone_name} gives D={self.encoder.feature_dim}"
                 )
             return tensor.float()
-        if self.encoder.is_frozen:
+        if self.encoder_frozen:
             with torch.no_grad():
                 return self.encoder.encode_frames(tensor, text_features)
         return self.encoder.encode_frames(tensor, text_features)
@@ -329,7 +356,7 @@ class EncoderMethod(FewShotMethod):
         branch never receives text.
         """
         check_episode(inputs, method=self.name)
-        if inputs.features and not self.encoder.is_frozen:
+        if inputs.features and not self.encoder_frozen:
             raise ValueError(
                 f"{self.name}: cached features (features=True) need a frozen encoder, but "
                 f"{self.backbone_name} trains here (fine-tuned or adapted); pass frames instead"

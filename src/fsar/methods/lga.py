@@ -52,6 +52,7 @@ from fsar.methods import METHODS
 from fsar.methods.base import MethodOutput
 from fsar.methods.common import Scale
 from fsar.methods.text_aware import TextAwareMethod
+from fsar.methods.memo import ClipMemo
 
 __all__ = ["LGA", "LGAConfig", "geometric_mean_log_probs"]
 
@@ -269,6 +270,38 @@ class LGA(TextAwareMethod):
         """1/L Σ_i cos(pooled_i, text^c_i): (n, L, W) x (C, L, W) -> (n, C)."""
         return torch.einsum("nlw,clw->nc", F.normalize(pooled, dim=-1), F.normalize(texts, dim=-1)) / pooled.shape[1]
 
+    def _memo_parts(self, support, query, labels, class_names, device):
+        """(stages, valid, fused support, fused query, class texts) of an episode, each clip's part
+        computed once (:class:`ClipMemo`). Stages are stored padded to T slots and cut back to the
+        episode's longest stage, the layout :func:`gather_stages` gives the whole episode."""
+        num_frames = support.shape[1]
+        raw_text = self._class_texts(class_names, device)  # (C, L, D_text)
+        (class_text,) = self.clip_memo.map(lambda index: (self.space.text(raw_text[index]),), raw_text,
+                                           [("stage text", name) for name in class_names])
+
+        def padded(tensor: torch.Tensor) -> torch.Tensor:
+            pad = num_frames - tensor.shape[2]
+            if pad == 0:
+                return tensor
+            shape = list(tensor.shape)
+            shape[2] = pad
+            return torch.cat([tensor, tensor.new_zeros(shape)], dim=2)
+
+        def part(clips: torch.Tensor, texts: torch.Tensor | None):
+            def compute(index: torch.Tensor):
+                stages, valid, _ = self._stages(clips[index], self.space.frames(clips[index]))
+                fused = self.fusion(stages, valid, None if texts is None else texts[index])
+                return padded(stages), padded(valid), padded(fused)
+            return compute
+
+        support_names = [("lga support", class_names[c]) for c in labels.tolist()]
+        s_stages, s_valid, fused_support = self.clip_memo.map(part(support, class_text[labels]), support, support_names)
+        q_stages, q_valid, fused_query = self.clip_memo.map(part(query, None), query, [("lga query",)] * query.shape[0])
+        stages, valid = torch.cat([s_stages, q_stages]), torch.cat([s_valid, q_valid])
+        n_max = int(valid.sum(-1).max())
+        return (stages[:, :, :n_max], valid[:, :, :n_max], fused_support[:, :, :n_max], fused_query[:, :, :n_max],
+                class_text)
+
     def forward(self, inputs: EpisodeInputs) -> MethodOutput:
         support, query = self.encode_episode(inputs)
         assert support is not None
@@ -277,14 +310,21 @@ class LGA(TextAwareMethod):
         labels = inputs.support_labels.to(device)
         way = inputs.way
 
-        raw = torch.cat([support, query])  # (Ns + Nq, T, D)
-        stages, valid, _ = self._stages(raw, self.space.frames(raw))
-        class_text = self.space.text(self._class_texts(inputs.class_names, device))  # (C, L, W)
+        if ClipMemo.applies(self, inputs.features, support):
+            # Evaluation from the cache: anatomy and fusion once per clip (they depend on the clip
+            # and, for a support clip, its class's stage texts only), then the episode's matching.
+            stages, valid, fused_support, fused_query, class_text = self._memo_parts(
+                support, query, labels, inputs.class_names, device
+            )
+        else:
+            raw = torch.cat([support, query])  # (Ns + Nq, T, D)
+            stages, valid, _ = self._stages(raw, self.space.frames(raw))
+            class_text = self.space.text(self._class_texts(inputs.class_names, device))  # (C, L, W)
 
-        # Fine-grained multimodal fusion: support stages with their class's stage texts,
-        # query stages visual-only (same weights).
-        fused_support = self.fusion(stages[:n_support], valid[:n_support], class_text[labels])
-        fused_query = self.fusion(stages[n_support:], valid[n_support:], None)
+            # Fine-grained multimodal fusion: support stages with their class's stage texts,
+            # query stages visual-only (same weights).
+            fused_support = self.fusion(stages[:n_support], valid[:n_support], class_text[labels])
+            fused_query = self.fusion(stages[n_support:], valid[n_support:], None)
 
         # Video-video: AB-MHM over the concatenated fused stages (prototype f~ = concat_i f~_{S_i}).
         seq_support, mem_support = concat_stages(fused_support, valid[:n_support])

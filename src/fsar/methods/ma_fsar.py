@@ -63,6 +63,7 @@ from fsar.methods.base import MethodOutput
 from fsar.methods.common import SHOT_HANDOFF, Scale, check_episode, class_means, mix_log_probs
 from fsar.methods.text_aware import CLIP_INITIAL_LOGIT_SCALE, CLIP_LOGIT_SCALE, TextAwareMethod, initial_logit_scale
 from fsar.methods.text_side import cosine_logits, episode_text
+from fsar.methods.memo import ClipMemo
 from fsar.methods.tpcm import PROTOTYPE_MODULES, build_prototype_module
 
 __all__ = [
@@ -175,19 +176,39 @@ class MAFSAR(TextAwareMethod):
         labels = inputs.support_labels.to(device)
         way = inputs.way
 
-        f_support = self.space.frames(support)  # (Ns, T, W)
-        f_query = self.space.frames(query)  # (Nq, T, W)
-        text_clip = self.space.text(text.per_clip.to(device))  # (Ns, W)
-        text_class = self.space.text(text.per_class.to(device))  # (C, W)
+        memo = ClipMemo.applies(self, inputs.features, support)  # evaluation from the cache: once per clip
+        if memo:  # at evaluation a class's text is its 16-template mean: one projection per class name
+            per_class = text.per_class.to(device)
+            (text_class,) = self.clip_memo.map(lambda index: (self.space.text(per_class[index]),), per_class,
+                                               [("text", name) for name in inputs.class_names])
+            text_clip = text_class[labels]
+        else:
+            text_clip = self.space.text(text.per_clip.to(device))  # (Ns, W)
+            text_class = self.space.text(text.per_class.to(device))  # (C, W)
 
-        # Text branch (eqs. 14/15): GAP over T of the features *before* TPCM.
+        # Per clip: the joint-space frames (Ns/Nq, T, W), their GAP over T (the text branch,
+        # eqs. 14/15, reads the features *before* TPCM) and the shared TPCM (eqs. 9-12).
+        def support_part(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            frames = self.space.frames(support[index])
+            return frames.mean(1), self._enhance(frames, text_clip[index])
+
+        def query_part(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            frames = self.space.frames(query[index])
+            return frames.mean(1), self._enhance(frames, None)
+
+        if memo:
+            names = [("support", inputs.class_names[c]) for c in labels.tolist()]
+            support_mean, support_tilde = self.clip_memo.map(support_part, support, names)
+            query_mean, query_tilde = self.clip_memo.map(query_part, query, [("query",)] * query.shape[0])
+        else:
+            support_mean, support_tilde = support_part(torch.arange(support.shape[0]))
+            query_mean, query_tilde = query_part(torch.arange(query.shape[0]))
+
         scale = self.logit_scale()
-        s2t_logits = cosine_logits(f_support.mean(1), text_class, scale)  # (Ns, C)
-        q2t_logits = cosine_logits(f_query.mean(1), text_class, scale)  # (Nq, C)
+        s2t_logits = cosine_logits(support_mean, text_class, scale)  # (Ns, C)
+        q2t_logits = cosine_logits(query_mean, text_class, scale)  # (Nq, C)
 
-        # Visual branch (eqs. 9-13): shared TPCM, then K-shot prototypes, then the metric.
-        support_tilde = self._enhance(f_support, text_clip)
-        query_tilde = self._enhance(f_query, None)
+        # Visual branch (eq. 13): K-shot prototypes of the TPCM outputs, then the metric.
         if self.config.shots == "prototype":
             prototypes = class_means(support_tilde, labels, way)  # (C, T, W)
             proto_labels = torch.arange(way, device=device)

@@ -343,6 +343,14 @@ class FeatureCache:
         self.skipped: dict[str, str] = {s["path"]: s["reason"] for s in index.get("skipped", [])}
         self._part_counts = sorted({len(PurePosixPath(k).parts) for k in self.entries}, reverse=True)
         self._handles: dict[str, Any] = {}
+        # Episodes revisit the same few thousand clips: remember each path's index key (a relative
+        # --data would otherwise resolve two paths, with lstat calls, per lookup), each located
+        # (clip, view) and each tensor read (up to memory_budget bytes; FSAR_CACHE_MEMORY_MB).
+        self._keys: dict[str, str] = {}
+        self._located: dict[tuple[str, tuple[int, str, str]], tuple[str, dict]] = {}
+        self._tensors: dict[tuple[str, str], torch.Tensor] = {}
+        self._tensor_bytes = 0
+        self.memory_budget = int(os.environ.get("FSAR_CACHE_MEMORY_MB", "2048")) * (1 << 20)
         if not self.complete:
             log.warning("feature cache %s is incomplete (interrupted extraction); %d clips available",
                         self.directory, len(self.entries))
@@ -384,6 +392,13 @@ class FeatureCache:
             )
 
     def _key(self, clip_path: str | os.PathLike) -> str:
+        text = os.fspath(clip_path)
+        key = self._keys.get(text)
+        if key is None:
+            key = self._keys[text] = self._lookup_key(clip_path)
+        return key
+
+    def _lookup_key(self, clip_path: str | os.PathLike) -> str:
         key = _relative_key(clip_path, self.root)
         if key in self.entries or key in self.skipped:
             return key
@@ -396,13 +411,24 @@ class FeatureCache:
         return key
 
     def _tensor(self, shard: str, key: str) -> torch.Tensor:
+        """One stored tensor, read from its shard once and then served from memory (within
+        ``memory_budget``). Callers get the stored tensor: never modify it in place (the
+        ``torch.stack`` of :meth:`load_episode` copies)."""
+        found = self._tensors.get((shard, key))
+        if found is not None:
+            return found
         from safetensors import safe_open
 
         handle = self._handles.get(shard)
         if handle is None:
             handle = safe_open(str(self.directory / shard), framework="pt")
             self._handles[shard] = handle
-        return handle.get_tensor(key)
+        tensor = handle.get_tensor(key)
+        size = tensor.numel() * tensor.element_size()
+        if self._tensor_bytes + size <= self.memory_budget:
+            self._tensors[(shard, key)] = tensor
+            self._tensor_bytes += size
+        return tensor
 
     def get(
         self, clip_path: str | os.PathLike, indices: Sequence[int], transform_key: str
@@ -437,6 +463,9 @@ class FeatureCache:
 
     def _locate(self, clip, view: tuple[int, str, str]) -> tuple[str, dict]:
         """(index key, entry) of a clip cached for exactly this view; raises :class:`MissingFeatureError`."""
+        found = self._located.get((os.fspath(clip.path), view))
+        if found is not None:
+            return found
         num_segments, sampling, transform_key = view
         key = self._key(clip.path)
         entry = self.entries.get(key)
@@ -447,6 +476,7 @@ class FeatureCache:
             # The recorded frame count gives the indices without opening the video.
             indices = [int(i) for i in sample_indices(int(entry["num_frames"]), num_segments, mode=sampling, train=False)]
             if transform_key == self.transform_key and list(entry["indices"]) == indices:
+                self._located[(os.fspath(clip.path), view)] = (key, entry)
                 return key, entry
         raise MissingFeatureError(self._explain_missing(clip, indices, transform_key))
 
