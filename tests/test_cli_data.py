@@ -71,6 +71,11 @@ def test_synth_renders_a_checkable_set(tmp_path, capsys):
     assert main(["data", "check", str(out), "--way", "2", "--no-progress"]) == 0
     assert "frames per video: min 4 / median 4 / max 4" in capsys.readouterr().out
     assert main(["data", "synth", str(out), "--classes", "0"]) == 2
+    assert json.loads((out / "synth.json").read_text())["format_version"] == 2  # the default generator
+    old = tmp_path / "synth-v1"
+    assert main(["data", "synth", str(old), "--classes", "2", "--videos-per-class", "1", "--frames", "4",
+                 "--size", "32", "--version", "1", "--no-progress"]) == 0
+    assert json.loads((old / "synth.json").read_text())["format_version"] == 1
 
 
 def test_ssv2_mini_check_from_the_cli(capsys):

@@ -352,3 +352,94 @@ def test_covering_hides_the_object_completely_and_uncovering_reveals_it():
         without_object, _ = S.render_clip(dataclasses.replace(params, appearance=tiny))
         assert np.array_equal(frames[-1], without_object[-1])  # hidden under the cover at the end
         assert not np.array_equal(frames[0], without_object[0])  # visible at the start
+
+
+# ----------------------------------------------------------------------------- generator versions
+
+#: Digests computed with the single-module generator of the first demo figures (before the
+#: split into actions / params / render / writing): version 1 must keep rendering them.
+_V1_FRAMES_SHA256 = "001d501edd639401b2b50892cfdca26d1f9ef1a617ddf0e76490983fe98d8f5a"
+_V1_SYNTH_JSON_SHA256 = "00b7335140f914e6b4cfad9a5f78f4beefa1d164a0edc897d1b7ca803b32a46f"
+
+
+def test_version_1_renders_the_frames_and_metadata_of_the_first_release(tmp_path):
+    digest = hashlib.sha256()
+    for i, name in enumerate(S.class_names()):
+        params = S.draw_clip_params(name, seed=11, clip_index=7 * i + 3, frames=12, size=48, version=1)
+        digest.update(S.render_clip(params)[0].tobytes())
+    assert digest.hexdigest() == _V1_FRAMES_SHA256
+    root = S.render_dataset(tmp_path / "s", classes=6, videos_per_class=1, frames=6, size=32, seed=2,
+                            progress=False, version=1)
+    assert hashlib.sha256((root / "synth.json").read_bytes()).hexdigest() == _V1_SYNTH_JSON_SHA256
+
+
+@pytest.mark.parametrize("forward,reverse", S.reverse_pairs())
+def test_version_2_reverse_action_is_the_frame_reversed_clip_with_the_mirrored_speed(forward, reverse):
+    for clip_index in range(3):  # covers the three speed profiles among the pairs
+        params = S.draw_clip_params(forward, seed=3, clip_index=clip_index + 40 * len(forward), version=2)
+        mirrored = S.mirror_params(params)
+        assert mirrored.version == 2
+        assert mirrored.speed == {"constant": "constant", "accelerating": "decelerating",
+                                  "decelerating": "accelerating"}[params.speed]
+        frames, _ = S.render_clip(params)
+        assert np.array_equal(S.render_clip(mirrored)[0], frames[::-1])
+
+
+def test_version_2_stages_are_sharp_in_the_pixels_for_every_action_and_speed():
+    speeds = Counter()
+    for i, spec in enumerate(S.ACTIONS):
+        for seed in (0, 1):
+            params = S.draw_clip_params(spec.name, seed=seed, clip_index=100 + i, version=2)
+            speeds[params.speed] += 1
+            frames, _ = S.render_clip(params)
+            a, b = params.boundaries
+            assert all(np.array_equal(frames[t], frames[0]) for t in range(1, a)), spec.name
+            assert all(np.array_equal(frames[t], frames[b]) for t in range(b + 1, params.frames)), spec.name
+            assert not np.array_equal(frames[a], frames[a - 1]), (spec.name, params.speed)
+            assert not np.array_equal(frames[b], frames[b - 1]), (spec.name, params.speed)
+    assert set(speeds) == set(S.SPEED_PROFILES)
+
+
+def test_speed_profiles_rise_as_named_and_mirror_each_other():
+    constant = S.progress_profile(16, (4, 12), "constant")
+    faster = S.progress_profile(16, (4, 12), "accelerating")
+    slower = S.progress_profile(16, (4, 12), "decelerating")
+    for p in (constant, faster, slower):
+        assert np.all(p[:4] == 0) and np.all(p[12:] == 1) and np.all(np.diff(p[4:12]) > 0)
+    steps_up, steps_down = np.diff(faster[3:13]), np.diff(slower[3:13])
+    assert np.all(np.diff(steps_up[1:-1]) > 0) and np.all(np.diff(steps_down[1:-1]) < 0)
+    assert steps_up[-2] > 2.5 * steps_up[1]  # the speed grows several-fold over the phase
+    np.testing.assert_array_equal(slower, 1.0 - faster[::-1])
+    with pytest.raises(ValueError, match="speed profile"):
+        S.progress_profile(16, (4, 12), "jerky")
+
+
+def test_version_2_objects_and_motions_cover_a_large_part_of_the_frame():
+    v1 = [S.draw_appearance(0, i, version=1).main.radius for i in range(200)]
+    v2 = [S.draw_appearance(0, i, version=2).main.radius for i in range(200)]
+    assert max(v1) <= 0.15 and min(v2) >= 0.17
+    for i in range(20):
+        params = S.draw_clip_params("moving something from left to right", seed=0, clip_index=i, version=2)
+        _, tracks = S.render_clip(params)
+        assert tracks[0].x[-1] - tracks[0].x[0] >= 0.5 - 1e-9
+        # appearance and motion draws do not depend on the action in version 2 either
+        other = S.draw_clip_params("covering something", seed=0, clip_index=i, version=2)
+        assert (other.appearance, other.motion, other.boundaries, other.speed) == (
+            params.appearance, params.motion, params.boundaries, params.speed)
+
+
+def test_version_2_metadata_records_the_stage_ground_truth(tmp_path):
+    root = _render(tmp_path, version=2, classes=3, frames=12, size=48)
+    meta = S.load_metadata(root)
+    assert meta["format_version"] == 2 and meta["generator_version"] == 2
+    for clip in meta["clips"]:
+        a, b = clip["boundaries"]
+        assert clip["speed"] in S.SPEED_PROFILES
+        progress = np.array(clip["progress"])
+        assert progress.shape == (12,) and np.all(progress[:a] == 0) and np.all(progress[b:] == 1)
+        assert np.all((progress[a:b] > 0) & (progress[a:b] < 1))
+    # the same folder cannot silently switch version
+    with pytest.raises(S.SynthDatasetError, match="format_version"):
+        _render(tmp_path, version=1, classes=3, frames=12, size=48)
+    with pytest.raises(ValueError, match="generator version"):
+        _render(tmp_path, "other", version=3)

@@ -104,3 +104,23 @@ def test_training_free_method_is_refused(tmp_path):
     method.requires_grad_(False)
     with pytest.raises(TrainError, match="nothing to train"):
         train(_config(tmp_path), method=method, train_source=TensorEpisodes(CLASSES))
+
+
+def test_early_stop_ends_the_run_after_patience_validations_without_a_new_best(tmp_path):
+    # lr ~0: validation never improves after the first score, so the run stops early
+    config = _config(tmp_path, episodes=40, val_every=1, lr=1e-12, early_stop_patience=2, validate_at_start=True)
+    _, summary = _run(config)
+    rows = [r for r in read_metrics(tmp_path / "metrics.csv") if r["split"] == "val"]
+    assert [int(r["step"]) for r in rows] == [0, 1, 2]  # the start, then two without a new best
+    assert summary.stopped_early and summary.steps == 2 and len(summary.losses) == 2
+    assert read_checkpoint(tmp_path).step == 0  # the untrained start stays the best
+    last = read_checkpoint(tmp_path, prefer="last")
+    assert last.step == 2 and last.record["stopped_early"]
+    # resuming a run that stopped early trains no further
+    _, again = _run(config, resume=True)
+    assert again.losses == [] and again.stopped_early
+
+
+def test_without_patience_every_episode_trains(tmp_path):
+    _, summary = _run(_config(tmp_path, episodes=12, val_every=1, lr=1e-12))
+    assert not summary.stopped_early and len(summary.losses) == 6

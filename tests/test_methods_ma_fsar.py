@@ -202,7 +202,8 @@ def test_frozen_clip_features_equal_frames(frozen_clip):
 
 
 def test_learned_projections_without_a_shared_space():
-    method = _ma_fsar(backbone=ToyEncoder(feature_dim=24, text_dim=12, shared_space=False), embed_dim=16)
+    method = _ma_fsar(backbone=ToyEncoder(feature_dim=24, text_dim=12, shared_space=False), embed_dim=16,
+                      start="standard")
     assert method.space.dim == 16
     assert method.space.visual_proj.in_features == 24 and method.space.text_proj.in_features == 12
     method.train()
@@ -213,7 +214,9 @@ def test_learned_projections_without_a_shared_space():
 
 def test_embedded_pair_runs_on_cached_features_and_frames():
     method = fsar.create_method("ma-fsar", backbone=shared_embedded_pair())
-    assert method.config.finetune == "frozen" and method.space.dim == 512
+    # the embedded pair starts from the training-free core: frames stay 1280-d
+    assert method.config.finetune == "frozen" and method.config.start == "training-free"
+    assert method.space.dim == 1280
     assert all(not k.startswith("encoder.") for k in method.trainable_state_dict())
     method.train()
     out = method(features_episode(dim=1280, way=2, shot=1, queries=1))

@@ -73,6 +73,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     synth.add_argument("--frames", type=int, default=16, help="frames per clip (default 16)")
     synth.add_argument("--size", type=int, default=112, help="frame side in pixels (default 112)")
+    synth.add_argument("--version", type=int, choices=(1, 2), default=2,
+                       help="generator version: 2 (default) large objects and motions with speed profiles; "
+                            "1 the small, eased set of the first demo figures")
     synth.add_argument("--overwrite", action="store_true", help="replace a synthetic set rendered with other parameters")
     add_no_progress(synth)
     synth.set_defaults(func=run_synth)
@@ -179,6 +182,7 @@ def run_synth(args: argparse.Namespace) -> int:
             size=args.size,
             progress=args.progress,
             overwrite=args.overwrite,
+            version=args.version,
         )
     except ValueError as error:
         raise CLIError(str(error)) from None

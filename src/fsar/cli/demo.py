@@ -1,12 +1,19 @@
 """``fsar demo``: the whole few-shot loop on the embedded default, on a laptop CPU.
 
-1. renders the seeded synthetic action set and writes its train/val/test class split files;
-2. caches the per-frame features of the embedded pair (EfficientNet-Lite0 + MiniLM, frozen);
-3. meta-trains MA-FSAR on the training classes, choosing the checkpoint on the validation classes;
+1. renders the seeded synthetic action set (generator version 2: large objects, large motions,
+   per-clip speed profiles) and writes its train/val/test class split files;
+2. caches the per-frame features of the frozen grid backbone ``effnet-lite0-grid+minilm``
+   (EfficientNet-Lite0 map pooled to 3x3 cells + MiniLM);
+3. meta-trains MA-FSAR on the training classes from its training-free core (untrained it is
+   OTAM on the cached features), validating on the validation classes from step 0, keeping the
+   best checkpoint and stopping when validation stops improving;
 4. evaluates it beside the training-free baselines (proto, OTAM, Bi-MHM on the same frozen
    features) on the held-out test classes, all on the same seeded 5-way 1-shot episodes;
-5. prints the table (accuracy ± 95% interval, episode count) and saves it as JSON and PNG.
+5. prints the table (accuracy ± 95% interval, episode count, and the same on the episodes that
+   contain a motion and its reverse) and saves it as JSON and PNG.
 
+``--version 1`` reruns the first demo instead (generator 1, ``effnet-lite0+minilm``,
+random-init projections, a fixed 300-step schedule), which reproduces its table.
 Re-running with the same --out reuses the rendered set, the feature cache and a finished run.
 """
 
@@ -14,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fsar.cli import CLIError
@@ -30,7 +37,6 @@ from fsar.cli._args import (
 
 ORDER = 5
 
-BACKBONE = "effnet-lite0+minilm"
 #: The method the demo meta-trains (the baselines are training-free).
 TRAINED = "ma-fsar"
 BASELINES = ("proto", "otam", "bimhm")
@@ -38,23 +44,55 @@ BASELINES = ("proto", "otam", "bimhm")
 
 @dataclass(frozen=True)
 class DemoPlan:
-    """Sizes of one demo run (``--quick`` or full)."""
+    """Sizes and settings of one demo run (``--version`` x ``--quick``)."""
 
-    videos_per_class: int
-    frames: int
-    size: int
-    image_size: int
-    train_episodes: int
-    tasks_per_step: int
-    val_every: int
-    val_episodes: int
-    test_episodes: int
+    data_version: int  # synthetic generator version
+    backbone: str
+    method_options: dict = field(default_factory=dict, hash=False, compare=False)
+    videos_per_class: int = 10
+    frames: int = 16
+    size: int = 112
+    image_size: int = 160
+    train_episodes: int = 2400
+    tasks_per_step: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    val_every: int = 50
+    val_episodes: int = 300
+    #: stop after this many validations without a new best (0: train all episodes)
+    early_stop_patience: int = 0
+    test_episodes: int = 1000
 
 
-FULL = DemoPlan(videos_per_class=10, frames=16, size=112, image_size=160, train_episodes=2400, tasks_per_step=8,
-                val_every=50, val_episodes=300, test_episodes=1000)
-QUICK = DemoPlan(videos_per_class=4, frames=8, size=64, image_size=128, train_episodes=320, tasks_per_step=8,
-                 val_every=10, val_episodes=100, test_episodes=300)
+#: Version 2 (default): generator 2 (large objects, large motions, speed profiles), the grid
+#: backbone, MA-FSAR started from its training-free core, early stopping on validation.
+PLANS = {
+    (2, False): DemoPlan(
+        data_version=2, backbone="effnet-lite0-grid+minilm",
+        method_options={"dataset_kind": "temporal", "start": "training-free"},
+        train_episodes=2400, tasks_per_step=8, lr=1e-3, weight_decay=1e-4, val_every=25, val_episodes=200,
+        early_stop_patience=4, test_episodes=1000,
+    ),
+    (2, True): DemoPlan(
+        data_version=2, backbone="effnet-lite0-grid+minilm",
+        method_options={"dataset_kind": "temporal", "start": "training-free"},
+        videos_per_class=4, frames=8, size=64, image_size=128, train_episodes=480, tasks_per_step=8, lr=1e-3,
+        weight_decay=1e-4, val_every=10, val_episodes=100, early_stop_patience=3, test_episodes=300,
+    ),
+    # Version 1: the first demo exactly (its table is in the README's history and benchmarks/README.md).
+    (1, False): DemoPlan(
+        data_version=1, backbone="effnet-lite0+minilm",
+        method_options={"dataset_kind": "temporal", "start": "standard"},
+        train_episodes=2400, tasks_per_step=8, val_every=50, val_episodes=300, test_episodes=1000,
+    ),
+    (1, True): DemoPlan(
+        data_version=1, backbone="effnet-lite0+minilm",
+        method_options={"dataset_kind": "temporal", "start": "standard"},
+        videos_per_class=4, frames=8, size=64, image_size=128, train_episodes=320, tasks_per_step=8,
+        val_every=10, val_episodes=100, test_episodes=300,
+    ),
+}
+FULL, QUICK = PLANS[(2, False)], PLANS[(2, True)]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -64,14 +102,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
-            "full: 36 actions x 10 clips, 2400 training episodes, 1000 test episodes (< 10 min on 2 CPU cores);\n"
-            "--quick: 36 actions x 4 clips, 320 training episodes, 300 test episodes (< 2 min).\n"
+            "full: 36 actions x 10 clips, up to 2400 training episodes (early stop on validation), 1000 test\n"
+            "episodes (< 6 min on 2 CPU cores); --quick: 36 actions x 4 short, small clips, 300 test episodes\n"
+            "(< 2 min). --version 1 reruns the first demo (generator 1, effnet-lite0+minilm, random-init\n"
+            "projections, fixed schedule) and reproduces its table.\n"
             "Afterwards: fsar predict --data DIR --query CLIP --checkpoint OUT/run"
         ),
     )
     parser.add_argument("--out", default="fsar-demo", metavar="DIR", help="working folder (default ./fsar-demo)")
     parser.add_argument("--seed", type=int, default=0, help="seed for data, training and episodes (default 0)")
     parser.add_argument("--quick", action="store_true", help="a smaller, faster run (fewer, shorter, smaller clips)")
+    parser.add_argument("--version", type=int, choices=(1, 2), default=2,
+                        help="2 (default): synthetic generator 2, grid backbone, MA-FSAR from its training-free "
+                             "core; 1: the first demo, to reproduce its figures")
     add_device(parser)
     add_method_option_flag(parser)
     add_json(parser, what="the results table")
@@ -91,7 +134,35 @@ def write_split_files(manifest, parts: dict[str, list[str]], directory: Path) ->
     return directory
 
 
+def order_sensitive_episodes(manifest, pairs: list[tuple[str, str]], *, way: int, shot: int, seed: int,
+                             episodes: int) -> list[int]:
+    """Indices of the seeded test episodes that contain a motion and its reverse (both classes)."""
+    from fsar.data.episodes import EpisodeSampler
+
+    sampler = EpisodeSampler(manifest, way=way, shot=shot, queries=1, seed=seed)
+    chosen = []
+    for index in range(episodes):
+        names = set(sampler.episode(index).class_names)
+        if any(a in names and b in names for a, b in pairs):
+            chosen.append(index)
+    return chosen
+
+
+def mean_and_interval(values: list[float]) -> tuple[float, float]:
+    """Mean and 95% interval 1.96·std/√n (population std, as the engine reports)."""
+    import math
+
+    n = len(values)
+    if not n:
+        return float("nan"), float("nan")
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / n)
+    return mean, 1.96 * std / math.sqrt(n)
+
+
 def draw_table(rows: list[dict], png: Path, title: str) -> None:
+    """Bars of test accuracy ± 95% interval per method: all test episodes, and beside them the
+    episodes that contain an order-sensitive pair (a motion and its reverse)."""
     import io
 
     import matplotlib
@@ -101,15 +172,20 @@ def draw_table(rows: list[dict], png: Path, title: str) -> None:
 
     from fsar.engine.checkpoint import atomic_write_bytes
 
-    fig, axis = plt.subplots(figsize=(6.5, 3.8))
-    names = [r["method"] for r in rows]
-    accuracy = [100 * r["accuracy"] for r in rows]
-    interval = [100 * r["ci95"] for r in rows]
-    colours = ["tab:orange" if r["trained"] else "tab:blue" for r in rows]
-    axis.bar(names, accuracy, yerr=interval, capsize=6, color=colours)
+    fig, axis = plt.subplots(figsize=(7.5, 4.2))
+    width = 0.4
+    for x, row in enumerate(rows):
+        colour = "tab:orange" if row["trained"] else "tab:blue"
+        bars = [(x - width / 2, row["accuracy"], row["ci95"], 1.0)]
+        if row.get("pairs_accuracy") is not None:
+            bars.append((x + width / 2, row["pairs_accuracy"], row["pairs_ci95"], 0.45))
+        for position, accuracy, interval, alpha in bars:
+            axis.bar(position, 100 * accuracy, width=width, yerr=100 * interval, capsize=4, color=colour, alpha=alpha)
+            axis.text(position, 100 * (accuracy + interval) + 1, f"{100 * accuracy:.1f}", ha="center", fontsize=8)
+    axis.set_xticks(range(len(rows)), [r["method"] for r in rows])
     axis.axhline(100 / rows[0]["way"], color="grey", ls=":", lw=1, label="chance")
-    for x, (a, c) in enumerate(zip(accuracy, interval)):
-        axis.text(x, a + c + 1, f"{a:.1f}±{c:.1f}", ha="center", fontsize=9)
+    axis.bar([], [], color="grey", label="all test episodes")
+    axis.bar([], [], color="grey", alpha=0.45, label="episodes with a motion and its reverse")
     axis.set_ylim(0, 100)
     axis.set_ylabel("test accuracy (%) ± 95% CI")
     axis.set_title(title, fontsize=10)
@@ -128,105 +204,132 @@ def run(args: argparse.Namespace) -> int:
 
     from fsar.cli._engine_args import user_errors
     from fsar.data.manifest import Manifest
-    from fsar.data.synth import default_split, render_dataset
+    from fsar.data.synth import default_split, render_dataset, reverse_pairs
     from fsar.engine.checkpoint import CheckpointError, atomic_write_json, read_checkpoint
     from fsar.engine.config import EvalConfig, TrainConfig, config_to_dict, resolve_config
-    from fsar.engine.run import run_evaluation, run_training
+    from fsar.engine.run import eval_manifest, run_evaluation, run_training
     from fsar.engine.sources import loader_for
     from fsar.engine.train import total_steps
 
     started = time.perf_counter()
-    plan = QUICK if args.quick else FULL
+    plan = PLANS[(args.version, bool(args.quick))]
     out = Path(args.out)
-    data_dir = out / ("synth-quick" if args.quick else "synth")
-    run_dir = out / ("run-quick" if args.quick else "run")
+    # Version 1 keeps the first demo's folder names, so an old --out is reused as it was.
+    tag = ("" if args.version == 1 else "-v2") + ("-quick" if args.quick else "")
+    data_dir, run_dir = out / f"synth{tag}", out / f"run{tag}"
+    backbone = plan.backbone
     way, shot = 5, 1
 
-    print(f"[1/5] rendering the synthetic action set into {data_dir} (seed {args.seed}) ...")
+    print(f"[1/5] rendering the synthetic action set (generator version {plan.data_version}) into {data_dir} "
+          f"(seed {args.seed}) ...")
     try:
         render_dataset(data_dir, seed=args.seed, videos_per_class=plan.videos_per_class, frames=plan.frames,
-                       size=plan.size, progress=args.progress)
+                       size=plan.size, progress=args.progress, version=plan.data_version)
     except ValueError as error:
         raise CLIError(f"{error} (choose another --out)") from None
     manifest = Manifest.from_folder(data_dir)
     train_names, val_names, test_names = default_split(manifest.classes)
     split_dir = write_split_files(manifest, {"train": train_names, "val": val_names, "test": test_names},
-                                  out / ("splits-quick" if args.quick else "splits"))
+                                  out / f"splits{tag}")
     print(f"      {len(manifest.clips)} clips; classes: {len(train_names)} train, {len(val_names)} val, "
           f"{len(test_names)} test (split files in {split_dir})")
 
-    print(f"[2/5] caching {BACKBONE} features of every clip ({plan.image_size} px frames) ...")
+    print(f"[2/5] caching {backbone} features of every clip ({plan.image_size} px frames) ...")
     from fsar.encoders import create_encoder
     from fsar.encoders.cache import extract_features
 
-    features = out / ("features-quick" if args.quick else "features")
-    encoder = create_encoder(BACKBONE)
+    features = out / f"features{tag}"
+    encoder = create_encoder(backbone)
     loader = loader_for(encoder, num_frames=8, image_size=plan.image_size)
     extract_features(manifest, encoder, loader, features, backbone_options={"weights": None}, progress=args.progress)
     del encoder
 
-    common = dict(data=str(data_dir), backbone=BACKBONE, way=way, shot=shot, seed=args.seed,
+    common = dict(data=str(data_dir), backbone=backbone, way=way, shot=shot, seed=args.seed,
                   image_size=plan.image_size, features=str(features), progress=args.progress, device=args.device)
+    schedule = dict(episodes=plan.train_episodes, tasks_per_step=plan.tasks_per_step, lr=plan.lr,
+                    val_every=plan.val_every, val_episodes=plan.val_episodes, checkpoint_every=plan.val_every)
+    if plan.weight_decay:
+        schedule["weight_decay"] = plan.weight_decay
+    if plan.early_stop_patience:
+        # the untrained start (the training-free core) is a candidate too: validate at step 0
+        schedule.update(early_stop_patience=plan.early_stop_patience, validate_at_start=True)
     train_config = resolve_config(TrainConfig, overrides=dict(
         common, method=TRAINED, split_file_dir=str(split_dir), out=str(run_dir), queries=2,
-        episodes=plan.train_episodes, tasks_per_step=plan.tasks_per_step, lr=1e-3,
-        val_every=plan.val_every, val_episodes=plan.val_episodes, checkpoint_every=plan.val_every,
-        method_options={"dataset_kind": "temporal", **method_options_dict(args)},
+        method_options={**plan.method_options, **method_options_dict(args)}, **schedule,
     ))
     steps = total_steps(train_config)
     try:
-        done = read_checkpoint(run_dir, prefer="last").step
+        last = read_checkpoint(run_dir, prefer="last")
+        done, stopped = last.step, bool(last.record.get("stopped_early"))
     except CheckpointError:
-        done = None
-    print(f"[3/5] meta-training ma-fsar on {len(train_names)} classes: {plan.train_episodes} episodes, "
-          f"{plan.tasks_per_step} per step, validating on {len(val_names)} classes ...")
+        done, stopped = None, False
+    stop_note = f", stopping after {plan.early_stop_patience} validations without a new best" if plan.early_stop_patience else ""
+    print(f"[3/5] meta-training {TRAINED} on {len(train_names)} classes: up to {plan.train_episodes} episodes, "
+          f"{plan.tasks_per_step} per step, validating on {len(val_names)} classes every {plan.val_every} steps"
+          f"{stop_note} ...")
     try:
         if done is None:
             run_training(train_config)
-        elif done < steps:
+        elif done < steps and not stopped:
             print(f"      resuming {run_dir} at step {done}")
             run_training(train_config, resume=True)
         else:
             print(f"      {run_dir} already finished ({done} steps); reusing it")
     except user_errors() as error:
         raise CLIError(f"{error} (delete {run_dir} to start over)") from None
+    best = read_checkpoint(run_dir, prefer="best")
+    print(f"      checkpoint chosen on the validation classes: step {best.step} "
+          f"(validation accuracy {100 * (best.record.get('best_val_accuracy') or float('nan')):.1f}%)")
 
     print(f"[4/5] evaluating on {len(test_names)} held-out classes: {plan.test_episodes} "
           f"{way}-way {shot}-shot episodes (seed {args.seed}), the same for every method ...")
     evaluations = [(TRAINED, dict(checkpoint=str(run_dir)))] + [(name, dict(method=name)) for name in BASELINES]
     rows = []
+    pair_episodes: list[int] | None = None
+    pairs = reverse_pairs(test_names)
     for name, extra in evaluations:
         config = resolve_config(EvalConfig, overrides=dict(
             common, split_file=str(split_dir / "test.txt"), queries=1, episodes=plan.test_episodes,
-            json=str(out / f"eval-{name}{'-quick' if args.quick else ''}.json"), **extra,
+            json=str(out / f"eval-{name}{tag}.json"), **extra,
         ))
         try:
             outcome = run_evaluation(config)
+            if pair_episodes is None:
+                pair_episodes = order_sensitive_episodes(eval_manifest(config), pairs, way=way, shot=shot,
+                                                         seed=args.seed, episodes=plan.test_episodes)
         except user_errors() as error:
             raise CLIError(str(error)) from None
         result = outcome.result
+        pairs_accuracy, pairs_ci95 = mean_and_interval([result.episode_accuracies[i] for i in pair_episodes])
         rows.append({"method": name, "trained": name == TRAINED, "accuracy": result.accuracy, "ci95": result.ci95,
-                     "episodes": result.episodes, "way": way, "shot": shot, "json": config.json})
+                     "episodes": result.episodes, "way": way, "shot": shot, "json": config.json,
+                     "pairs_accuracy": pairs_accuracy if pair_episodes else None,
+                     "pairs_ci95": pairs_ci95 if pair_episodes else None, "pairs_episodes": len(pair_episodes)})
 
     print("[5/5] results (test classes never seen in training):")
     print()
-    print(f"  {'method':<10} {'trained':<8} {'accuracy (%)':>16}  episodes")
+    print(f"  {'method':<10} {'trained':<8} {'accuracy (%)':>16}  episodes   {'with a reverse pair (%)':>24}  episodes")
     for row in rows:
+        pairs_text = (f"{100 * row['pairs_accuracy']:>14.2f} ± {100 * row['pairs_ci95']:<5.2f}"
+                      if row["pairs_accuracy"] is not None else f"{'n/a':>22}")
         print(f"  {row['method']:<10} {'yes' if row['trained'] else 'no':<8} "
-              f"{100 * row['accuracy']:>8.2f} ± {100 * row['ci95']:<5.2f}  {row['episodes']}")
-    print(f"  chance: {100 / way:.1f}%   (± = 95% interval, 1.96·std/√episodes)")
-    suffix = "-quick" if args.quick else ""
-    png = out / f"results{suffix}.png"
-    draw_table(rows, png, f"fsar demo: synthetic actions, {way}-way {shot}-shot, {BACKBONE}\n"
+              f"{100 * row['accuracy']:>8.2f} ± {100 * row['ci95']:<5.2f}  {row['episodes']:<8}   "
+              f"{pairs_text}   {row['pairs_episodes']}")
+    print(f"  chance: {100 / way:.1f}%   (± = 95% interval, 1.96·std/√episodes; the last columns: the episodes "
+          f"that hold both classes of an order-sensitive pair: {', '.join(f'{a} / {b}' for a, b in pairs) or 'none'})")
+    png = out / f"results{tag}.png"
+    draw_table(rows, png, f"fsar demo v{args.version}: synthetic actions (generator {plan.data_version}), "
+                          f"{way}-way {shot}-shot, {backbone}\n"
                           f"{plan.test_episodes} test episodes on {len(test_names)} unseen classes")
     results = {
-        "rows": rows, "train_config": config_to_dict(train_config), "seconds": round(time.perf_counter() - started, 1),
-        "torch_threads": torch.get_num_threads(),
+        "rows": rows, "train_config": config_to_dict(train_config), "best_step": best.step,
+        "seconds": round(time.perf_counter() - started, 1), "torch_threads": torch.get_num_threads(),
+        "demo_version": args.version,
     }
-    atomic_write_json(out / f"results{suffix}.json", results)
+    atomic_write_json(out / f"results{tag}.json", results)
     emit_json(args.json, results)
     print()
-    print(f"table: {out / f'results{suffix}.json'}, chart: {png}, learning curve: {run_dir / 'learning_curve.png'}")
+    print(f"table: {out / f'results{tag}.json'}, chart: {png}, learning curve: {run_dir / 'learning_curve.png'}")
     # Quoted: synthetic class folders have spaces, and the line is meant to be copied into a shell.
     query = manifest.clips_of(test_names[0])[0].path
     print(f"try:   fsar predict --data {shlex.quote(str(data_dir))} --query {shlex.quote(str(query))} "

@@ -80,8 +80,10 @@ def run(args: argparse.Namespace) -> int:
         emit_json("-", outcome.record)
         return 0
     result, used = outcome.result, outcome.config
+    from fsar.engine.run import tags_label
+
     print(
-        f"{used.method} ({used.backbone}) {used.way}-way {used.shot}-shot: "
+        f"{used.method}{tags_label(outcome.record.get('inference') or {})} ({used.backbone}) {used.way}-way {used.shot}-shot: "
         f"{100 * result.accuracy:.2f} ± {100 * result.ci95:.2f}% (95% CI, {result.episodes} episodes, seed {used.seed})"
     )
     if used.json:

@@ -141,10 +141,13 @@ def run(args: argparse.Namespace) -> int:
         threshold = recognizer.threshold()
     except RecognizerError as error:
         raise CLIError(str(error)) from None
+    from fsar.engine.run import inference_tags, tags_label
+
     info = recognizer.info
+    tags = inference_tags(recognizer.method)  # e.g. clip-spm's PADM mode
     top = args.top if args.top > 0 else len(recognizer.actions)
     record = {
-        "method": info["method"], "backbone": info["backbone"], "checkpoint": args.checkpoint,
+        "method": info["method"], "inference": tags, "backbone": info["backbone"], "checkpoint": args.checkpoint,
         "support": str(root), "shots": recognizer.shots(), "reject": reject, "threshold": threshold,
         "calibration": {"temperature": calibration.temperature, "rule": calibration.rule,
                         "auto_threshold": calibration.threshold,
@@ -154,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     if emit_json(args.json, record):
         return 0
     shots = recognizer.shots()
-    print(f"{info['method']} ({info['backbone']}); support: {len(shots)} actions, {sum(shots.values())} clips; "
+    print(f"{info['method']}{tags_label(tags)} ({info['backbone']}); support: {len(shots)} actions, {sum(shots.values())} clips; "
           f"reject {'off' if threshold is None else f'below {threshold:.0%}'}")
     for prediction in predictions:
         verdict = (f"none of these (best {prediction.best} {prediction.score:.2%})" if prediction.rejected

@@ -68,8 +68,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--val-data", metavar="ROOT2", help="validation data root (when ROOT has no split files)")
     parser.add_argument("--val-classes", type=int, metavar="N", help="hold the last N classes of ROOT out for validation")
     parser.add_argument("--tasks-per-step", type=int, metavar="K", help="episodes accumulated per Adam step (default 16)")
-    parser.add_argument("--lr", type=float, help="Adam learning rate (default 1e-4)")
-    parser.add_argument("--weight-decay", type=float, help="Adam weight decay (default 0)")
+    parser.add_argument("--lr", type=float, help="Adam learning rate (default: the method's, else 1e-4; clip-spm 1e-5)")
+    parser.add_argument("--weight-decay", type=float,
+                        help="Adam weight decay (default: the method's, else 0; clip-spm 5e-5)")
     parser.add_argument("--lr-milestones", type=float, nargs="+", metavar="F",
                         help="fractions of the steps where the lr drops (default 0.6 0.8)")
     parser.add_argument("--lr-gamma", type=float, help="lr factor at each milestone (default 0.1)")

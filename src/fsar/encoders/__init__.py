@@ -17,6 +17,7 @@ ENCODERS: Registry[Encoder] = Registry("backbone")
 _BACKBONE_MODULES = (
     "fsar.encoders.clip",
     "fsar.encoders.embedded",
+    "fsar.encoders.embedded_grid",
     "fsar.encoders.video_llava",
     "fsar.encoders.llava_next_video",
 )

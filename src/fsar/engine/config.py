@@ -72,8 +72,10 @@ class TrainConfig:
     queries: int = 5
     episodes: int = 10_000
     tasks_per_step: int = 16
-    lr: float = 1e-4
-    weight_decay: float = 0.0
+    #: Adam's learning rate and weight decay; None: the method's ``optimizer_defaults()``
+    #: (clip-spm: the release's 1e-5 / 5e-5), else 1e-4 and 0 (:func:`fsar.engine.train.optimizer_settings`).
+    lr: float | None = None
+    weight_decay: float | None = None
     lr_milestones: list[float] = field(default_factory=lambda: [0.6, 0.8])
     lr_gamma: float = 0.1
     seed: int = 0
@@ -88,6 +90,11 @@ class TrainConfig:
     val_every: int = 100
     val_episodes: int = 500
     val_queries: int = 1
+    #: Stop when this many validations in a row bring no new best (0 = train every episode).
+    early_stop_patience: int = 0
+    #: Validate the untrained method before the first step, so the start (e.g. a method's
+    #: training-free core) is a candidate ``best`` checkpoint: training is kept only if it helps.
+    validate_at_start: bool = False
     #: Write the resumable ``last`` checkpoint every this many steps (and at the end).
     checkpoint_every: int = 50
     #: "auto": bfloat16/float16 autocast on CUDA, full precision on CPU; "off"; "bf16"; "fp16".
@@ -239,9 +246,9 @@ def _validate(config: TrainConfig | EvalConfig) -> None:
     positive = ["way", "shot", "queries", "episodes", "num_frames"]
     if isinstance(config, TrainConfig):
         positive += ["tasks_per_step", "val_episodes", "val_queries", "checkpoint_every"]
-        if config.val_every < 0 or config.val_classes < 0:
-            raise ConfigError("val_every and val_classes must be >= 0")
-        if config.lr <= 0:
+        if config.val_every < 0 or config.val_classes < 0 or config.early_stop_patience < 0:
+            raise ConfigError("val_every, val_classes and early_stop_patience must be >= 0")
+        if config.lr is not None and config.lr <= 0:
             raise ConfigError(f"lr must be > 0, got {config.lr}")
         if any(not 0 < m < 1 for m in config.lr_milestones):
             raise ConfigError(

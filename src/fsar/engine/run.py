@@ -32,6 +32,7 @@ from fsar.methods.base import FewShotMethod
 __all__ = [
     "EvalOutcome",
     "build_method",
+    "inference_tags",
     "method_from_checkpoint",
     "run_evaluation",
     "run_training",
@@ -234,6 +235,17 @@ def method_from_checkpoint(
     return built, saved
 
 
+def inference_tags(method) -> dict[str, str]:
+    """What every printed result of ``method`` must name besides its name (e.g. a transductive
+    option: clip-spm's ``{"padm": "transductive"}``): the method's ``inference_tags()`` hook."""
+    return {str(k): str(v) for k, v in method.inference_tags().items()}
+
+
+def tags_label(tags: dict[str, str]) -> str:
+    """``" [padm=transductive]"`` for printing after a method name ("" without tags)."""
+    return " [" + ", ".join(f"{k}={v}" for k, v in tags.items()) + "]" if tags else ""
+
+
 @dataclass
 class EvalOutcome:
     result: EvalResult
@@ -311,6 +323,8 @@ def run_evaluation(config: EvalConfig, *, method: FewShotMethod | None = None) -
                           desc=f"eval {config.method}")
     header = {
         "method": config.method,
+        # settings a reader must know to compare the figure (clip-spm: {"padm": "transductive"})
+        "inference": inference_tags(method),
         "backbone": config.backbone,
         "way": config.way,
         "shot": config.shot,

@@ -14,7 +14,9 @@ one the uninterrupted run computed.
 
 Validation uses the validation source only (never the test split) and picks the ``best``
 checkpoint by validation accuracy; without a validation source the ``last`` checkpoint is
-the one kept.
+the one kept. ``validate_at_start`` also scores the untrained method (step 0), so a run whose
+training never beats its start keeps the start. ``early_stop_patience`` ends the run once that
+many validations in a row bring no new best (the ``last`` record then says ``stopped_early``).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from fsar.engine.evaluate import EpisodeSource, evaluate
 from fsar.engine.logging import RunLogger, draw_learning_curve
 from fsar.methods.base import FewShotMethod
 
-__all__ = ["TrainError", "TrainHooks", "TrainSummary", "milestone_steps", "total_steps", "train"]
+__all__ = ["TrainError", "TrainHooks", "TrainSummary", "milestone_steps", "optimizer_settings", "total_steps", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,8 @@ class TrainSummary:
     best_val_accuracy: float | None = None
     best_val_ci95: float | None = None
     best_step: int | None = None
+    validations_since_best: int = 0
+    stopped_early: bool = False
     seconds: float = 0.0
 
 
@@ -81,6 +85,23 @@ def milestone_steps(config: TrainConfig) -> list[int]:
     """The ``lr_milestones`` fractions as step numbers (where the lr is multiplied by lr_gamma)."""
     steps = total_steps(config)
     return sorted({max(1, round(fraction * steps)) for fraction in config.lr_milestones})
+
+
+#: Adam settings when neither the config nor the method gives one.
+DEFAULT_OPTIMIZER = {"lr": 1e-4, "weight_decay": 0.0, "betas": (0.9, 0.999)}
+
+
+def optimizer_settings(config: TrainConfig, method: torch.nn.Module) -> dict:
+    """Adam's ``lr``, ``weight_decay`` and ``betas`` for a run: the config's values where given
+    (``--lr``, ``--weight-decay``), else the method's ``optimizer_defaults()`` (e.g. clip-spm's
+    release settings, betas (0.5, 0.999)), else :data:`DEFAULT_OPTIMIZER`."""
+    settings = {**DEFAULT_OPTIMIZER, **method.optimizer_defaults()}
+    if config.lr is not None:
+        settings["lr"] = config.lr
+    if config.weight_decay is not None:
+        settings["weight_decay"] = config.weight_decay
+    settings["betas"] = tuple(float(b) for b in settings["betas"])
+    return settings
 
 
 def tasks_in_step(config: TrainConfig, step: int) -> range:
@@ -135,7 +156,8 @@ def train(
         )
     param_names = [n for n, _ in named]
     method.to(device)
-    optimizer = torch.optim.Adam([p for _, p in named], lr=config.lr, weight_decay=config.weight_decay)
+    adam = optimizer_settings(config, method)
+    optimizer = torch.optim.Adam([p for _, p in named], **adam)
     steps = total_steps(config)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestone_steps(config), gamma=config.lr_gamma)
     resolved = config_to_dict(config)
@@ -155,6 +177,8 @@ def train(
         summary.best_val_accuracy = checkpoint.record.get("best_val_accuracy")
         summary.best_val_ci95 = checkpoint.record.get("best_val_ci95")
         summary.best_step = checkpoint.record.get("best_step")
+        summary.validations_since_best = int(checkpoint.record.get("validations_since_best") or 0)
+        summary.stopped_early = bool(checkpoint.record.get("stopped_early"))
         if checkpoint.step >= steps:
             log.info("%s: already trained for %d steps", run_dir, checkpoint.step)
 
@@ -193,6 +217,9 @@ def train(
             "best_val_accuracy": summary.best_val_accuracy,
             "best_val_ci95": summary.best_val_ci95,
             "best_step": summary.best_step,
+            "validations_since_best": summary.validations_since_best,
+            "stopped_early": summary.stopped_early,
+            "optimizer": {"name": "Adam", **adam, "betas": list(adam["betas"])},
         }
 
     def save(name: str, step: int, with_optimizer: bool) -> None:
@@ -202,7 +229,25 @@ def train(
             extra=record(step),
         )
 
-    bar = tqdm(range(summary.start_step + 1, steps + 1), desc=f"train {method_name}", disable=not (config.progress and dist.is_main),
+    def run_validation(step: int) -> None:
+        result = evaluate(method, val_source, episodes=config.val_episodes, device=device,
+                          progress=config.progress, desc=f"val @{step}")
+        logger.log_val(step, accuracy=result.accuracy, ci95=result.ci95, episodes=result.episodes,
+                       elapsed_s=time.perf_counter() - started)
+        log.info("step %d: val accuracy %.2f ± %.2f%%", step, 100 * result.accuracy, 100 * result.ci95)
+        if summary.best_val_accuracy is None or result.accuracy > summary.best_val_accuracy:
+            summary.best_val_accuracy, summary.best_val_ci95 = result.accuracy, result.ci95
+            summary.best_step = step
+            summary.validations_since_best = 0
+            save("best", step, with_optimizer=False)
+        else:
+            summary.validations_since_best += 1
+
+    if (config.validate_at_start and val_source is not None and dist.is_main and summary.start_step == 0
+            and summary.best_step is None):
+        run_validation(0)
+    first_step = steps + 1 if summary.stopped_early else summary.start_step + 1
+    bar = tqdm(range(first_step, steps + 1), desc=f"train {method_name}", disable=not (config.progress and dist.is_main),
                unit="step", initial=summary.start_step, total=steps)
     try:
         for step in bar:
@@ -244,19 +289,22 @@ def train(
                 step == steps or (config.val_every and step % config.val_every == 0)
             )
             if validate and dist.is_main:
-                result = evaluate(method, val_source, episodes=config.val_episodes, device=device,
-                                  progress=config.progress, desc=f"val @{step}")
-                logger.log_val(step, accuracy=result.accuracy, ci95=result.ci95, episodes=result.episodes,
-                               elapsed_s=time.perf_counter() - started)
-                log.info("step %d: val accuracy %.2f ± %.2f%%", step, 100 * result.accuracy, 100 * result.ci95)
-                if summary.best_val_accuracy is None or result.accuracy > summary.best_val_accuracy:
-                    summary.best_val_accuracy, summary.best_val_ci95 = result.accuracy, result.ci95
-                    summary.best_step = step
-                    save("best", step, with_optimizer=False)
-            if dist.is_main and (step % config.checkpoint_every == 0 or step == steps):
+                run_validation(step)
+            stop = bool(validate and config.early_stop_patience
+                        and summary.validations_since_best >= config.early_stop_patience)
+            if dist.enabled and validate:  # every rank stops at the same step
+                stop = all_reduce_mean(float(stop), dist) > 0
+            if stop:
+                summary.stopped_early = True
+                log.info("step %d: %d validations without a new best (best at step %s); stopping early",
+                         step, summary.validations_since_best, summary.best_step)
+            if dist.is_main and (stop or step % config.checkpoint_every == 0 or step == steps):
                 save("last", step, with_optimizer=True)
             if hooks.on_step_end is not None:
                 hooks.on_step_end(step, step_loss)
+            if stop:
+                summary.steps = step
+                break
     finally:
         bar.close()
         logger.close()

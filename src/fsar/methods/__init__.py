@@ -89,8 +89,18 @@ def method_from_config(name: str, config: Mapping[str, Any]) -> FewShotMethod:
     return method_class(name).from_config(config)
 
 
+def __getattr__(name: str):
+    # Imported on first use: method modules import this package (for METHODS) when they load.
+    if name == "clip_spm_from_reference":
+        from fsar.methods.clip_spm import clip_spm_from_reference
+
+        return clip_spm_from_reference
+    raise AttributeError(f"module 'fsar.methods' has no attribute {name!r}")
+
+
 __all__ = [
     "METHODS",
+    "clip_spm_from_reference",
     "EpisodeInputs",
     "FewShotMethod",
     "MethodOption",

@@ -108,6 +108,16 @@ class FewShotMethod(nn.Module, ABC):
         self.training_classes = names
         self.training_class_index = {name: i for i, name in enumerate(names)}
 
+    def optimizer_defaults(self) -> dict[str, Any]:
+        """Adam settings the method prefers when the run gives none (keys ``lr``,
+        ``weight_decay``, ``betas``; clip-spm: its release's). Default: the engine's."""
+        return {}
+
+    def inference_tags(self) -> dict[str, str]:
+        """Choices every printed result must name besides the method's name (a transductive
+        option, e.g. clip-spm's ``{"padm": "transductive"}``). Default: none."""
+        return {}
+
     # ------------------------------------------------------------------ options and resources
 
     @classmethod

@@ -60,10 +60,12 @@ from fsar.data.inputs import EpisodeInputs
 from fsar.encoders.base import Encoder
 from fsar.methods import METHODS
 from fsar.methods.base import MethodOutput
+from fsar.encoders.embedded_grid import grid_tokens
 from fsar.methods.common import SHOT_HANDOFF, Scale, check_episode, class_means, mix_log_probs
+from fsar.methods.grid_temporal import GridTemporalModule, ResidualBottleneck
 from fsar.methods.text_aware import CLIP_INITIAL_LOGIT_SCALE, CLIP_LOGIT_SCALE, TextAwareMethod, initial_logit_scale
-from fsar.methods.text_side import cosine_logits, episode_text
 from fsar.methods.memo import ClipMemo
+from fsar.methods.text_side import TextSpace, cosine_logits, episode_text
 from fsar.methods.tpcm import PROTOTYPE_MODULES, build_prototype_module
 
 __all__ = [
@@ -103,6 +105,24 @@ class MAFSARConfig:
     learn_logit_scale: bool = True
     metric_scale: float = 1.0
     learn_metric_scale: bool = False
+    #: How the learned maps start (fsar's own, not the paper's): "training-free" = the untrained
+    #: method predicts exactly as its metric on the raw features (identity frame space,
+    #: zero-weight text map, TPCM inside a zero-initialised residual bottleneck, grid temporal
+    #: module zero-initialised); "standard" = the paper's modules with default initialisation
+    #: (random projections on encoders without a shared space); "auto" = "training-free" on
+    #: encoders without a shared space (the embedded pairs), "standard" on CLIP.
+    start: str = "auto"
+    #: inner width of TPCM's residual bottleneck when start is "training-free".
+    tpcm_bottleneck: int = 128
+    #: grid backbones (effnet-lite0-grid+minilm): the temporal module over the grid tokens.
+    grid_width: int = 64
+    grid_kernel: int = 3
+    grid_dropout: float = 0.1
+
+    def resolved_start(self, shared_space: bool) -> str:
+        if self.start == "auto":
+            return "standard" if shared_space else "training-free"
+        return self.start
 
     def resolved_alpha(self) -> float:
         return float(self.alpha) if self.alpha is not None else ALPHA_BY_DATASET_KIND[self.dataset_kind]
@@ -116,6 +136,8 @@ class MAFSARConfig:
             raise ValueError(f"ma-fsar: alpha must lie in [0, 1], got {self.alpha}")
         if self.prototype_module not in PROTOTYPE_MODULES:
             raise ValueError(f"ma-fsar: prototype_module must be one of {PROTOTYPE_MODULES}, got {self.prototype_module!r}")
+        if self.start not in ("auto", "standard", "training-free"):
+            raise ValueError(f"ma-fsar: start must be 'auto', 'standard' or 'training-free', got {self.start!r}")
         if self.shots not in SHOT_HANDOFF:
             raise ValueError(f"ma-fsar: shots must be one of {SHOT_HANDOFF}, got {self.shots!r}")
 
@@ -149,17 +171,45 @@ class MAFSAR(TextAwareMethod):
         cfg = self.config
         # Record the α actually used, so the saved config reproduces the run by itself.
         cfg.alpha = self.alpha = cfg.resolved_alpha()
+        start = cfg.start  # resolved by build_space
+        bottleneck = start == "training-free" and cfg.prototype_module != "none"
         self.tpcm = build_prototype_module(
             cfg.prototype_module,
-            dim=self.space.dim,
+            dim=cfg.tpcm_bottleneck if bottleneck else self.space.dim,
             heads=cfg.tpcm_heads,
             ffn_dim=cfg.tpcm_ffn_dim,
             dropout=cfg.tpcm_dropout,
             pre_ln=cfg.tpcm_pre_ln,
         )
+        if bottleneck:
+            # TPCM at a small width on the raw features; its text is the raw class text.
+            self.tpcm = ResidualBottleneck(self.tpcm, dim=self.space.dim, inner=cfg.tpcm_bottleneck,
+                                           text_dim=self.encoder.text_dim)
+        self._raw_text_to_tpcm = bottleneck
         self.metric = self.build_metric(metric, cfg.metric_options)
         self.logit_scale = self.make_text_logit_scale(cfg.logit_scale_init, learnable=cfg.learn_logit_scale)
         self.metric_scale = Scale(cfg.metric_scale, learnable=cfg.learn_metric_scale)
+
+    def build_space(self, config: MAFSARConfig, encoder: Encoder) -> TextSpace:
+        """The grid temporal module (grid backbones) and the video-text space, started as
+        ``config.start`` says (resolved here and recorded in the config)."""
+        config.start = start = config.resolved_start(encoder.shared_space)
+        # Grid backbones: a trained temporal module over the grid tokens (fsar's CNN analogue of
+        # FgMA's temporal adaptation), identity at initialisation.
+        cells = int(getattr(encoder, "grid_cells", 1) or 1)
+        self.grid_temporal = None
+        if cells > 1:
+            self.grid_temporal = GridTemporalModule(
+                cells=cells, dim=encoder.feature_dim // cells, width=config.grid_width, kernel=config.grid_kernel,
+                dropout=config.grid_dropout,
+            )
+        return TextSpace(
+            feature_dim=encoder.feature_dim,
+            text_dim=encoder.text_dim,
+            shared_space=encoder.shared_space,
+            embed_dim=config.embed_dim,
+            start="standard" if encoder.shared_space else start,
+        )
 
     def _enhance(self, features: torch.Tensor, text: torch.Tensor | None) -> torch.Tensor:
         return features if self.tpcm is None else self.tpcm(features, text)
@@ -185,15 +235,22 @@ class MAFSAR(TextAwareMethod):
         else:
             text_clip = self.space.text(text.per_clip.to(device))  # (Ns, W)
             text_class = self.space.text(text.per_class.to(device))  # (C, W)
+        tpcm_text = text.per_clip.to(device, support.dtype) if self._raw_text_to_tpcm else text_clip
 
-        # Per clip: the joint-space frames (Ns/Nq, T, W), their GAP over T (the text branch,
-        # eqs. 14/15, reads the features *before* TPCM) and the shared TPCM (eqs. 9-12).
+        def frames_of(clips: torch.Tensor) -> torch.Tensor:
+            """The joint-space frames (n, T, W), after the grid tokens' temporal module if any."""
+            if self.grid_temporal is not None:
+                clips = self.grid_temporal(grid_tokens(clips, self.grid_temporal.cells))
+            return self.space.frames(clips)
+
+        # Per clip: the joint-space frames, their GAP over T (the text branch, eqs. 14/15, reads
+        # the features *before* TPCM) and the shared TPCM (eqs. 9-12).
         def support_part(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            frames = self.space.frames(support[index])
-            return frames.mean(1), self._enhance(frames, text_clip[index])
+            frames = frames_of(support[index])
+            return frames.mean(1), self._enhance(frames, tpcm_text[index])
 
         def query_part(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            frames = self.space.frames(query[index])
+            frames = frames_of(query[index])
             return frames.mean(1), self._enhance(frames, None)
 
         if memo:

@@ -64,15 +64,21 @@ class TextAwareMethod(EncoderMethod):
         )
         super().__init__(encoder)
         self.config = config
-        self.space = TextSpace(
+        self.space = self.build_space(config, encoder)
+        self._text_bank = None
+        if training_classes is not None:
+            self.set_training_classes(training_classes)
+
+    def build_space(self, config, encoder: Encoder) -> TextSpace:
+        """The common video-text space (a hook: a subclass may start it differently or build
+        modules that must exist before it): identity on a shared space, learned projections
+        into ``config.embed_dim`` otherwise."""
+        return TextSpace(
             feature_dim=encoder.feature_dim,
             text_dim=encoder.text_dim,
             shared_space=encoder.shared_space,
             embed_dim=config.embed_dim,
         )
-        self._text_bank = None
-        if training_classes is not None:
-            self.set_training_classes(training_classes)
 
     @property
     def text_bank(self):

@@ -80,14 +80,26 @@ def cosine_logits(video: torch.Tensor, text: torch.Tensor, scale: torch.Tensor |
 class TextSpace(nn.Module):
     """Puts frame features and text features into one space of width :attr:`dim`.
 
-    Shared space (CLIP): identities, ``dim = feature_dim`` (= text_dim). Otherwise a
-    learned ``Linear(feature_dim, embed_dim)`` for frames and ``Linear(text_dim,
-    embed_dim)`` for texts.
+    Shared space (CLIP): identities, ``dim = feature_dim`` (= text_dim). Otherwise, with
+    ``start="standard"``, a learned ``Linear(feature_dim, embed_dim)`` for frames and
+    ``Linear(text_dim, embed_dim)`` for texts (default initialisation). With
+    ``start="training-free"`` (fsar's start from the training-free core) the frames stay as
+    they are (identity, ``dim = feature_dim``), and the text map ``Linear(text_dim,
+    feature_dim)`` starts with zero weights and a constant bias: every class text lands on
+    the same vector, so the untrained video-text logits are equal for all classes (a uniform
+    p_Q2T that cannot change any prediction) while the weights still receive gradients.
     """
 
-    def __init__(self, *, feature_dim: int, text_dim: int, shared_space: bool, embed_dim: int) -> None:
+    STARTS = ("standard", "training-free")
+
+    def __init__(
+        self, *, feature_dim: int, text_dim: int, shared_space: bool, embed_dim: int, start: str = "standard"
+    ) -> None:
         super().__init__()
+        if start not in self.STARTS:
+            raise ValueError(f"TextSpace: start must be one of {self.STARTS}, got {start!r}")
         self.shared_space = shared_space
+        self.start = start
         if shared_space:
             if feature_dim != text_dim:
                 raise ValueError(
@@ -96,6 +108,12 @@ class TextSpace(nn.Module):
                 )
             self.visual_proj: nn.Module = nn.Identity()
             self.text_proj: nn.Module = nn.Identity()
+            self.dim = feature_dim
+        elif start == "training-free":
+            self.visual_proj = nn.Identity()
+            self.text_proj = nn.Linear(text_dim, feature_dim)
+            nn.init.zeros_(self.text_proj.weight)
+            nn.init.constant_(self.text_proj.bias, feature_dim ** -0.5)
             self.dim = feature_dim
         else:
             if embed_dim < 1:

@@ -1,0 +1,257 @@
+"""What `fsar demo` shows (issue 14): the gain of the trained method over the training-free
+baselines, the demo's time and memory, 5-shot, ssv2-mini, and the segmentation ablation.
+
+    python benchmarks/demo_gains.py [--work /tmp/fsar-demo-gains] [--parts quick full five-shot segmentation ssv2]
+
+Parts:
+
+* ``quick`` / ``full``: runs ``fsar demo [--quick]`` in a child process and reports its wall
+  time and peak resident memory (``os.wait4``'s ``ru_maxrss`` of that child), then reads its
+  ``results*.json``: the best trained row minus the best training-free row at 5-way 1-shot,
+  whether the two 95% intervals overlap, and the order-sensitive-pair column.
+* ``five-shot``: on the full demo's folder, the chosen ma-fsar checkpoint and the baselines at
+  5-way 5-shot on the same seeded test episodes.
+* ``centred-reference``: a training-free reference that is not a registered method: OTAM on the
+  grid features minus each clip's temporal mean per cell, on the same test episodes (1- and
+  5-shot), to show how much of the trained gain is static-appearance removal.
+* ``segmentation``: on the full demo's synthetic set (generator 2), the share of sampled
+  frames that CLUSTER-Segment (L = 3) and uniform segmentation put in their true stage
+  (``synth.json`` phases mapped onto the loader's frame indices), on the cached features
+  (per-frame mean over the grid cells). ``--v1-root`` adds the same on a generator-1 set.
+* ``ssv2``: ``../shared/data/ssv2-mini`` (10 classes x 10 videos): the first 5 classes (sorted)
+  meta-train, the last 5 test; ma-fsar on both embedded backbones from its training-free start
+  (no validation classes exist, so the last checkpoint is used) beside proto / otam / bimhm on
+  the same episodes and features, 1- and 5-shot.
+
+Every accuracy is mean ± 95% interval (1.96 · std / sqrt(n)) over n seeded episodes. The
+results are printed as JSON lines and written to ``--work/demo_gains.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SHARED = HERE.parent.parent / "shared"
+BASELINES = ("proto", "otam", "bimhm")
+
+
+def run_demo(work: Path, quick: bool, version: int) -> dict:
+    """``fsar demo`` in a child process: wall seconds, peak RSS (MiB), and its results file."""
+    out = work / "demo"
+    command = [sys.executable, "-m", "fsar", "demo", "--out", str(out), "--no-progress", "--version", str(version)]
+    if quick:
+        command.append("--quick")
+    env = dict(os.environ, PYTHONPATH=str(HERE.parent / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    started = time.perf_counter()
+    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"fsar demo failed:\n{output[-4000:]}")
+    tag = ("" if version == 1 else "-v2") + ("-quick" if quick else "")
+    results = json.loads((out / f"results{tag}.json").read_text())
+    rows = results["rows"]
+    trained = max((r for r in rows if r["trained"]), key=lambda r: r["accuracy"])
+    free = max((r for r in rows if not r["trained"]), key=lambda r: r["accuracy"])
+    table = [line for line in output.splitlines() if line.startswith("  ")]
+    return {
+        "part": "quick" if quick else "full", "demo_version": version, "wall_s": round(seconds, 1),
+        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "best_step": results.get("best_step"),
+        "best_trained": trained["method"], "best_training_free": free["method"],
+        "gain_points": round(100 * (trained["accuracy"] - free["accuracy"]), 2),
+        "intervals_overlap": trained["accuracy"] - trained["ci95"] <= free["accuracy"] + free["ci95"],
+        "rows": [{k: r[k] for k in ("method", "trained", "accuracy", "ci95", "episodes", "pairs_accuracy",
+                                    "pairs_ci95", "pairs_episodes")} for r in rows],
+        "printed": table,
+    }
+
+
+def five_shot(work: Path, episodes: int, seed: int) -> list[dict]:
+    from fsar.engine.config import EvalConfig, resolve_config
+    from fsar.engine.run import run_evaluation
+
+    out = work / "demo"
+    config = json.loads((out / "results-v2.json").read_text())["train_config"]
+    common = dict(data=config["data"], backbone=config["backbone"], way=5, shot=5, seed=seed,
+                  image_size=config["image_size"], features=config["features"], progress=False,
+                  split_file=str(Path(config["split_file_dir"]) / "test.txt"), queries=1, episodes=episodes)
+    rows = []
+    for name, extra in [("ma-fsar", dict(checkpoint=config["out"]))] + [(b, dict(method=b)) for b in BASELINES]:
+        result = run_evaluation(resolve_config(EvalConfig, overrides=dict(common, **extra))).result
+        rows.append({"part": "five-shot", "method": name, "trained": name == "ma-fsar", "accuracy": result.accuracy,
+                     "ci95": result.ci95, "episodes": result.episodes})
+    return rows
+
+
+def centred_reference(work: Path, episodes: int, seed: int, shots=(1, 5)) -> list[dict]:
+    """Training-free reference outside the registry: OTAM on the grid features after removing each
+    clip's temporal mean per cell (what the grid module's static-suppression gate can learn),
+    on the demo's seeded test episodes."""
+    import torch
+
+    from fsar.data.episodes import EpisodeSampler
+    from fsar.data.manifest import Manifest
+    from fsar.encoders import create_encoder
+    from fsar.encoders.cache import FeatureCache
+    from fsar.engine.sources import loader_for
+    from fsar.metrics import OTAM
+
+    config = json.loads((work / "demo" / "results-v2.json").read_text())["train_config"]
+    root = Path(config["data"])
+    manifest = Manifest.from_split_file(root, Path(config["split_file_dir"]) / "test.txt", progress=False)
+    encoder = create_encoder(config["backbone"], weights="random")
+    loader = loader_for(encoder, num_frames=8, image_size=config["image_size"])
+    cache = FeatureCache(config["features"], root=root)
+    cells = encoder.grid_cells
+    rows = []
+    for shot in shots:
+        sampler = EpisodeSampler(manifest, way=5, shot=shot, queries=1, seed=seed)
+        accuracies = []
+        for index in range(episodes):
+            inputs = cache.load_episode(sampler.episode(index), loader)
+
+            def centred(x):
+                tokens = x.reshape(*x.shape[:2], cells, -1)
+                return (tokens - tokens.mean(1, keepdim=True)).flatten(2)
+
+            logits = OTAM()(centred(inputs.support), inputs.support_labels, centred(inputs.query), inputs.way)
+            accuracies.append((logits.argmax(-1) == inputs.query_labels).float().mean().item())
+        t = torch.tensor(accuracies)
+        rows.append({"part": "centred-reference", "shot": shot, "method": "otam on temporally centred grid",
+                     "trained": False, "accuracy": t.mean().item(), "ci95": 1.96 * t.std(unbiased=False).item() / len(t) ** 0.5,
+                     "episodes": len(t)})
+    return rows
+
+
+def segmentation(root: Path, features: Path, backbone: str, image_size: int, label: str) -> list[dict]:
+    """Share of frames in their true stage: CLUSTER-Segment vs uniform (L = 3)."""
+    import torch
+
+    from fsar.data.manifest import Manifest
+    from fsar.data.synth import load_metadata, phase_of_frames
+    from fsar.encoders import create_encoder
+    from fsar.encoders.cache import FeatureCache
+    from fsar.engine.sources import loader_for
+    from fsar.lga.segment import segment
+
+    meta = load_metadata(root)
+    boundaries = {c["path"]: c["boundaries"] for c in meta["clips"]}
+    manifest = Manifest.from_folder(root, progress=False)
+    encoder = create_encoder(backbone, weights="random")  # only its name, sizes and normalisation
+    loader = loader_for(encoder, num_frames=8, image_size=image_size)
+    cache = FeatureCache(features, root=root)
+    cells = int(getattr(encoder, "grid_cells", 1) or 1)
+    feats, truth = [], []
+    for clip in manifest.clips:
+        x = cache.clip_features(clip, loader)  # (T, cells * D)
+        feats.append(x.reshape(x.shape[0], cells, -1).mean(1))
+        rel = clip.path.relative_to(root).as_posix()
+        truth.append(phase_of_frames(loader.indices(clip, train=False), boundaries[rel]))
+    x, truth = torch.stack(feats).float(), torch.tensor(truth)
+    rows = []
+    frames = torch.arange(x.shape[1])
+    for method in ("cluster", "uniform"):
+        bounds = segment(x, 3, method)
+        predicted = (frames >= bounds[:, 1:2]).long() + (frames >= bounds[:, 2:3]).long()
+        rows.append({"part": "segmentation", "set": label, "segmentation": method, "clips": len(x),
+                     "frame_accuracy": round((predicted == truth).float().mean().item(), 4)})
+    return rows
+
+
+def ssv2(work: Path, *, train_episodes: int, test_episodes: int, seed: int, image_size: int,
+         shots: tuple[int, ...] = (1, 5)) -> list[dict]:
+    from fsar.data.manifest import Manifest
+    from fsar.encoders import create_encoder
+    from fsar.encoders.cache import extract_features
+    from fsar.engine.config import EvalConfig, TrainConfig, resolve_config
+    from fsar.engine.run import run_evaluation, run_training
+    from fsar.engine.sources import loader_for
+
+    root = SHARED / "data" / "ssv2-mini"
+    if not root.is_dir():
+        print(f"skipping ssv2-mini: {root} not found", file=sys.stderr)
+        return []
+    manifest = Manifest.from_folder(root, progress=False)
+    names = manifest.classes
+    splits = work / "ssv2-splits"
+    splits.mkdir(parents=True, exist_ok=True)
+    for split, part in (("train", names[:5]), ("test", names[5:])):
+        lines = [f"{c.class_name}/{c.path.name}" for n in part for c in manifest.clips_of(n)]
+        (splits / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    rows = []
+    for backbone in ("effnet-lite0+minilm", "effnet-lite0-grid+minilm"):
+        encoder = create_encoder(backbone)
+        features = work / f"ssv2-features-{backbone}"
+        extract_features(manifest, encoder, loader_for(encoder, num_frames=8, image_size=image_size), features,
+                         backbone_options={"weights": None}, progress=False)
+        del encoder
+        for shot in shots:
+            common = dict(data=str(root), backbone=backbone, way=5, shot=shot, seed=seed, image_size=image_size,
+                          features=str(features), progress=False)
+            run_dir = work / f"ssv2-run-{backbone}-{shot}shot"
+            if not (run_dir / "last.json").exists():
+                run_training(resolve_config(TrainConfig, overrides=dict(
+                    common, method="ma-fsar", split_file_dir=str(splits), out=str(run_dir),
+                    queries=1 if shot == 5 else 2, episodes=train_episodes, tasks_per_step=8, lr=1e-3,
+                    weight_decay=1e-4, val_every=0, checkpoint_every=10,
+                    method_options={"dataset_kind": "temporal", "start": "training-free"},
+                )))
+            for name, extra in [("ma-fsar", dict(checkpoint=str(run_dir)))] + [(b, dict(method=b)) for b in BASELINES]:
+                result = run_evaluation(resolve_config(EvalConfig, overrides=dict(
+                    common, split_file=str(splits / "test.txt"), queries=1, episodes=test_episodes, **extra))).result
+                rows.append({"part": "ssv2", "backbone": backbone, "shot": shot, "method": name,
+                             "trained": name == "ma-fsar", "accuracy": result.accuracy, "ci95": result.ci95,
+                             "episodes": result.episodes})
+                print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/fsar-demo-gains"))
+    parser.add_argument("--parts", nargs="+", default=["quick", "full", "five-shot", "segmentation", "ssv2"],
+                        choices=["quick", "full", "five-shot", "centred-reference", "segmentation", "ssv2"])
+    parser.add_argument("--version", type=int, default=2, choices=(1, 2), help="demo version for quick/full")
+    parser.add_argument("--test-episodes", type=int, default=1000, help="five-shot test episodes")
+    parser.add_argument("--ssv2-train-episodes", type=int, default=160)
+    parser.add_argument("--ssv2-test-episodes", type=int, default=500)
+    parser.add_argument("--ssv2-shots", type=int, nargs="+", default=[1, 5])
+    parser.add_argument("--v1-root", type=Path, help="a generator-1 demo folder (fsar demo --version 1 --out DIR)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    print(json.dumps({"load_average": os.getloadavg(), "cpus": os.cpu_count()}), flush=True)
+    results = []
+    for part in args.parts:
+        if part in ("quick", "full"):
+            rows = [run_demo(args.work, part == "quick", args.version)]
+        elif part == "five-shot":
+            rows = five_shot(args.work, args.test_episodes, args.seed)
+        elif part == "centred-reference":
+            rows = centred_reference(args.work, args.test_episodes, args.seed)
+        elif part == "segmentation":
+            demo = args.work / "demo"
+            rows = segmentation(demo / "synth-v2", demo / "features-v2", "effnet-lite0-grid+minilm", 160, "generator 2")
+            if args.v1_root:
+                rows += segmentation(args.v1_root / "synth", args.v1_root / "features", "effnet-lite0+minilm", 160,
+                                     "generator 1")
+        else:
+            rows = ssv2(args.work, train_episodes=args.ssv2_train_episodes, test_episodes=args.ssv2_test_episodes,
+                        seed=args.seed, image_size=160, shots=tuple(args.ssv2_shots))
+        for row in rows:
+            print(json.dumps(row), flush=True)
+        results += rows
+    print(json.dumps({"load_average_end": os.getloadavg()}), flush=True)
+    (args.work / "demo_gains.json").write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Trained temporal modules that start as the identity: how fsar's methods on the embedded
+pairs begin from their training-free core.
+
+Both are fsar's own design (not a paper's), in the spirit of FgMA's zero-initialised
+up-projections inside CLIP: each adds a learned residual through a projection whose weights
+start at zero, so an untrained method computes exactly its training-free metric on the raw
+features, and validation decides how far training moves away from it.
+
+* :class:`GridTemporalModule` -- for ``effnet-lite0-grid+minilm``, the CNN analogue of FgMA's
+  temporal adaptation (LMA). Per frame, the grid tokens ``(n, T, G, D)`` are normalised,
+  projected down to ``width`` (shared over cells) and given a learned cell embedding; a
+  temporal convolution over each cell's sequence (kernel ``kernel``, zero-padded in time) mixes
+  neighbouring frames, so a token can tell that something arrived in or left its cell; a
+  Linear over the G cells of a frame mixes them (so a cell knows where the motion came from
+  and went), and a **zero-initialised** Linear per cell projects back up to D and is added to
+  the cell's token::
+
+      z   = GELU(Conv_t(Down(LN(tokens)) + cell_g))            (n, T, G, width)
+      z   = GELU(Mix(flatten_g z))                              (n, T, G · width)
+      out = flatten_g(tokens - s ⊙ mean_t(tokens) + Up(z_g))    (n, T, G · D)
+
+  ``s`` (D,) is a **static-suppression gate**, zero at the start: with it training can learn to
+  remove from every cell what does not move over the clip (its temporal mean: background, the
+  object's look), which on motion classes is nuisance, and keep what changes. Only the clip's
+  own frames enter its mean (no other clip, no label). At initialisation ``out`` is the
+  flattened grid exactly, i.e. the features training-free metrics see on this backbone.
+* :class:`ResidualBottleneck` -- wraps a width-``inner`` module (MA-FSAR's TPCM) for features
+  of width D: ``x + Up(module(Down x, Down_text text))`` with Up zero-initialised, so the
+  module can run at a small width on 1280-d CNN features and starts as the identity.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["GridTemporalModule", "ResidualBottleneck", "STATIC_GATE_RATE"]
+
+#: The static-suppression gate is ``STATIC_GATE_RATE x`` its parameter, so that it opens within
+#: tens of optimiser steps (on the synthetic set, generator 2: with rate 1 its mean stayed at
+#: 0.00 after 30 steps; with 50 it reached ~0.3 after 60, see benchmarks/README.md).
+STATIC_GATE_RATE = 50.0
+
+
+class GridTemporalModule(nn.Module):
+    """Grid tokens ``(n, T, cells, dim)`` -> flattened features ``(n, T, cells · dim)``; identity at init.
+
+    Args:
+        cells: grid cells per frame (G).
+        dim: channels per cell (D).
+        width: inner width of the temporal convolution (per cell).
+        kernel: temporal kernel size (odd).
+        dropout: dropout before the up-projection.
+    """
+
+    def __init__(self, *, cells: int, dim: int, width: int = 64, kernel: int = 3, dropout: float = 0.1) -> None:
+        super().__init__()
+        if cells < 1 or dim < 1 or width < 1:
+            raise ValueError(f"GridTemporalModule: cells, dim and width must be positive, got {cells}, {dim}, {width}")
+        if kernel < 1 or kernel % 2 == 0:
+            raise ValueError(f"GridTemporalModule: kernel must be a positive odd number, got {kernel}")
+        self.cells, self.dim, self.width = cells, dim, width
+        self.norm = nn.LayerNorm(dim)
+        self.down = nn.Linear(dim, width)
+        self.cell_embedding = nn.Parameter(torch.zeros(cells, width))
+        nn.init.normal_(self.cell_embedding, std=0.02)
+        self.temporal = nn.Conv1d(width, width, kernel, padding=kernel // 2)
+        self.mix = nn.Linear(cells * width, cells * width)
+        self.activation = nn.GELU()
+        self.drop = nn.Dropout(dropout)
+        self.up = nn.Linear(width, dim)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+        # Stored divided by STATIC_GATE_RATE: Adam moves a parameter by about lr per step, so at
+        # lr 1e-3 the gate itself could open by only ~0.1 in 100 steps.
+        self.static_gate = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.dim() != 4 or tokens.shape[2:] != (self.cells, self.dim):
+            raise ValueError(
+                f"GridTemporalModule: tokens must be (n, T, {self.cells}, {self.dim}), got {tuple(tokens.shape)}"
+            )
+        n, frames, cells, _ = tokens.shape
+        z = self.down(self.norm(tokens)) + self.cell_embedding  # (n, T, G, w)
+        z = z.permute(0, 2, 3, 1).reshape(n * cells, self.width, frames)  # one sequence per cell
+        z = self.activation(self.temporal(z))
+        z = z.reshape(n, cells, self.width, frames).permute(0, 3, 1, 2).reshape(n, frames, cells * self.width)
+        z = self.activation(self.mix(z)).reshape(n, frames, cells, self.width)
+        static = (STATIC_GATE_RATE * self.static_gate) * tokens.mean(dim=1, keepdim=True)  # (n, 1, G, D)
+        return (tokens - static + self.up(self.drop(z))).flatten(2)
+
+
+class ResidualBottleneck(nn.Module):
+    """``x + Up(module(Down x, Down_text text))``, Up zero-initialised: starts as the identity.
+
+    ``module`` is called as ``module(features (n, T, inner), text (n, inner) | None)`` (TPCM's
+    signature); ``text_dim`` is the width of the text given to :meth:`forward` (None: no text).
+    """
+
+    def __init__(self, module: nn.Module, *, dim: int, inner: int, text_dim: int | None = None) -> None:
+        super().__init__()
+        self.module = module
+        self.down = nn.Linear(dim, inner)
+        self.text_down: nn.Module | None = nn.Linear(text_dim, inner) if text_dim else None
+        self.up = nn.Linear(inner, dim)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, features: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        inner_text = None
+        if text is not None:
+            if self.text_down is None:
+                raise ValueError("ResidualBottleneck: built without text_dim, so it takes no text")
+            inner_text = self.text_down(text)
+        return features + self.up(self.module(self.down(features), inner_text))

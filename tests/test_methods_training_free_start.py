@@ -1,0 +1,81 @@
+"""MA-FSAR starts from its training-free core on encoders without a shared space (and on the
+grid backbone): untrained, it predicts exactly as its metric on the raw features."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fsar
+from fsar.methods.grid_temporal import STATIC_GATE_RATE, GridTemporalModule, ResidualBottleneck
+from fsar.metrics import OTAM
+from methods_toys import ToyEncoder, features_episode
+
+
+class ToyGridEncoder(ToyEncoder):
+    """A toy encoder whose features are a flattened grid of ``grid_cells`` tokens of ``token_dim``."""
+
+    def __init__(self, *, cells=4, token_dim=8, text_dim=12):
+        super().__init__(feature_dim=cells * token_dim, text_dim=text_dim, shared_space=False)
+        self.grid_cells, self.token_dim = cells, token_dim
+
+
+def _method(encoder, **options):
+    options.setdefault("tpcm_heads", 2)
+    options.setdefault("tpcm_bottleneck", 16)
+    return fsar.create_method("ma-fsar", backbone=encoder, dataset_kind="temporal", **options)
+
+
+@pytest.mark.parametrize("encoder", [ToyEncoder(feature_dim=24, text_dim=12, shared_space=False), ToyGridEncoder()],
+                         ids=["pooled", "grid"])
+def test_untrained_method_predicts_exactly_as_otam_on_the_raw_features(encoder):
+    method = _method(encoder).eval()
+    assert method.config.start == "training-free"
+    otam = fsar.create_method("otam", backbone=encoder).eval()
+    for seed in range(3):
+        episode = features_episode(dim=encoder.feature_dim, way=5, shot=1, queries=3, seed=seed)
+        with torch.no_grad():
+            out = method(episode)
+            reference = OTAM()(episode.support, episode.support_labels, episode.query, episode.way)
+            baseline = otam(episode).log_probs
+        # the visual branch is OTAM on the raw features, the text branch is uniform ...
+        torch.testing.assert_close(out.parts["log_p_q2s"], F.log_softmax(reference, -1), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out.parts["log_p_q2t"], torch.full((15, 5), -torch.log(torch.tensor(5.0))))
+        # ... so every prediction is the training-free baseline's
+        assert torch.equal(out.log_probs.argmax(-1), baseline.argmax(-1))
+
+
+def test_training_moves_every_learned_map_away_from_the_start():
+    encoder = ToyGridEncoder()
+    method = _method(encoder).train()
+    method(features_episode(dim=encoder.feature_dim, way=3, shot=1, queries=2)).loss.backward()
+    for name in ("grid_temporal.up.weight", "grid_temporal.static_gate", "space.text_proj.weight", "tpcm.up.weight"):
+        grad = dict(method.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    assert all(p.grad is None for p in method.encoder.parameters())
+
+
+def test_standard_start_keeps_the_papers_modules():
+    method = _method(ToyEncoder(feature_dim=24, text_dim=12, shared_space=False), start="standard", embed_dim=16)
+    assert method.space.dim == 16 and not isinstance(method.tpcm, ResidualBottleneck)
+    with pytest.raises(ValueError, match="start must be"):
+        _method(ToyEncoder(feature_dim=24, text_dim=12, shared_space=False), start="warm")
+
+
+def test_grid_temporal_module_is_the_identity_at_start_and_sees_time_order():
+    module = GridTemporalModule(cells=4, dim=8, width=6)
+    tokens = torch.randn(2, 5, 4, 8)
+    torch.testing.assert_close(module(tokens), tokens.flatten(2))
+    torch.nn.init.normal_(module.up.weight)
+    moved = module.eval()(tokens)
+    reversed_in_time = module(tokens.flip(1)).flip(1)
+    assert not torch.allclose(moved, reversed_in_time)  # the temporal convolution is order-aware
+    with pytest.raises(ValueError, match="tokens must be"):
+        module(torch.randn(2, 5, 3, 8))
+    # a fully open static gate removes what does not move: a still clip becomes zero
+    fresh = GridTemporalModule(cells=4, dim=8, width=6)
+    with torch.no_grad():
+        fresh.static_gate.fill_(1.0 / STATIC_GATE_RATE)
+    still = torch.randn(1, 1, 4, 8).expand(2, 5, 4, 8)
+    torch.testing.assert_close(fresh(still), torch.zeros(2, 5, 32), atol=1e-6, rtol=0)
