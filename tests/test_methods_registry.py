@@ -32,6 +32,16 @@ TINY_OPTIONS = {
     "clip-fsar": dict(modulation_heads=4, training_classes=CLASSES),
     "lga": dict(fusion_heads=4),
 }
+#: Methods that read a video MLLM's named streams (fsar.encoders.mllm): on any other backbone
+#: they must refuse, naming what is missing; they run on a tiny random Video-LLaVA instead.
+MLLM_METHODS = {
+    "fsar-llava": "does not produce the stream",
+    "fsar-llava-vision": "does not produce the stream",
+    "fsar-llava-caption": "caption_embedding",
+}
+TINY_MLLM = dict(layers=2, width=32, heads=2, vision_layers=1, vision_width=16)
+TINY_FSAR_LLAVA = dict(dim=32, temporal_heads=2, temporal_ffn_dim=64, enhancement_heads=2, refinement_heads=2)
+TINY_OPTIONS.update({"fsar-llava": TINY_FSAR_LLAVA, "fsar-llava-vision": TINY_FSAR_LLAVA})
 #: Methods that cannot run on the embedded pair, and why (checked: they must refuse clearly).
 NOT_ON_EMBEDDED_PAIR = {
     # Zero-shot matching needs frame and text features in one space; the pair has none.
@@ -42,9 +52,24 @@ NOT_ON_EMBEDDED_PAIR = {
 def build(name: str, backbone, **extra) -> FewShotMethod:
     torch.manual_seed(0)
     options = {**TINY_OPTIONS.get(name, {}), **extra}
-    if isinstance(backbone, str):
+    if backbone == "video-llava":
+        captions = {"captions": "mllm"} if name == "fsar-llava-caption" else {}
+        options.update(weights="random", encoder_options={**TINY_MLLM, **captions})
+    elif isinstance(backbone, str):
         options.update(weights="random", encoder_options=TINY_CLIP)
     return create_method(name, backbone=backbone, **options)
+
+
+def backbone_for(name: str) -> str:
+    return "video-llava" if name in MLLM_METHODS else "clip-vit-b32"
+
+
+def episode_for(name: str):
+    if name in MLLM_METHODS:  # the tiny Video-LLaVA takes 8 frames of 28 x 28
+        episode = frames_episode(way=2, shot=1, queries=1, frames=8)
+        episode.support, episode.query = episode.support[..., :28, :28], episode.query[..., :28, :28]
+        return episode
+    return frames_episode(way=2, shot=1, queries=1, frames=4)
 
 
 def test_registered_names():
@@ -61,6 +86,10 @@ def test_registered_names():
 @pytest.mark.parametrize("backbone", ["clip-vit-b32", "clip-vit-b16"])
 @pytest.mark.parametrize("name", ALL)
 def test_every_method_runs_on_every_clip_backbone(name, backbone):
+    if name in MLLM_METHODS:
+        with pytest.raises(ValueError, match=MLLM_METHODS[name]):
+            build(name, backbone)
+        return
     method = build(name, backbone)
     assert method.backbone_name == backbone and method.name == name
     json.dumps(method.config_dict())
@@ -78,6 +107,10 @@ def test_every_method_runs_on_every_clip_backbone(name, backbone):
 @pytest.mark.parametrize("name", ALL)
 def test_every_method_runs_on_the_embedded_pair(name):
     encoder = shared_embedded_pair()
+    if name in MLLM_METHODS:
+        with pytest.raises(ValueError, match=MLLM_METHODS[name]):
+            build(name, encoder)
+        return
     if name in NOT_ON_EMBEDDED_PAIR:
         with pytest.raises(ValueError, match=NOT_ON_EMBEDDED_PAIR[name]):
             build(name, encoder)
@@ -91,9 +124,19 @@ def test_every_method_runs_on_the_embedded_pair(name):
     assert not method.encoder.training  # a frozen encoder stays in eval mode while the method trains
 
 
+@pytest.mark.parametrize("name", sorted(MLLM_METHODS))
+def test_every_mllm_method_runs_on_the_tiny_video_llava(name):
+    method = build(name, "video-llava").train()
+    assert method.backbone_name == "video-llava" and method.name == name and method.uses_cached_features()
+    out = method(episode_for(name))
+    assert out.log_probs.shape == (2, 2)
+    assert (out.loss is not None) == method.is_trainable()
+    assert all(not key.startswith("encoder.") for key in method.trainable_state_dict())
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_every_method_is_rebuilt_exactly_from_its_saved_config(name):
-    method = build(name, "clip-vit-b32")
+    method = build(name, backbone_for(name))
     saved = json.loads(json.dumps(method.config_dict()))
     torch.manual_seed(1)  # other initial weights: only the structure must match
     rebuilt = method_from_config(name, saved)
@@ -103,13 +146,13 @@ def test_every_method_is_rebuilt_exactly_from_its_saved_config(name):
     }
     # with the same tensors, the same answer
     rebuilt.load_state_dict(method.state_dict())
-    episode = frames_episode(way=2, shot=1, queries=1, frames=4)
+    episode = episode_for(name)
     torch.testing.assert_close(rebuilt.eval()(episode).log_probs, method.eval()(episode).log_probs)
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_every_method_answers_the_engine_hooks(name):
-    method = build(name, "clip-vit-b32")
+    method = build(name, backbone_for(name))
     streams = method.required_streams()
     assert isinstance(streams, tuple) and all(isinstance(s, str) and s for s in streams)
     assert method.uses_cached_features() == method.encoder.is_frozen

@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
                 backbone_options=options,
                 progress=args.progress,
             )
-        except CacheMismatchError as error:
+        except (CacheMismatchError, ValueError) as error:  # e.g. a backbone that takes another frame count
             raise CLIError(str(error)) from None
         which = f" [{Path(split_file).name}]" if split_file is not None and args.split_file_dir else ""
         print(

@@ -14,7 +14,13 @@ from fsar.registry import Registry
 ENCODERS: Registry[Encoder] = Registry("backbone")
 
 # Modules that register backbones; imported on first use so that `import fsar` stays light.
-_BACKBONE_MODULES = ("fsar.encoders.clip", "fsar.encoders.embedded", "fsar.encoders.embedded_grid")
+_BACKBONE_MODULES = (
+    "fsar.encoders.clip",
+    "fsar.encoders.embedded",
+    "fsar.encoders.embedded_grid",
+    "fsar.encoders.video_llava",
+    "fsar.encoders.llava_next_video",
+)
 
 
 def _load_all() -> None:

@@ -14,6 +14,8 @@ end to end, vectorised over all query-support pairs (no Python loop over pairs o
 ``bimhm``              Bi-MHM of HyRSM (:class:`BiMHM`); default: mean reduction, prototype shots
 ``abmhm``              AB-MHM of LGA (:class:`ABMHM`), stages as extra keyword arguments
 ``trx``                TRX (:class:`TRX`); needs ``feature_dim=``
+``mpmm``               FSAR-LLaVA's training-free multi-cue metric (:class:`MPMM`); optional
+                       ``support_text=``/``query_text=`` add the textual cues
 =====================  ==========================================================================
 
 Presets reproduce the original heads of ``../shared/reference`` (see its README):
@@ -30,6 +32,7 @@ from typing import Any, Callable
 from torch import nn
 
 from fsar.metrics.hausdorff import ABMHM, BiMHM
+from fsar.metrics.mpmm import MPMM, MPMMResult
 from fsar.metrics.stages import stage_mask, uniform_boundaries
 from fsar.metrics.otam import OTAM, otam_cum_dist
 from fsar.metrics.proto import PrototypeMetric
@@ -51,6 +54,7 @@ METRICS.register("otam")(OTAM)
 METRICS.register("bimhm")(BiMHM)
 METRICS.register("abmhm")(ABMHM)
 METRICS.register("trx")(TRX)
+METRICS.register("mpmm")(MPMM)
 
 # reference README §1b: λ 0.1, directions summed, OTAM distances averaged over a class's clips
 METRICS.register("otam_plain")(
@@ -85,6 +89,8 @@ def available() -> list[str]:
 __all__ = [
     "ABMHM",
     "METRICS",
+    "MPMM",
+    "MPMMResult",
     "OTAM",
     "TRX",
     "BiMHM",

@@ -1,0 +1,252 @@
+"""FSAR-LLaVA figures: parameter counts, extraction cost, and a plumbing check beside the other methods.
+
+    /work/venv/bin/python benchmarks/fsar_llava.py [--parts params,extract,accuracy] [--threads 2]
+
+1. ``params``: the real Video-LLaVA-7B configuration (``video_llava_7b_config``) built on the meta
+   device (no memory, no download): total and per-part parameter counts of the frozen MLLM; then
+   the trainable MFEM + CTPC of ``fsar-llava`` at its width (4096 -> d 512, T 8), per module, and
+   of the vision-tower baseline ``fsar-llava-vision`` (1024 -> 512).
+2. ``extract``: the tiny random Video-LLaVA of the tests (2+4 layers, width 32/64, 8 frames x 5
+   tokens) on this CPU: seconds per clip of ``encode_clips`` (median of repeats), and the bytes per
+   clip of a real ``extract_features`` cache (shard bytes / clips); then the same two figures for
+   the real model as formulas (stream widths x 4 bytes; decoder FLOPs ~ 2 x parameters used x tokens).
+3. ``accuracy``: a PLUMBING CHECK, not accuracy. The tiny MLLM has random weights, so its features
+   carry no knowledge; the numbers only show that every path (extract -> cache -> streams -> train
+   -> evaluate) runs and that the trained heads learn something from the random features. On the
+   synthetic action set (rendered here, 64 px), 5-way 1-shot on held-out classes: ``proto`` and
+   ``otam`` on the decoder features, ``fsar-llava`` and ``fsar-llava-vision`` trained from the cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from fsar.encoders.params import count_parameters
+
+SMALL = dict(dim=64, temporal_heads=2, temporal_ffn_dim=128, enhancement_heads=2, refinement_heads=2)
+
+
+def millions(n: int) -> str:
+    return f"{n / 1e6:,.2f}M"
+
+
+def part_params() -> None:
+    from transformers import VideoLlavaForConditionalGeneration
+
+    from fsar.encoders.video_llava import video_llava_7b_config
+    from fsar.methods.fsar_llava import CTPC, MFEM
+
+    print("## 1. Parameters\n")
+    with torch.device("meta"):
+        model = VideoLlavaForConditionalGeneration(video_llava_7b_config())
+    parts = {
+        "video tower (CLIP-L/14)": model.model.video_tower,
+        "image tower (CLIP-L/14, unused for video)": model.model.image_tower,
+        "projector (2-layer MLP)": model.model.multi_modal_projector,
+        "LLM decoder (Vicuna-7B, 32 layers)": model.model.language_model,
+        "LM head": model.lm_head,
+    }
+    total = sum(p.numel() for p in model.parameters())
+    print("| Video-LLaVA-7B part (frozen) | parameters |\n|---|---:|")
+    for name, module in parts.items():
+        print(f"| {name} | {sum(p.numel() for p in module.parameters()):,} |")
+    print(f"| **total** | **{total:,}** ({total / 1e9:.3f}B) |\n")
+
+    d, width, frames = 512, 4096, 8
+    mfem = MFEM(visual_dim=width, text_dim=width, dim=d, frames=frames, heads=8, ffn_dim=2048)
+    ctpc = CTPC(dim=d, heads=8)
+    rows = {
+        "MFEM visual input (LN + 4096->512)": mfem.visual_in,
+        "MFEM temporal position embedding": None,
+        "MFEM temporal Transformer layer": mfem.temporal,
+        "MFEM textual head (LN + 4096->512 + 512->512)": mfem.text_head,
+        "MFEM mutual enhancement (cross-attn + MLP)": [mfem.cross_norm, mfem.cross, mfem.text_update],
+        "CTPC task refinement (visual + textual attention)": ctpc,
+    }
+    print("| fsar-llava trainable module | parameters |\n|---|---:|")
+    for name, module in rows.items():
+        if module is None:
+            n = mfem.position.numel()
+        elif isinstance(module, list):
+            n = sum(count_parameters(m)[0] for m in module)
+        else:
+            n = count_parameters(module)[0]
+        print(f"| {name} | {n:,} |")
+    trainable = count_parameters(mfem)[0] + count_parameters(ctpc)[0]
+    vision = MFEM(visual_dim=1024, text_dim=None, dim=d, frames=frames, mutual_enhancement=False)
+    vision_ctpc = CTPC(dim=d, heads=8, text=False)
+    vision_total = count_parameters(vision)[0] + count_parameters(vision_ctpc)[0]
+    print(f"| **fsar-llava MFEM + CTPC** | **{trainable:,}** ({millions(trainable)}) |")
+    print(f"| fsar-llava-vision (1024-d vision tower, visual branch + visual refinement) | {vision_total:,} "
+          f"({millions(vision_total)}) |")
+    print(f"\nTrainable share: {trainable / (total + trainable):.4%} of all parameters; MPMM has none.\n")
+
+
+def tiny_folder(root: Path) -> Path:
+    from fsar.encoders.video_llava import save_tiny_video_llava
+
+    return save_tiny_video_llava(root / "tiny-video-llava")
+
+
+def part_extract(work: Path, repeats: int) -> None:
+    from fsar.data.loading import ClipLoader
+    from fsar.data.manifest import Manifest
+    from fsar.data.synth import render_dataset
+    from fsar.data.transforms import TransformConfig
+    from fsar.encoders import create_encoder
+    from fsar.encoders.cache import extract_features
+
+    print("## 2. Extraction cost\n")
+    folder = tiny_folder(work)
+    encoder = create_encoder("video-llava", weights=str(folder), batch_size=4)
+    clips = torch.randn(4, encoder.num_frames, 3, encoder.image_size, encoder.image_size)
+    encoder.encode_clips(clips)  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        encoder.encode_clips(clips)
+        times.append((time.perf_counter() - start) / clips.shape[0])
+    data = render_dataset(work / "synth-extract", classes=6, videos_per_class=4, size=64, progress=False)
+    manifest = Manifest.from_folder(data, progress=False)
+    loader = ClipLoader(num_frames=encoder.num_frames, transform=TransformConfig.for_encoder(encoder))
+    out = work / "cache-extract"
+    summary = extract_features(manifest, encoder, loader, out, progress=False, batch_size=4)
+    shard_bytes = sum(p.stat().st_size for p in out.glob("shard-*.safetensors"))
+    class_bytes = sum(p.stat().st_size for p in out.glob("classes-*.safetensors"))
+    T, D, Dv = encoder.num_frames, encoder.feature_dim, encoder.vision_dim
+    floats = T * D + D + T * Dv
+    print(f"Tiny Video-LLaVA ({encoder.decoder_depth} decoder layers, width {D}, vision width {Dv}, "
+          f"{T} frames x {encoder.layout.tokens_per_group} tokens), layer {encoder.layer}, float32, CPU:\n")
+    print("| figure | value |\n|---|---:|")
+    print(f"| encode_clips, seconds per clip (batch 4, median of {repeats}) | {statistics.median(times):.4f} |")
+    print(f"| extract_features end to end, clips/s (decode + transform + encode + write) | "
+          f"{summary.clips_per_second:.1f} |")
+    print(f"| cache bytes per clip (shard bytes / {summary.extracted} clips) | {shard_bytes / summary.extracted:,.0f} |")
+    print(f"| of which stream payload (T*D + D + T*D_vis) x 4 B | {floats * 4:,} |")
+    print(f"| class-stream file ({len(manifest.classes)} classes, D floats each) | {class_bytes:,} |\n")
+
+    T, D, Dv, depth = 8, 4096, 1024, 32
+    layer = round(0.75 * depth)
+    tokens = 8 * 257 + 40  # video tokens + the query prompt around them (about 40 tokens)
+    decoder_per_layer = 4 * D * D + 3 * D * 11008  # attention + SwiGLU MLP weights of one LLaMA layer
+    flops = 2 * decoder_per_layer * layer * tokens + 2 * 303_000_000 * 257 * T + 2 * 21_000_000 * 257 * T
+    print("Real Video-LLaVA-7B (formula, not measured: no GPU and no weights in this session):\n")
+    print("| figure | formula | value |\n|---|---|---:|")
+    print(f"| cache bytes per clip, float32 | (T*D + D + T*D_vis) * 4 = (8*4096 + 4096 + 8*1024) * 4 | "
+          f"{(T * D + D + T * Dv) * 4:,} |")
+    print(f"| per class | D * 4 | {D * 4:,} |")
+    print(f"| decoder FLOPs per clip up to layer l*={layer} | 2 * (4D^2 + 3*D*11008) * l* * tokens "
+          f"(tokens = 8*257 + ~40) | {2 * decoder_per_layer * layer * tokens / 1e12:.1f} T |")
+    print(f"| vision tower + projector FLOPs per clip | 2 * (303M + 21M) * 257 * T | "
+          f"{(2 * 303e6 * 257 * T + 2 * 21e6 * 257 * T) / 1e12:.1f} T |")
+    print(f"| seconds per clip at 300 TFLOP/s sustained (bf16, H100 class) | FLOPs / 3e14 | {flops / 3e14:.3f} |")
+    print(f"| hidden states kept if all layers were returned | tokens * (L+1) * D * 2 B | "
+          f"{tokens * (depth + 1) * D * 2 / 2**20:,.0f} MiB (the encoder keeps one layer: "
+          f"{tokens * D * 2 / 2**20:,.0f} MiB) |\n")
+
+
+def part_accuracy(work: Path, episodes: int, train_steps: int) -> None:
+    from fsar.data.episodes import EpisodeSampler
+    from fsar.data.loading import ClipLoader
+    from fsar.data.manifest import Manifest
+    from fsar.data.synth import class_names, render_dataset
+    from fsar.data.transforms import TransformConfig
+    from fsar.encoders import create_encoder
+    from fsar.encoders.cache import FeatureCache, extract_features
+    from fsar.engine.evaluate import confidence_interval
+    from fsar.methods import create_method
+
+    print("## 3. Plumbing check on the synthetic set (random tiny MLLM: NOT an accuracy figure)\n")
+    names = class_names()[:20]
+    data = render_dataset(work / "synth-acc", classes=names, videos_per_class=6, size=64, progress=False)
+    manifest = Manifest.from_folder(data, progress=False)
+    folder = work / "tiny-video-llava"
+    if not folder.exists():
+        tiny_folder(work)
+    encoder = create_encoder("video-llava", weights=str(folder), batch_size=8)
+    loader = ClipLoader(num_frames=encoder.num_frames, transform=TransformConfig.for_encoder(encoder))
+    out = work / "cache-acc"
+    extract_features(manifest, encoder, loader, out, progress=False, batch_size=8)
+    cache = FeatureCache(out)
+    train_classes, test_classes = names[:14], names[14:]
+    train = EpisodeSampler(manifest.subset(train_classes), way=5, shot=1, queries=3, seed=0)
+    test = EpisodeSampler(manifest.subset(test_classes), way=5, shot=1, queries=1, seed=1)
+
+    def evaluate(model) -> tuple[float, float]:
+        model.eval()
+        streams = getattr(model, "required_streams", lambda: ())()
+        accuracies = []
+        with torch.no_grad():
+            for i in range(episodes):
+                inputs = cache.load_episode(test.episode(i), loader, streams=streams)
+                predicted = model(inputs).log_probs.argmax(-1)
+                accuracies.append(float((predicted == inputs.query_labels).float().mean()))
+        mean, ci, _ = confidence_interval(accuracies)
+        return 100 * mean, 100 * ci
+
+    def trained(name: str, **options):
+        torch.manual_seed(0)
+        model = create_method(name, backbone=encoder, **{**SMALL, **options})
+        optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3,
+                                      weight_decay=0.01)
+        model.train()
+        start = time.perf_counter()
+        for step in range(train_steps):
+            inputs = cache.load_episode(train.episode(step), loader, streams=model.required_streams())
+            loss = model(inputs).loss
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+        return model, time.perf_counter() - start
+
+    rows = []
+    for name in ("proto", "otam"):
+        rows.append((name, "training-free", *evaluate(create_method(name, backbone=encoder))))
+    for name in ("fsar-llava", "fsar-llava-vision"):
+        model, seconds = trained(name)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        rows.append((name, f"{train_steps} episodes, {seconds:.0f} s, {trainable:,} trainable", *evaluate(model)))
+    print(f"5-way 1-shot, {episodes} test episodes (1 query per class) on 6 held-out classes; training on 14 "
+          f"classes (3 queries per class); tiny random Video-LLaVA, layer {encoder.layer} of "
+          f"{encoder.decoder_depth}; d = {SMALL['dim']} for the trained heads.\n")
+    print("| method | training | accuracy % ± 95% CI |\n|---|---|---:|")
+    for name, how, mean, ci in rows:
+        print(f"| {name} | {how} | {mean:.1f} ± {ci:.1f} |")
+    print(f"\nChance is 20%. Everything reads the one cache written by `extract_features` "
+          f"({len(cache)} clips).\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", default="params,extract,accuracy")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--episodes", type=int, default=200)
+    parser.add_argument("--train-steps", type=int, default=300)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    print(f"commit {commit}; torch {torch.__version__}; threads {args.threads}; "
+          f"load {os.getloadavg()[0]:.1f} {os.getloadavg()[1]:.1f} {os.getloadavg()[2]:.1f} (1/5/15 min)\n")
+    parts = set(args.parts.split(","))
+    with tempfile.TemporaryDirectory(prefix="fsar-llava-bench-") as tmp:
+        work = Path(tmp)
+        if "params" in parts:
+            part_params()
+        if "extract" in parts:
+            part_extract(work, args.repeats)
+        if "accuracy" in parts:
+            part_accuracy(work, args.episodes, args.train_steps)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,306 @@
+"""The ``video-llava`` backbone (fsar.encoders.video_llava, fsar.encoders.mllm) on a tiny saved model.
+
+The tiny model is a random-init ``VideoLlavaForConditionalGeneration`` with an offline BPE tokenizer, saved
+with ``save_pretrained`` and loaded through ``weights=FOLDER`` as a downloaded checkpoint would be. The streams
+are checked against transformers' own forward (the model expanding nothing itself: we pass the expanded ids).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from fsar.encoders import ENCODERS, create_encoder
+from fsar.encoders.mllm import PROMPT_SETS, MLLMError, MLLMPrompts, VideoTokenLayout, resolve_layer
+from tiny_video_llava import FRAMES, IMAGE_SIZE, TOKENS_PER_FRAME, clips, tiny_encoder, tiny_folder
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return tiny_folder(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def encoder(folder):
+    return tiny_encoder(folder)
+
+
+def hf_reference(encoder, frames: torch.Tensor, prompt: str):
+    """transformers' own forward on our expanded ids: (hidden states per layer, video mask)."""
+    ids = torch.tensor([encoder.token_ids(prompt, with_video=True)])
+    out = encoder.model(input_ids=ids, pixel_values_videos=frames, output_hidden_states=True)
+    return out.hidden_states, ids[0] == encoder.video_id
+
+
+# -- loading ----------------------------------------------------------------------------------------------
+
+
+def test_registered_and_loaded_frozen_in_float32(encoder, folder):
+    assert "video-llava" in ENCODERS
+    assert encoder.name == "video-llava" and encoder.weights == str(folder)
+    assert encoder.is_frozen and not any(p.requires_grad for p in encoder.model.parameters())
+    assert encoder.dtype == torch.float32  # CPU
+    assert (encoder.num_frames, encoder.layout.tokens_per_group, encoder.layout.drop_per_group) == (
+        FRAMES, TOKENS_PER_FRAME, 1
+    )
+    assert encoder.image_size == IMAGE_SIZE and encoder.feature_dim == 64 and encoder.vision_dim == 32
+    assert encoder.clip_stream_names() == ("prompt_state", "vision_tower")
+    assert encoder.class_stream_names() == ("label_state",)
+
+
+def test_frozen_check_holds_through_extraction_and_train_mode(folder):
+    encoder = create_encoder("video-llava", weights=str(folder))
+    before = sum(p.numel() for p in encoder.parameters())
+    encoder.train()
+    assert not encoder.model.training  # dropout stays off
+    encoder.encode_clips(clips(1))
+    assert sum(p.numel() for p in encoder.parameters()) == before
+    assert not any(p.requires_grad for p in encoder.parameters())
+
+
+def test_dtype_option(folder):
+    encoder = create_encoder("video-llava", weights=str(folder), dtype="bfloat16")
+    assert encoder.dtype == torch.bfloat16 and encoder.stream_key()["dtype"] == "bfloat16"
+    out = encoder.encode_clips(clips(1))
+    assert out["features"].dtype == torch.float32 and torch.isfinite(out["features"]).all()
+    with pytest.raises(MLLMError, match="dtype"):
+        create_encoder("video-llava", weights=str(folder), dtype="int8")
+
+
+def test_folder_of_another_model_type_names_the_expected_class(tmp_path):
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    CLIPVisionModel(CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                     num_attention_heads=2, image_size=28, patch_size=14)).save_pretrained(tmp_path)
+    with pytest.raises(MLLMError, match="VideoLlavaForConditionalGeneration") as info:
+        create_encoder("video-llava", weights=str(tmp_path))
+    assert "clip_vision_model" in str(info.value)
+
+
+def test_missing_folder_and_bad_options(tmp_path):
+    with pytest.raises(MLLMError, match="does not exist"):
+        create_encoder("video-llava", weights=str(tmp_path / "nope"))
+    with pytest.raises(MLLMError, match="frozen"):
+        create_encoder("video-llava", weights="random", finetune="full")
+    with pytest.raises(MLLMError, match="unknown option"):
+        create_encoder("video-llava", weights="random", widht=3)
+
+
+def test_video_token_count_not_a_whole_number_of_frames_is_refused(folder, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    config = json.loads((broken / "config.json").read_text())
+    config["video_seq_length"] = FRAMES * TOKENS_PER_FRAME - 1
+    (broken / "config.json").write_text(json.dumps(config))
+    with pytest.raises(MLLMError, match="whole number of frames"):
+        create_encoder("video-llava", weights=str(broken))
+
+
+def test_tokenizer_whose_video_id_differs_from_the_config_is_refused(folder, tmp_path):
+    broken = tmp_path / "other-id"
+    shutil.copytree(folder, broken)
+    config = json.loads((broken / "config.json").read_text())
+    config["video_token_index"] = config["image_token_index"]
+    (broken / "config.json").write_text(json.dumps(config))
+    with pytest.raises(MLLMError, match="do not belong together"):
+        create_encoder("video-llava", weights=str(broken))
+
+
+def test_vision_side_disagreeing_with_the_expansion_is_a_clear_error(folder):
+    encoder = create_encoder("video-llava", weights=str(folder))
+    encoder.layout = VideoTokenLayout(groups=FRAMES, tokens_per_group=TOKENS_PER_FRAME + 1, drop_per_group=1)
+    with pytest.raises(MLLMError, match="disagree"):
+        encoder.encode_clips(clips(1))
+
+
+def test_random_weights_build_offline():
+    encoder = create_encoder("video-llava", weights="random", layers=2, frames=4)
+    assert encoder.decoder_depth == 2 and encoder.num_frames == 4
+    assert encoder.encode_clips(clips(2, frames=4))["features"].shape == (2, 4, 64)
+
+
+# -- token expansion and positions -------------------------------------------------------------------------
+
+
+def test_video_placeholder_expands_to_frames_times_tokens(encoder):
+    prompt = encoder.adapter.chat_format.format(video="<video>", text="hello there")
+    raw = encoder.tokenizer(prompt)["input_ids"]
+    ids = encoder.token_ids(prompt, with_video=True)
+    at = raw.index(encoder.video_id)
+    total = FRAMES * TOKENS_PER_FRAME
+    assert ids[:at] == raw[:at] and ids[at + total :] == raw[at + 1 :]
+    assert ids[at : at + total] == [encoder.video_id] * total
+    assert ids.count(encoder.video_id) == total
+    with pytest.raises(MLLMError, match="expected 1"):
+        encoder.token_ids("no placeholder here", with_video=True)
+    with pytest.raises(MLLMError, match="expected 1"):
+        encoder.token_ids("<video> twice <video>", with_video=True)
+
+
+def test_left_padding_puts_every_row_at_the_right_edge(encoder):
+    prompts = [encoder.adapter.chat_format.format(video="<video>", text=t) for t in ("a", "a much longer instruction")]
+    ids, mask, after = encoder._batch(prompts, with_video=True)
+    lengths = mask.sum(1)
+    assert lengths[0] < lengths[1] and mask[0, : ids.shape[1] - lengths[0]].eq(0).all()
+    assert mask[:, -1].eq(1).all()
+    for row in range(2):
+        where = (ids[row] == encoder.video_id).nonzero().flatten()
+        assert where.numel() == FRAMES * TOKENS_PER_FRAME
+        assert (where.diff() == 1).all()  # one contiguous block
+        assert ids.shape[1] - 1 - int(where[-1]) == after[row]
+
+
+# -- streams against transformers' own forward --------------------------------------------------------------
+
+
+def test_streams_equal_transformers_forward_at_the_video_positions(encoder):
+    frames = clips(1, seed=3)
+    out = encoder.encode_clips(frames)
+    prompt = encoder.adapter.chat_format.format(video="<video>", text=encoder.prompts.query_prompt())
+    hidden, video = hf_reference(encoder, frames, prompt)
+    layer = hidden[encoder.layer][0]  # (L, D): output of decoder layer l*
+    tokens = layer[video].reshape(FRAMES, TOKENS_PER_FRAME, -1)
+    torch.testing.assert_close(out["features"][0], tokens[:, 1:].mean(1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out["prompt_state"][0], layer[-1], atol=1e-5, rtol=1e-5)
+    tower = encoder.model.model.video_tower(frames.flatten(0, 1), output_hidden_states=True)
+    penultimate = tower.hidden_states[-2][:, 1:].mean(1)
+    torch.testing.assert_close(out["vision_tower"][0], penultimate, atol=1e-5, rtol=1e-5)
+    assert out["features"].shape == (1, FRAMES, 64) and out["vision_tower"].shape == (1, FRAMES, 32)
+
+
+def test_last_layer_is_taken_after_the_final_norm(folder):
+    encoder = tiny_encoder(folder, layer=1.0)
+    assert encoder.layer == encoder.decoder_depth == 4
+    frames = clips(1, seed=4)
+    prompt = encoder.adapter.chat_format.format(video="<video>", text=encoder.prompts.query_prompt())
+    ids = torch.tensor([encoder.token_ids(prompt, with_video=True)])
+    last = encoder.model.model(input_ids=ids, pixel_values_videos=frames).last_hidden_state[0]
+    torch.testing.assert_close(encoder.encode_clips(frames)["prompt_state"][0], last[-1], atol=1e-5, rtol=1e-5)
+
+
+def test_batched_left_padded_extraction_equals_one_at_a_time(folder):
+    encoder = tiny_encoder(folder, batch_size=3)
+    frames = clips(5, seed=1)
+    batched = encoder.encode_clips(frames)  # chunks of 3 and 2
+    for name, value in batched.items():
+        single = torch.cat([encoder.encode_clips(frames[i : i + 1])[name] for i in range(5)])
+        torch.testing.assert_close(value, single, atol=1e-5, rtol=1e-5)
+    # rows of different lengths in one batch (left padding inside the batch)
+    texts = ["short", "a rather longer instruction about the clip", "mid length one"]
+    mixed = encoder._video_forward(frames[:3], texts)
+    for i, text in enumerate(texts):
+        one = encoder._video_forward(frames[i : i + 1], [text])
+        for name in mixed:
+            torch.testing.assert_close(mixed[name][i], one[name][0], atol=1e-5, rtol=1e-5)
+    names = ["moving something from left to right", "bouncing something", "x"]
+    together = encoder.encode_class_streams(names)["label_state"]
+    apart = torch.cat([encoder.encode_class_streams([n])["label_state"] for n in names])
+    torch.testing.assert_close(together, apart, atol=1e-5, rtol=1e-5)
+    assert together.shape == (3, 64) and not torch.allclose(together[0], together[1])
+
+
+def test_frames_of_another_count_or_size_are_refused(encoder):
+    with pytest.raises(ValueError, match="takes 8 frames"):
+        encoder.encode_clips(clips(1, frames=4))
+    with pytest.raises(ValueError, match="28x28"):
+        encoder.encode_clips(torch.zeros(1, FRAMES, 3, 32, 32))
+
+
+def test_extraction_is_deterministic(encoder):
+    frames = clips(2, seed=9)
+    a, b = encoder.encode_clips(frames), encoder.encode_clips(frames)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# -- layers, prompts, cache key -----------------------------------------------------------------------------
+
+
+def test_layer_resolution():
+    assert resolve_layer(0.75, 32) == 24 and resolve_layer(0.75, 4) == 3 and resolve_layer(1.0, 32) == 32
+    assert resolve_layer(24, 32) == 24 and resolve_layer(-1, 32) == 32 and resolve_layer("0.5", 32) == 16
+    assert resolve_layer("16", 32) == 16
+    for bad in (0, 33, 1.5, 0.0, "x", True):
+        with pytest.raises(MLLMError):
+            resolve_layer(bad, 32)
+
+
+def test_stream_key_records_layer_and_prompt_hash(folder, encoder):
+    key = encoder.stream_key()
+    assert key["layer"] == 3 and key["prompt_hash"] == PROMPT_SETS["generic"].digest()
+    other_layer = tiny_encoder(folder, layer=2).stream_key()
+    other_prompts = tiny_encoder(folder, prompts="ssv2").stream_key()
+    assert other_layer["layer"] == 2 and other_layer != key
+    assert other_prompts["prompt_hash"] != key["prompt_hash"]
+    reworded = MLLMPrompts(**{**PROMPT_SETS["generic"].__dict__, "query": "What happens?"})
+    assert reworded.digest() != PROMPT_SETS["generic"].digest()
+    with pytest.raises(MLLMError, match="prompt set"):
+        create_encoder("video-llava", weights=str(folder), prompts="nope")
+
+
+def _label_sets() -> list[str]:
+    from fsar.data.synth import class_names
+
+    names = list(class_names())
+    shared = Path(__file__).resolve().parents[2] / "shared" / "splits"
+    for split in sorted(shared.glob("*/*.txt")) if shared.is_dir() else []:
+        names += sorted({line.split("/")[0] for line in split.read_text().splitlines() if "/" in line})
+    return names + ["jumping", "running", "pushing something from left to right"]
+
+
+def test_no_query_prompt_contains_label_text(encoder, monkeypatch):
+    labels = _label_sets()
+    for prompts in PROMPT_SETS.values():
+        query = prompts.query_prompt().lower()
+        leaked = [name for name in labels if f" {name.lower()} " in f" {query} "]
+        assert not leaked, f"prompt set {prompts.name!r} names classes {leaked}"
+        assert "{" not in query  # no placeholder the cache could fill with a label
+        # the task-oriented query (4d) names the candidate classes only
+        candidates, others = labels[:5], labels[5:40]
+        task = prompts.task_query(candidates)
+        assert all(c in task for c in candidates)
+        assert not [o for o in others if o not in " ".join(candidates) and f" {o} " in f" {task} "]
+        assert prompts.class_prompt("jumping").count("jumping") == 1  # label text only in the text-only prompt
+    seen: list[str] = []
+    original = encoder._forward
+    monkeypatch.setattr(encoder, "_forward", lambda frames, prompts: seen.extend(prompts) or original(frames, prompts))
+    encoder.encode_clips(clips(2))
+    assert seen and all(p == encoder.adapter.chat_format.format(video="<video>", text=encoder.prompts.query)
+                        for p in seen)
+
+
+def test_layout_pooling_drops_the_class_token():
+    layout = VideoTokenLayout(groups=2, tokens_per_group=3, drop_per_group=1)
+    tokens = torch.arange(12, dtype=torch.float32).reshape(1, 6, 2)
+    assert layout.pool(tokens).tolist() == [[[3.0, 4.0], [9.0, 10.0]]]
+    with pytest.raises(MLLMError):
+        VideoTokenLayout(groups=2, tokens_per_group=3, drop_per_group=3)
+
+
+# -- a second family through the same interface: LLaVA-NeXT-Video -------------------------------------------
+
+
+def test_llava_next_video_adapter_from_a_saved_folder_equals_transformers(tmp_path, folder):
+    from fsar.encoders.llava_next_video import tiny_llava_next_video
+
+    model, tokenizer = tiny_llava_next_video()
+    model.save_pretrained(tmp_path / "lnv")
+    tokenizer.save_pretrained(tmp_path / "lnv")
+    encoder = create_encoder("llava-next-video", weights=str(tmp_path / "lnv"), frames=4)
+    assert encoder.is_frozen and (encoder.layout.groups, encoder.layout.tokens_per_group) == (4, 4)
+    frames = torch.randn(2, 4, 3, 56, 56, generator=torch.Generator().manual_seed(0))
+    out = encoder.encode_clips(frames)
+    prompt = encoder.adapter.chat_format.format(video="<video>", text=encoder.prompts.query_prompt())
+    ids = torch.tensor([encoder.token_ids(prompt, with_video=True)])
+    hidden = encoder.model(input_ids=ids, pixel_values_videos=frames[1:], output_hidden_states=True).hidden_states
+    layer = hidden[encoder.layer][0]
+    pooled = layer[ids[0] == encoder.video_id].reshape(4, 4, -1).mean(1)  # no token dropped per frame
+    torch.testing.assert_close(out["features"][1], pooled, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out["prompt_state"][1], layer[-1], atol=1e-5, rtol=1e-5)
+    with pytest.raises(MLLMError, match="LlavaNextVideoForConditionalGeneration"):
+        create_encoder("llava-next-video", weights=str(folder))  # a Video-LLaVA folder
+    with pytest.raises(MLLMError, match="VideoLlavaForConditionalGeneration"):
+        create_encoder("video-llava", weights=str(tmp_path / "lnv"))
