@@ -198,6 +198,16 @@ class MAFSAR(TextAwareMethod):
         self.logit_scale = self.make_text_logit_scale(cfg.logit_scale_init, learnable=cfg.learn_logit_scale)
         self.metric_scale = Scale(cfg.metric_scale, learnable=cfg.learn_metric_scale)
 
+    @classmethod
+    def from_config(cls, values):
+        """A config saved before ``grid_gate`` existed was built with one gate per channel (at
+        rate 50): rebuild it so, so that its checkpoint loads as it was trained."""
+        values = dict(values)
+        if "grid_gate" not in values:
+            values.setdefault("grid_gate", "per-channel")
+            values.setdefault("grid_static_rate", 50.0)
+        return super().from_config(values)
+
     def build_space(self, config: MAFSARConfig, encoder: Encoder) -> TextSpace:
         """The grid temporal module (grid backbones) and the video-text space, started as
         ``config.start`` says (resolved here and recorded in the config)."""
