@@ -48,7 +48,8 @@ def test_registered_and_loaded_frozen_in_float32(encoder, folder):
         FRAMES, TOKENS_PER_FRAME, 1
     )
     assert encoder.image_size == IMAGE_SIZE and encoder.feature_dim == 64 and encoder.vision_dim == 32
-    assert encoder.clip_stream_names() == ("prompt_state", "vision_tower")
+    assert encoder.clip_stream_names() == ("prompt_state", "vision_tower", "support_prompt_state")
+    assert encoder.label_stream_names() == ("support_prompt_state",)
     assert encoder.class_stream_names() == ("label_state",)
 
 
@@ -235,6 +236,8 @@ def test_stream_key_records_layer_and_prompt_hash(folder, encoder):
     other_prompts = tiny_encoder(folder, prompts="ssv2").stream_key()
     assert other_layer["layer"] == 2 and other_layer != key
     assert other_prompts["prompt_hash"] != key["prompt_hash"]
+    assert "support_prompt_hash" in key and "support_prompt_hash" not in tiny_encoder(
+        folder, support_prompt=False).stream_key()
     reworded = MLLMPrompts(**{**PROMPT_SETS["generic"].__dict__, "query": "What happens?"})
     assert reworded.digest() != PROMPT_SETS["generic"].digest()
     with pytest.raises(MLLMError, match="prompt set"):
@@ -264,12 +267,26 @@ def test_no_query_prompt_contains_label_text(encoder, monkeypatch):
         assert all(c in task for c in candidates)
         assert not [o for o in others if o not in " ".join(candidates) and f" {o} " in f" {task} "]
         assert prompts.class_prompt("jumping").count("jumping") == 1  # label text only in the text-only prompt
+        # the support prompt (b) names exactly the clip's own label, nothing else
+        support = prompts.support_prompt("jumping")
+        assert "jumping" in support and not [o for o in labels if o != "jumping" and f" {o} " in f" {support} "]
     seen: list[str] = []
     original = encoder._forward
     monkeypatch.setattr(encoder, "_forward", lambda frames, prompts: seen.extend(prompts) or original(frames, prompts))
-    encoder.encode_clips(clips(2))
+    out = encoder.encode_clips(clips(2))  # no labels: the query path
     assert seen and all(p == encoder.adapter.chat_format.format(video="<video>", text=encoder.prompts.query)
                         for p in seen)
+    assert "support_prompt_state" not in out
+    seen.clear()
+    labelled = encoder.encode_clips(clips(2), labels=["jumping", "running"])  # support clips: their own labels
+    query_prompt = encoder.adapter.chat_format.format(video="<video>", text=encoder.prompts.query)
+    named = [p for p in seen if p != query_prompt]
+    assert named == [encoder.adapter.chat_format.format(video="<video>", text=encoder.prompts.support_prompt(x))
+                     for x in ("jumping", "running")]
+    torch.testing.assert_close(labelled["prompt_state"], out["prompt_state"])  # the label-free streams agree
+    assert not torch.allclose(labelled["support_prompt_state"], labelled["prompt_state"])
+    with pytest.raises(ValueError, match="one class name per clip"):
+        encoder.encode_clips(clips(2), labels=["jumping"])
 
 
 def test_layout_pooling_drops_the_class_token():

@@ -53,8 +53,10 @@ def frames_episode(way=3, shot=2, queries=2, seed=0) -> EpisodeInputs:
 
 
 def feature_episode(encoder, episode: EpisodeInputs) -> EpisodeInputs:
-    """The same episode as the feature cache would hand it (streams extracted by the encoder)."""
-    s, q = encoder.encode_clips(episode.support), encoder.encode_clips(episode.query)
+    """The same episode as the feature cache would hand it (streams extracted by the encoder; the
+    label-aware support stream for support clips only, as the cache does)."""
+    names = [episode.class_names[int(y)] for y in episode.support_labels]
+    s, q = encoder.encode_clips(episode.support, labels=names), encoder.encode_clips(episode.query)
     return EpisodeInputs(
         support=s.pop("features"), support_labels=episode.support_labels, query=q.pop("features"),
         class_names=episode.class_names, query_labels=episode.query_labels, features=True,
@@ -161,7 +163,7 @@ def test_inference_is_inductive(encoder, episodes):
 
 def test_cache_path_equals_frames_path_and_names_its_streams(encoder, episodes):
     model = method(encoder).eval()
-    assert model.required_streams() == ("prompt_state", "label_state")
+    assert model.required_streams() == ("prompt_state", "support_prompt_state", "label_state")
     episode, cached = episodes
     torch.testing.assert_close(model(cached).log_probs, model(episode).log_probs)
     cached = copy(cached)
@@ -186,13 +188,16 @@ def test_switches_and_bad_options(encoder, episodes):
     visual_only = method(encoder, cues="temporal,global", mutual_enhancement=False, contrastive_weight=0.0)
     assert visual_only.required_streams() == () and visual_only.mfem.text_head is None
     no_label = method(encoder, use_label_state=False, contrastive_weight=0.0)
-    assert no_label.required_streams() == ("prompt_state",)
+    assert no_label.required_streams() == ("prompt_state", "support_prompt_state")
+    label_free = method(encoder, support_text="query")
+    assert label_free.required_streams() == ("prompt_state", "label_state")
     separated = method(encoder, separation_weight=0.1).train()
     assert "loss_separation" in separated(episodes[1]).parts
     hard = method(encoder, fusion="hard").eval()(episodes[1])
     assert set(hard.parts["cue_weights"].unique().tolist()) <= {0.0, 1.0}
     for bad, message in ((dict(visual_stream="pixels"), "visual_stream"), (dict(cues="colour"), "cues"),
-                         (dict(beta=2.0), "beta"), (dict(widht=3), "unknown option")):
+                         (dict(beta=2.0), "beta"), (dict(widht=3), "unknown option"),
+                         (dict(support_text="label"), "support_text")):
         with pytest.raises(ValueError, match=message):
             method(encoder, **bad)
 
@@ -220,7 +225,8 @@ def test_training_from_streams_lowers_the_loss(encoder):
         text = lambda y: centres[y] + torch.randn(len(y), width, generator=g)  # noqa: E731
         return EpisodeInputs(
             support=make(labels_s), support_labels=labels_s, query=make(labels_q), class_names=NAMES[:3],
-            query_labels=labels_q, features=True, support_streams={"prompt_state": text(labels_s)},
+            query_labels=labels_q, features=True,
+            support_streams={"prompt_state": text(labels_s), "support_prompt_state": text(labels_s)},
             query_streams={"prompt_state": text(labels_q)}, class_streams={"label_state": centres.clone()},
         )
 
@@ -330,3 +336,45 @@ def test_task_oriented_query_names_only_the_candidates_and_needs_frames(encoder,
     assert torch.equal(a, model(flipped).log_probs)
     with pytest.raises(ValueError, match="cannot come from the feature cache"):
         model(cached)
+
+
+# -- the label-aware support prompt (spec 4b) ------------------------------------------------------------------
+
+
+def test_support_text_comes_from_the_labelled_prompt_and_queries_never_see_a_label(encoder, episodes, monkeypatch):
+    """Frames path: support clips are encoded with their own class names (prompt b), queries with none;
+    the cache path gives the same; changing the support state changes the prediction, the query's
+    (absent) label-aware stream cannot."""
+    episode, cached = episodes
+    model = method(encoder).eval()
+    calls: list[tuple[torch.Tensor, list[str]]] = []
+    original = encoder._forward
+    monkeypatch.setattr(encoder, "_forward",
+                        lambda frames, prompts: calls.append((frames, list(prompts))) or original(frames, prompts))
+    a = model(episode).log_probs
+    names = [n.lower() for n in NAMES]
+    for frames, prompts in calls:
+        is_query = frames is not None and any(torch.equal(frames[0], q) for q in episode.query)
+        named = [n for p in prompts for n in names if n in p.lower()]
+        if is_query:
+            assert not named, f"a query prompt names {named}"
+        elif frames is not None and named:  # a support chunk under prompt (b): each clip's own class
+            rows = [next(i for i, s in enumerate(episode.support) if torch.equal(s, f)) for f in frames]
+            own = [episode.class_names[int(episode.support_labels[i])] for i in rows]
+            assert all(encoder.prompts.support_prompt(o) in p for o, p in zip(own, prompts))
+    assert any("This video shows the action" in p for _, ps in calls for p in ps)
+    torch.testing.assert_close(model(cached).log_probs, a)
+    assert "support_prompt_state" not in cached.query_streams
+    shifted = copy(cached)
+    shifted.support_streams["support_prompt_state"] = torch.randn_like(shifted.support_streams["support_prompt_state"])
+    assert not torch.allclose(model(shifted).log_probs, a)
+    label_free = method(encoder, support_text="query").eval()
+    assert not torch.allclose(label_free(cached).log_probs, a)  # the two prompts give other states
+
+
+def test_backbone_without_the_support_prompt_is_refused_or_used_label_free(encoder):
+    plain = tiny_encoder(encoder.weights, support_prompt=False)
+    assert "support_prompt_state" not in plain.clip_stream_names() and plain.label_stream_names() == ()
+    with pytest.raises(ValueError, match="support_prompt=True"):
+        method(plain)
+    assert method(plain, support_text="query").required_streams() == ("prompt_state", "label_state")

@@ -26,6 +26,10 @@ stream              shape            what
                                      it has seen the whole video and the label-free query prompt)
 ``vision_tower``    (B, T, D_vis)    the vision tower's selected (penultimate) layer, mean over each
                                      frame's patch tokens (the spec's vision-only baseline)
+``support_prompt_state`` (B, D)   label-aware, support clips only: the same state under the support
+                                     prompt (b) that names the clip's class (``encode_clips(frames,
+                                     labels=...)``; the cache extracts it with each clip's class name and
+                                     never hands it to a query); off with ``support_prompt=False``
 ``caption_embedding`` (B, D_cap)    only with ``captions=``: the greedy caption (at most
                                      ``caption_tokens``) embedded by a text encoder (baseline ii)
 ``label_state``     (N, D)           per class name: the last token's state of the text-only prompt
@@ -37,9 +41,11 @@ fraction of the depth; default 0.75 -> 24 of 32). The layer L is taken after the
 Prompts are versioned (:class:`MLLMPrompts`); their hash and the layer are part of
 :meth:`stream_key`, hence of the feature cache's key.
 
-Leakage: per-clip prompts never contain label text (the query prompt serves support clips too); the
-class names enter only the text-only prompt (c) of ``label_state`` and the task-oriented query of
-section 4d, which names only the episode's candidate classes (:meth:`MLLMPrompts.task_query`).
+Leakage: the query prompt never contains label text (it serves every clip's label-free streams); a
+class name enters only the support prompt (b) of ``support_prompt_state`` (the clip's own class, a
+label-aware stream: :meth:`label_stream_names`, never computed or cached for a query's use), the
+text-only prompt (c) of ``label_state`` and the task-oriented query of section 4d, which names only the
+episode's candidate classes (:meth:`MLLMPrompts.task_query`).
 """
 
 from __future__ import annotations
@@ -71,6 +77,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CLIP_STREAMS = ("prompt_state", "vision_tower")
+#: the label-aware clip stream (support prompt (b) naming the clip's class; support clips only)
+SUPPORT_STREAM = "support_prompt_state"
 #: text encoders of the caption baseline: None (off), the MLLM's own text state, or the embedded MiniLM
 CAPTION_ENCODERS = (None, "mllm", "minilm")
 CLASS_STREAMS = ("label_state",)
@@ -146,9 +154,9 @@ def resolve_layer(layer: int | float | str, depth: int) -> int:
 class MLLMPrompts:
     """The prompt wording of FSAR-LLaVA's extraction, versioned (its hash keys the feature cache).
 
-    ``query``: the per-clip instruction after the video; it must never contain label text and is
-    used for support clips too (the cache extracts one prompt per clip). ``support``: the
-    labelled variant of section 4b ("{label}" placeholder), kept for the record and for on-line use.
+    ``query``: the per-clip instruction after the video; it must never contain label text (every
+    clip's label-free streams use it). ``support``: the labelled variant of section 4b ("{label}"
+    placeholder), the prompt of the label-aware ``support_prompt_state`` of support clips.
     ``class_text``: the text-only prompt (c) of ``label_state``. ``task``: the task-oriented query
     of section 4d ("{candidates}"), off by default, naming only the episode's candidate classes.
     ``caption``: the label-free instruction of the caption baseline (spec section 9, baseline ii).
@@ -176,8 +184,11 @@ class MLLMPrompts:
         return self.query + " " + self.task.format(candidates=", ".join(candidates))
 
     def digest(self) -> str:
-        text = json.dumps(asdict(self), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return _digest(json.dumps(asdict(self), sort_keys=True))
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 PROMPT_SETS: dict[str, MLLMPrompts] = {
@@ -319,6 +330,7 @@ class VideoMLLMEncoder(Encoder):
         weights: str | None = None,
         captions: str | None = None,
         caption_tokens: int = 32,
+        support_prompt: bool = True,
     ) -> None:
         super().__init__()
         self.adapter = adapter
@@ -359,6 +371,9 @@ class VideoMLLMEncoder(Encoder):
         self.caption_tokens = int(caption_tokens)
         self._caption_text: tuple[nn.Module, Any] | None = None  # MiniLM, built on first use
         self.caption_dim = {None: 0, "mllm": self.text_dim, "minilm": 384}[captions]
+        if not isinstance(support_prompt, bool):
+            raise MLLMError(f"{self.name}: support_prompt must be true or false, got {support_prompt!r}")
+        self.support_prompt = support_prompt
 
     # -- set-up checks -------------------------------------------------------------------------
     def _vision_dim(self) -> int:
@@ -399,7 +414,11 @@ class VideoMLLMEncoder(Encoder):
 
     # -- the fsar stream hooks (CONTRACT section 2) --------------------------------------------
     def clip_stream_names(self) -> tuple[str, ...]:
-        return CLIP_STREAMS + (("caption_embedding",) if self.captions else ())
+        return CLIP_STREAMS + self.label_stream_names() + (("caption_embedding",) if self.captions else ())
+
+    def label_stream_names(self) -> tuple[str, ...]:
+        """``support_prompt_state``: computed under the support prompt (b) naming the clip's class."""
+        return (SUPPORT_STREAM,) if self.support_prompt else ()
 
     def class_stream_names(self) -> tuple[str, ...]:
         return CLASS_STREAMS
@@ -416,16 +435,30 @@ class VideoMLLMEncoder(Encoder):
             "tokens": [self.layout.groups, self.layout.tokens_per_group, self.layout.drop_per_group],
             "dtype": str(self.dtype).replace("torch.", ""),
             **({"captions": self.captions, "caption_tokens": self.caption_tokens} if self.captions else {}),
+            **({"support_prompt_hash": _digest(self.prompts.support)} if self.support_prompt else {}),
         }
 
-    def encode_clips(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+    def encode_clips(self, frames: torch.Tensor, labels: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """frames (B, T, 3, H, W), normalised -> {"features": (B, T, D), "prompt_state": (B, D),
-        "vision_tower": (B, T, D_vis)}, float32, one forward per chunk of ``batch_size`` clips."""
+        "vision_tower": (B, T, D_vis)}, float32, one forward per chunk of ``batch_size`` clips.
+
+        ``labels`` (one class name per clip; support clips only) adds ``support_prompt_state`` (B, D), the
+        last prompt token's state under the support prompt (b) naming each clip's own class: a second
+        forward per chunk. Without ``labels`` no prompt names a class."""
         self._check_frames(frames)
+        if labels is not None:
+            if isinstance(labels, str) or len(labels) != frames.shape[0] or not all(isinstance(x, str) for x in labels):
+                raise ValueError(f"{self.name}: labels must be one class name per clip ({frames.shape[0]}), "
+                                 f"got {labels!r:.120}")
+            labels = list(labels)
         prompt = self.prompts.query_prompt()
         chunks = []
-        for part in frames.split(self.batch_size):
+        for start in range(0, frames.shape[0], self.batch_size):
+            part = frames[start : start + self.batch_size]
             chunk = self._video_forward(part, [prompt] * part.shape[0])
+            if labels is not None and self.support_prompt:
+                named = [self.prompts.support_prompt(x) for x in labels[start : start + part.shape[0]]]
+                chunk[SUPPORT_STREAM] = self._video_forward(part, named)["prompt_state"]
             if self.captions:
                 chunk["caption_embedding"] = self.embed_captions(self.caption(part))
             chunks.append(chunk)
@@ -638,6 +671,7 @@ def build_mllm_encoder(
     dtype: str | torch.dtype | None = "auto",
     captions: str | None = None,
     caption_tokens: int = 32,
+    support_prompt: bool = True,
     **sizes: Any,
 ) -> VideoMLLMEncoder:
     """Build a registered video-MLLM backbone (one adapter per family).
@@ -654,6 +688,8 @@ def build_mllm_encoder(
         captions: the caption baseline's text encoder (``mllm`` or ``minilm``) to add the
             ``caption_embedding`` stream; None (default) = no captions.
         caption_tokens: the most new tokens of a greedy caption.
+        support_prompt: also give the label-aware ``support_prompt_state`` stream (the support prompt
+            (b) naming the clip's class; one more decoder pass per clip at extraction).
     """
     name = adapter.name
     if finetune != "frozen":
@@ -683,7 +719,7 @@ def build_mllm_encoder(
     return VideoMLLMEncoder(
         adapter=adapter, model=model, tokenizer=tokenizer, layer=layer, prompts=prompts,
         text_pooling=text_pooling, batch_size=batch_size, weights=weights, captions=captions,
-        caption_tokens=caption_tokens,
+        caption_tokens=caption_tokens, support_prompt=support_prompt,
     )
 
 
