@@ -21,7 +21,14 @@ import torch
 from torch import nn
 
 from fsar.encoders import ENCODERS
-from fsar.encoders.mllm import MLLMAdapter, MLLMError, VideoMLLMEncoder, VideoTokenLayout, build_mllm_encoder
+from fsar.encoders.mllm import (
+    MLLMAdapter,
+    MLLMError,
+    VideoMLLMEncoder,
+    VideoTokenLayout,
+    build_mllm_encoder,
+    declared_options,
+)
 
 __all__ = ["HUB_ID", "LlavaNextVideoAdapter", "tiny_llava_next_video"]
 
@@ -142,3 +149,8 @@ def llava_next_video(*, weights: str | None = None, frames: int = 8, **options: 
         LlavaNextVideoAdapter(frames), weights=weights, hub_id=HUB_ID, random_model=tiny_llava_next_video,
         random_sizes=_RANDOM_SIZES, **options,
     )
+
+
+llava_next_video.declared_options = declared_options(
+    _RANDOM_SIZES, frames="frames per clip, which fixes the video token expansion (default 8)"
+)

@@ -70,7 +70,9 @@ __all__ = [
     "PROMPT_SETS",
     "VideoMLLMEncoder",
     "VideoTokenLayout",
+    "MLLM_OPTIONS",
     "build_mllm_encoder",
+    "declared_options",
     "resolve_layer",
 ]
 
@@ -82,6 +84,24 @@ SUPPORT_STREAM = "support_prompt_state"
 #: text encoders of the caption baseline: None (off), the MLLM's own text state, or the embedded MiniLM
 CAPTION_ENCODERS = (None, "mllm", "minilm")
 CLASS_STREAMS = ("label_state",)
+
+
+#: What every video-MLLM backbone declares as options (``fsar extract -B KEY=VALUE``), with a line of help.
+MLLM_OPTIONS: dict[str, str] = {
+    "layer": "decoder layer of the streams: an index 1..L or a fraction of L (default 0.75)",
+    "prompts": "prompt set: generic | ssv2 (its text hash keys the cache)",
+    "text_pooling": "last | mean_after_video",
+    "support_prompt": "true | false: the label-aware support_prompt_state stream (default true)",
+    "captions": "minilm | mllm: add the caption_embedding stream of fsar-llava-caption",
+    "caption_tokens": "the most new tokens of a greedy caption (default 32)",
+    "dtype": "auto | float32 | bfloat16 | float16",
+    "batch_size": "clips per MLLM forward (default 4)",
+}
+
+
+def declared_options(random_sizes: Sequence[str], **extra: str) -> dict[str, str]:
+    """A backbone factory's ``declared_options``: :data:`MLLM_OPTIONS`, ``extra`` and the random sizes."""
+    return {**MLLM_OPTIONS, **extra, **{k: "tiny random model size (weights=random only)" for k in random_sizes}}
 
 
 class MLLMError(ValueError):

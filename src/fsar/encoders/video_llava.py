@@ -38,7 +38,14 @@ import torch
 from torch import nn
 
 from fsar.encoders import ENCODERS
-from fsar.encoders.mllm import MLLMAdapter, MLLMError, VideoMLLMEncoder, VideoTokenLayout, build_mllm_encoder
+from fsar.encoders.mllm import (
+    MLLMAdapter,
+    MLLMError,
+    VideoMLLMEncoder,
+    VideoTokenLayout,
+    build_mllm_encoder,
+    declared_options,
+)
 
 __all__ = [
     "HUB_ID",
@@ -253,3 +260,6 @@ def build_video_llava_encoder(*, weights: str | os.PathLike | None = None, **opt
 def video_llava(**options: Any) -> VideoMLLMEncoder:
     """Video-LLaVA-7B (LanguageBind) as a frozen multimodal backbone; see :func:`build_video_llava_encoder`."""
     return build_video_llava_encoder(**options)
+
+
+video_llava.declared_options = declared_options(_RANDOM_SIZES)

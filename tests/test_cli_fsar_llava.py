@@ -1,0 +1,81 @@
+"""The FSAR-LLaVA command-line flows on the tiny saved Video-LLaVA: ``fsar extract -B KEY=VALUE`` (the
+backbone's declared options, checked), the caption baseline from the CLI, and the README's flow."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fsar.cli import main
+from tiny_video_llava import tiny_folder
+
+SMALL = ["--way", "3", "--shot", "1", "--queries", "1", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return tiny_folder(tmp_path_factory)
+
+
+def extract(data, folder, out, *options: str) -> int:
+    return main(["extract", "--data", str(data), "--backbone", "video-llava", "--weights", str(folder),
+                 "--out", str(out), "--no-progress", *options])
+
+
+def test_backbone_options_are_checked_against_what_the_backbone_declares(tiny_dataset, folder, tmp_path, capsys):
+    assert extract(tiny_dataset, folder, tmp_path / "c", "-B", "lyer=16") == 2
+    err = capsys.readouterr().err
+    assert "lyer" in err and "valid:" in err and "layer (" in err and "captions (" in err and "prompts (" in err
+    assert extract(tiny_dataset, folder, tmp_path / "c", "-B", "layer") == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
+    assert extract(tiny_dataset, folder, tmp_path / "c", "-B", "layer=99") == 2  # the backbone's own check
+    assert "outside the decoder" in capsys.readouterr().err
+    assert extract(tiny_dataset, folder, tmp_path / "c", "-B", "weights=x") == 2
+    assert "--weights" in capsys.readouterr().err
+    assert main(["extract", "--data", str(tiny_dataset), "--backbone", "effnet-lite0+minilm", "--out",
+                 str(tmp_path / "e"), "-B", "layer=2"]) == 2
+    assert "valid: none" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists() or not list((tmp_path / "c").glob("*.safetensors"))
+
+
+def test_extract_with_a_layer_index_and_a_prompt_set_records_them(tiny_dataset, folder, tmp_path, capsys):
+    from fsar.encoders.mllm import PROMPT_SETS
+
+    out = tmp_path / "cache"
+    assert extract(tiny_dataset, folder, out, "-B", "layer=2", "-B", "prompts=ssv2", "-B", "support_prompt=false") == 0
+    index = json.loads((out / "index.json").read_text())
+    assert index["stream_key"]["layer"] == 2 and index["stream_key"]["prompt_hash"] == PROMPT_SETS["ssv2"].digest()
+    assert index["backbone_options"] == {"weights": str(folder), "layer": 2, "prompts": "ssv2", "support_prompt": False}
+    assert "support_prompt_state" not in index["clip_streams"] and index["label_streams"] == []
+    # a method built with other backbone options is refused, naming the key
+    code = main(["eval", "--data", str(tiny_dataset), "--method", "fsar-llava", "--backbone", "video-llava",
+                 "--weights", str(folder), "--features", str(out), *SMALL, "--episodes", "2",
+                 "-O", "dim=16", "-O", "support_text=query"])
+    assert code == 2 and "'layer': 2" in capsys.readouterr().err
+    code = main(["eval", "--data", str(tiny_dataset), "--method", "fsar-llava", "--backbone", "video-llava",
+                 "--weights", str(folder), "--features", str(out), *SMALL, "--episodes", "2", "-O", "dim=16",
+                 "-O", "support_text=query", "-O", "encoder_options={layer: 2, prompts: ssv2, support_prompt: false}"])
+    assert code == 0
+
+
+def test_caption_baseline_through_the_cli(tiny_dataset, folder, tmp_path, capsys):
+    """extract with captions (greedy, 3 new tokens, MiniLM), then the training-free caption matching evaluates
+    from that cache; `fsar train` says it has nothing to train."""
+    cache = tmp_path / "captions"
+    assert extract(tiny_dataset, folder, cache, "-B", "captions=minilm", "-B", "caption_tokens=3") == 0
+    index = json.loads((cache / "index.json").read_text())
+    assert "caption_embedding" in index["clip_streams"]
+    assert index["streams"]["clip"]["caption_embedding"]["shape"] == [384]
+    assert index["stream_key"]["captions"] == "minilm" and index["stream_key"]["caption_tokens"] == 3
+    backbone = ["--method", "fsar-llava-caption", "--backbone", "video-llava", "--weights", str(folder),
+                "--features", str(cache), "-O", "encoder_options={captions: minilm, caption_tokens: 3}"]
+    capsys.readouterr()
+    assert main(["train", "--data", str(tiny_dataset), "--val-classes", "3", *backbone, *SMALL,
+                 "--episodes", "2", "--out", str(tmp_path / "run")]) == 2
+    assert "nothing to train" in capsys.readouterr().err
+    result_file = tmp_path / "eval.json"
+    assert main(["eval", "--data", str(tiny_dataset), *backbone, *SMALL, "--episodes", "6",
+                 "--json", str(result_file)]) == 0
+    result = json.loads(result_file.read_text())
+    assert result["method"] == "fsar-llava-caption" and result["episodes"] == 6 and 0 <= result["accuracy"] <= 1
