@@ -79,3 +79,63 @@ def test_caption_baseline_through_the_cli(tiny_dataset, folder, tmp_path, capsys
                  "--json", str(result_file)]) == 0
     result = json.loads(result_file.read_text())
     assert result["method"] == "fsar-llava-caption" and result["episodes"] == 6 and 0 <= result["accuracy"] <= 1
+
+
+# -- lazy loading: the cache key without the weights ---------------------------------------------------------
+
+
+def test_the_mllm_loads_only_when_a_clip_is_encoded_and_its_fingerprint_needs_no_loading(folder):
+    import torch
+
+    from fsar.encoders import create_encoder
+    from fsar.encoders.cache import weights_fingerprint
+
+    lazy = create_encoder("video-llava", weights=str(folder))
+    assert not lazy.loaded and list(lazy.parameters()) == []
+    key = (weights_fingerprint(lazy), lazy.stream_key(), lazy.clip_stream_names(), lazy.feature_dim, lazy.image_size)
+    assert not lazy.loaded  # the whole cache key came from the config and the weight files
+    lazy.encode_clips(torch.zeros(1, 8, 3, lazy.image_size, lazy.image_size))
+    assert lazy.loaded and lazy.is_frozen and sum(p.numel() for p in lazy.parameters()) > 0
+    assert key == (weights_fingerprint(lazy), lazy.stream_key(), lazy.clip_stream_names(), lazy.feature_dim,
+                   lazy.image_size)
+    half = create_encoder("video-llava", weights=str(folder)).to(torch.bfloat16)  # moved before loading
+    assert not half.loaded and half.dtype == torch.bfloat16
+    assert weights_fingerprint(half) != key[0]  # another precision, other features
+    assert half.model.dtype == torch.bfloat16 and half.stream_key()["dtype"] == "bfloat16"
+
+
+def _readme_block(title: str) -> list[str]:
+    """The commands of the first ```bash block after the README heading ``title`` (continuations joined)."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index(title):]
+    block = section[section.index("```bash") + len("```bash"): section.index("```", section.index("```bash") + 7)]
+    return [line.strip() for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+
+
+# ~96 clips extracted, 64 training episodes, 100 evaluation episodes on the tiny MLLM: ~12 s on 2 loaded cores
+def test_readme_flow_runs_as_written_and_trains_and_evaluates_without_loading_the_mllm(tmp_path, monkeypatch, capsys):
+    import shlex
+
+    from transformers import VideoLlavaForConditionalGeneration
+
+    commands = _readme_block("### FSAR-LLaVA: a frozen video MLLM as the backbone")
+    assert [c.split()[:2] for c in commands] == [["fsar", "data"], ["python", "-c"], ["fsar", "extract"],
+                                                 ["fsar", "train"], ["fsar", "eval"]]
+    monkeypatch.chdir(tmp_path)
+    for command in commands:
+        words = shlex.split(command)
+        if words[0] == "python":
+            exec(compile(words[2], "<README>", "exec"), {})
+            continue
+        if words[1] == "train":  # from here on every stream comes from the cache: the MLLM must not load
+
+            def refuse(*args, **kwargs):
+                raise AssertionError("the MLLM was loaded although every clip is in the feature cache")
+
+            monkeypatch.setattr(VideoLlavaForConditionalGeneration, "from_pretrained", refuse)
+        assert main(words[1:]) == 0, command
+    out = capsys.readouterr().out
+    assert "fsar-llava" in out and "%" in out
+    assert (tmp_path / "runs" / "fsar-llava" / "best.json").is_file()

@@ -55,9 +55,11 @@ def test_registered_and_loaded_frozen_in_float32(encoder, folder):
 
 def test_frozen_check_holds_through_extraction_and_train_mode(folder):
     encoder = create_encoder("video-llava", weights=str(folder))
-    before = sum(p.numel() for p in encoder.parameters())
+    assert not encoder.loaded and list(encoder.parameters()) == []  # lazy: nothing loaded yet
     encoder.train()
-    assert not encoder.model.training  # dropout stays off
+    assert not encoder.model.training  # reading .model loads it; dropout stays off
+    before = sum(p.numel() for p in encoder.parameters())
+    assert before > 0
     encoder.encode_clips(clips(1))
     assert sum(p.numel() for p in encoder.parameters()) == before
     assert not any(p.requires_grad for p in encoder.parameters())
@@ -112,9 +114,15 @@ def test_tokenizer_whose_video_id_differs_from_the_config_is_refused(folder, tmp
 
 
 def test_vision_side_disagreeing_with_the_expansion_is_a_clear_error(folder):
+    wrong = VideoTokenLayout(groups=FRAMES, tokens_per_group=TOKENS_PER_FRAME + 1, drop_per_group=1)
+    lazy = create_encoder("video-llava", weights=str(folder))
+    lazy.layout = wrong
+    with pytest.raises(MLLMError, match="5 positions per frame, the config implies 6"):  # checked on loading
+        lazy.encode_clips(clips(1))
     encoder = create_encoder("video-llava", weights=str(folder))
-    encoder.layout = VideoTokenLayout(groups=FRAMES, tokens_per_group=TOKENS_PER_FRAME + 1, drop_per_group=1)
-    with pytest.raises(MLLMError, match="disagree"):
+    assert encoder.model is not None  # loaded
+    encoder.layout = wrong
+    with pytest.raises(MLLMError, match="disagree"):  # and at every forward
         encoder.encode_clips(clips(1))
 
 

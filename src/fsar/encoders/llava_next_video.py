@@ -56,8 +56,7 @@ class LlavaNextVideoAdapter(MLLMAdapter):
 
         return LlavaNextVideoForConditionalGeneration
 
-    def layout(self, model: nn.Module) -> VideoTokenLayout:
-        config = model.config
+    def layout(self, config) -> VideoTokenLayout:
         vision = config.vision_config
         if config.vision_feature_select_strategy != "default":
             raise MLLMError(
@@ -73,11 +72,11 @@ class LlavaNextVideoAdapter(MLLMAdapter):
                             f"{config.spatial_pool_stride}")
         return VideoTokenLayout(groups=self.frames, tokens_per_group=pooled * pooled, drop_per_group=0)
 
-    def video_token_id(self, model: nn.Module) -> int:
-        return int(model.config.video_token_index)
+    def video_token_id(self, config) -> int:
+        return int(config.video_token_index)
 
-    def image_geometry(self, model: nn.Module):
-        return int(model.config.vision_config.image_size), OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+    def image_geometry(self, config):
+        return int(config.vision_config.image_size), OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
     def visual_tokens(self, model: nn.Module, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch, frames = pixels.shape[:2]

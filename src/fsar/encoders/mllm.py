@@ -254,10 +254,11 @@ class MLLMAdapter(ABC):
     def model_class(self) -> type:
         """The transformers class (e.g. ``VideoLlavaForConditionalGeneration``)."""
 
-    def load(self, source: str, *, dtype: torch.dtype) -> tuple[nn.Module, Any]:
-        """(model, tokenizer) from a local folder or hub id; :class:`MLLMError` naming the problem
-        (an unreadable source, or a folder of another model type, naming the expected classes)."""
-        from transformers import AutoConfig, AutoTokenizer
+    def load_config(self, source: str):
+        """The model config of a local folder or hub id, checked to be this family's; :class:`MLLMError`
+        naming the problem (an unreadable source, or a folder of another model type, naming the
+        expected classes). Reads config.json only."""
+        from transformers import AutoConfig
 
         expected = " / ".join(self.expected_classes)
         try:
@@ -274,26 +275,50 @@ class MLLMAdapter(ABC):
                 f"({', '.join(getattr(config, 'architectures', None) or ['no architectures listed'])}); "
                 f"the backbone expects {expected} (model_type {self.model_type!r})"
             )
+        return config
+
+    def load_tokenizer(self, source: str):
+        from transformers import AutoTokenizer
+
         try:
-            model = self.model_class().from_pretrained(source, dtype=dtype)
-            tokenizer = AutoTokenizer.from_pretrained(source)
+            return AutoTokenizer.from_pretrained(source)
         except Exception as error:
             raise MLLMError(
-                f"{self.name}: could not load {expected} and its tokenizer from {source!r} "
+                f"{self.name}: could not load the tokenizer of {source!r} ({type(error).__name__}: {error})"
+            ) from error
+
+    def load_model(self, source: str, *, dtype: torch.dtype) -> nn.Module:
+        """The weights (``from_pretrained``): the expensive step, run only when a clip must be encoded."""
+        try:
+            return self.model_class().from_pretrained(source, dtype=dtype)
+        except Exception as error:
+            raise MLLMError(
+                f"{self.name}: could not load {' / '.join(self.expected_classes)} from {source!r} "
                 f"({type(error).__name__}: {error})"
             ) from error
-        return model, tokenizer
+
+    def load(self, source: str, *, dtype: torch.dtype) -> tuple[nn.Module, Any]:
+        """(model, tokenizer) at once (config checked first)."""
+        self.load_config(source)
+        return self.load_model(source, dtype=dtype), self.load_tokenizer(source)
+
+    def text_config(self, config):
+        """The LLM decoder's config (``num_hidden_layers``, ``hidden_size``)."""
+        return config.text_config
+
+    def check_model(self, model: nn.Module, layout: VideoTokenLayout) -> None:
+        """Check a loaded model against the layout its config declares (default: nothing more to check)."""
 
     @abstractmethod
-    def layout(self, model: nn.Module) -> VideoTokenLayout:
-        """The video token layout the model's config declares, checked against the model."""
+    def layout(self, config) -> VideoTokenLayout:
+        """The video token layout the model's config declares (checked against the model by :meth:`check_model`)."""
 
     @abstractmethod
-    def video_token_id(self, model: nn.Module) -> int:
+    def video_token_id(self, config) -> int:
         """The id the decoder expects at every video position."""
 
     @abstractmethod
-    def image_geometry(self, model: nn.Module) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
+    def image_geometry(self, config) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
         """(image_size, mean, std) of the frames the vision tower takes."""
 
     @abstractmethod
@@ -330,9 +355,17 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 class VideoMLLMEncoder(Encoder):
     """A frozen video MLLM producing FSAR-LLaVA's named streams (module docstring).
 
-    Attributes beyond :class:`Encoder`: ``model``, ``tokenizer``, ``adapter``, ``layout``
+    Attributes beyond :class:`Encoder`: ``model`` (the transformers model; reading it loads the
+    weights of a lazy encoder), ``config``, ``tokenizer``, ``adapter``, ``layout``
     (:class:`VideoTokenLayout`), ``num_frames`` (the model's frame count), ``layer`` (resolved),
-    ``prompts`` (:class:`MLLMPrompts`), ``vision_dim``, ``decoder_depth``.
+    ``prompts`` (:class:`MLLMPrompts`), ``vision_dim``, ``decoder_depth``, ``loaded``.
+
+    Lazy loading: built from ``source`` (a folder of weight files) instead of ``model``, the encoder
+    reads only the config and the tokenizer; the weights load on the first forward (a clip or a
+    text to encode). Everything the feature cache compares (streams, ``stream_key()``, the weights
+    fingerprint from the config and the weight files, :meth:`weights_identity`) is known before, so
+    training and evaluating from a full cache never load the MLLM. ``.to(device)`` before loading
+    records where the model goes.
     """
 
     shared_space = False
@@ -341,8 +374,11 @@ class VideoMLLMEncoder(Encoder):
         self,
         *,
         adapter: MLLMAdapter,
-        model: nn.Module,
         tokenizer: Any,
+        model: nn.Module | None = None,
+        config: Any = None,
+        source: str | Path | None = None,
+        dtype: torch.dtype | None = None,
         layer: int | float = 0.75,
         prompts: str | MLLMPrompts = "generic",
         text_pooling: str = "last",
@@ -353,18 +389,23 @@ class VideoMLLMEncoder(Encoder):
         support_prompt: bool = True,
     ) -> None:
         super().__init__()
+        if (model is None) == (source is None):
+            raise MLLMError(f"{adapter.name}: give the encoder a loaded model or a source folder to load lazily, not both")
         self.adapter = adapter
-        self.model = model
         self.tokenizer = tokenizer
         self.weights = weights
         self.name = adapter.name
-        model.requires_grad_(False)  # from_pretrained leaves requires_grad True
-        model.eval()
-        self.layout = adapter.layout(model)
+        self.config = model.config if model is not None else config
+        if self.config is None:
+            raise MLLMError(f"{adapter.name}: a lazily loaded encoder needs the model config")
+        self._source = None if source is None else str(source)
+        self._device = torch.device("cpu")
+        self._dtype = dtype if dtype is not None else (next(model.parameters()).dtype if model is not None else torch.float32)
+        self.layout = adapter.layout(self.config)
         self.num_frames = self.layout.groups
-        self.video_id = adapter.video_token_id(model)
-        decoder = adapter.decoder(model)
-        self.decoder_depth = len(decoder.layers)
+        self.video_id = adapter.video_token_id(self.config)
+        text_config = adapter.text_config(self.config)
+        self.decoder_depth = int(text_config.num_hidden_layers)
         self.layer = resolve_layer(layer, self.decoder_depth)
         self.layer_option = layer
         if isinstance(prompts, str):
@@ -375,18 +416,18 @@ class VideoMLLMEncoder(Encoder):
         if text_pooling not in ("last", "mean_after_video"):
             raise MLLMError(f"{self.name}: text_pooling must be 'last' or 'mean_after_video', got {text_pooling!r}")
         self.text_pooling = text_pooling
-        if batch_size < 1:
-            raise MLLMError(f"{self.name}: batch_size must be >= 1, got {batch_size}")
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise MLLMError(f"{self.name}: batch_size must be an integer >= 1, got {batch_size!r}")
         self.batch_size = int(batch_size)
-        self.image_size, self.mean, self.std = adapter.image_geometry(model)
-        self.feature_dim = int(decoder.config.hidden_size)
+        self.image_size, self.mean, self.std = adapter.image_geometry(self.config)
+        self.feature_dim = int(text_config.hidden_size)
         self.text_dim = self.feature_dim
-        self.vision_dim = int(self._vision_dim())
+        self.vision_dim = int(getattr(getattr(self.config, "vision_config", None), "hidden_size", 0))
         self._check_tokenizer()
         if captions not in CAPTION_ENCODERS:
             raise MLLMError(f"{self.name}: captions must be one of {CAPTION_ENCODERS}, got {captions!r}")
-        if caption_tokens < 1:
-            raise MLLMError(f"{self.name}: caption_tokens must be >= 1, got {caption_tokens}")
+        if not isinstance(caption_tokens, int) or isinstance(caption_tokens, bool) or caption_tokens < 1:
+            raise MLLMError(f"{self.name}: caption_tokens must be an integer >= 1, got {caption_tokens!r}")
         self.captions = captions
         self.caption_tokens = int(caption_tokens)
         self._caption_text: tuple[nn.Module, Any] | None = None  # MiniLM, built on first use
@@ -394,12 +435,50 @@ class VideoMLLMEncoder(Encoder):
         if not isinstance(support_prompt, bool):
             raise MLLMError(f"{self.name}: support_prompt must be true or false, got {support_prompt!r}")
         self.support_prompt = support_prompt
+        if model is not None:
+            self._install(model)
+
+    # -- the model, loaded now or on first use ------------------------------------------------------
+    @property
+    def loaded(self) -> bool:
+        """Whether the MLLM's weights are in memory (a lazy encoder loads them on the first forward)."""
+        return "model" in self._modules
+
+    @property
+    def model(self) -> nn.Module:
+        """The transformers model; a lazy encoder loads it now."""
+        if not self.loaded:
+            self._load()
+        return self._modules["model"]
+
+    def load_weights(self) -> "VideoMLLMEncoder":
+        """Load the MLLM's weights now (a no-op once loaded); normally the first forward does it."""
+        if not self.loaded:
+            self._load()
+        return self
+
+    def _load(self) -> None:
+        log.info("%s: loading the MLLM weights from %s (%s, %s)", self.name, self._source, self._dtype, self._device)
+        model = self.adapter.load_model(self._source, dtype=self._dtype)
+        self._install(model.to(self._device))
+
+    def _install(self, model: nn.Module) -> None:
+        model.requires_grad_(False)  # from_pretrained leaves requires_grad True
+        model.eval()
+        self.adapter.check_model(model, self.layout)
+        depth = len(self.adapter.decoder(model).layers)
+        if depth != self.decoder_depth:
+            raise MLLMError(f"{self.name}: the model has {depth} decoder layers, its config says {self.decoder_depth}")
+        self._modules["model"] = model  # under the name "model" (a property guards the attribute)
+
+    def _apply(self, fn, recurse: bool = True):
+        """``.to()``, ``.cuda()``, ``.half()`` ... : before the weights load, remember where they go."""
+        if not self.loaded:
+            probe = fn(torch.zeros((), dtype=self._dtype, device=self._device))
+            self._device, self._dtype = probe.device, probe.dtype
+        return super()._apply(fn, recurse)
 
     # -- set-up checks -------------------------------------------------------------------------
-    def _vision_dim(self) -> int:
-        config = getattr(self.model.config, "vision_config", None)
-        return int(getattr(config, "hidden_size", 0))
-
     def _check_tokenizer(self) -> None:
         placeholder = self.adapter.video_placeholder
         token_id = self.tokenizer.convert_tokens_to_ids(placeholder)
@@ -411,25 +490,38 @@ class VideoMLLMEncoder(Encoder):
 
     def weight_files(self) -> tuple[Path, ...]:
         """The weight files of a local folder (safetensors / bin, sorted); () for hub ids and random builds."""
-        if not self.weights or self.weights == "random":
+        folder = self._source or self.weights
+        if not folder or folder == "random":
             return ()
-        folder = Path(self.weights).expanduser()
+        folder = Path(folder).expanduser()
         if not folder.is_dir():
             return ()
         return tuple(sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin")))
 
+    def weights_identity(self) -> dict | None:
+        """What the weights fingerprint hashes besides the weight files, known without loading them:
+        the family, the model config and the dtype (None without weight files: the fingerprint then
+        samples the loaded tensors)."""
+        if not self.weight_files():
+            return None
+        config = self.config.to_dict()
+        for volatile in ("transformers_version", "_name_or_path", "dtype", "torch_dtype"):
+            config.pop(volatile, None)
+        return {"backbone": self.name, "config": config, "dtype": str(self._dtype if not self.loaded else self.dtype)}
+
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return next(self.model.parameters()).device if self.loaded else self._device
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
+        return next(self.model.parameters()).dtype if self.loaded else self._dtype
 
     def train(self, mode: bool = True) -> "VideoMLLMEncoder":
         """Record the flag but keep the MLLM in eval mode (it is frozen: no dropout)."""
         self.training = mode
-        self.model.train(False)
+        if self.loaded:
+            self._modules["model"].train(False)
         return self
 
     # -- the fsar stream hooks (CONTRACT section 2) --------------------------------------------
@@ -719,28 +811,42 @@ def build_mllm_encoder(
         raise MLLMError(f"{name}: unknown option(s) {sorted(unknown)}")
     torch_dtype = parse_dtype(dtype)
     weights = hub_id if weights is None else str(weights)
+    common = dict(
+        adapter=adapter, layer=layer, prompts=prompts, text_pooling=text_pooling, batch_size=batch_size,
+        weights=weights, captions=captions, caption_tokens=caption_tokens, support_prompt=support_prompt,
+    )
     if weights == "random":
         model, tokenizer = random_model(**sizes)
-        model = model.to(torch_dtype)
+        return VideoMLLMEncoder(model=model.to(torch_dtype), tokenizer=tokenizer, **common)
+    if sizes:
+        raise MLLMError(f"{name}: size options {sorted(sizes)} only apply to weights='random'")
+    source = weights
+    if looks_like_path(weights):
+        folder = Path(weights).expanduser()
+        if not folder.is_dir():
+            raise MLLMError(
+                f"{name}: weights folder {str(folder)!r} does not exist or is not a folder; pass a folder "
+                f"holding a {' / '.join(adapter.expected_classes)} checkpoint, a hub id such as {hub_id!r}, "
+                "or 'random'"
+            )
+        source = str(folder)
     else:
-        if sizes:
-            raise MLLMError(f"{name}: size options {sorted(sizes)} only apply to weights='random'")
-        source = weights
-        if looks_like_path(weights):
-            folder = Path(weights).expanduser()
-            if not folder.is_dir():
-                raise MLLMError(
-                    f"{name}: weights folder {str(folder)!r} does not exist or is not a folder; pass a folder "
-                    f"holding a {' / '.join(adapter.expected_classes)} checkpoint, a hub id such as {hub_id!r}, "
-                    "or 'random'"
-                )
-            source = str(folder)
-        model, tokenizer = adapter.load(source, dtype=torch_dtype)
-    return VideoMLLMEncoder(
-        adapter=adapter, model=model, tokenizer=tokenizer, layer=layer, prompts=prompts,
-        text_pooling=text_pooling, batch_size=batch_size, weights=weights, captions=captions,
-        caption_tokens=caption_tokens, support_prompt=support_prompt,
-    )
+        source = _local_snapshot(weights) or weights  # a hub id downloaded before: its local folder
+    config = adapter.load_config(source)
+    tokenizer = adapter.load_tokenizer(source)
+    if Path(source).is_dir() and any(p.suffix in (".safetensors", ".bin") for p in Path(source).iterdir()):
+        return VideoMLLMEncoder(config=config, source=source, dtype=torch_dtype, tokenizer=tokenizer, **common)
+    return VideoMLLMEncoder(model=adapter.load_model(source, dtype=torch_dtype), tokenizer=tokenizer, **common)
+
+
+def _local_snapshot(hub_id: str) -> str | None:
+    """The local folder of a hub id already in the Hugging Face cache (None when it is not there)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(hub_id, local_files_only=True)
+    except Exception:  # not cached, or no huggingface_hub: load through the hub as usual
+        return None
 
 
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype:

@@ -80,21 +80,13 @@ class VideoLlavaAdapter(MLLMAdapter):
 
         return VideoLlavaForConditionalGeneration
 
-    def layout(self, model: nn.Module) -> VideoTokenLayout:
-        config = model.config
+    def layout(self, config) -> VideoTokenLayout:
         vision = config.vision_config
         if vision.image_size % vision.patch_size:
             raise MLLMError(
                 f"video-llava: vision image_size {vision.image_size} is not a multiple of patch_size {vision.patch_size}"
             )
         per_frame = (vision.image_size // vision.patch_size) ** 2 + 1  # the class token stays in video features
-        tower = model.model.video_tower
-        embeddings = getattr(tower, "vision_model", tower).embeddings
-        if int(embeddings.num_positions) != per_frame:
-            raise MLLMError(
-                f"video-llava: the video tower has {embeddings.num_positions} positions per frame, the config "
-                f"implies {per_frame}"
-            )
         total = int(config.video_seq_length)
         if total % per_frame:
             raise MLLMError(
@@ -104,11 +96,20 @@ class VideoLlavaAdapter(MLLMAdapter):
             )
         return VideoTokenLayout(groups=total // per_frame, tokens_per_group=per_frame, drop_per_group=1)
 
-    def video_token_id(self, model: nn.Module) -> int:
-        return int(model.config.video_token_index)
+    def check_model(self, model: nn.Module, layout: VideoTokenLayout) -> None:
+        tower = model.model.video_tower
+        embeddings = getattr(tower, "vision_model", tower).embeddings
+        if int(embeddings.num_positions) != layout.tokens_per_group:
+            raise MLLMError(
+                f"video-llava: the video tower has {embeddings.num_positions} positions per frame, the config "
+                f"implies {layout.tokens_per_group}"
+            )
 
-    def image_geometry(self, model: nn.Module):
-        return int(model.config.vision_config.image_size), OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+    def video_token_id(self, config) -> int:
+        return int(config.video_token_index)
+
+    def image_geometry(self, config):
+        return int(config.vision_config.image_size), OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
     def visual_tokens(self, model: nn.Module, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch, frames = pixels.shape[:2]
