@@ -329,3 +329,20 @@ def test_llava_next_video_adapter_from_a_saved_folder_equals_transformers(tmp_pa
         create_encoder("llava-next-video", weights=str(folder))  # a Video-LLaVA folder
     with pytest.raises(MLLMError, match="VideoLlavaForConditionalGeneration"):
         create_encoder("video-llava", weights=str(tmp_path / "lnv"))
+
+
+def test_label_state_averaged_over_the_16_templates(folder):
+    from fsar.encoders.prompts import TEMPLATES
+
+    plain = tiny_encoder(folder)
+    averaged = tiny_encoder(folder, label_templates=True)
+    assert "label_templates" in averaged.stream_key() and "label_templates" not in plain.stream_key()
+    names = ["Pushing [something] from left to right", "jumping"]
+    out = averaged.encode_class_streams(names)["label_state"]
+    assert out.shape == (2, averaged.feature_dim)
+    words = ["pushing something from left to right", "jumping"]
+    for row, word in enumerate(words):
+        prompts = [averaged.adapter.text_format.format(text=averaged.prompts.class_prompt(t.format(word)))
+                   for t in TEMPLATES]
+        torch.testing.assert_close(out[row], averaged.encode_text(prompts).mean(0), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(out, plain.encode_class_streams(names)["label_state"])

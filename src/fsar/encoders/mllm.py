@@ -33,7 +33,8 @@ stream              shape            what
 ``caption_embedding`` (B, D_cap)    only with ``captions=``: the greedy caption (at most
                                      ``caption_tokens``) embedded by a text encoder (baseline ii)
 ``label_state``     (N, D)           per class name: the last token's state of the text-only prompt
-                                     (c) naming the class, no video (:meth:`encode_class_streams`)
+                                     (c) naming the class, no video (:meth:`encode_class_streams`);
+                                     with ``label_templates``, its mean over the 16 MA-FSAR templates
 ==================  ===============  ==================================================================
 
 D is the decoder width (4096 for Video-LLaVA-7B), l* the resolved layer (an index 1..L, or a
@@ -92,6 +93,7 @@ MLLM_OPTIONS: dict[str, str] = {
     "prompts": "prompt set: generic | ssv2 (its text hash keys the cache)",
     "text_pooling": "last | mean_after_video",
     "support_prompt": "true | false: the label-aware support_prompt_state stream (default true)",
+    "label_templates": "true | false: label_state averaged over the 16 MA-FSAR templates (default false)",
     "captions": "minilm | mllm: add the caption_embedding stream of fsar-llava-caption",
     "caption_tokens": "the most new tokens of a greedy caption (default 32)",
     "dtype": "auto | float32 | bfloat16 | float16",
@@ -205,6 +207,12 @@ class MLLMPrompts:
 
     def digest(self) -> str:
         return _digest(json.dumps(asdict(self), sort_keys=True))
+
+
+def _label_templates() -> tuple[str, ...]:
+    from fsar.encoders.prompts import TEMPLATES
+
+    return TEMPLATES
 
 
 def _digest(text: str) -> str:
@@ -387,6 +395,7 @@ class VideoMLLMEncoder(Encoder):
         captions: str | None = None,
         caption_tokens: int = 32,
         support_prompt: bool = True,
+        label_templates: bool = False,
     ) -> None:
         super().__init__()
         if (model is None) == (source is None):
@@ -435,6 +444,9 @@ class VideoMLLMEncoder(Encoder):
         if not isinstance(support_prompt, bool):
             raise MLLMError(f"{self.name}: support_prompt must be true or false, got {support_prompt!r}")
         self.support_prompt = support_prompt
+        if not isinstance(label_templates, bool):
+            raise MLLMError(f"{self.name}: label_templates must be true or false, got {label_templates!r}")
+        self.label_templates = label_templates
         if model is not None:
             self._install(model)
 
@@ -548,6 +560,7 @@ class VideoMLLMEncoder(Encoder):
             "dtype": str(self.dtype).replace("torch.", ""),
             **({"captions": self.captions, "caption_tokens": self.caption_tokens} if self.captions else {}),
             **({"support_prompt_hash": _digest(self.prompts.support)} if self.support_prompt else {}),
+            **({"label_templates": _digest(json.dumps(_label_templates()))} if self.label_templates else {}),
         }
 
     def encode_clips(self, frames: torch.Tensor, labels: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
@@ -631,11 +644,21 @@ class VideoMLLMEncoder(Encoder):
         return self.encode_clips(frames)["features"]
 
     def encode_class_streams(self, class_names: list[str]) -> dict[str, torch.Tensor]:
-        """{"label_state": (N, D)}: prompt (c) per class name, no video."""
+        """{"label_state": (N, D)}: prompt (c) per class name, no video. With ``label_templates`` the
+        mean of the states of prompt (c) over the 16 MA-FSAR templates as the label phrase (spec 4c),
+        the class name normalised into words as :class:`fsar.encoders.prompts.ClassTextBank` does."""
         if isinstance(class_names, str):
             raise TypeError(f"{self.name}: encode_class_streams takes a list of class names, not one string")
-        prompts = [self.adapter.text_format.format(text=self.prompts.class_prompt(n)) for n in class_names]
-        return {"label_state": self._text_states(prompts)}
+        if not self.label_templates:
+            prompts = [self.adapter.text_format.format(text=self.prompts.class_prompt(n)) for n in class_names]
+            return {"label_state": self._text_states(prompts)}
+        from fsar.encoders.prompts import normalise_class_name
+
+        templates = _label_templates()
+        prompts = [self.adapter.text_format.format(text=self.prompts.class_prompt(t.format(normalise_class_name(n))))
+                   for n in class_names for t in templates]
+        states = self._text_states(prompts)
+        return {"label_state": states.reshape(len(class_names), len(templates), -1).mean(1)}
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """Each text as a whole prompt (no chat format added) -> its last token's state at layer l* (N, D)."""
@@ -784,6 +807,7 @@ def build_mllm_encoder(
     captions: str | None = None,
     caption_tokens: int = 32,
     support_prompt: bool = True,
+    label_templates: bool = False,
     **sizes: Any,
 ) -> VideoMLLMEncoder:
     """Build a registered video-MLLM backbone (one adapter per family).
@@ -802,6 +826,8 @@ def build_mllm_encoder(
         caption_tokens: the most new tokens of a greedy caption.
         support_prompt: also give the label-aware ``support_prompt_state`` stream (the support prompt
             (b) naming the clip's class; one more decoder pass per clip at extraction).
+        label_templates: ``label_state`` as the mean over the 16 MA-FSAR templates used as the label
+            phrase of prompt (c) (spec 4c); off by default.
     """
     name = adapter.name
     if finetune != "frozen":
@@ -814,6 +840,7 @@ def build_mllm_encoder(
     common = dict(
         adapter=adapter, layer=layer, prompts=prompts, text_pooling=text_pooling, batch_size=batch_size,
         weights=weights, captions=captions, caption_tokens=caption_tokens, support_prompt=support_prompt,
+        label_templates=label_templates,
     )
     if weights == "random":
         model, tokenizer = random_model(**sizes)
