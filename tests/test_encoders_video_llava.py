@@ -278,9 +278,9 @@ def test_no_query_prompt_contains_label_text(encoder, monkeypatch):
         # the support prompt (b) names exactly the clip's own label, nothing else
         support = prompts.support_prompt("jumping")
         assert "jumping" in support and not [o for o in labels if o != "jumping" and f" {o} " in f" {support} "]
-    seen: list[str] = []
-    original = encoder._forward
-    monkeypatch.setattr(encoder, "_forward", lambda frames, prompts: seen.extend(prompts) or original(frames, prompts))
+    seen: list[str] = []  # every prompt the encoder tokenises, whichever path
+    original = encoder.token_ids
+    monkeypatch.setattr(encoder, "token_ids", lambda prompt, **kw: seen.append(prompt) or original(prompt, **kw))
     out = encoder.encode_clips(clips(2))  # no labels: the query path
     assert seen and all(p == encoder.adapter.chat_format.format(video="<video>", text=encoder.prompts.query)
                         for p in seen)
@@ -289,7 +289,7 @@ def test_no_query_prompt_contains_label_text(encoder, monkeypatch):
     labelled = encoder.encode_clips(clips(2), labels=["jumping", "running"])  # support clips: their own labels
     query_prompt = encoder.adapter.chat_format.format(video="<video>", text=encoder.prompts.query)
     named = [p for p in seen if p != query_prompt]
-    assert named == [encoder.adapter.chat_format.format(video="<video>", text=encoder.prompts.support_prompt(x))
+    assert len(seen) == 4 and named == [encoder.adapter.chat_format.format(video="<video>", text=encoder.prompts.support_prompt(x))
                      for x in ("jumping", "running")]
     torch.testing.assert_close(labelled["prompt_state"], out["prompt_state"])  # the label-free streams agree
     assert not torch.allclose(labelled["support_prompt_state"], labelled["prompt_state"])
@@ -346,3 +346,20 @@ def test_label_state_averaged_over_the_16_templates(folder):
                    for t in TEMPLATES]
         torch.testing.assert_close(out[row], averaged.encode_text(prompts).mean(0), atol=1e-5, rtol=1e-5)
     assert not torch.allclose(out, plain.encode_class_streams(names)["label_state"])
+
+
+@pytest.mark.parametrize("options", [dict(batch_size=3), dict(layer=1.0), dict(text_pooling="mean_after_video")])
+def test_support_prompt_shares_the_video_pass_and_equals_separate_forwards(folder, options):
+    """encode_clips(labels=...) runs the prefix (text before the video + video tokens) once and each
+    prompt's suffix on its key/value cache: the result equals one full forward per prompt and clip."""
+    encoder = tiny_encoder(folder, **options)
+    frames = clips(4, seed=11)
+    labels = ["jumping", "pushing something from left to right", "x", "running"]
+    shared = encoder.encode_clips(frames, labels=labels)
+    query_prompt = encoder.prompts.query_prompt()
+    for i, label in enumerate(labels):
+        one = encoder._video_forward(frames[i : i + 1], [query_prompt])
+        named = encoder._video_forward(frames[i : i + 1], [encoder.prompts.support_prompt(label)])
+        for name in ("features", "vision_tower", "prompt_state"):
+            torch.testing.assert_close(shared[name][i], one[name][0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(shared["support_prompt_state"][i], named["prompt_state"][0], atol=1e-5, rtol=1e-5)

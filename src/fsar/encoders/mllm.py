@@ -52,6 +52,7 @@ episode's candidate classes (:meth:`MLLMPrompts.task_query`).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 from abc import ABC, abstractmethod
@@ -580,10 +581,12 @@ class VideoMLLMEncoder(Encoder):
         chunks = []
         for start in range(0, frames.shape[0], self.batch_size):
             part = frames[start : start + self.batch_size]
-            chunk = self._video_forward(part, [prompt] * part.shape[0])
-            if labels is not None and self.support_prompt:
+            if labels is not None and self.support_prompt:  # the two prompts share the video's decoder pass
                 named = [self.prompts.support_prompt(x) for x in labels[start : start + part.shape[0]]]
-                chunk[SUPPORT_STREAM] = self._video_forward(part, named)["prompt_state"]
+                chunk, labelled = self._video_forwards(part, [[prompt] * part.shape[0], named])
+                chunk[SUPPORT_STREAM] = labelled["prompt_state"]
+            else:
+                chunk = self._video_forward(part, [prompt] * part.shape[0])
             if self.captions:
                 chunk["caption_embedding"] = self.embed_captions(self.caption(part))
             chunks.append(chunk)
@@ -694,6 +697,69 @@ class VideoMLLMEncoder(Encoder):
         ]
         return self._forward(frames, prompts)
 
+    @torch.no_grad()
+    def _video_forwards(self, frames: torch.Tensor, instruction_sets: list[list[str]]) -> list[dict[str, torch.Tensor]]:
+        """One :meth:`_video_forward` per instruction set (one instruction per clip each), sharing the work
+        they have in common: the chat format puts the video first, so the text before it and the video
+        tokens (the prefix) are the same under every instruction, and causal attention makes their states
+        the same too. The vision side and the decoder run once over the prefix, keeping its key/value
+        cache (layers 1..l*); each set then runs only its own suffix (instruction + answer cue, right
+        padded) on that cache. Equal to separate forwards (tested); for k sets about 1/k of the decoder
+        cost, since the video tokens are nearly the whole sequence. Falls back to separate forwards for
+        a chat format whose prefix differs between instructions."""
+        placeholder = self.adapter.video_placeholder
+        rows = [[self.token_ids(self.adapter.chat_format.format(video=placeholder, text=t), with_video=True)
+                 for t in texts] for texts in instruction_sets]
+        cut = {id(r): max(j for j, t in enumerate(r) if t == self.video_id) + 1 for rs in rows for r in rs}
+        prefixes = {tuple(r[: cut[id(r)]]) for rs in rows for r in rs}
+        if len(prefixes) != 1:
+            return [self._video_forward(frames, list(texts)) for texts in instruction_sets]
+        from transformers import DynamicCache
+
+        prefix = list(next(iter(prefixes)))
+        batch, length = frames.shape[0], len(prefix)
+        device = self.device
+        decoder = self.adapter.decoder(self.model)
+        ids = torch.tensor([prefix] * batch, device=device)
+        video_mask = ids == self.video_id
+        tokens, vision = self.adapter.visual_tokens(self.model, frames.to(device=device, dtype=self.dtype))
+        if tokens.shape[1] != self.layout.total or int(video_mask[0].sum()) != self.layout.total:
+            raise MLLMError(
+                f"{self.name}: the vision side gave {tokens.shape[1]} tokens per clip but the prompt holds "
+                f"{int(video_mask[0].sum())} video positions ({self.layout.groups} x "
+                f"{self.layout.tokens_per_group} from the config); the model and its config disagree"
+            )
+        embeds = decoder.embed_tokens(ids).masked_scatter(video_mask.unsqueeze(-1), tokens.to(self.dtype))
+        cache = DynamicCache()
+        mask = torch.ones(batch, length, dtype=torch.long, device=device)
+        positions = torch.arange(length, device=device).expand(batch, length)
+        hidden = self._layer_states(decoder, embeds, mask, positions, cache=cache)
+        video_states = hidden[video_mask].reshape(batch, self.layout.total, hidden.shape[-1])
+        shared = {"features": self.layout.pool(video_states), "vision_tower": vision.float()}
+        pad = self.tokenizer.pad_token_id
+        pad = int(pad if pad is not None else (self.tokenizer.unk_token_id or 0))
+        outs = []
+        for set_rows in rows:
+            suffixes = [r[length:] for r in set_rows]
+            longest = max(len(x) for x in suffixes)
+            suffix_ids = torch.full((batch, longest), pad, dtype=torch.long)
+            suffix_mask = torch.zeros((batch, longest), dtype=torch.long)
+            for i, suffix in enumerate(suffixes):  # right padding: no real token attends to a pad (causal)
+                suffix_ids[i, : len(suffix)] = torch.tensor(suffix)
+                suffix_mask[i, : len(suffix)] = 1
+            suffix_ids, suffix_mask = suffix_ids.to(device), suffix_mask.to(device)
+            positions = (length + torch.arange(longest, device=device)).expand(batch, longest)
+            states = self._layer_states(decoder, decoder.embed_tokens(suffix_ids), torch.cat([mask, suffix_mask], 1),
+                                        positions, cache=cache)
+            cache.crop(-longest)  # back to the prefix for the next set
+            lengths = torch.tensor([len(x) for x in suffixes], device=device)
+            if self.text_pooling == "last":
+                state = states[torch.arange(batch, device=device), lengths - 1].float()
+            else:
+                state = torch.stack([states[i, : int(n)].float().mean(0) for i, n in enumerate(lengths)])
+            outs.append({**shared, "prompt_state": state})
+        return [{k: v.cpu() if device.type == "cpu" else v for k, v in out.items()} for out in outs]
+
     def token_ids(self, prompt: str, *, with_video: bool) -> list[int]:
         """Token ids of ``prompt`` with its single video placeholder expanded to ``layout.total`` ids."""
         ids = list(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
@@ -762,11 +828,14 @@ class VideoMLLMEncoder(Encoder):
             out["prompt_state"] = torch.stack(rows)
         return {k: v.cpu() if device.type == "cpu" else v for k, v in out.items()}
 
-    def _layer_states(self, decoder: nn.Module, embeds, mask, position_ids) -> torch.Tensor:
-        """Hidden states after decoder layer ``self.layer`` (after the final norm when it is the last)."""
+    def _layer_states(self, decoder: nn.Module, embeds, mask, position_ids, cache=None) -> torch.Tensor:
+        """Hidden states after decoder layer ``self.layer`` (after the final norm when it is the last).
+        ``cache``: a key/value cache to extend (layers 1..l* only: the forward stops there)."""
+        kwargs = dict(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=cache is not None)
+        if cache is not None:  # transformers renames past_key_values to cache (5.x deprecation)
+            kwargs["cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"] = cache
         if self.layer == self.decoder_depth:
-            result = decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False)
-            return result.last_hidden_state
+            return decoder(**kwargs).last_hidden_state
         captured: list[torch.Tensor] = []
 
         def hook(module, args, output):
@@ -775,7 +844,7 @@ class VideoMLLMEncoder(Encoder):
 
         handle = decoder.layers[self.layer - 1].register_forward_hook(hook)
         try:
-            decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False)
+            decoder(**kwargs)
         except _StopForward:
             pass
         finally:
