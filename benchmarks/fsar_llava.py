@@ -8,8 +8,8 @@
    of the vision-tower baseline ``fsar-llava-vision`` (1024 -> 512).
 2. ``extract``: the tiny random Video-LLaVA of the tests (2+4 layers, width 32/64, 8 frames x 5
    tokens) on this CPU: seconds per clip of ``encode_clips`` as the extraction calls it (with each
-   clip's label, so the query prompt and the label-aware support prompt: two decoder passes), the
-   label-free pass alone, (median of repeats), and the bytes per
+   clip's label, so the query prompt and the label-aware support prompt, which share the video's
+   decoder pass), the label-free pass alone (median of repeats), and the bytes per
    clip of a real ``extract_features`` cache (shard bytes / clips); then the same two figures for
    the real model as formulas (stream widths x 4 bytes; decoder FLOPs ~ 2 x parameters used x tokens).
 3. ``accuracy``: a PLUMBING CHECK, not accuracy. The tiny MLLM has random weights, so its features
@@ -146,15 +146,16 @@ def part_extract(work: Path, repeats: int) -> None:
     layer = round(0.75 * depth)
     tokens = 8 * 257 + 40  # video tokens + the query prompt around them (about 40 tokens)
     decoder_per_layer = 4 * D * D + 3 * D * 11008  # attention + SwiGLU MLP weights of one LLaMA layer
-    # two decoder passes (query prompt, label-aware support prompt), one vision pass
-    flops = 2 * 2 * decoder_per_layer * layer * tokens + 2 * 303_000_000 * 257 * T + 2 * 21_000_000 * 257 * T
+    # one decoder pass over the prefix + video and both prompts' suffixes (~40 tokens each), one vision pass
+    tokens += 40
+    flops = 2 * decoder_per_layer * layer * tokens + 2 * 303_000_000 * 257 * T + 2 * 21_000_000 * 257 * T
     print("Real Video-LLaVA-7B (formula, not measured: no GPU and no weights in this session):\n")
     print("| figure | formula | value |\n|---|---|---:|")
     print(f"| cache bytes per clip, float32 | (T*D + 2D + T*D_vis) * 4 = (8*4096 + 2*4096 + 8*1024) * 4 | "
           f"{(T * D + 2 * D + T * Dv) * 4:,} |")
     print(f"| per class | D * 4 | {D * 4:,} |")
-    print(f"| decoder FLOPs per clip up to layer l*={layer}, two prompts | 2 * 2 * (4D^2 + 3*D*11008) * l* * tokens "
-          f"(tokens = 8*257 + ~40) | {2 * 2 * decoder_per_layer * layer * tokens / 1e12:.1f} T |")
+    print(f"| decoder FLOPs per clip up to layer l*={layer}, both prompts | 2 * (4D^2 + 3*D*11008) * l* * tokens "
+          f"(tokens = 8*257 + 2 x ~40: the video pass is shared) | {2 * decoder_per_layer * layer * tokens / 1e12:.1f} T |")
     print(f"| vision tower + projector FLOPs per clip | 2 * (303M + 21M) * 257 * T | "
           f"{(2 * 303e6 * 257 * T + 2 * 21e6 * 257 * T) / 1e12:.1f} T |")
     print(f"| seconds per clip at 300 TFLOP/s sustained (bf16, H100 class) | FLOPs / 3e14 | {flops / 3e14:.3f} |")
