@@ -52,7 +52,9 @@ def test_extract_with_a_layer_index_and_a_prompt_set_records_them(tiny_dataset, 
     code = main(["eval", "--data", str(tiny_dataset), "--method", "fsar-llava", "--backbone", "video-llava",
                  "--weights", str(folder), "--features", str(out), *SMALL, "--episodes", "2",
                  "-O", "dim=16", "-O", "support_text=query"])
-    assert code == 2 and "'layer': 2" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 2 and "'layer': 2" in err
+    assert "-O 'encoder_options={layer: 2, prompts: ssv2, support_prompt: False}'" in err  # how to match it
     code = main(["eval", "--data", str(tiny_dataset), "--method", "fsar-llava", "--backbone", "video-llava",
                  "--weights", str(folder), "--features", str(out), *SMALL, "--episodes", "2", "-O", "dim=16",
                  "-O", "support_text=query", "-O", "encoder_options={layer: 2, prompts: ssv2, support_prompt: false}"])
