@@ -141,3 +141,25 @@ def test_readme_flow_runs_as_written_and_trains_and_evaluates_without_loading_th
     out = capsys.readouterr().out
     assert "fsar-llava" in out and "%" in out
     assert (tmp_path / "runs" / "fsar-llava" / "best.json").is_file()
+
+
+def test_a_hub_id_already_downloaded_loads_lazily_from_its_snapshot(folder, tmp_path, monkeypatch):
+    """A hub id found in the local Hugging Face cache is read like its folder: lazily, with the same
+    fingerprint (two spellings of the same weights share a feature cache)."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    from fsar.encoders import create_encoder
+    from fsar.encoders.cache import weights_fingerprint
+
+    snapshot = tmp_path / "hub" / "models--someone--tiny-video-llava" / "snapshots" / "0123abcd"
+    shutil.copytree(folder, snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    by_id = create_encoder("video-llava", weights="someone/tiny-video-llava")
+    by_folder = create_encoder("video-llava", weights=str(folder))
+    assert not by_id.loaded and by_id.weights == "someone/tiny-video-llava" and by_id.weight_files()
+    assert weights_fingerprint(by_id) == weights_fingerprint(by_folder)
