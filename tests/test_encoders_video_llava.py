@@ -363,3 +363,87 @@ def test_support_prompt_shares_the_video_pass_and_equals_separate_forwards(folde
         for name in ("features", "vision_tower", "prompt_state"):
             torch.testing.assert_close(shared[name][i], one[name][0], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(shared["support_prompt_state"][i], named["prompt_state"][0], atol=1e-5, rtol=1e-5)
+
+
+# -- a third family: Qwen2-VL (patches, 3-D M-RoPE positions) ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def qwen_folder(tmp_path_factory):
+    from fsar.encoders.qwen2_vl import tiny_qwen2_vl
+
+    model, tokenizer = tiny_qwen2_vl()
+    folder = tmp_path_factory.mktemp("qwen") / "tiny-qwen2-vl"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_qwen2_vl_from_a_saved_folder_equals_transformers_forward(qwen_folder, folder):
+    from fsar.encoders.qwen2_vl import patchify
+
+    encoder = create_encoder("qwen2-vl", weights=str(qwen_folder), frames=4, image_size=56, batch_size=3)
+    assert not encoder.loaded and encoder.is_frozen
+    assert (encoder.layout.groups, encoder.layout.tokens_per_group, encoder.num_frames) == (2, 4, 4)
+    assert encoder.vision_dim == 32 and encoder.feature_dim == 64
+    frames = torch.randn(3, 4, 3, 56, 56, generator=torch.Generator().manual_seed(0))
+    labels = ["jumping", "pushing something from left to right", "x"]  # prompts of three lengths: left padding
+    out = encoder.encode_clips(frames, labels=labels)
+    assert out["features"].shape == (3, 2, 64) and out["vision_tower"].shape == (3, 2, 32)
+    prompt = encoder.adapter.chat_format.format(video="<|video_pad|>", text=encoder.prompts.query_prompt())
+    ids = torch.tensor([encoder.token_ids(prompt, with_video=True)])
+    patches, grid = patchify(frames[1:2], patch=14, temporal=2, merge=2)
+    reference = encoder.model(input_ids=ids, pixel_values_videos=patches, video_grid_thw=grid,
+                              mm_token_type_ids=(ids == encoder.video_id).int() * 2, output_hidden_states=True)
+    layer = reference.hidden_states[encoder.layer][0]  # transformers' own M-RoPE positions
+    pooled = layer[ids[0] == encoder.video_id].reshape(2, 4, -1).mean(1)
+    torch.testing.assert_close(out["features"][1], pooled, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out["prompt_state"][1], layer[-1], atol=1e-5, rtol=1e-5)
+    for i in range(3):  # a left-padded batch gives what one clip at a time gives
+        one = encoder.encode_clips(frames[i : i + 1], labels=[labels[i]])
+        for name in out:
+            torch.testing.assert_close(out[name][i], one[name][0], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="takes 4 frames"):
+        encoder.encode_clips(torch.zeros(1, 3, 3, 56, 56))
+    with pytest.raises(MLLMError, match="multiple of patch x merge = 28"):
+        create_encoder("qwen2-vl", weights=str(qwen_folder), image_size=50)
+    with pytest.raises(MLLMError, match="Qwen2VLForConditionalGeneration"):
+        create_encoder("qwen2-vl", weights=str(folder))  # a Video-LLaVA folder
+
+
+def test_qwen2_vl_patches_equal_its_image_processor():
+    """patchify lays frames out as transformers' Qwen2-VL image processor does (an image is 2 equal frames)."""
+    import numpy as np
+    from PIL import Image
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from fsar.encoders.qwen2_vl import patchify
+
+    image = (np.random.default_rng(0).random((56, 84, 3)) * 255).astype(np.uint8)
+    processor = Qwen2VLImageProcessorPil(min_pixels=56 * 84, max_pixels=56 * 84)
+    expected = processor(images=[Image.fromarray(image)], return_tensors="pt")
+    x = torch.from_numpy(image).float().permute(2, 0, 1) / 255
+    x = (x - torch.tensor(processor.image_mean)[:, None, None]) / torch.tensor(processor.image_std)[:, None, None]
+    patches, grid = patchify(x[None, None].repeat(1, 2, 1, 1, 1), patch=14, temporal=2, merge=2)
+    assert grid.tolist() == expected["image_grid_thw"].tolist() == [[1, 4, 6]]
+    torch.testing.assert_close(patches, expected["pixel_values"].float(), atol=1e-5, rtol=1e-5)
+
+
+def test_fsar_llava_trains_on_the_qwen2_vl_streams(qwen_folder):
+    from fsar.data.inputs import EpisodeInputs
+    from fsar.methods import create_method
+
+    encoder = create_encoder("qwen2-vl", weights=str(qwen_folder), frames=4, image_size=56)
+    torch.manual_seed(0)
+    model = create_method("fsar-llava", backbone=encoder, dim=16, temporal_heads=2, temporal_ffn_dim=32,
+                          enhancement_heads=2, refinement_heads=2, dropout=0.0).train()
+    g = torch.Generator().manual_seed(1)
+    episode = EpisodeInputs(
+        support=torch.randn(2, 4, 3, 56, 56, generator=g), support_labels=torch.tensor([0, 1]),
+        query=torch.randn(2, 4, 3, 56, 56, generator=g), class_names=["jumping", "running"],
+        query_labels=torch.tensor([1, 0]),
+    )
+    out = model(episode)
+    assert out.log_probs.shape == (2, 2) and torch.isfinite(out.loss)
+    out.loss.backward()
+    assert not any(p.requires_grad for p in encoder.parameters())

@@ -315,6 +315,27 @@ class MLLMAdapter(ABC):
         """The LLM decoder's config (``num_hidden_layers``, ``hidden_size``)."""
         return config.text_config
 
+    #: whether the decoder's positions are plain 0..L-1 over the real tokens (the default
+    #: :meth:`position_ids`); a family with its own position scheme (Qwen2-VL's 3-D M-RoPE) says
+    #: False, and the encoder then never shares a prefix cache between prompts
+    standard_positions: bool = True
+
+    def vision_dim(self, config) -> int:
+        """Width of the ``vision_tower`` stream (the vision config's ``hidden_size``)."""
+        return int(getattr(getattr(config, "vision_config", None), "hidden_size", 0))
+
+    def frames_per_group(self, config) -> int:
+        """Frames that make one token group (1; Qwen2-VL: its temporal patch, 2)."""
+        return 1
+
+    def position_ids(self, model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Decoder position ids of a left-padded batch with video tokens: 0.. over each row's real tokens."""
+        return (mask.cumsum(-1) - 1).clamp_(min=0)
+
+    def generate_inputs(self, model: nn.Module, pixels: torch.Tensor, ids: torch.Tensor) -> dict:
+        """The visual keyword arguments of ``model.generate`` for pixels (B, T, 3, H, W) (the caption baseline)."""
+        return {"pixel_values_videos": pixels}
+
     def check_model(self, model: nn.Module, layout: VideoTokenLayout) -> None:
         """Check a loaded model against the layout its config declares (default: nothing more to check)."""
 
@@ -412,7 +433,7 @@ class VideoMLLMEncoder(Encoder):
         self._device = torch.device("cpu")
         self._dtype = dtype if dtype is not None else (next(model.parameters()).dtype if model is not None else torch.float32)
         self.layout = adapter.layout(self.config)
-        self.num_frames = self.layout.groups
+        self.num_frames = self.layout.groups * int(adapter.frames_per_group(self.config))
         self.video_id = adapter.video_token_id(self.config)
         text_config = adapter.text_config(self.config)
         self.decoder_depth = int(text_config.num_hidden_layers)
@@ -432,7 +453,7 @@ class VideoMLLMEncoder(Encoder):
         self.image_size, self.mean, self.std = adapter.image_geometry(self.config)
         self.feature_dim = int(text_config.hidden_size)
         self.text_dim = self.feature_dim
-        self.vision_dim = int(getattr(getattr(self.config, "vision_config", None), "hidden_size", 0))
+        self.vision_dim = int(adapter.vision_dim(self.config))
         self._check_tokenizer()
         if captions not in CAPTION_ENCODERS:
             raise MLLMError(f"{self.name}: captions must be one of {CAPTION_ENCODERS}, got {captions!r}")
@@ -616,9 +637,10 @@ class VideoMLLMEncoder(Encoder):
         ids, mask, _ = self._batch([prompt] * frames.shape[0], with_video=True)
         device = self.device
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = ids.to(device)
         out = self.model.generate(
-            input_ids=ids.to(device), attention_mask=mask.to(device),
-            pixel_values_videos=frames.to(device=device, dtype=self.dtype),
+            input_ids=ids, attention_mask=mask.to(device),
+            **self.adapter.generate_inputs(self.model, frames.to(device=device, dtype=self.dtype), ids),
             max_new_tokens=int(max_new_tokens or self.caption_tokens), do_sample=False, num_beams=1,
             pad_token_id=int(pad),
         )
@@ -712,7 +734,7 @@ class VideoMLLMEncoder(Encoder):
                  for t in texts] for texts in instruction_sets]
         cut = {id(r): max(j for j, t in enumerate(r) if t == self.video_id) + 1 for rs in rows for r in rs}
         prefixes = {tuple(r[: cut[id(r)]]) for rs in rows for r in rs}
-        if len(prefixes) != 1:
+        if len(prefixes) != 1 or not self.adapter.standard_positions:
             return [self._video_forward(frames, list(texts)) for texts in instruction_sets]
         from transformers import DynamicCache
 
@@ -816,7 +838,10 @@ class VideoMLLMEncoder(Encoder):
                 )
             embeds = embeds.masked_scatter(video_mask.unsqueeze(-1), tokens.to(embeds.dtype))
             out["vision_tower"] = vision.float()
-        position_ids = (mask.cumsum(-1) - 1).clamp_(min=0)
+        if with_video:
+            position_ids = self.adapter.position_ids(self.model, ids, mask)
+        else:
+            position_ids = (mask.cumsum(-1) - 1).clamp_(min=0)
         hidden = self._layer_states(decoder, embeds, mask, position_ids)
         if with_video:
             video_states = hidden[video_mask].reshape(len(prompts), self.layout.total, hidden.shape[-1])

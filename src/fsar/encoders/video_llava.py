@@ -157,25 +157,37 @@ _TINY_CORPUS = (
 )
 
 
-def build_tiny_tokenizer(vocab_size: int = 320):
+def build_tiny_tokenizer(
+    vocab_size: int = 320,
+    *,
+    special_tokens: tuple[str, ...] = SPECIAL_TOKENS,
+    additional: tuple[str, ...] = ("<image>", "<video>"),
+    bos: str | None = "<s>",
+    eos: str = "</s>",
+    pad: str = "<pad>",
+    unk: str = "<unk>",
+):
     """A byte-level BPE ``PreTrainedTokenizerFast`` trained offline on the prompt wording, with
-    ``<video>``/``<image>`` special tokens and a ``<s>`` prefix, like Video-LLaVA's LLaMA tokenizer."""
+    ``<video>``/``<image>`` special tokens and a ``<s>`` prefix, like Video-LLaVA's LLaMA tokenizer
+    (other families: their own special tokens, ``bos=None`` for no prefix)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer = Tokenizer(models.BPE(unk_token=unk))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
+        vocab_size=vocab_size, special_tokens=list(special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
     tokenizer.train_from_iterator([_TINY_CORPUS] * 4, trainer=trainer)
-    bos = tokenizer.token_to_id("<s>")
-    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos)])
+    if bos is not None:
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", special_tokens=[(bos, tokenizer.token_to_id(bos))]
+        )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-        additional_special_tokens=["<image>", "<video>"],
+        tokenizer_object=tokenizer, unk_token=unk, bos_token=bos, eos_token=eos, pad_token=pad,
+        additional_special_tokens=list(additional),
     )
 
 
