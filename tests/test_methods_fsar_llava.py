@@ -375,3 +375,22 @@ def test_backbone_without_the_support_prompt_is_refused_or_used_label_free(encod
     with pytest.raises(ValueError, match="support_prompt=True"):
         method(plain)
     assert method(plain, support_text="query").required_streams() == ("prompt_state", "label_state")
+
+
+def test_recognizer_gives_support_clips_their_action_and_queries_nothing(encoder, tmp_path, monkeypatch):
+    """fsar predict's Recognizer: support clips are encoded with their action's name (label-aware stream),
+    queries without; the disk store files the labelled support clip apart from the same clip as a query."""
+    from fsar.data.testing import write_video
+    from fsar.recognizer import Recognizer
+
+    clips_ = {name: [write_video(tmp_path / name / f"{i}.mp4", 6 + i) for i in range(2)] for name in ("wave", "clap")}
+    calls: list[list[str] | None] = []
+    encode = encoder.encode_clips
+    monkeypatch.setattr(encoder, "encode_clips", lambda frames, labels=None: calls.append(labels) or encode(frames, labels))
+    model = method(encoder).eval()
+    recognizer = Recognizer.from_method(model, support=clips_, cache_dir=tmp_path / "store")
+    assert sorted(calls, key=str) == [["clap", "clap"], ["wave", "wave"]]
+    prediction = recognizer.predict(clips_["wave"][0])  # a support clip asked as a query: encoded again, no label
+    assert calls[-1] is None and {name for name, _ in prediction.ranking} == {"wave", "clap"}
+    again = Recognizer.from_method(model, support=clips_, cache_dir=tmp_path / "store")  # all from the store
+    assert len(calls) == 3 and again.encoded_clips == 0
