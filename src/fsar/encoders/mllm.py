@@ -10,12 +10,20 @@ LLaVA-NeXT-Video, Qwen2-VL) is small and lives in an :class:`MLLMAdapter`:
   (Video-LLaVA: 8 frames x 257 tokens, the first of each frame its class token),
 * how frames become projected token embeddings (and, from the same pass, the vision tower's
   penultimate layer),
-* the chat format around a user message.
+* the chat format around a user message,
+* where a family departs from the LLaVA pattern, a hook: ``frames_per_group`` (Qwen2-VL's 2-frame
+  temporal patch), ``position_ids`` (its 3-D M-RoPE), ``generate_inputs``, ``vision_dim``,
+  ``check_model`` (the loaded model against its config).
+
+Families here: ``video-llava`` (:mod:`fsar.encoders.video_llava`), ``llava-next-video``,
+``qwen2-vl``.
 
 Everything else is generic and here (:class:`VideoMLLMEncoder`): our own expansion of the single
 video placeholder into ``layout.total`` copies (checked against the model's visual tokens, never a
 silent misalignment), left-padded batches with position ids from the attention mask (so a batch gives
-what one-at-a-time gives), and the per-clip streams of FSAR-LLaVA (spec ``fsar_llava.md`` section 3):
+what one-at-a-time gives), lazy loading (the weights load on the first forward; the feature cache's
+key needs only the config and the weight files), a shared prefix pass for several prompts over one
+video (:meth:`VideoMLLMEncoder._video_forwards`), and the per-clip streams of FSAR-LLaVA (spec ``fsar_llava.md`` section 3):
 
 ==================  ===============  ==================================================================
 stream              shape            what
