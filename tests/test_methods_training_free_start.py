@@ -101,3 +101,19 @@ def test_the_shared_gate_gets_one_gradient_from_every_cell_and_channel():
         ((module(tokens) - target) ** 2).sum().backward()
         grads[gate] = module.static_gate.grad
     torch.testing.assert_close(grads["shared"], grads["per-channel"].sum(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_config_saved_before_the_shared_gate_rebuilds_its_per_channel_gate():
+    """Checkpoints written before ``grid_gate`` existed hold a (D,) gate: their saved config (no
+    ``grid_gate`` key) must rebuild that shape, while a current config keeps the shared gate."""
+    from fsar.methods import method_from_config
+
+    method = fsar.create_method("ma-fsar", backbone="effnet-lite0-grid+minilm", weights="random",
+                                dataset_kind="temporal", tpcm_heads=2, tpcm_bottleneck=16, grid_width=8,
+                                encoder_options={"grid": 2})
+    saved = method.config_dict()
+    assert saved["grid_gate"] == "shared" and method.grid_temporal.static_gate.shape == ()
+    older = {k: v for k, v in saved.items() if k not in ("grid_gate", "grid_static_rate")}
+    rebuilt = method_from_config("ma-fsar", older)
+    assert rebuilt.config.grid_gate == "per-channel" and rebuilt.grid_temporal.static_gate.shape == (1280,)
+    assert method_from_config("ma-fsar", saved).grid_temporal.static_gate.shape == ()
