@@ -19,9 +19,10 @@ Parts:
   (``synth.json`` phases mapped onto the loader's frame indices), on the cached features
   (per-frame mean over the grid cells). ``--v1-root`` adds the same on a generator-1 set.
 * ``ssv2``: ``../shared/data/ssv2-mini`` (10 classes x 10 videos): the first 5 classes (sorted)
-  meta-train, the last 5 test; ma-fsar on both embedded backbones from its training-free start
-  (no validation classes exist, so the last checkpoint is used) beside proto / otam / bimhm on
-  the same episodes and features, 1- and 5-shot.
+  meta-train on 7 clips each, their other 3 clips validate (from step 0, best checkpoint kept,
+  early stop), the last 5 classes test; ma-fsar on both embedded backbones from its
+  training-free start beside proto / otam / bimhm on the same episodes and features, the 1-shot
+  run evaluated at 1- and 5-shot.
 
 Every accuracy is mean ± 95% interval (1.96 · std / sqrt(n)) over n seeded episodes. The
 results are printed as JSON lines and written to ``--work/demo_gains.json``.
@@ -167,10 +168,15 @@ def segmentation(root: Path, features: Path, backbone: str, image_size: int, lab
 
 
 def ssv2(work: Path, *, train_episodes: int, test_episodes: int, seed: int, image_size: int,
-         shots: tuple[int, ...] = (1, 5)) -> list[dict]:
+         shots: tuple[int, ...] = (1, 5), val_clips: int = 3) -> list[dict]:
+    """ssv2-mini: the first 5 classes (sorted) meta-train, the last 5 test. ``val_clips`` clips of
+    each training class (the last ones, sorted) are held out of training as the validation set, so
+    the run validates from step 0 and keeps its best checkpoint (seen classes, unseen clips: the
+    test classes never enter). One 1-shot run per backbone, evaluated at every shot in ``shots``."""
     from fsar.data.manifest import Manifest
     from fsar.encoders import create_encoder
     from fsar.encoders.cache import extract_features
+    from fsar.engine.checkpoint import read_checkpoint
     from fsar.engine.config import EvalConfig, TrainConfig, resolve_config
     from fsar.engine.run import run_evaluation, run_training
     from fsar.engine.sources import loader_for
@@ -183,9 +189,13 @@ def ssv2(work: Path, *, train_episodes: int, test_episodes: int, seed: int, imag
     names = manifest.classes
     splits = work / "ssv2-splits"
     splits.mkdir(parents=True, exist_ok=True)
-    for split, part in (("train", names[:5]), ("test", names[5:])):
-        lines = [f"{c.class_name}/{c.path.name}" for n in part for c in manifest.clips_of(n)]
-        (splits / f"{split}.txt").write_text("\n".join(lines) + "\n")
+
+    def lines(part, pick):
+        return "\n".join(f"{c.class_name}/{c.path.name}" for n in part for c in pick(manifest.clips_of(n))) + "\n"
+
+    (splits / "train.txt").write_text(lines(names[:5], lambda clips: clips[:-val_clips]))
+    (splits / "val.txt").write_text(lines(names[:5], lambda clips: clips[-val_clips:]))
+    (splits / "test.txt").write_text(lines(names[5:], lambda clips: clips))
     rows = []
     for backbone in ("effnet-lite0+minilm", "effnet-lite0-grid+minilm"):
         encoder = create_encoder(backbone)
@@ -193,23 +203,25 @@ def ssv2(work: Path, *, train_episodes: int, test_episodes: int, seed: int, imag
         extract_features(manifest, encoder, loader_for(encoder, num_frames=8, image_size=image_size), features,
                          backbone_options={"weights": None}, progress=False)
         del encoder
+        base = dict(data=str(root), backbone=backbone, way=5, seed=seed, image_size=image_size,
+                    features=str(features), progress=False)
+        run_dir = work / f"ssv2-run-{backbone}"
+        if not (run_dir / "last.json").exists():
+            run_training(resolve_config(TrainConfig, overrides=dict(
+                base, shot=1, method="ma-fsar", split_file_dir=str(splits), out=str(run_dir), queries=2,
+                episodes=train_episodes, tasks_per_step=8, lr=1e-3, weight_decay=1e-4, val_every=5,
+                val_episodes=200, checkpoint_every=5, early_stop_patience=3, validate_at_start=True,
+                method_options={"dataset_kind": "temporal", "start": "training-free"},
+            )))
+        best_step = read_checkpoint(run_dir, prefer="best").step
         for shot in shots:
-            common = dict(data=str(root), backbone=backbone, way=5, shot=shot, seed=seed, image_size=image_size,
-                          features=str(features), progress=False)
-            run_dir = work / f"ssv2-run-{backbone}-{shot}shot"
-            if not (run_dir / "last.json").exists():
-                run_training(resolve_config(TrainConfig, overrides=dict(
-                    common, method="ma-fsar", split_file_dir=str(splits), out=str(run_dir),
-                    queries=1 if shot == 5 else 2, episodes=train_episodes, tasks_per_step=8, lr=1e-3,
-                    weight_decay=1e-4, val_every=0, checkpoint_every=10,
-                    method_options={"dataset_kind": "temporal", "start": "training-free"},
-                )))
+            common = dict(base, shot=shot)
             for name, extra in [("ma-fsar", dict(checkpoint=str(run_dir)))] + [(b, dict(method=b)) for b in BASELINES]:
                 result = run_evaluation(resolve_config(EvalConfig, overrides=dict(
                     common, split_file=str(splits / "test.txt"), queries=1, episodes=test_episodes, **extra))).result
                 rows.append({"part": "ssv2", "backbone": backbone, "shot": shot, "method": name,
-                             "trained": name == "ma-fsar", "accuracy": result.accuracy, "ci95": result.ci95,
-                             "episodes": result.episodes})
+                             "trained": name == "ma-fsar", "best_step": best_step if name == "ma-fsar" else None,
+                             "accuracy": result.accuracy, "ci95": result.ci95, "episodes": result.episodes})
                 print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -221,7 +233,7 @@ def main() -> None:
                         choices=["quick", "full", "five-shot", "centred-reference", "segmentation", "ssv2"])
     parser.add_argument("--version", type=int, default=2, choices=(1, 2), help="demo version for quick/full")
     parser.add_argument("--test-episodes", type=int, default=1000, help="five-shot test episodes")
-    parser.add_argument("--ssv2-train-episodes", type=int, default=160)
+    parser.add_argument("--ssv2-train-episodes", type=int, default=400)
     parser.add_argument("--ssv2-test-episodes", type=int, default=500)
     parser.add_argument("--ssv2-shots", type=int, nargs="+", default=[1, 5])
     parser.add_argument("--v1-root", type=Path, help="a generator-1 demo folder (fsar demo --version 1 --out DIR)")

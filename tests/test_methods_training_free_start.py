@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import fsar
-from fsar.methods.grid_temporal import STATIC_GATE_RATE, GridTemporalModule, ResidualBottleneck
+from fsar.methods.grid_temporal import GridTemporalModule, ResidualBottleneck
 from fsar.metrics import OTAM
 from methods_toys import ToyEncoder, features_episode
 
@@ -73,9 +73,47 @@ def test_grid_temporal_module_is_the_identity_at_start_and_sees_time_order():
     assert not torch.allclose(moved, reversed_in_time)  # the temporal convolution is order-aware
     with pytest.raises(ValueError, match="tokens must be"):
         module(torch.randn(2, 5, 3, 8))
-    # a fully open static gate removes what does not move: a still clip becomes zero
-    fresh = GridTemporalModule(cells=4, dim=8, width=6)
-    with torch.no_grad():
-        fresh.static_gate.fill_(1.0 / STATIC_GATE_RATE)
-    still = torch.randn(1, 1, 4, 8).expand(2, 5, 4, 8)
-    torch.testing.assert_close(fresh(still), torch.zeros(2, 5, 32), atol=1e-6, rtol=0)
+    # a fully open static gate removes what does not move: a still clip becomes zero, and a moving
+    # one becomes its deviation from its own temporal mean (temporal centring)
+    for gate, shape in (("shared", ()), ("per-channel", (8,))):
+        fresh = GridTemporalModule(cells=4, dim=8, width=6, gate=gate, static_rate=5.0)
+        assert fresh.static_gate.shape == shape and float(fresh.static_suppression().abs().max()) == 0.0
+        with torch.no_grad():
+            fresh.static_gate.fill_(1.0 / 5.0)
+        still = torch.randn(1, 1, 4, 8).expand(2, 5, 4, 8)
+        torch.testing.assert_close(fresh(still), torch.zeros(2, 5, 32), atol=1e-6, rtol=0)
+        torch.testing.assert_close(fresh(tokens), (tokens - tokens.mean(1, keepdim=True)).flatten(2), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="gate must be"):
+        GridTemporalModule(cells=4, dim=8, gate="per-cell")
+    with pytest.raises(ValueError, match="grid_gate must be"):
+        _method(ToyGridEncoder(), grid_gate="per-cell")
+
+
+def test_the_shared_gate_gets_one_gradient_from_every_cell_and_channel():
+    """The shared gate's gradient is the sum of the per-channel gates' gradients (same forward),
+    so a step moves it by the agreement of all channels, not by each channel's noise."""
+    tokens = torch.randn(3, 6, 4, 8)
+    target = torch.randn(3, 6, 32)
+    grads = {}
+    for gate in ("shared", "per-channel"):
+        torch.manual_seed(0)
+        module = GridTemporalModule(cells=4, dim=8, width=6, gate=gate, dropout=0.0)
+        ((module(tokens) - target) ** 2).sum().backward()
+        grads[gate] = module.static_gate.grad
+    torch.testing.assert_close(grads["shared"], grads["per-channel"].sum(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_config_saved_before_the_shared_gate_rebuilds_its_per_channel_gate():
+    """Checkpoints written before ``grid_gate`` existed hold a (D,) gate: their saved config (no
+    ``grid_gate`` key) must rebuild that shape, while a current config keeps the shared gate."""
+    from fsar.methods import method_from_config
+
+    method = fsar.create_method("ma-fsar", backbone="effnet-lite0-grid+minilm", weights="random",
+                                dataset_kind="temporal", tpcm_heads=2, tpcm_bottleneck=16, grid_width=8,
+                                encoder_options={"grid": 2})
+    saved = method.config_dict()
+    assert saved["grid_gate"] == "shared" and method.grid_temporal.static_gate.shape == ()
+    older = {k: v for k, v in saved.items() if k not in ("grid_gate", "grid_static_rate")}
+    rebuilt = method_from_config("ma-fsar", older)
+    assert rebuilt.config.grid_gate == "per-channel" and rebuilt.grid_temporal.static_gate.shape == (1280,)
+    assert method_from_config("ma-fsar", saved).grid_temporal.static_gate.shape == ()

@@ -70,8 +70,8 @@ PLANS = {
     (2, False): DemoPlan(
         data_version=2, backbone="effnet-lite0-grid+minilm",
         method_options={"dataset_kind": "temporal", "start": "training-free"},
-        train_episodes=2400, tasks_per_step=8, lr=1e-3, weight_decay=1e-4, val_every=25, val_episodes=200,
-        early_stop_patience=4, test_episodes=1000,
+        train_episodes=2400, tasks_per_step=8, lr=1e-3, weight_decay=1e-4, val_every=10, val_episodes=200,
+        early_stop_patience=3, test_episodes=1000,
     ),
     (2, True): DemoPlan(
         data_version=2, backbone="effnet-lite0-grid+minilm",
@@ -172,7 +172,7 @@ def draw_table(rows: list[dict], png: Path, title: str) -> None:
 
     from fsar.engine.checkpoint import atomic_write_bytes
 
-    fig, axis = plt.subplots(figsize=(7.5, 4.2))
+    fig, (axis, table_axis) = plt.subplots(2, 1, figsize=(7.5, 6.0), gridspec_kw={"height_ratios": [3, 1.3]})
     width = 0.4
     for x, row in enumerate(rows):
         colour = "tab:orange" if row["trained"] else "tab:blue"
@@ -183,13 +183,28 @@ def draw_table(rows: list[dict], png: Path, title: str) -> None:
             axis.bar(position, 100 * accuracy, width=width, yerr=100 * interval, capsize=4, color=colour, alpha=alpha)
             axis.text(position, 100 * (accuracy + interval) + 1, f"{100 * accuracy:.1f}", ha="center", fontsize=8)
     axis.set_xticks(range(len(rows)), [r["method"] for r in rows])
-    axis.axhline(100 / rows[0]["way"], color="grey", ls=":", lw=1, label="chance")
-    axis.bar([], [], color="grey", label="all test episodes")
-    axis.bar([], [], color="grey", alpha=0.45, label="episodes with a motion and its reverse")
+    chance = axis.axhline(100 / rows[0]["way"], color="grey", ls=":", lw=1, label="chance")
+    from matplotlib.patches import Patch
+
+    handles = [chance, Patch(color="grey", label="all test episodes"),
+               Patch(color="grey", alpha=0.45, label="episodes with a motion and its reverse")]
     axis.set_ylim(0, 100)
     axis.set_ylabel("test accuracy (%) ± 95% CI")
     axis.set_title(title, fontsize=10)
-    axis.legend(loc="upper right", fontsize=8)
+    axis.legend(handles=handles, loc="upper right", fontsize=8)
+    # the printed table under the bars: every method, all episodes and the order-sensitive ones
+    table_axis.axis("off")
+    cells = [[row["method"], "yes" if row["trained"] else "no",
+              f"{100 * row['accuracy']:.2f} ± {100 * row['ci95']:.2f}", str(row["episodes"]),
+              (f"{100 * row['pairs_accuracy']:.2f} ± {100 * row['pairs_ci95']:.2f}"
+               if row.get("pairs_accuracy") is not None else "n/a"), str(row.get("pairs_episodes", 0))]
+             for row in rows]
+    table = table_axis.table(cellText=cells, loc="center", cellLoc="center",
+                             colLabels=["method", "trained", "accuracy (%)", "episodes",
+                                        "reverse pair (%)", "episodes"])
+    table.auto_set_font_size(False)
+    table.set_fontsize(8)
+    table.scale(1.0, 1.25)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120)

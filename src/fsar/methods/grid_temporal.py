@@ -19,11 +19,16 @@ features, and validation decides how far training moves away from it.
       z   = GELU(Mix(flatten_g z))                              (n, T, G · width)
       out = flatten_g(tokens - s ⊙ mean_t(tokens) + Up(z_g))    (n, T, G · D)
 
-  ``s`` (D,) is a **static-suppression gate**, zero at the start: with it training can learn to
+  ``s`` is a **static-suppression gate**, zero at the start: with it training can learn to
   remove from every cell what does not move over the clip (its temporal mean: background, the
   object's look), which on motion classes is nuisance, and keep what changes. Only the clip's
-  own frames enter its mean (no other clip, no label). At initialisation ``out`` is the
-  flattened grid exactly, i.e. the features training-free metrics see on this backbone.
+  own frames enter its mean (no other clip, no label). ``gate="shared"`` (default) makes ``s``
+  one number for every cell and channel, so all of a step's gradient agrees on it and it opens
+  (or stays shut) within tens of steps; ``gate="per-channel"`` gives each of the D channels its
+  own ``s`` (the first design: on the demo's set its mean reached only ~0.3 in 60 steps, see
+  benchmarks/README.md). ``s`` is ``static_rate x`` its stored parameter, since Adam moves a
+  parameter by about lr per step. At initialisation ``out`` is the flattened grid exactly, i.e.
+  the features training-free metrics see on this backbone.
 * :class:`ResidualBottleneck` -- wraps a width-``inner`` module (MA-FSAR's TPCM) for features
   of width D: ``x + Up(module(Down x, Down_text text))`` with Up zero-initialised, so the
   module can run at a small width on 1280-d CNN features and starts as the identity.
@@ -34,12 +39,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["GridTemporalModule", "ResidualBottleneck", "STATIC_GATE_RATE"]
+__all__ = ["GATES", "GridTemporalModule", "ResidualBottleneck", "STATIC_GATE_RATE"]
 
-#: The static-suppression gate is ``STATIC_GATE_RATE x`` its parameter, so that it opens within
-#: tens of optimiser steps (on the synthetic set, generator 2: with rate 1 its mean stayed at
-#: 0.00 after 30 steps; with 50 it reached ~0.3 after 60, see benchmarks/README.md).
+#: The static-suppression gate is ``static_rate x`` its parameter (default this), so that at lr
+#: 1e-3 it can open by ~0.05 a step, i.e. fully within ~20 optimiser steps (on the demo's set the
+#: shared gate reached ~0.8 by step 25-30, where validation peaked; see benchmarks/README.md).
 STATIC_GATE_RATE = 50.0
+#: How many static-suppression gates: one shared by every cell and channel, or one per channel.
+GATES = ("shared", "per-channel")
 
 
 class GridTemporalModule(nn.Module):
@@ -51,10 +58,17 @@ class GridTemporalModule(nn.Module):
         width: inner width of the temporal convolution (per cell).
         kernel: temporal kernel size (odd).
         dropout: dropout before the up-projection.
+        gate: ``"shared"`` (one static-suppression gate) or ``"per-channel"`` (D of them).
+        static_rate: the gate is ``static_rate x`` its stored parameter.
     """
 
-    def __init__(self, *, cells: int, dim: int, width: int = 64, kernel: int = 3, dropout: float = 0.1) -> None:
+    def __init__(self, *, cells: int, dim: int, width: int = 64, kernel: int = 3, dropout: float = 0.1,
+                 gate: str = "shared", static_rate: float = STATIC_GATE_RATE) -> None:
         super().__init__()
+        if gate not in GATES:
+            raise ValueError(f"GridTemporalModule: gate must be one of {GATES}, got {gate!r}")
+        if not static_rate > 0:
+            raise ValueError(f"GridTemporalModule: static_rate must be positive, got {static_rate}")
         if cells < 1 or dim < 1 or width < 1:
             raise ValueError(f"GridTemporalModule: cells, dim and width must be positive, got {cells}, {dim}, {width}")
         if kernel < 1 or kernel % 2 == 0:
@@ -71,9 +85,15 @@ class GridTemporalModule(nn.Module):
         self.up = nn.Linear(width, dim)
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
-        # Stored divided by STATIC_GATE_RATE: Adam moves a parameter by about lr per step, so at
-        # lr 1e-3 the gate itself could open by only ~0.1 in 100 steps.
-        self.static_gate = nn.Parameter(torch.zeros(dim))
+        # Stored divided by static_rate: Adam moves a parameter by about lr per step, so at lr 1e-3
+        # the gate itself could open by only ~0.1 in 100 steps.
+        self.static_rate = float(static_rate)
+        self.static_gate = nn.Parameter(torch.zeros(dim if gate == "per-channel" else ()))
+
+    def static_suppression(self) -> torch.Tensor:
+        """The gate ``s`` as applied: a scalar (shared) or ``(D,)`` (per-channel); 0 = off, 1 = the
+        clip's temporal mean removed entirely."""
+        return self.static_rate * self.static_gate
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         if tokens.dim() != 4 or tokens.shape[2:] != (self.cells, self.dim):
@@ -86,7 +106,7 @@ class GridTemporalModule(nn.Module):
         z = self.activation(self.temporal(z))
         z = z.reshape(n, cells, self.width, frames).permute(0, 3, 1, 2).reshape(n, frames, cells * self.width)
         z = self.activation(self.mix(z)).reshape(n, frames, cells, self.width)
-        static = (STATIC_GATE_RATE * self.static_gate) * tokens.mean(dim=1, keepdim=True)  # (n, 1, G, D)
+        static = self.static_suppression() * tokens.mean(dim=1, keepdim=True)  # (n, 1, G, D)
         return (tokens - static + self.up(self.drop(z))).flatten(2)
 
 

@@ -62,7 +62,7 @@ from fsar.methods import METHODS
 from fsar.methods.base import MethodOutput
 from fsar.encoders.embedded_grid import grid_tokens
 from fsar.methods.common import SHOT_HANDOFF, Scale, check_episode, class_means, mix_log_probs
-from fsar.methods.grid_temporal import GridTemporalModule, ResidualBottleneck
+from fsar.methods.grid_temporal import GATES, STATIC_GATE_RATE, GridTemporalModule, ResidualBottleneck
 from fsar.methods.text_aware import CLIP_INITIAL_LOGIT_SCALE, CLIP_LOGIT_SCALE, TextAwareMethod, initial_logit_scale
 from fsar.methods.memo import ClipMemo
 from fsar.methods.text_side import TextSpace, cosine_logits, episode_text
@@ -118,6 +118,10 @@ class MAFSARConfig:
     grid_width: int = 64
     grid_kernel: int = 3
     grid_dropout: float = 0.1
+    #: its static-suppression gate: "shared" (one for all cells and channels) or "per-channel".
+    grid_gate: str = "shared"
+    #: the gate is this x its stored parameter (how fast Adam can open it).
+    grid_static_rate: float = STATIC_GATE_RATE
 
     def resolved_start(self, shared_space: bool) -> str:
         if self.start == "auto":
@@ -138,6 +142,10 @@ class MAFSARConfig:
             raise ValueError(f"ma-fsar: prototype_module must be one of {PROTOTYPE_MODULES}, got {self.prototype_module!r}")
         if self.start not in ("auto", "standard", "training-free"):
             raise ValueError(f"ma-fsar: start must be 'auto', 'standard' or 'training-free', got {self.start!r}")
+        if self.grid_gate not in GATES:
+            raise ValueError(f"ma-fsar: grid_gate must be one of {GATES}, got {self.grid_gate!r}")
+        if not float(self.grid_static_rate) > 0:
+            raise ValueError(f"ma-fsar: grid_static_rate must be positive, got {self.grid_static_rate}")
         if self.shots not in SHOT_HANDOFF:
             raise ValueError(f"ma-fsar: shots must be one of {SHOT_HANDOFF}, got {self.shots!r}")
 
@@ -190,6 +198,16 @@ class MAFSAR(TextAwareMethod):
         self.logit_scale = self.make_text_logit_scale(cfg.logit_scale_init, learnable=cfg.learn_logit_scale)
         self.metric_scale = Scale(cfg.metric_scale, learnable=cfg.learn_metric_scale)
 
+    @classmethod
+    def from_config(cls, values):
+        """A config saved before ``grid_gate`` existed was built with one gate per channel (at
+        rate 50): rebuild it so, so that its checkpoint loads as it was trained."""
+        values = dict(values)
+        if "grid_gate" not in values:
+            values.setdefault("grid_gate", "per-channel")
+            values.setdefault("grid_static_rate", 50.0)
+        return super().from_config(values)
+
     def build_space(self, config: MAFSARConfig, encoder: Encoder) -> TextSpace:
         """The grid temporal module (grid backbones) and the video-text space, started as
         ``config.start`` says (resolved here and recorded in the config)."""
@@ -201,7 +219,7 @@ class MAFSAR(TextAwareMethod):
         if cells > 1:
             self.grid_temporal = GridTemporalModule(
                 cells=cells, dim=encoder.feature_dim // cells, width=config.grid_width, kernel=config.grid_kernel,
-                dropout=config.grid_dropout,
+                dropout=config.grid_dropout, gate=config.grid_gate, static_rate=config.grid_static_rate,
             )
         return TextSpace(
             feature_dim=encoder.feature_dim,
