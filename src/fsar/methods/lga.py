@@ -21,7 +21,7 @@ Descriptions: ``descriptions={class name: [L strings]}`` (from the cache file, s
 the cache file, see
 :mod:`fsar.lga.descriptions`; on the command line ``--descriptions`` and the ``--llm-*`` options
 of :meth:`LGA.options`, loaded by :meth:`LGA.load_resources`); a class without one is described on the fly by ``describer``
-when given, else by the documented template fallback (logged once per class). The
+when given, else by the documented template fallback (one warning line with the count). The
 method never opens files.
 
 Everything the paper leaves open is a config field (see :class:`LGAConfig`), with the
@@ -189,6 +189,8 @@ class LGA(TextAwareMethod):
             self.descriptions[name] = self._check_description(name, stages)
         if describer is not None:
             self.describer = describer
+        if class_names and self.describer is None and self.config.textual_anatomy:
+            self._note_templated([n for n in dict.fromkeys(class_names) if n not in self.descriptions])
 
     # ------------------------------------------------------------------ text side
 
@@ -216,15 +218,28 @@ class LGA(TextAwareMethod):
             stages = self._check_description(class_name, self.describer.describe(class_name, self.config.num_stages))
         else:
             stages = self._template.describe(class_name, self.config.num_stages)
-            if class_name not in self._templated:
-                self._templated.add(class_name)
-                log.warning(
-                    "lga: no description for class %r and no describer: using the template "
-                    "fallback (run `fsar describe` or pass --descriptions/--llm-url)",
-                    class_name,
-                )
+            self._note_templated([class_name])
         self.descriptions[class_name] = stages
         return stages
+
+    def _note_templated(self, class_names: list[str]) -> None:
+        """One warning line for the classes (not yet noted) that get the template fallback: the
+        first time with their count and the fix; later ones at debug level."""
+        new = [n for n in class_names if n not in self._templated]
+        if not new:
+            return
+        first = not self._templated
+        self._templated.update(new)
+        if not first:
+            log.debug("lga: template fallback also for %s", ", ".join(repr(n) for n in new))
+            return
+        shown = ", ".join(repr(n) for n in new[:3]) + (f" and {len(new) - 3} more" if len(new) > 3 else "")
+        log.warning(
+            "lga: %d class(es) have no stage description and there is no describer (%s): using the "
+            "template fallback 'the start/middle/end of <label>' for them and for any class met later; "
+            "for real textual anatomy run `fsar describe` and pass --descriptions, or --llm-url/--llm-folder",
+            len(new), shown,
+        )
 
     def _stage_prompts(self, name: str) -> tuple[str, ...]:
         """The L texts whose features are class ``name``'s stage texts."""
@@ -234,10 +249,16 @@ class LGA(TextAwareMethod):
 
         return (f"a video of {normalise_class_name(name)}",) * self.config.num_stages
 
+    def _prompts_of(self, class_names: list[str]) -> list[tuple[str, ...]]:
+        """:meth:`_stage_prompts` of every name (the template fallback noted for all at once)."""
+        if self.describer is None and self.config.textual_anatomy:
+            self._note_templated([n for n in class_names if n not in self.descriptions])
+        return [self._stage_prompts(name) for name in class_names]
+
     def _class_texts(self, class_names: list[str], device: torch.device, *, prompts=None) -> torch.Tensor:
         """Raw stage text features (C, L_used, D_text) of the frozen text encoder (cached)."""
         out = []
-        for texts in prompts or [self._stage_prompts(name) for name in class_names]:
+        for texts in prompts or self._prompts_of(class_names):
             cached = self._text_cache.get(texts)
             if cached is None:
                 with torch.no_grad():
@@ -282,7 +303,7 @@ class LGA(TextAwareMethod):
         num_frames = support.shape[1]
         # A class's stage texts are a function of its L prompts (the frozen text encoder): the
         # prompts name the memo's rows, and the projected texts are computed once per class.
-        prompts = [self._stage_prompts(name) for name in class_names]
+        prompts = self._prompts_of(class_names)
         (class_text,) = self.clip_memo.map(
             lambda index: (self.space.text(self._class_texts([], device, prompts=[prompts[i] for i in index])),),
             None, [("stage text",)] * len(class_names), ids=prompts,
