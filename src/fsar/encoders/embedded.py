@@ -167,13 +167,45 @@ class EmbeddedEncoder(Encoder):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             self.visual = _build_effnet(pretrained)
-            self.text, self.tokenizer, self.max_text_length = _build_minilm(pretrained)
+            if not pretrained:  # random weights depend on the RNG after the CNN: built here, in order
+                self.text, self.tokenizer, self.max_text_length = _build_minilm(pretrained)
+        # Pretrained: MiniLM (and the transformers import, ~3 s of a start-up) is built on the
+        # first text use (encode_text, build_lazy), so methods that never read text never pay for
+        # it; the weights fingerprint reads the same tensors from the package's file meanwhile.
         self.channels_last = bool(channels_last)
         if self.channels_last:
             self.visual.to(memory_format=torch.channels_last)
         for p in self.parameters():
             p.requires_grad_(False)
         self.eval()
+
+    @property
+    def text_built(self) -> bool:
+        """Whether the MiniLM text tower is built (always with random weights; on first use otherwise)."""
+        return "text" in self._modules
+
+    def build_lazy(self) -> None:
+        """Build the text tower now (frozen, in eval mode, on the encoder's device)."""
+        if self.text_built:
+            return
+        text, self.tokenizer, self.max_text_length = _build_minilm(self.weights == "pretrained")
+        text.requires_grad_(False)
+        self.text = text.to(self.device).eval()
+
+    def fingerprint_state(self) -> dict[str, torch.Tensor]:
+        """What :func:`~fsar.encoders.fingerprint.weights_fingerprint` reads: the state dict, with the
+        text tower's tensors (``text.*``, as loading them gives) read from its weight file while the
+        tower is not built, so the fingerprint, and every cache keyed by it, does not depend on it."""
+        state = self.state_dict(keep_vars=True)
+        if not self.text_built:
+            from safetensors import safe_open
+
+            device = self.device
+            with safe_open(str(minilm_model_dir() / "model.safetensors"), framework="pt") as handle:
+                for key in handle.keys():
+                    if not key.startswith("pooler.") and key != "embeddings.position_ids":  # as _build_minilm
+                        state[f"text.{key}"] = handle.get_tensor(key).to(device, torch.float32)
+        return state
 
     def weight_files(self) -> tuple[Path, ...]:
         """The installed packages' weight files (EfficientNet-Lite0 state dict, MiniLM safetensors); ``()`` for random."""
@@ -226,6 +258,7 @@ class EmbeddedEncoder(Encoder):
         texts = list(texts)
         if not texts:
             return torch.zeros(0, self.text_dim, device=self.device)
+        self.build_lazy()
         out = []
         with torch.no_grad():
             for start in range(0, len(texts), self.text_batch):
