@@ -319,6 +319,43 @@ case("data check --frames 0", "number out of range", "error", r"--frames:? must 
 )
 
 
+# ----------------------------------------------------------------------------------------------
+# fsar benchmark: its own NAME=ROOT data and LABEL=RUN_DIR methods, checked before any episode
+
+
+def _benchmark(shared: Shared, work: Path, *, methods: list[str], data: str | None = None, extra=()) -> list[str]:
+    return ["benchmark", "--methods", *methods, "--data", data or f"tiny={shared.data}", *FROZEN,
+            "--way", "3", "--shots", "1", "--episodes", "3", "--bootstrap", "10", "--out", str(work / "bench"),
+            "--no-progress", *extra]
+
+
+for _name, _methods, _data, _extra, _message in [
+    ("unknown method", ["protoo"], None, (), r"unknown method 'protoo'; available: .*proto"),
+    ("missing run directory", ["mine=runs/nowhere"], None, (), r"method 'mine': runs/nowhere: no such checkpoint"),
+    ("mistyped split name", ["proto"], "ssv2-smal={data}", (), r"'ssv2-smal' is not a shipped split; did you mean 'ssv2-small'"),
+    ("data without a name", ["proto"], "{data}", (), r"expected NAME=ROOT"),
+    ("--shots 0", ["proto"], None, ("--shots", "0"), r"shots must be (an integer )?>= 1"),
+    ("repeated method", ["proto", "proto"], None, (), r"method labels repeat"),
+]:
+    case(f"benchmark {_name}", "benchmark plans", "error", _message)(
+        lambda work, shared, methods=_methods, data=_data, extra=_extra: _benchmark(
+            shared, work, methods=methods, data=data.format(data=shared.data) if data else None, extra=extra)
+    )
+
+
+def _check_benchmark(work: Path, outcome: Outcome) -> None:
+    table = read_json(work / "bench" / "benchmark.json")
+    cells = table["cells"]
+    _assert(sorted(c["method"] for c in cells) == ["otam", "proto"], f"cells {cells}")
+    _assert(all(c["episodes"] == 3 for c in cells), "every cell holds the 3 episodes asked for")
+    _assert((work / "bench" / "benchmark.png").stat().st_size > 1000, "no PNG")
+
+
+case("benchmark two methods on a plain folder", "benchmark plans", "ok", check=_check_benchmark)(
+    lambda work, shared: _benchmark(shared, work, methods=["proto", "otam"])
+)
+
+
 def _lines(path: Path, lines: list[str], *, newline: str = "\n", bom: bool = False, encoding: str = "utf-8") -> Path:
     text = newline.join(lines) + newline
     path.parent.mkdir(parents=True, exist_ok=True)

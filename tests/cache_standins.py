@@ -87,6 +87,34 @@ class StreamingEncoder(TinyEncoder):
         return {"layer": self.layer, "prompt_sha1": hashlib.sha1(self.prompt.encode()).hexdigest()[:12]}
 
 
+class LabelledEncoder(StreamingEncoder):
+    """StreamingEncoder plus one label-aware clip stream, ``label_code`` (B, 4) float32: a hash of the
+    clip's class name added to its mean value, given only when ``encode_clips`` gets ``labels``.
+    ``label_calls`` records the ``labels`` argument of every call."""
+
+    name = "tiny-labelled"
+
+    def __init__(self, seed: int = 0, **options) -> None:
+        super().__init__(seed, **options)
+        self.label_calls: list[list[str] | None] = []
+
+    def clip_stream_names(self):
+        return ("row_means", "clip_code", "label_code")
+
+    def label_stream_names(self):
+        return ("label_code",)
+
+    def encode_clips(self, frames, labels=None):
+        self.label_calls.append(None if labels is None else list(labels))
+        out = super().encode_clips(frames)
+        if labels is not None:
+            if len(labels) != frames.shape[0]:
+                raise ValueError("one label per clip")
+            codes = self.encode_class_streams(list(labels))["name_code"]
+            out["label_code"] = codes + frames.reshape(frames.shape[0], -1).mean(1, keepdim=True)
+        return out
+
+
 def write_dataset(root: Path) -> Path:
     """3 classes x 3 clips: frame folders and mp4 files of different lengths (frame-identifying colours)."""
     for c, name in enumerate(["alpha", "beta", "gamma"]):

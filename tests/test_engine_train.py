@@ -124,3 +124,22 @@ def test_early_stop_ends_the_run_after_patience_validations_without_a_new_best(t
 def test_without_patience_every_episode_trains(tmp_path):
     _, summary = _run(_config(tmp_path, episodes=12, val_every=1, lr=1e-12))
     assert not summary.stopped_early and len(summary.losses) == 6
+
+
+def test_learning_curve_of_a_perfect_run_draws_without_a_degenerate_axis(tmp_path):
+    import csv
+    import warnings
+
+    from fsar.engine.logging import CSV_COLUMNS, draw_learning_curve
+
+    csv_path = tmp_path / "metrics.csv"
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for step in (0, 10, 20):
+            writer.writerow({c: "" for c in CSV_COLUMNS} | {"step": step, "split": "train", "loss": 0.5})
+            writer.writerow({c: "" for c in CSV_COLUMNS} | {"step": step, "split": "val", "accuracy": 1.0, "ci95": 0.0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns "identical low and high ylims" on a zero-height band
+        png = draw_learning_curve(csv_path, tmp_path / "curve.png")
+    assert png.stat().st_size > 1000

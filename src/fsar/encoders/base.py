@@ -27,6 +27,10 @@ class Encoder(nn.Module, ABC):
             same forward as the frame features (e.g. a middle layer's tokens).
         :meth:`class_stream_names` / :meth:`encode_class_streams`: per-class-name tensors (e.g.
             prompt-bank text features).
+        :meth:`label_stream_names`: the clip streams computed *with the clip's class name* (a
+            prompt that names the label); the cache extraction then calls
+            ``encode_clips(frames, labels=[class name per clip])`` and the cache hands these streams
+            to support clips only, never to queries.
         :meth:`stream_key`: everything besides the weights that changes a stream (layer, prompt
             text hash ...); the cache refuses features extracted under another key.
         :meth:`weight_files`: the files the weights were loaded from, which makes
@@ -65,6 +69,15 @@ class Encoder(nn.Module, ABC):
 
     def class_stream_names(self) -> tuple[str, ...]:
         """Names of the per-class-name streams :meth:`encode_class_streams` returns."""
+        return ()
+
+    def label_stream_names(self) -> tuple[str, ...]:
+        """The names of :meth:`clip_stream_names` that depend on the clip's class name (support-only).
+
+        An encoder that declares any takes ``encode_clips(frames, labels=None)``: with ``labels``
+        (one class name per clip) it returns these streams too, without them it leaves them out.
+        Default ``()``: no stream sees a label, and ``encode_clips`` is called without ``labels``.
+        """
         return ()
 
     def encode_clips(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:

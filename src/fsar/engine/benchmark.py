@@ -130,7 +130,27 @@ def parse_data_spec(text: str) -> DataSpec:
             raise BenchmarkError(f"--data {text!r}: {error}") from None
         return DataSpec(split.benchmark.name if split.part == "test" else f"{split.benchmark.name}:{split.part}",
                         Path(root), split)
+    near = _near_split_name(head)
+    if near is not None:
+        # a mistyped split name would otherwise evaluate every class of ROOT: a silently different benchmark
+        raise BenchmarkError(
+            f"--data {text!r}: {head!r} is not a shipped split; did you mean {near!r}? "
+            "(`fsar data splits` lists them; label a plain ROOT/<class>/<clip> folder with a name unlike theirs)"
+        )
     return DataSpec(name, Path(root), None)
+
+
+def _near_split_name(name: str) -> str | None:
+    import difflib
+
+    from fsar.data.splits import list_benchmarks
+
+    known = {}
+    for benchmark in list_benchmarks():
+        for alias in (benchmark.name, *benchmark.aliases):
+            known[alias.lower()] = benchmark.name
+    close = difflib.get_close_matches(name.strip().lower(), list(known), n=1, cutoff=0.8)
+    return known[close[0]] if close else None
 
 
 @dataclass
@@ -179,6 +199,21 @@ class BenchmarkPlan:
             raise BenchmarkError(f"shots must be >= 1, got {self.shots}")
         if len(set(self.shots)) != len(self.shots):
             raise BenchmarkError(f"shots repeat: {self.shots}")
+        # before any episode is sampled: a typo should not cost a benchmark's set-up
+        from fsar.methods import list_methods
+
+        known = list_methods()
+        for spec in self.methods:
+            if spec.method is not None and spec.method not in known:
+                raise BenchmarkError(f"unknown method {spec.method!r}; available: {', '.join(known)} "
+                                     "(or LABEL=RUN_DIR for a trained run)")
+            if spec.checkpoint is not None:
+                for data in self.data:
+                    for shot in self.shots:
+                        path = Path(spec.checkpoint_for(data.name, shot))
+                        if not path.exists():
+                            raise BenchmarkError(f"method {spec.label!r}: {path}: no such checkpoint file or run directory"
+                                                 + (f" (for {data.name} {shot}-shot)" if path != Path(spec.checkpoint) else ""))
 
 
 # --------------------------------------------------------------------------------------

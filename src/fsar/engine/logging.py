@@ -113,7 +113,8 @@ def draw_learning_curve(csv_path: str | Path, png_path: str | Path, *, title: st
                           marker="o", capsize=3, label="val accuracy ±95% CI")
         acc_axis.set_ylabel("validation accuracy (%)", color="tab:orange")
         lo = min(100 * (a - c) for a, c in zip(acc, ci))
-        acc_axis.set_ylim(max(0.0, math.floor(lo / 10) * 10), 100)
+        # a perfect run (every val point 100 ± 0) would give equal limits: keep a 10-point band
+        acc_axis.set_ylim(min(90.0, max(0.0, math.floor(lo / 10) * 10)), 100)
     loss_axis.set_title(title or "learning curve")
     fig.tight_layout()
     png_path = Path(png_path)

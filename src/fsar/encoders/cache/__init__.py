@@ -15,7 +15,9 @@ extra per-clip streams in the same forward (:meth:`Encoder.encode_clips`, names 
 from ``class_stream_names()``). All are stored; the index records each stream's per-row shape
 and dtype (``streams``) and the encoder's ``stream_key()`` (layer, prompt hash ...), which is part
 of the cache key like the weights fingerprint. ``FeatureCache.load_episode(..., streams=names)``
-fills the episode's ``support_streams``/``query_streams``/``class_streams``.
+fills the episode's ``support_streams``/``query_streams``/``class_streams``. A label-aware clip
+stream (``label_stream_names()``, e.g. the state of a prompt that names the clip's class) is
+extracted with each clip's class name from the manifest and handed to support clips only.
 
 Layout of a cache directory::
 

@@ -85,7 +85,20 @@ def _header(encoder, backbone_options: dict[str, Any], transform_key: str, num_f
         "stream_key": encoder_stream_key(encoder),
         "clip_streams": _encoder_streams(encoder, "clip_stream_names"),
         "class_streams": _encoder_streams(encoder, "class_stream_names"),
+        "label_streams": _label_streams(encoder),
     }
+
+
+def _label_streams(encoder) -> list[str]:
+    """The encoder's label-aware clip streams (``label_stream_names()``), each one of its clip streams."""
+    names = _encoder_streams(encoder, "label_stream_names")
+    unknown = sorted(set(names) - set(_encoder_streams(encoder, "clip_stream_names")))
+    if unknown:
+        raise ValueError(
+            f"feature cache: backbone {getattr(encoder, 'name', '?')!r}: label_stream_names() {unknown} are not "
+            "among its clip_stream_names()"
+        )
+    return names
 
 
 def extract_features(
@@ -186,7 +199,7 @@ def extract_features(
             else:
                 shard_entries, shard_skipped, tensors, shard_streams = _encode_shard(
                     shard_clips, shard_keys, encoder, loader, batch_size, device, VideoReadError, bar, prefetch,
-                    header["clip_streams"],
+                    header["clip_streams"], with_labels=bool(header["label_streams"]),
                 )
                 metadata = _shard_metadata(header, shard_keys, shard_entries, shard_skipped, shard_streams)
                 metadata["tensors_sha256"] = tensors_sha256(tensors)  # checked when read and before reuse
@@ -324,10 +337,15 @@ def _reusable_shard(path: Path, header: dict, shard_keys: list[str], legacy_fing
     return entries, skipped, streams
 
 
-def _clip_streams_of(encoder, frames: torch.Tensor, extra_names: list[str]) -> dict[str, torch.Tensor]:
-    """Every stream of one encoder forward over ``frames`` (B, ...), checked against the declared names."""
+def _clip_streams_of(encoder, frames: torch.Tensor, extra_names: list[str],
+                     labels: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """Every stream of one encoder forward over ``frames`` (B, ...), checked against the declared names.
+    ``labels`` (one class name per clip) go to encoders with label-aware streams only."""
     encode = getattr(encoder, "encode_clips", None)
-    streams = encode(frames) if callable(encode) else {PRIMARY_STREAM: encoder.encode_frames(frames)}
+    if not callable(encode):
+        streams = {PRIMARY_STREAM: encoder.encode_frames(frames)}
+    else:
+        streams = encode(frames) if labels is None else encode(frames, labels=labels)
     name = getattr(encoder, "name", type(encoder).__name__)
     if not isinstance(streams, dict) or set(streams) != {PRIMARY_STREAM, *extra_names}:
         got = sorted(streams) if isinstance(streams, dict) else type(streams).__name__
@@ -346,7 +364,8 @@ def _clip_streams_of(encoder, frames: torch.Tensor, extra_names: list[str]) -> d
     return streams
 
 
-def _encode_shard(shard_clips, shard_keys, encoder, loader, batch_size, device, read_error, bar, prefetch, extra_names):
+def _encode_shard(shard_clips, shard_keys, encoder, loader, batch_size, device, read_error, bar, prefetch, extra_names,
+                  with_labels: bool = False):
     entries: dict[str, dict] = {}
     skipped: list[tuple[str, str]] = []
     tensors: dict[str, torch.Tensor] = {}
@@ -357,8 +376,9 @@ def _encode_shard(shard_clips, shard_keys, encoder, loader, batch_size, device, 
         if not pending:
             return
         frames = torch.stack([p[3] for p in pending]).to(device)
+        labels = [p[5].class_name for p in pending] if with_labels else None  # label-aware streams only
         with torch.inference_mode():
-            streams = _clip_streams_of(encoder, frames, extra_names)
+            streams = _clip_streams_of(encoder, frames, extra_names, labels)
         streams = {
             # The primary stream is stored as float32 (T, D); extra streams keep the encoder's dtype.
             stream: (batch.float().cpu() if stream == PRIMARY_STREAM else batch.cpu())

@@ -222,6 +222,7 @@ _IDENTITY: dict[str, Any] = {
     "stream_key": {},
     "clip_streams": [],
     "class_streams": [],
+    "label_streams": [],
 }
 
 
@@ -232,6 +233,7 @@ _FIELD_NAMES = {
     "stream_key": "stream_key",
     "clip_streams": "clip streams",
     "class_streams": "class streams",
+    "label_streams": "label-aware (support-only) streams",
 }
 
 
@@ -466,6 +468,9 @@ class FeatureCache:
         #: ``{name: {"shape": per-class shape, "dtype": ...}}`` of every per-class stream.
         self.class_streams: dict[str, dict] = streams["class"]
         self.class_entries: dict[str, dict] = dict(index.get("class_entries", {}))
+        #: clip streams computed with the clip's class name (:meth:`Encoder.label_stream_names`):
+        #: handed to support clips only, never to queries.
+        self.label_streams: frozenset[str] = frozenset(_identity_value(index, "label_streams"))
         self._class_rows: dict[tuple[str, str], torch.Tensor] = {}
         self.skipped: dict[str, str] = {s["path"]: s["reason"] for s in index.get("skipped", [])}
         self._part_counts = sorted({len(PurePosixPath(k).parts) for k in self.entries}, reverse=True)
@@ -501,6 +506,7 @@ class FeatureCache:
             "stream_key": encoder_stream_key(encoder),
             "clip_streams": _encoder_streams(encoder, "clip_stream_names"),
             "class_streams": _encoder_streams(encoder, "class_stream_names"),
+            "label_streams": _encoder_streams(encoder, "label_stream_names"),
         }
         cached = {name: self.index.get(name) for name in (*wanted, "fingerprint_scheme")}
         if cached["weights_fingerprint"] is None:  # an index without one: nothing to compare
@@ -718,7 +724,9 @@ class FeatureCache:
         ``streams`` names the extra streams to fill: per-clip ones into ``support_streams``
         (n_support, ...) and ``query_streams`` (n_query, ...), per-class ones into
         ``class_streams`` (way, ...) in episode class order. ``"features"`` is always there (as
-        ``support``/``query``). An unknown name raises :class:`MissingStreamError`.
+        ``support``/``query``). An unknown name raises :class:`MissingStreamError`. A label-aware
+        stream (:attr:`label_streams`: its prompt named the clip's class) fills ``support_streams``
+        only: a query never receives it, so its label cannot reach a forward pass.
         """
         if isinstance(streams, str):
             streams = (streams,)
@@ -729,17 +737,17 @@ class FeatureCache:
         clip_names = [n for n in dict.fromkeys(streams) if n in self.clip_streams and n != PRIMARY_STREAM]
         class_names = [n for n in dict.fromkeys(streams) if n not in self.clip_streams]
 
-        def rows(clips) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[int]]:
+        def rows(clips, names) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[int]]:
             located = [self._locate(c, view) for c in clips]  # one lookup per clip for every stream
             primary = torch.stack([self._tensor(entry["shard"], key) for key, entry in located])
             extra = {
                 name: torch.stack([self._tensor(entry["shard"], _stream_tensor_name(key, name)) for key, entry in located])
-                for name in clip_names
+                for name in names
             }
             return primary, extra, [self._row_name(key, view) for key, _ in located]
 
-        support, support_streams, support_names = rows(episode.support)
-        query, query_streams, query_names = rows(episode.query)
+        support, support_streams, support_names = rows(episode.support, clip_names)
+        query, query_streams, query_names = rows(episode.query, [n for n in clip_names if n not in self.label_streams])
         class_streams = {
             name: torch.stack([self.class_stream(c, name) for c in episode.class_names]) for name in class_names
         }
