@@ -295,8 +295,8 @@ class LGA(TextAwareMethod):
         return (unit_video @ unit_text.T) / pooled.shape[1]  # the sum over stages and width in one product
 
     def _memo_parts(self, support, query, labels, class_names, device):
-        """(valid, fused support, fused query, pooled query stages for V-T, class texts) of an
-        episode, each clip's part computed once (:class:`ClipMemo`). Stages are stored padded to
+        """(valid, fused support, fused query (both as unit vectors), pooled query stages for V-T,
+        class texts) of an episode, each clip's part computed once (:class:`ClipMemo`). Stages are stored padded to
         T slots and cut back to the episode's longest stage, the layout :func:`gather_stages`
         gives the whole episode (padded slots are zeros and never attended to, so a clip's fused
         stages do not depend on the other clips of its episode)."""
@@ -323,9 +323,12 @@ class LGA(TextAwareMethod):
             def compute(index: torch.Tensor):
                 stages, valid, _ = self._stages(clips[index], self.space.frames(clips[index]))
                 fused = self.fusion(stages, valid, None if texts is None else texts[index])
+                # At evaluation the fused stages only meet the metric, which reads unit vectors:
+                # normalised once per clip here (padded slots stay zero).
+                unit = F.normalize(fused, dim=-1)
                 if texts is not None:
-                    return padded(valid), padded(fused)
-                return padded(valid), padded(fused), self._pool(stages if raw_vt else fused, valid)
+                    return padded(valid), padded(unit)
+                return padded(valid), padded(unit), self._pool(stages if raw_vt else fused, valid)
             return compute
 
         support_names = [("lga support", class_names[c]) for c in labels.tolist()]
@@ -344,7 +347,8 @@ class LGA(TextAwareMethod):
         labels = inputs.support_labels.to(device)
         way = inputs.way
 
-        if ClipMemo.applies(self, inputs.features, support):
+        memoised = ClipMemo.applies(self, inputs.features, support)
+        if memoised:
             # Evaluation from the cache: anatomy, fusion and the V-T pooling once per clip (they
             # depend on the clip and, for a support clip, its class's stage texts only), then the
             # episode's matching.
@@ -368,7 +372,7 @@ class LGA(TextAwareMethod):
         # Video-video: AB-MHM between the fused stages (prototype f~ = concat_i f~_{S_i}; stage i
         # meets stage i, so the metric reads the stage packs directly).
         vv_logits = self.metric.stage_packs(
-            fused_support, support_valid, labels, fused_query, query_valid, way
+            fused_support, support_valid, labels, fused_query, query_valid, way, unit=memoised
         ) / self.metric_temperature()
         log_p_vv = F.log_softmax(vv_logits, dim=-1)
 

@@ -231,7 +231,7 @@ def _class_index_of_few(labels: list[int], way: int, device) -> tuple[Tensor, Te
 
 
 def aligned_stage_pack_distances(
-    query: Tensor, query_valid: Tensor, targets: Tensor, target_valid: Tensor
+    query: Tensor, query_valid: Tensor, targets: Tensor, target_valid: Tensor, *, unit: bool = False
 ) -> Tensor:
     """Strictly aligned AB-MHM (``neighbor_window=0``) between clips given as stage packs.
 
@@ -239,13 +239,16 @@ def aligned_stage_pack_distances(
     with target_valid ``(n_t, L, b)`` (every stage has a valid slot) -> distances ``(n_q, n_t)``.
     Stage i of a query meets stage i of a target only, so only the L diagonal blocks of frame
     distances are formed (the concatenated form, :meth:`ABMHM.forward` on ``L * a`` frames, forms
-    all L² blocks and uses L of them); equal to it up to float rounding.
+    all L² blocks and uses L of them); equal to it up to float rounding. ``unit``: the frames
+    are unit vectors already (``F.normalize``\ d once per clip), so they are not normalised again.
     """
     n_q, num_stages, a, dim = query.shape
     n_t, _, b, _ = targets.shape
     # one batched product per stage: (L, n_q * a, D) x (L, D, n_t * b), kept in the stage-major layout
-    unit_q = F.normalize(query, dim=-1).transpose(0, 1).reshape(num_stages, n_q * a, dim)
-    unit_t = F.normalize(targets, dim=-1).transpose(0, 1).reshape(num_stages, n_t * b, dim)
+    if not unit:
+        query, targets = F.normalize(query, dim=-1), F.normalize(targets, dim=-1)
+    unit_q = query.transpose(0, 1).reshape(num_stages, n_q * a, dim)
+    unit_t = targets.transpose(0, 1).reshape(num_stages, n_t * b, dim)
     dists = (1.0 - torch.bmm(unit_q, unit_t.transpose(1, 2))).view(num_stages, n_q, a, n_t, b)
     query_weight = query_valid.to(dists.dtype).transpose(0, 1)  # (L, n_q, a)
     target_weight = target_valid.to(dists.dtype).transpose(0, 1)  # (L, n_t, b)
@@ -316,12 +319,15 @@ class ABMHM(nn.Module):
         query: Tensor,
         query_valid: Tensor,
         way: int,
+        *,
+        unit: bool = False,
     ) -> Tensor:
         """-AB-MHM logits ``(n_query, way)`` of clips given as stage packs (LGA's fused stages):
         support ``(n_support, L, n, D)`` with support_valid ``(n_support, L, n)`` bool, query
         ``(n_query, L, n, D)`` likewise. The same as :meth:`forward` on the packs laid side by
         side (stage i owning slots ``[i n, (i + 1) n)``); with strict alignment
-        (``neighbor_window=0``) computed on the L diagonal blocks only."""
+        (``neighbor_window=0``) computed on the L diagonal blocks only. ``unit``: every valid slot
+        holds a unit vector already (normalised once per clip; padded slots zero)."""
         if support.dim() != 4 or query.dim() != 4 or support.shape[1:2] != query.shape[1:2]:
             raise ValueError(
                 f"metric 'abmhm': stage packs must be (n, L, slots, D) with one L, got support "
@@ -347,13 +353,14 @@ class ABMHM(nn.Module):
         if support.dtype != query.dtype:
             dtype = torch.promote_types(support.dtype, query.dtype)
             support, query = support.to(dtype), query.to(dtype)
-        for who, valid in (("support", support_valid), ("query", query_valid)):
-            empty = ~valid.any(-1)
-            if bool(empty.any()):
-                clip, stage = (int(v) for v in torch.nonzero(empty)[0])
-                raise ValueError(f"metric 'abmhm': {who} clip {clip} has an empty stage {stage}")
+        if not bool(support_valid.any(-1).all() & query_valid.any(-1).all()):  # one host sync for both
+            for who, valid in (("support", support_valid), ("query", query_valid)):
+                empty = ~valid.any(-1)
+                if bool(empty.any()):
+                    clip, stage = (int(v) for v in torch.nonzero(empty)[0])
+                    raise ValueError(f"metric 'abmhm': {who} clip {clip} has an empty stage {stage}")
         if self.shots == "distance":
-            distance = aligned_stage_pack_distances(query, query_valid, support, support_valid)
+            distance = aligned_stage_pack_distances(query, query_valid, support, support_valid, unit=unit)
             distance = distance @ shot_average_matrix(support_labels, way, distance.dtype)
             return check_finite_logits(-distance, support, query, metric="abmhm")
         # union: a class's stage i = the stage-i slots of all its shots side by side
@@ -363,7 +370,7 @@ class ABMHM(nn.Module):
         class_packs = support[index].permute(0, 2, 1, 3, 4).reshape(way, num_stages, max_shot * slots, dim)
         class_valid = (support_valid[index] & valid[:, :, None, None]).permute(0, 2, 1, 3)
         class_valid = class_valid.reshape(way, num_stages, max_shot * slots)
-        distance = aligned_stage_pack_distances(query, query_valid, class_packs, class_valid)
+        distance = aligned_stage_pack_distances(query, query_valid, class_packs, class_valid, unit=unit)
         return check_finite_logits(-distance, support, query, metric="abmhm")
 
     def forward(

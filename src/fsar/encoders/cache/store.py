@@ -482,6 +482,7 @@ class FeatureCache:
         self._located: dict[tuple[str, tuple[int, str, str]], tuple[str, dict]] = {}
         #: (index key, view) -> the row's name in EpisodeInputs.cached_rows (unique in the process)
         self._row_names: dict[tuple[str, tuple[int, str, str]], int] = {}
+        self._views: dict[tuple, tuple[int, str, str]] = {}
         self._tensors: dict[tuple[str, str], torch.Tensor] = {}
         self._tensor_bytes = 0
         self.memory_budget = int(os.environ.get("FSAR_CACHE_MEMORY_MB", "2048")) * (1 << 20)
@@ -654,11 +655,22 @@ class FeatureCache:
             return f"{where}: it was not extracted{hint}"
         return f"{where}: cached frame indices {entry['indices']} differ from the requested {indices}"
 
-    @staticmethod
-    def _view(loader) -> tuple[int, str, str]:
-        """(T, sampling, transform key) of ``loader``'s evaluation view; computed once per episode."""
+    def _view(self, loader) -> tuple[int, str, str]:
+        """(T, sampling, transform key) of ``loader``'s evaluation view: computed once per loader
+        setting (a ClipLoader's frame count, sampling and frozen transform config), not per episode."""
+        from fsar.data.loading import ClipLoader
+
+        setting = None
+        if type(loader) is ClipLoader:
+            setting = (loader.num_frames, loader.sampling, loader.transform)
+            found = self._views.get(setting)
+            if found is not None:
+                return found
         num_segments, sampling = _loader_sampling(loader)
-        return num_segments, sampling, loader_transform_key(loader)
+        view = (num_segments, sampling, loader_transform_key(loader))
+        if setting is not None:
+            self._views[setting] = view
+        return view
 
     def _locate(self, clip, view: tuple[int, str, str]) -> tuple[str, dict]:
         """(index key, entry) of a clip cached for exactly this view; raises :class:`MissingFeatureError`."""
