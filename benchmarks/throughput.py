@@ -15,7 +15,9 @@ for each method:
   episodes with 5 queries per class from the same cache (no optimiser step: its cost does
   not depend on where the episode came from);
 * start-up: wall time of ``python -m fsar eval --method proto --episodes 1`` from the cache in
-  a fresh process (imports, building the encoder pair, opening the cache).
+  a fresh process (imports, building the encoder pair, opening the cache);
+* extraction: a fresh ``fsar extract`` of the synthetic set at 224 px: wall, user and system
+  time, minor page faults and peak RSS of the child (``--no-extraction`` skips it).
 
 ``--loads 0 1`` (the default) measures idle and with one competing busy process (a pure-Python
 loop, started before fsar chooses its threads, as a user's busy machine would be);
@@ -124,6 +126,28 @@ def startup_seconds(work: Path, features: Path, threads: int | None, src: Path) 
     return time.perf_counter() - start
 
 
+def extraction_figures(work: Path, src: Path, threads: int | None) -> dict:
+    """A fresh ``fsar extract`` of the synthetic set at the encoder's own 224 px (the issue's page
+    faults): wall seconds, user and system CPU seconds, minor page faults, peak RSS (MB)."""
+    import resource
+    import shutil
+
+    out = work / "extract-check"
+    shutil.rmtree(out, ignore_errors=True)
+    env = {**os.environ, "PYTHONPATH": str(Path(src).resolve())}
+    command = [sys.executable, "-m", "fsar", "extract", "--data", "synth", "--out", str(out), "--no-progress"]
+    if threads:
+        command += ["--threads", str(threads)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run(command, cwd=work, env=env, check=True, capture_output=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    shutil.rmtree(out, ignore_errors=True)
+    return {"wall": wall, "user": after.ru_utime - before.ru_utime, "sys": after.ru_stime - before.ru_stime,
+            "minor_faults": after.ru_minflt - before.ru_minflt, "max_rss_mb": after.ru_maxrss / 1024}
+
+
 def profile(method, source, episodes: int, top: int = 14) -> str:
     from fsar.engine.evaluate import evaluate
 
@@ -194,6 +218,8 @@ def measure(args) -> dict:
                 f"{shot}-shot {w:.0f} ({c:.0f})" for shot, (w, c) in rates["eval"].items()), file=sys.stderr, flush=True)
         if not args.no_startup:
             record["startup"] = startup_seconds(work, features, args.threads, args.src)
+        if not args.no_extraction:
+            record["extraction"] = extraction_figures(work, args.src, args.threads)
         record["loadavg_after"], record["uptime_after"] = os.getloadavg()[0], _uptime()
         return record
     finally:
@@ -249,6 +275,10 @@ def table(runs: dict[tuple[str, int], dict], methods, shots) -> str:
     lines.append("")
     for (label, load), record in runs.items():
         startup = f"start-up {record['startup']:.2f} s; " if "startup" in record else ""
+        if "extraction" in record:
+            e = record["extraction"]
+            startup += (f"extraction {e['wall']:.1f} s (user {e['user']:.1f} s, system {e['sys']:.1f} s, "
+                        f"{e['minor_faults'] / 1e6:.1f}M minor faults, peak RSS {e['max_rss_mb']:.0f} MB); ")
         lines.append(f"- {label} ({record['commit']}), {load} competing: {record['threads']} torch thread(s); {startup}"
                      f"before: `{record['uptime_before']}`; after: `{record['uptime_after']}`")
     return "\n".join(lines)
@@ -270,6 +300,7 @@ def main() -> int:
     parser.add_argument("--profile", nargs="*", default=[], metavar="METHOD",
                         help="only profile these methods' evaluation (this tree, this process, --loads' first value)")
     parser.add_argument("--no-startup", action="store_true")
+    parser.add_argument("--no-extraction", action="store_true", help="skip the timed `fsar extract` (page faults)")
     parser.add_argument("--json", type=Path, default=None, help="also write every measurement as JSON")
     # one measurement in this process (what the table's runs are made of)
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
@@ -308,6 +339,8 @@ def main() -> int:
         common += ["--threads", str(args.threads)]
     if args.no_startup:
         common.append("--no-startup")
+    if args.no_extraction:
+        common.append("--no-extraction")
     print(f"{BACKBONE} cache of the synthetic set (12 classes x 10 clips); {args.episodes} episodes per figure, "
           "5-way, 1 query per class; episodes per wall second (per CPU second of the process)", flush=True)
     for label, src in trees:
