@@ -66,7 +66,7 @@ class ClipMemo:
     ``compute(index)`` gets the rows (a LongTensor into ``clips``) not seen before and returns a
     tuple of tensors whose first dimension is ``len(index)``; ``contexts[i]`` is whatever else
     row i's result depends on (e.g. its class name). ``max_entries`` bounds the memory.
-    ``ids`` (or ids :meth:`note`\\ d for ``clips``) name the rows exactly; without them rows are
+    ``ids`` (or the ids given to :meth:`note` for ``clips``) name the rows exactly; without them rows are
     found by content.
     """
 

@@ -240,7 +240,7 @@ def aligned_stage_pack_distances(
     Stage i of a query meets stage i of a target only, so only the L diagonal blocks of frame
     distances are formed (the concatenated form, :meth:`ABMHM.forward` on ``L * a`` frames, forms
     all L² blocks and uses L of them); equal to it up to float rounding. ``unit``: the frames
-    are unit vectors already (``F.normalize``\ d once per clip), so they are not normalised again.
+    are unit vectors already (normalised once per clip), so they are not normalised again.
     """
     n_q, num_stages, a, dim = query.shape
     n_t, _, b, _ = targets.shape
