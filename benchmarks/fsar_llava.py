@@ -7,7 +7,9 @@
    the trainable MFEM + CTPC of ``fsar-llava`` at its width (4096 -> d 512, T 8), per module, and
    of the vision-tower baseline ``fsar-llava-vision`` (1024 -> 512).
 2. ``extract``: the tiny random Video-LLaVA of the tests (2+4 layers, width 32/64, 8 frames x 5
-   tokens) on this CPU: seconds per clip of ``encode_clips`` (median of repeats), and the bytes per
+   tokens) on this CPU: seconds per clip of ``encode_clips`` as the extraction calls it (with each
+   clip's label, so the query prompt and the label-aware support prompt, which share the video's
+   decoder pass), the label-free pass alone (median of repeats), and the bytes per
    clip of a real ``extract_features`` cache (shard bytes / clips); then the same two figures for
    the real model as formulas (stream widths x 4 bytes; decoder FLOPs ~ 2 x parameters used x tokens).
 3. ``accuracy``: a PLUMBING CHECK, not accuracy. The tiny MLLM has random weights, so its features
@@ -109,12 +111,16 @@ def part_extract(work: Path, repeats: int) -> None:
     folder = tiny_folder(work)
     encoder = create_encoder("video-llava", weights=str(folder), batch_size=4)
     clips = torch.randn(4, encoder.num_frames, 3, encoder.image_size, encoder.image_size)
-    encoder.encode_clips(clips)  # warm-up
-    times = []
+    labels = ["jumping", "running", "pushing something", "waving"]
+    encoder.encode_clips(clips, labels=labels)  # warm-up (and the lazy load)
+    times, label_free = [], []
     for _ in range(repeats):
         start = time.perf_counter()
-        encoder.encode_clips(clips)
+        encoder.encode_clips(clips, labels=labels)
         times.append((time.perf_counter() - start) / clips.shape[0])
+        start = time.perf_counter()
+        encoder.encode_clips(clips)
+        label_free.append((time.perf_counter() - start) / clips.shape[0])
     data = render_dataset(work / "synth-extract", classes=6, videos_per_class=4, size=64, progress=False)
     manifest = Manifest.from_folder(data, progress=False)
     loader = ClipLoader(num_frames=encoder.num_frames, transform=TransformConfig.for_encoder(encoder))
@@ -123,29 +129,33 @@ def part_extract(work: Path, repeats: int) -> None:
     shard_bytes = sum(p.stat().st_size for p in out.glob("shard-*.safetensors"))
     class_bytes = sum(p.stat().st_size for p in out.glob("classes-*.safetensors"))
     T, D, Dv = encoder.num_frames, encoder.feature_dim, encoder.vision_dim
-    floats = T * D + D + T * Dv
+    floats = T * D + 2 * D + T * Dv
     print(f"Tiny Video-LLaVA ({encoder.decoder_depth} decoder layers, width {D}, vision width {Dv}, "
           f"{T} frames x {encoder.layout.tokens_per_group} tokens), layer {encoder.layer}, float32, CPU:\n")
     print("| figure | value |\n|---|---:|")
-    print(f"| encode_clips, seconds per clip (batch 4, median of {repeats}) | {statistics.median(times):.4f} |")
+    print(f"| encode_clips with labels (query + support prompt), seconds per clip (batch 4, median of {repeats}) | "
+          f"{statistics.median(times):.4f} |")
+    print(f"| of which the label-free pass alone (no labels: what a query costs) | {statistics.median(label_free):.4f} |")
     print(f"| extract_features end to end, clips/s (decode + transform + encode + write) | "
           f"{summary.clips_per_second:.1f} |")
     print(f"| cache bytes per clip (shard bytes / {summary.extracted} clips) | {shard_bytes / summary.extracted:,.0f} |")
-    print(f"| of which stream payload (T*D + D + T*D_vis) x 4 B | {floats * 4:,} |")
+    print(f"| of which stream payload (T*D + 2D + T*D_vis) x 4 B | {floats * 4:,} |")
     print(f"| class-stream file ({len(manifest.classes)} classes, D floats each) | {class_bytes:,} |\n")
 
     T, D, Dv, depth = 8, 4096, 1024, 32
     layer = round(0.75 * depth)
     tokens = 8 * 257 + 40  # video tokens + the query prompt around them (about 40 tokens)
     decoder_per_layer = 4 * D * D + 3 * D * 11008  # attention + SwiGLU MLP weights of one LLaMA layer
+    # one decoder pass over the prefix + video and both prompts' suffixes (~40 tokens each), one vision pass
+    tokens += 40
     flops = 2 * decoder_per_layer * layer * tokens + 2 * 303_000_000 * 257 * T + 2 * 21_000_000 * 257 * T
     print("Real Video-LLaVA-7B (formula, not measured: no GPU and no weights in this session):\n")
     print("| figure | formula | value |\n|---|---|---:|")
-    print(f"| cache bytes per clip, float32 | (T*D + D + T*D_vis) * 4 = (8*4096 + 4096 + 8*1024) * 4 | "
-          f"{(T * D + D + T * Dv) * 4:,} |")
+    print(f"| cache bytes per clip, float32 | (T*D + 2D + T*D_vis) * 4 = (8*4096 + 2*4096 + 8*1024) * 4 | "
+          f"{(T * D + 2 * D + T * Dv) * 4:,} |")
     print(f"| per class | D * 4 | {D * 4:,} |")
-    print(f"| decoder FLOPs per clip up to layer l*={layer} | 2 * (4D^2 + 3*D*11008) * l* * tokens "
-          f"(tokens = 8*257 + ~40) | {2 * decoder_per_layer * layer * tokens / 1e12:.1f} T |")
+    print(f"| decoder FLOPs per clip up to layer l*={layer}, both prompts | 2 * (4D^2 + 3*D*11008) * l* * tokens "
+          f"(tokens = 8*257 + 2 x ~40: the video pass is shared) | {2 * decoder_per_layer * layer * tokens / 1e12:.1f} T |")
     print(f"| vision tower + projector FLOPs per clip | 2 * (303M + 21M) * 257 * T | "
           f"{(2 * 303e6 * 257 * T + 2 * 21e6 * 257 * T) / 1e12:.1f} T |")
     print(f"| seconds per clip at 300 TFLOP/s sustained (bf16, H100 class) | FLOPs / 3e14 | {flops / 3e14:.3f} |")

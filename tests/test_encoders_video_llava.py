@@ -48,15 +48,18 @@ def test_registered_and_loaded_frozen_in_float32(encoder, folder):
         FRAMES, TOKENS_PER_FRAME, 1
     )
     assert encoder.image_size == IMAGE_SIZE and encoder.feature_dim == 64 and encoder.vision_dim == 32
-    assert encoder.clip_stream_names() == ("prompt_state", "vision_tower")
+    assert encoder.clip_stream_names() == ("prompt_state", "vision_tower", "support_prompt_state")
+    assert encoder.label_stream_names() == ("support_prompt_state",)
     assert encoder.class_stream_names() == ("label_state",)
 
 
 def test_frozen_check_holds_through_extraction_and_train_mode(folder):
     encoder = create_encoder("video-llava", weights=str(folder))
-    before = sum(p.numel() for p in encoder.parameters())
+    assert not encoder.loaded and list(encoder.parameters()) == []  # lazy: nothing loaded yet
     encoder.train()
-    assert not encoder.model.training  # dropout stays off
+    assert not encoder.model.training  # reading .model loads it; dropout stays off
+    before = sum(p.numel() for p in encoder.parameters())
+    assert before > 0
     encoder.encode_clips(clips(1))
     assert sum(p.numel() for p in encoder.parameters()) == before
     assert not any(p.requires_grad for p in encoder.parameters())
@@ -111,9 +114,15 @@ def test_tokenizer_whose_video_id_differs_from_the_config_is_refused(folder, tmp
 
 
 def test_vision_side_disagreeing_with_the_expansion_is_a_clear_error(folder):
+    wrong = VideoTokenLayout(groups=FRAMES, tokens_per_group=TOKENS_PER_FRAME + 1, drop_per_group=1)
+    lazy = create_encoder("video-llava", weights=str(folder))
+    lazy.layout = wrong
+    with pytest.raises(MLLMError, match="5 positions per frame, the config implies 6"):  # checked on loading
+        lazy.encode_clips(clips(1))
     encoder = create_encoder("video-llava", weights=str(folder))
-    encoder.layout = VideoTokenLayout(groups=FRAMES, tokens_per_group=TOKENS_PER_FRAME + 1, drop_per_group=1)
-    with pytest.raises(MLLMError, match="disagree"):
+    assert encoder.model is not None  # loaded
+    encoder.layout = wrong
+    with pytest.raises(MLLMError, match="disagree"):  # and at every forward
         encoder.encode_clips(clips(1))
 
 
@@ -235,6 +244,8 @@ def test_stream_key_records_layer_and_prompt_hash(folder, encoder):
     other_prompts = tiny_encoder(folder, prompts="ssv2").stream_key()
     assert other_layer["layer"] == 2 and other_layer != key
     assert other_prompts["prompt_hash"] != key["prompt_hash"]
+    assert "support_prompt_hash" in key and "support_prompt_hash" not in tiny_encoder(
+        folder, support_prompt=False).stream_key()
     reworded = MLLMPrompts(**{**PROMPT_SETS["generic"].__dict__, "query": "What happens?"})
     assert reworded.digest() != PROMPT_SETS["generic"].digest()
     with pytest.raises(MLLMError, match="prompt set"):
@@ -264,12 +275,26 @@ def test_no_query_prompt_contains_label_text(encoder, monkeypatch):
         assert all(c in task for c in candidates)
         assert not [o for o in others if o not in " ".join(candidates) and f" {o} " in f" {task} "]
         assert prompts.class_prompt("jumping").count("jumping") == 1  # label text only in the text-only prompt
-    seen: list[str] = []
-    original = encoder._forward
-    monkeypatch.setattr(encoder, "_forward", lambda frames, prompts: seen.extend(prompts) or original(frames, prompts))
-    encoder.encode_clips(clips(2))
+        # the support prompt (b) names exactly the clip's own label, nothing else
+        support = prompts.support_prompt("jumping")
+        assert "jumping" in support and not [o for o in labels if o != "jumping" and f" {o} " in f" {support} "]
+    seen: list[str] = []  # every prompt the encoder tokenises, whichever path
+    original = encoder.token_ids
+    monkeypatch.setattr(encoder, "token_ids", lambda prompt, **kw: seen.append(prompt) or original(prompt, **kw))
+    out = encoder.encode_clips(clips(2))  # no labels: the query path
     assert seen and all(p == encoder.adapter.chat_format.format(video="<video>", text=encoder.prompts.query)
                         for p in seen)
+    assert "support_prompt_state" not in out
+    seen.clear()
+    labelled = encoder.encode_clips(clips(2), labels=["jumping", "running"])  # support clips: their own labels
+    query_prompt = encoder.adapter.chat_format.format(video="<video>", text=encoder.prompts.query)
+    named = [p for p in seen if p != query_prompt]
+    assert len(seen) == 4 and named == [encoder.adapter.chat_format.format(video="<video>", text=encoder.prompts.support_prompt(x))
+                     for x in ("jumping", "running")]
+    torch.testing.assert_close(labelled["prompt_state"], out["prompt_state"])  # the label-free streams agree
+    assert not torch.allclose(labelled["support_prompt_state"], labelled["prompt_state"])
+    with pytest.raises(ValueError, match="one class name per clip"):
+        encoder.encode_clips(clips(2), labels=["jumping"])
 
 
 def test_layout_pooling_drops_the_class_token():
@@ -304,3 +329,121 @@ def test_llava_next_video_adapter_from_a_saved_folder_equals_transformers(tmp_pa
         create_encoder("llava-next-video", weights=str(folder))  # a Video-LLaVA folder
     with pytest.raises(MLLMError, match="VideoLlavaForConditionalGeneration"):
         create_encoder("video-llava", weights=str(tmp_path / "lnv"))
+
+
+def test_label_state_averaged_over_the_16_templates(folder):
+    from fsar.encoders.prompts import TEMPLATES
+
+    plain = tiny_encoder(folder)
+    averaged = tiny_encoder(folder, label_templates=True)
+    assert "label_templates" in averaged.stream_key() and "label_templates" not in plain.stream_key()
+    names = ["Pushing [something] from left to right", "jumping"]
+    out = averaged.encode_class_streams(names)["label_state"]
+    assert out.shape == (2, averaged.feature_dim)
+    words = ["pushing something from left to right", "jumping"]
+    for row, word in enumerate(words):
+        prompts = [averaged.adapter.text_format.format(text=averaged.prompts.class_prompt(t.format(word)))
+                   for t in TEMPLATES]
+        torch.testing.assert_close(out[row], averaged.encode_text(prompts).mean(0), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(out, plain.encode_class_streams(names)["label_state"])
+
+
+@pytest.mark.parametrize("options", [dict(batch_size=3), dict(layer=1.0), dict(text_pooling="mean_after_video")])
+def test_support_prompt_shares_the_video_pass_and_equals_separate_forwards(folder, options):
+    """encode_clips(labels=...) runs the prefix (text before the video + video tokens) once and each
+    prompt's suffix on its key/value cache: the result equals one full forward per prompt and clip."""
+    encoder = tiny_encoder(folder, **options)
+    frames = clips(4, seed=11)
+    labels = ["jumping", "pushing something from left to right", "x", "running"]
+    shared = encoder.encode_clips(frames, labels=labels)
+    query_prompt = encoder.prompts.query_prompt()
+    for i, label in enumerate(labels):
+        one = encoder._video_forward(frames[i : i + 1], [query_prompt])
+        named = encoder._video_forward(frames[i : i + 1], [encoder.prompts.support_prompt(label)])
+        for name in ("features", "vision_tower", "prompt_state"):
+            torch.testing.assert_close(shared[name][i], one[name][0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(shared["support_prompt_state"][i], named["prompt_state"][0], atol=1e-5, rtol=1e-5)
+
+
+# -- a third family: Qwen2-VL (patches, 3-D M-RoPE positions) ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def qwen_folder(tmp_path_factory):
+    from fsar.encoders.qwen2_vl import tiny_qwen2_vl
+
+    model, tokenizer = tiny_qwen2_vl()
+    folder = tmp_path_factory.mktemp("qwen") / "tiny-qwen2-vl"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_qwen2_vl_from_a_saved_folder_equals_transformers_forward(qwen_folder, folder):
+    from fsar.encoders.qwen2_vl import patchify
+
+    encoder = create_encoder("qwen2-vl", weights=str(qwen_folder), frames=4, image_size=56, batch_size=3)
+    assert not encoder.loaded and encoder.is_frozen
+    assert (encoder.layout.groups, encoder.layout.tokens_per_group, encoder.num_frames) == (2, 4, 4)
+    assert encoder.vision_dim == 32 and encoder.feature_dim == 64
+    frames = torch.randn(3, 4, 3, 56, 56, generator=torch.Generator().manual_seed(0))
+    labels = ["jumping", "pushing something from left to right", "x"]  # prompts of three lengths: left padding
+    out = encoder.encode_clips(frames, labels=labels)
+    assert out["features"].shape == (3, 2, 64) and out["vision_tower"].shape == (3, 2, 32)
+    prompt = encoder.adapter.chat_format.format(video="<|video_pad|>", text=encoder.prompts.query_prompt())
+    ids = torch.tensor([encoder.token_ids(prompt, with_video=True)])
+    patches, grid = patchify(frames[1:2], patch=14, temporal=2, merge=2)
+    reference = encoder.model(input_ids=ids, pixel_values_videos=patches, video_grid_thw=grid,
+                              mm_token_type_ids=(ids == encoder.video_id).int() * 2, output_hidden_states=True)
+    layer = reference.hidden_states[encoder.layer][0]  # transformers' own M-RoPE positions
+    pooled = layer[ids[0] == encoder.video_id].reshape(2, 4, -1).mean(1)
+    torch.testing.assert_close(out["features"][1], pooled, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out["prompt_state"][1], layer[-1], atol=1e-5, rtol=1e-5)
+    for i in range(3):  # a left-padded batch gives what one clip at a time gives
+        one = encoder.encode_clips(frames[i : i + 1], labels=[labels[i]])
+        for name in out:
+            torch.testing.assert_close(out[name][i], one[name][0], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="takes 4 frames"):
+        encoder.encode_clips(torch.zeros(1, 3, 3, 56, 56))
+    with pytest.raises(MLLMError, match="multiple of patch x merge = 28"):
+        create_encoder("qwen2-vl", weights=str(qwen_folder), image_size=50)
+    with pytest.raises(MLLMError, match="Qwen2VLForConditionalGeneration"):
+        create_encoder("qwen2-vl", weights=str(folder))  # a Video-LLaVA folder
+
+
+def test_qwen2_vl_patches_equal_its_image_processor():
+    """patchify lays frames out as transformers' Qwen2-VL image processor does (an image is 2 equal frames)."""
+    import numpy as np
+    from PIL import Image
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from fsar.encoders.qwen2_vl import patchify
+
+    image = (np.random.default_rng(0).random((56, 84, 3)) * 255).astype(np.uint8)
+    processor = Qwen2VLImageProcessorPil(min_pixels=56 * 84, max_pixels=56 * 84)
+    expected = processor(images=[Image.fromarray(image)], return_tensors="pt")
+    x = torch.from_numpy(image).float().permute(2, 0, 1) / 255
+    x = (x - torch.tensor(processor.image_mean)[:, None, None]) / torch.tensor(processor.image_std)[:, None, None]
+    patches, grid = patchify(x[None, None].repeat(1, 2, 1, 1, 1), patch=14, temporal=2, merge=2)
+    assert grid.tolist() == expected["image_grid_thw"].tolist() == [[1, 4, 6]]
+    torch.testing.assert_close(patches, expected["pixel_values"].float(), atol=1e-5, rtol=1e-5)
+
+
+def test_fsar_llava_trains_on_the_qwen2_vl_streams(qwen_folder):
+    from fsar.data.inputs import EpisodeInputs
+    from fsar.methods import create_method
+
+    encoder = create_encoder("qwen2-vl", weights=str(qwen_folder), frames=4, image_size=56)
+    torch.manual_seed(0)
+    model = create_method("fsar-llava", backbone=encoder, dim=16, temporal_heads=2, temporal_ffn_dim=32,
+                          enhancement_heads=2, refinement_heads=2, dropout=0.0).train()
+    g = torch.Generator().manual_seed(1)
+    episode = EpisodeInputs(
+        support=torch.randn(2, 4, 3, 56, 56, generator=g), support_labels=torch.tensor([0, 1]),
+        query=torch.randn(2, 4, 3, 56, 56, generator=g), class_names=["jumping", "running"],
+        query_labels=torch.tensor([1, 0]),
+    )
+    out = model(episode)
+    assert out.log_probs.shape == (2, 2) and torch.isfinite(out.loss)
+    out.loss.backward()
+    assert not any(p.requires_grad for p in encoder.parameters())

@@ -53,8 +53,10 @@ def frames_episode(way=3, shot=2, queries=2, seed=0) -> EpisodeInputs:
 
 
 def feature_episode(encoder, episode: EpisodeInputs) -> EpisodeInputs:
-    """The same episode as the feature cache would hand it (streams extracted by the encoder)."""
-    s, q = encoder.encode_clips(episode.support), encoder.encode_clips(episode.query)
+    """The same episode as the feature cache would hand it (streams extracted by the encoder; the
+    label-aware support stream for support clips only, as the cache does)."""
+    names = [episode.class_names[int(y)] for y in episode.support_labels]
+    s, q = encoder.encode_clips(episode.support, labels=names), encoder.encode_clips(episode.query)
     return EpisodeInputs(
         support=s.pop("features"), support_labels=episode.support_labels, query=q.pop("features"),
         class_names=episode.class_names, query_labels=episode.query_labels, features=True,
@@ -161,7 +163,7 @@ def test_inference_is_inductive(encoder, episodes):
 
 def test_cache_path_equals_frames_path_and_names_its_streams(encoder, episodes):
     model = method(encoder).eval()
-    assert model.required_streams() == ("prompt_state", "label_state")
+    assert model.required_streams() == ("prompt_state", "support_prompt_state", "label_state")
     episode, cached = episodes
     torch.testing.assert_close(model(cached).log_probs, model(episode).log_probs)
     cached = copy(cached)
@@ -186,13 +188,16 @@ def test_switches_and_bad_options(encoder, episodes):
     visual_only = method(encoder, cues="temporal,global", mutual_enhancement=False, contrastive_weight=0.0)
     assert visual_only.required_streams() == () and visual_only.mfem.text_head is None
     no_label = method(encoder, use_label_state=False, contrastive_weight=0.0)
-    assert no_label.required_streams() == ("prompt_state",)
+    assert no_label.required_streams() == ("prompt_state", "support_prompt_state")
+    label_free = method(encoder, support_text="query")
+    assert label_free.required_streams() == ("prompt_state", "label_state")
     separated = method(encoder, separation_weight=0.1).train()
     assert "loss_separation" in separated(episodes[1]).parts
     hard = method(encoder, fusion="hard").eval()(episodes[1])
     assert set(hard.parts["cue_weights"].unique().tolist()) <= {0.0, 1.0}
     for bad, message in ((dict(visual_stream="pixels"), "visual_stream"), (dict(cues="colour"), "cues"),
-                         (dict(beta=2.0), "beta"), (dict(widht=3), "unknown option")):
+                         (dict(beta=2.0), "beta"), (dict(widht=3), "unknown option"),
+                         (dict(support_text="label"), "support_text")):
         with pytest.raises(ValueError, match=message):
             method(encoder, **bad)
 
@@ -220,7 +225,8 @@ def test_training_from_streams_lowers_the_loss(encoder):
         text = lambda y: centres[y] + torch.randn(len(y), width, generator=g)  # noqa: E731
         return EpisodeInputs(
             support=make(labels_s), support_labels=labels_s, query=make(labels_q), class_names=NAMES[:3],
-            query_labels=labels_q, features=True, support_streams={"prompt_state": text(labels_s)},
+            query_labels=labels_q, features=True,
+            support_streams={"prompt_state": text(labels_s), "support_prompt_state": text(labels_s)},
             query_streams={"prompt_state": text(labels_q)}, class_streams={"label_state": centres.clone()},
         )
 
@@ -330,3 +336,61 @@ def test_task_oriented_query_names_only_the_candidates_and_needs_frames(encoder,
     assert torch.equal(a, model(flipped).log_probs)
     with pytest.raises(ValueError, match="cannot come from the feature cache"):
         model(cached)
+
+
+# -- the label-aware support prompt (spec 4b) ------------------------------------------------------------------
+
+
+def test_support_text_comes_from_the_labelled_prompt_and_queries_never_see_a_label(encoder, episodes, monkeypatch):
+    """Frames path: support clips are encoded with their own class names (prompt b), queries with none;
+    the cache path gives the same; changing the support state changes the prediction, the query's
+    (absent) label-aware stream cannot."""
+    episode, cached = episodes
+    model = method(encoder).eval()
+    calls: list[tuple[torch.Tensor, list[str] | None]] = []
+    prompts: list[str] = []
+    encode, tokenise = encoder.encode_clips, encoder.token_ids
+    monkeypatch.setattr(encoder, "encode_clips",
+                        lambda frames, labels=None: calls.append((frames, labels)) or encode(frames, labels))
+    monkeypatch.setattr(encoder, "token_ids", lambda prompt, **kw: prompts.append(prompt) or tokenise(prompt, **kw))
+    a = model(episode).log_probs
+    own = [episode.class_names[int(y)] for y in episode.support_labels]
+    assert [(torch.equal(f, episode.support), labels) for f, labels in calls] == [(True, own), (False, None)]
+    assert torch.equal(calls[1][0], episode.query)  # queries: no labels, so only the label-free query prompt
+    support_prompts = [p for p in prompts if "This video shows the action" in p]
+    assert support_prompts == [encoder.adapter.chat_format.format(video="<video>", text=encoder.prompts.support_prompt(o))
+                               for o in own]  # one per support clip, naming its own class
+    torch.testing.assert_close(model(cached).log_probs, a)
+    assert "support_prompt_state" not in cached.query_streams
+    shifted = copy(cached)
+    shifted.support_streams["support_prompt_state"] = torch.randn_like(shifted.support_streams["support_prompt_state"])
+    assert not torch.allclose(model(shifted).log_probs, a)
+    label_free = method(encoder, support_text="query").eval()
+    assert not torch.allclose(label_free(cached).log_probs, a)  # the two prompts give other states
+
+
+def test_backbone_without_the_support_prompt_is_refused_or_used_label_free(encoder):
+    plain = tiny_encoder(encoder.weights, support_prompt=False)
+    assert "support_prompt_state" not in plain.clip_stream_names() and plain.label_stream_names() == ()
+    with pytest.raises(ValueError, match="support_prompt=True"):
+        method(plain)
+    assert method(plain, support_text="query").required_streams() == ("prompt_state", "label_state")
+
+
+def test_recognizer_gives_support_clips_their_action_and_queries_nothing(encoder, tmp_path, monkeypatch):
+    """fsar predict's Recognizer: support clips are encoded with their action's name (label-aware stream),
+    queries without; the disk store files the labelled support clip apart from the same clip as a query."""
+    from fsar.data.testing import write_video
+    from fsar.recognizer import Recognizer
+
+    clips_ = {name: [write_video(tmp_path / name / f"{i}.mp4", 6 + i) for i in range(2)] for name in ("wave", "clap")}
+    calls: list[list[str] | None] = []
+    encode = encoder.encode_clips
+    monkeypatch.setattr(encoder, "encode_clips", lambda frames, labels=None: calls.append(labels) or encode(frames, labels))
+    model = method(encoder).eval()
+    recognizer = Recognizer.from_method(model, support=clips_, cache_dir=tmp_path / "store")
+    assert sorted(calls, key=str) == [["clap", "clap"], ["wave", "wave"]]
+    prediction = recognizer.predict(clips_["wave"][0])  # a support clip asked as a query: encoded again, no label
+    assert calls[-1] is None and {name for name, _ in prediction.ranking} == {"wave", "clap"}
+    again = Recognizer.from_method(model, support=clips_, cache_dir=tmp_path / "store")  # all from the store
+    assert len(calls) == 3 and again.encoded_clips == 0

@@ -480,7 +480,7 @@ class Recognizer:
         paths = [Path(c) for c in clips]
         if not paths:
             raise SupportSetError(f"action {name!r}: no clips given")
-        encoded = self._encode_many(paths, role=f"support clip of {name!r}")
+        encoded = self._encode_many(paths, role=f"support clip of {name!r}", label=name)
         self._support.setdefault(name, []).extend(encoded)
         self._calibration = None
 
@@ -533,8 +533,14 @@ class Recognizer:
         except VideoReadError as error:
             raise NotAVideoError(f"{path} is not a readable video: {error.reason}") from None
 
-    def _encode_many(self, paths: list[Path], role: str) -> list[_Encoded]:
-        """Encode clips (one batched encoder call for those not found in the store)."""
+    def _label_streams(self) -> set[str]:
+        hook = getattr(self.encoder, "label_stream_names", None)
+        return set(hook()) & set(self.streams) if callable(hook) else set()
+
+    def _encode_many(self, paths: list[Path], role: str, label: str | None = None) -> list[_Encoded]:
+        """Encode clips (one batched encoder call for those not found in the store). ``label``: the
+        action of support clips, given to an encoder's label-aware streams (never for queries; the
+        store files such a support clip under its digest and that label)."""
         from fsar.data.video import VideoReadError, open_video
 
         results: list[_Encoded | None] = [None] * len(paths)
@@ -546,6 +552,8 @@ class Recognizer:
                 raise NotAVideoError(f"{role} {path} is not a readable video: {error.reason}") from None
             if self._store is not None:
                 digest = self._digest(path, role)
+                if label is not None and self._label_streams():
+                    digest = f"{digest}-label-{hashlib.sha256(label.encode()).hexdigest()[:16]}"
                 stored = self._store.get(digest)
                 if stored is not None and "features" in stored:
                     results[i] = _Encoded(path, stored)
@@ -561,7 +569,7 @@ class Recognizer:
             batch = missing[start : start + 8]
             frames = torch.stack([b[2] for b in batch]).to(self.device)
             with torch.inference_mode():
-                outputs = self._encode_clips(frames)
+                outputs = self._encode_clips(frames, [label] * len(batch) if label is not None else None)
             self.encoded_clips += len(batch)
             for j, (i, digest, _) in enumerate(batch):
                 tensors = {name: value[j].float().cpu().clone() for name, value in outputs.items()}
@@ -570,9 +578,11 @@ class Recognizer:
                 results[i] = _Encoded(paths[i], tensors)
         return results  # type: ignore[return-value]
 
-    def _encode_clips(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _encode_clips(self, frames: torch.Tensor, labels: list[str] | None = None) -> dict[str, torch.Tensor]:
         encode_clips = getattr(self.encoder, "encode_clips", None)
-        if callable(encode_clips):
+        if callable(encode_clips) and labels is not None and self._label_streams():
+            outputs = dict(encode_clips(frames, labels=labels))
+        elif callable(encode_clips):
             outputs = dict(encode_clips(frames))
         else:
             outputs = {"features": self.encoder.encode_frames(frames)}
@@ -597,7 +607,8 @@ class Recognizer:
         )
         if self.streams:
             values["support_streams"] = {s: stack(support_items, s) for s in self.streams if s in support_items[0].tensors}
-            values["query_streams"] = {s: stack(query, s) for s in self.streams if s in query[0].tensors}
+            values["query_streams"] = {s: stack(query, s) for s in self.streams
+                                       if s in query[0].tensors and s not in self._label_streams()}
             class_streams = getattr(self.encoder, "encode_class_streams", None)
             if callable(class_streams):
                 with torch.no_grad():

@@ -1,7 +1,14 @@
 """``fsar extract``: cache per-frame features of a frozen encoder for every clip of a data set.
 
     fsar extract --data ROOT [--split-file F | --split-file-dir DIR] --backbone effnet-lite0+minilm
-                 [--weights W] --out DIR [--frames 8] [--image-size PX] [--batch-size N] [--shard-size N]
+                 [--weights W] [-B KEY=VALUE ...] --out DIR [--frames 8] [--image-size PX] [--batch-size N]
+                 [--shard-size N]
+
+``-B/--backbone-option KEY=VALUE`` (repeatable, VALUE read as YAML) passes an option the backbone
+declares (its factory's ``declared_options``; e.g. ``video-llava``: ``layer=16``, ``layer=0.5``,
+``prompts=ssv2``, ``captions=minilm``, ``caption_tokens=16``); an undeclared key is an error that lists
+the valid ones. A method reading the cache must build its backbone with the same options
+(``-O 'encoder_options={layer: 16}'``); the cache key refuses it otherwise, naming what differs.
 
 ``--data``, ``--frames``, ``--image-size`` and ``--split-file-dir`` mean what they mean for
 ``fsar train`` / ``fsar eval`` (one vocabulary, :mod:`fsar.cli._args`), so a cache extracted with
@@ -41,6 +48,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--classnames-file", help="class names for anonymised split labels (SSv2-Full)")
     parser.add_argument("--backbone", default="effnet-lite0+minilm", help="registered backbone (default: %(default)s)")
     parser.add_argument("--weights", default=None, help="backbone weights (folder, hub id, or 'random')")
+    parser.add_argument(
+        "-B", "--backbone-option", dest="backbone_options", action="append", metavar="KEY=VALUE",
+        help="backbone option (repeatable, VALUE read as YAML), one the backbone declares, e.g. for "
+        "video-llava: -B layer=16 (or 0.5 of the depth) -B prompts=ssv2 -B captions=minilm -B caption_tokens=16",
+    )
     parser.add_argument("--out", required=True, help="cache directory")
     add_sampling(parser, frames=8)  # --frames, --image-size: the same flags as fsar train/eval
     parser.add_argument("--sampling", default="tsn", choices=("tsn", "uniform"), help="frame sampling (default: %(default)s)")
@@ -81,9 +93,10 @@ def run(args: argparse.Namespace) -> int:
         ] or [Manifest.from_folder(root, progress=args.progress)]
     except (ValueError, FileNotFoundError) as error:
         raise CLIError(str(error)) from None
+    backbone_options = _backbone_options(args.backbone, args.backbone_options or [])
     try:
-        encoder = create_encoder(args.backbone, weights=args.weights)
-    except (ValueError, OSError) as error:
+        encoder = create_encoder(args.backbone, weights=args.weights, **backbone_options)
+    except (ValueError, OSError, TypeError) as error:
         raise CLIError(f"cannot build backbone {args.backbone!r}: {error}") from None
     if not encoder.is_frozen:
         raise CLIError(f"backbone {args.backbone!r} is not frozen; only frozen encoders can be cached")
@@ -93,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     loader = ClipLoader(
         num_frames=args.num_frames, sampling=args.sampling, transform=TransformConfig.for_encoder(encoder, **sizes)
     )
-    options = {"weights": args.weights}
+    options = {"weights": args.weights, **backbone_options}
     for split_file, manifest in zip(split_files or [None], manifests):
         try:
             summary = extract_features(
@@ -119,3 +132,27 @@ def run(args: argparse.Namespace) -> int:
         if len(summary.skipped) > 20:
             print(f"  ... {len(summary.skipped) - 20} more (see {summary.out_dir / 'index.json'})")
     return 0
+
+
+def _backbone_options(backbone: str, texts: list[str]) -> dict:
+    """``-B KEY=VALUE`` texts -> {key: value}, each key one the backbone declares (a CLIError lists them)."""
+    from fsar.cli._args import parse_option
+    from fsar.encoders import ENCODERS
+
+    declared = dict(getattr(ENCODERS.get(backbone), "declared_options", {}) or {})
+    options: dict = {}
+    for text in texts:
+        key, sep, _ = text.partition("=")
+        if not sep or not key.strip():
+            raise CLIError(f"--backbone-option expects KEY=VALUE, got {text!r}")
+        key, value = parse_option(text)
+        if key in ("weights", "finetune"):
+            raise CLIError(f"--backbone-option {key}: give it as --{key}" if key == "weights"
+                           else "--backbone-option finetune: only frozen backbones can be cached")
+        if key not in declared:
+            valid = ", ".join(f"{k} ({h})" for k, h in declared.items()) or "none"
+            raise CLIError(f"--backbone-option {key}: backbone {backbone!r} has no such option; valid: {valid}")
+        if key in options:
+            raise CLIError(f"--backbone-option {key} given twice")
+        options[key] = value
+    return options

@@ -73,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
     kind, module = build_for_info(
         args.name, backbone=args.backbone, weights=args.weights, options=method_options_dict(args)
     )
+    for part in list(module.modules()):  # an encoder that loads lazily (video MLLMs): count its weights too
+        if callable(getattr(part, "load_weights", None)):
+            part.load_weights()
     rows = parameter_report(module, depth=args.depth)
     total, trainable = rows[-1][1], rows[-1][2]
     backbone = getattr(module, "backbone_name", None) if kind == "method" else None

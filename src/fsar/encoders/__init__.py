@@ -20,6 +20,7 @@ _BACKBONE_MODULES = (
     "fsar.encoders.embedded_grid",
     "fsar.encoders.video_llava",
     "fsar.encoders.llava_next_video",
+    "fsar.encoders.qwen2_vl",
 )
 
 

@@ -105,6 +105,13 @@ class Encoder(nn.Module, ABC):
         """
         return ()
 
+    def weights_identity(self) -> dict | None:
+        """For an encoder that loads its weights lazily: a JSON-able description of the architecture
+        and precision (e.g. the model config and dtype) that, with :meth:`weight_files`, identifies
+        the weights without loading them; the weights fingerprint then uses it instead of sampling
+        tensors. Default None (the fingerprint reads the tensors)."""
+        return None
+
     @property
     def is_frozen(self) -> bool:
         """True when no parameter of the encoder trains (features can come from a cache)."""

@@ -13,6 +13,10 @@
   re-downloaded folder of the same files keeps its fingerprint, and so do two spellings of the
   same weights (a folder vs. a hub id).
 
+An encoder that loads its weights lazily (the video MLLMs) gives :meth:`weights_identity` (the
+family, the model config, the dtype): with weight files, that identity and the files replace the
+layout and the tensor sample, so the fingerprint is known before (and without) loading the weights.
+
 Cost: O(number of tensors + number of files), not O(bytes): a few milliseconds for a 7B model
 on a GPU (see ``benchmarks/weights_fingerprint.py``), where hashing every byte took seconds to
 minutes. What it can miss: two weight sets with identical layout, identical files (or no files)
@@ -27,6 +31,7 @@ recognise caches written before this one (their index has no ``fingerprint_schem
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -90,6 +95,16 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
     plus the sample. Two encoders with the same name but different weights (random vs.
     pretrained, another checkpoint, another seed) get different fingerprints.
     """
+    hook = getattr(module, "weight_files", None)
+    files = sorted((Path(p) for p in (hook() if callable(hook) else ())), key=lambda p: p.name)
+    identity = getattr(module, "weights_identity", None)
+    identity = identity() if callable(identity) and files else None
+    if identity is not None:  # known without loading the weights: the encoder's identity + its files
+        digest = hashlib.sha256(f"{FINGERPRINT_SCHEME}/identity\0".encode())
+        digest.update(json.dumps(identity, sort_keys=True, default=str).encode())
+        for path in files:
+            digest.update(weight_file_digest(path).encode())
+        return digest.hexdigest()[:16]
     digest = hashlib.sha256(FINGERPRINT_SCHEME.encode())
     tensors = _tensors(module)
     samples: dict[torch.device, list[torch.Tensor]] = {}
@@ -100,8 +115,6 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
     for device in sorted(samples, key=str):
         with torch.no_grad():
             digest.update(torch.cat(samples[device]).cpu().numpy().tobytes())  # one copy per device
-    hook = getattr(module, "weight_files", None)
-    files = sorted((Path(p) for p in (hook() if callable(hook) else ())), key=lambda p: p.name)
     for path in files:
         digest.update(weight_file_digest(path).encode())
     return digest.hexdigest()[:16]

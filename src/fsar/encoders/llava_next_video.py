@@ -21,7 +21,14 @@ import torch
 from torch import nn
 
 from fsar.encoders import ENCODERS
-from fsar.encoders.mllm import MLLMAdapter, MLLMError, VideoMLLMEncoder, VideoTokenLayout, build_mllm_encoder
+from fsar.encoders.mllm import (
+    MLLMAdapter,
+    MLLMError,
+    VideoMLLMEncoder,
+    VideoTokenLayout,
+    build_mllm_encoder,
+    declared_options,
+)
 
 __all__ = ["HUB_ID", "LlavaNextVideoAdapter", "tiny_llava_next_video"]
 
@@ -49,8 +56,7 @@ class LlavaNextVideoAdapter(MLLMAdapter):
 
         return LlavaNextVideoForConditionalGeneration
 
-    def layout(self, model: nn.Module) -> VideoTokenLayout:
-        config = model.config
+    def layout(self, config) -> VideoTokenLayout:
         vision = config.vision_config
         if config.vision_feature_select_strategy != "default":
             raise MLLMError(
@@ -66,11 +72,11 @@ class LlavaNextVideoAdapter(MLLMAdapter):
                             f"{config.spatial_pool_stride}")
         return VideoTokenLayout(groups=self.frames, tokens_per_group=pooled * pooled, drop_per_group=0)
 
-    def video_token_id(self, model: nn.Module) -> int:
-        return int(model.config.video_token_index)
+    def video_token_id(self, config) -> int:
+        return int(config.video_token_index)
 
-    def image_geometry(self, model: nn.Module):
-        return int(model.config.vision_config.image_size), OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+    def image_geometry(self, config):
+        return int(config.vision_config.image_size), OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
     def visual_tokens(self, model: nn.Module, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch, frames = pixels.shape[:2]
@@ -142,3 +148,8 @@ def llava_next_video(*, weights: str | None = None, frames: int = 8, **options: 
         LlavaNextVideoAdapter(frames), weights=weights, hub_id=HUB_ID, random_model=tiny_llava_next_video,
         random_sizes=_RANDOM_SIZES, **options,
     )
+
+
+llava_next_video.declared_options = declared_options(
+    _RANDOM_SIZES, frames="frames per clip, which fixes the video token expansion (default 8)"
+)

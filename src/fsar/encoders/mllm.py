@@ -10,12 +10,20 @@ LLaVA-NeXT-Video, Qwen2-VL) is small and lives in an :class:`MLLMAdapter`:
   (Video-LLaVA: 8 frames x 257 tokens, the first of each frame its class token),
 * how frames become projected token embeddings (and, from the same pass, the vision tower's
   penultimate layer),
-* the chat format around a user message.
+* the chat format around a user message,
+* where a family departs from the LLaVA pattern, a hook: ``frames_per_group`` (Qwen2-VL's 2-frame
+  temporal patch), ``position_ids`` (its 3-D M-RoPE), ``generate_inputs``, ``vision_dim``,
+  ``check_model`` (the loaded model against its config).
+
+Families here: ``video-llava`` (:mod:`fsar.encoders.video_llava`), ``llava-next-video``,
+``qwen2-vl``.
 
 Everything else is generic and here (:class:`VideoMLLMEncoder`): our own expansion of the single
 video placeholder into ``layout.total`` copies (checked against the model's visual tokens, never a
 silent misalignment), left-padded batches with position ids from the attention mask (so a batch gives
-what one-at-a-time gives), and the per-clip streams of FSAR-LLaVA (spec ``fsar_llava.md`` section 3):
+what one-at-a-time gives), lazy loading (the weights load on the first forward; the feature cache's
+key needs only the config and the weight files), a shared prefix pass for several prompts over one
+video (:meth:`VideoMLLMEncoder._video_forwards`), and the per-clip streams of FSAR-LLaVA (spec ``fsar_llava.md`` section 3):
 
 ==================  ===============  ==================================================================
 stream              shape            what
@@ -26,10 +34,15 @@ stream              shape            what
                                      it has seen the whole video and the label-free query prompt)
 ``vision_tower``    (B, T, D_vis)    the vision tower's selected (penultimate) layer, mean over each
                                      frame's patch tokens (the spec's vision-only baseline)
+``support_prompt_state`` (B, D)   label-aware, support clips only: the same state under the support
+                                     prompt (b) that names the clip's class (``encode_clips(frames,
+                                     labels=...)``; the cache extracts it with each clip's class name and
+                                     never hands it to a query); off with ``support_prompt=False``
 ``caption_embedding`` (B, D_cap)    only with ``captions=``: the greedy caption (at most
                                      ``caption_tokens``) embedded by a text encoder (baseline ii)
 ``label_state``     (N, D)           per class name: the last token's state of the text-only prompt
-                                     (c) naming the class, no video (:meth:`encode_class_streams`)
+                                     (c) naming the class, no video (:meth:`encode_class_streams`);
+                                     with ``label_templates``, its mean over the 16 MA-FSAR templates
 ==================  ===============  ==================================================================
 
 D is the decoder width (4096 for Video-LLaVA-7B), l* the resolved layer (an index 1..L, or a
@@ -37,14 +50,17 @@ fraction of the depth; default 0.75 -> 24 of 32). The layer L is taken after the
 Prompts are versioned (:class:`MLLMPrompts`); their hash and the layer are part of
 :meth:`stream_key`, hence of the feature cache's key.
 
-Leakage: per-clip prompts never contain label text (the query prompt serves support clips too); the
-class names enter only the text-only prompt (c) of ``label_state`` and the task-oriented query of
-section 4d, which names only the episode's candidate classes (:meth:`MLLMPrompts.task_query`).
+Leakage: the query prompt never contains label text (it serves every clip's label-free streams); a
+class name enters only the support prompt (b) of ``support_prompt_state`` (the clip's own class, a
+label-aware stream: :meth:`label_stream_names`, never computed or cached for a query's use), the
+text-only prompt (c) of ``label_state`` and the task-oriented query of section 4d, which names only the
+episode's candidate classes (:meth:`MLLMPrompts.task_query`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 from abc import ABC, abstractmethod
@@ -64,16 +80,39 @@ __all__ = [
     "PROMPT_SETS",
     "VideoMLLMEncoder",
     "VideoTokenLayout",
+    "MLLM_OPTIONS",
     "build_mllm_encoder",
+    "declared_options",
     "resolve_layer",
 ]
 
 log = logging.getLogger(__name__)
 
 CLIP_STREAMS = ("prompt_state", "vision_tower")
+#: the label-aware clip stream (support prompt (b) naming the clip's class; support clips only)
+SUPPORT_STREAM = "support_prompt_state"
 #: text encoders of the caption baseline: None (off), the MLLM's own text state, or the embedded MiniLM
 CAPTION_ENCODERS = (None, "mllm", "minilm")
 CLASS_STREAMS = ("label_state",)
+
+
+#: What every video-MLLM backbone declares as options (``fsar extract -B KEY=VALUE``), with a line of help.
+MLLM_OPTIONS: dict[str, str] = {
+    "layer": "decoder layer of the streams: an index 1..L or a fraction of L (default 0.75)",
+    "prompts": "prompt set: generic | ssv2 (its text hash keys the cache)",
+    "text_pooling": "last | mean_after_video",
+    "support_prompt": "true | false: the label-aware support_prompt_state stream (default true)",
+    "label_templates": "true | false: label_state averaged over the 16 MA-FSAR templates (default false)",
+    "captions": "minilm | mllm: add the caption_embedding stream of fsar-llava-caption",
+    "caption_tokens": "the most new tokens of a greedy caption (default 32)",
+    "dtype": "auto | float32 | bfloat16 | float16",
+    "batch_size": "clips per MLLM forward (default 4)",
+}
+
+
+def declared_options(random_sizes: Sequence[str], **extra: str) -> dict[str, str]:
+    """A backbone factory's ``declared_options``: :data:`MLLM_OPTIONS`, ``extra`` and the random sizes."""
+    return {**MLLM_OPTIONS, **extra, **{k: "tiny random model size (weights=random only)" for k in random_sizes}}
 
 
 class MLLMError(ValueError):
@@ -146,9 +185,9 @@ def resolve_layer(layer: int | float | str, depth: int) -> int:
 class MLLMPrompts:
     """The prompt wording of FSAR-LLaVA's extraction, versioned (its hash keys the feature cache).
 
-    ``query``: the per-clip instruction after the video; it must never contain label text and is
-    used for support clips too (the cache extracts one prompt per clip). ``support``: the
-    labelled variant of section 4b ("{label}" placeholder), kept for the record and for on-line use.
+    ``query``: the per-clip instruction after the video; it must never contain label text (every
+    clip's label-free streams use it). ``support``: the labelled variant of section 4b ("{label}"
+    placeholder), the prompt of the label-aware ``support_prompt_state`` of support clips.
     ``class_text``: the text-only prompt (c) of ``label_state``. ``task``: the task-oriented query
     of section 4d ("{candidates}"), off by default, naming only the episode's candidate classes.
     ``caption``: the label-free instruction of the caption baseline (spec section 9, baseline ii).
@@ -176,8 +215,17 @@ class MLLMPrompts:
         return self.query + " " + self.task.format(candidates=", ".join(candidates))
 
     def digest(self) -> str:
-        text = json.dumps(asdict(self), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return _digest(json.dumps(asdict(self), sort_keys=True))
+
+
+def _label_templates() -> tuple[str, ...]:
+    from fsar.encoders.prompts import TEMPLATES
+
+    return TEMPLATES
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 PROMPT_SETS: dict[str, MLLMPrompts] = {
@@ -223,10 +271,11 @@ class MLLMAdapter(ABC):
     def model_class(self) -> type:
         """The transformers class (e.g. ``VideoLlavaForConditionalGeneration``)."""
 
-    def load(self, source: str, *, dtype: torch.dtype) -> tuple[nn.Module, Any]:
-        """(model, tokenizer) from a local folder or hub id; :class:`MLLMError` naming the problem
-        (an unreadable source, or a folder of another model type, naming the expected classes)."""
-        from transformers import AutoConfig, AutoTokenizer
+    def load_config(self, source: str):
+        """The model config of a local folder or hub id, checked to be this family's; :class:`MLLMError`
+        naming the problem (an unreadable source, or a folder of another model type, naming the
+        expected classes). Reads config.json only."""
+        from transformers import AutoConfig
 
         expected = " / ".join(self.expected_classes)
         try:
@@ -243,26 +292,71 @@ class MLLMAdapter(ABC):
                 f"({', '.join(getattr(config, 'architectures', None) or ['no architectures listed'])}); "
                 f"the backbone expects {expected} (model_type {self.model_type!r})"
             )
+        return config
+
+    def load_tokenizer(self, source: str):
+        from transformers import AutoTokenizer
+
         try:
-            model = self.model_class().from_pretrained(source, dtype=dtype)
-            tokenizer = AutoTokenizer.from_pretrained(source)
+            return AutoTokenizer.from_pretrained(source)
         except Exception as error:
             raise MLLMError(
-                f"{self.name}: could not load {expected} and its tokenizer from {source!r} "
+                f"{self.name}: could not load the tokenizer of {source!r} ({type(error).__name__}: {error})"
+            ) from error
+
+    def load_model(self, source: str, *, dtype: torch.dtype) -> nn.Module:
+        """The weights (``from_pretrained``): the expensive step, run only when a clip must be encoded."""
+        try:
+            return self.model_class().from_pretrained(source, dtype=dtype)
+        except Exception as error:
+            raise MLLMError(
+                f"{self.name}: could not load {' / '.join(self.expected_classes)} from {source!r} "
                 f"({type(error).__name__}: {error})"
             ) from error
-        return model, tokenizer
+
+    def load(self, source: str, *, dtype: torch.dtype) -> tuple[nn.Module, Any]:
+        """(model, tokenizer) at once (config checked first)."""
+        self.load_config(source)
+        return self.load_model(source, dtype=dtype), self.load_tokenizer(source)
+
+    def text_config(self, config):
+        """The LLM decoder's config (``num_hidden_layers``, ``hidden_size``)."""
+        return config.text_config
+
+    #: whether the decoder's positions are plain 0..L-1 over the real tokens (the default
+    #: :meth:`position_ids`); a family with its own position scheme (Qwen2-VL's 3-D M-RoPE) says
+    #: False, and the encoder then never shares a prefix cache between prompts
+    standard_positions: bool = True
+
+    def vision_dim(self, config) -> int:
+        """Width of the ``vision_tower`` stream (the vision config's ``hidden_size``)."""
+        return int(getattr(getattr(config, "vision_config", None), "hidden_size", 0))
+
+    def frames_per_group(self, config) -> int:
+        """Frames that make one token group (1; Qwen2-VL: its temporal patch, 2)."""
+        return 1
+
+    def position_ids(self, model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Decoder position ids of a left-padded batch with video tokens: 0.. over each row's real tokens."""
+        return (mask.cumsum(-1) - 1).clamp_(min=0)
+
+    def generate_inputs(self, model: nn.Module, pixels: torch.Tensor, ids: torch.Tensor) -> dict:
+        """The visual keyword arguments of ``model.generate`` for pixels (B, T, 3, H, W) (the caption baseline)."""
+        return {"pixel_values_videos": pixels}
+
+    def check_model(self, model: nn.Module, layout: VideoTokenLayout) -> None:
+        """Check a loaded model against the layout its config declares (default: nothing more to check)."""
 
     @abstractmethod
-    def layout(self, model: nn.Module) -> VideoTokenLayout:
-        """The video token layout the model's config declares, checked against the model."""
+    def layout(self, config) -> VideoTokenLayout:
+        """The video token layout the model's config declares (checked against the model by :meth:`check_model`)."""
 
     @abstractmethod
-    def video_token_id(self, model: nn.Module) -> int:
+    def video_token_id(self, config) -> int:
         """The id the decoder expects at every video position."""
 
     @abstractmethod
-    def image_geometry(self, model: nn.Module) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
+    def image_geometry(self, config) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
         """(image_size, mean, std) of the frames the vision tower takes."""
 
     @abstractmethod
@@ -299,9 +393,17 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 class VideoMLLMEncoder(Encoder):
     """A frozen video MLLM producing FSAR-LLaVA's named streams (module docstring).
 
-    Attributes beyond :class:`Encoder`: ``model``, ``tokenizer``, ``adapter``, ``layout``
+    Attributes beyond :class:`Encoder`: ``model`` (the transformers model; reading it loads the
+    weights of a lazy encoder), ``config``, ``tokenizer``, ``adapter``, ``layout``
     (:class:`VideoTokenLayout`), ``num_frames`` (the model's frame count), ``layer`` (resolved),
-    ``prompts`` (:class:`MLLMPrompts`), ``vision_dim``, ``decoder_depth``.
+    ``prompts`` (:class:`MLLMPrompts`), ``vision_dim``, ``decoder_depth``, ``loaded``.
+
+    Lazy loading: built from ``source`` (a folder of weight files) instead of ``model``, the encoder
+    reads only the config and the tokenizer; the weights load on the first forward (a clip or a
+    text to encode). Everything the feature cache compares (streams, ``stream_key()``, the weights
+    fingerprint from the config and the weight files, :meth:`weights_identity`) is known before, so
+    training and evaluating from a full cache never load the MLLM. ``.to(device)`` before loading
+    records where the model goes.
     """
 
     shared_space = False
@@ -310,8 +412,11 @@ class VideoMLLMEncoder(Encoder):
         self,
         *,
         adapter: MLLMAdapter,
-        model: nn.Module,
         tokenizer: Any,
+        model: nn.Module | None = None,
+        config: Any = None,
+        source: str | Path | None = None,
+        dtype: torch.dtype | None = None,
         layer: int | float = 0.75,
         prompts: str | MLLMPrompts = "generic",
         text_pooling: str = "last",
@@ -319,20 +424,27 @@ class VideoMLLMEncoder(Encoder):
         weights: str | None = None,
         captions: str | None = None,
         caption_tokens: int = 32,
+        support_prompt: bool = True,
+        label_templates: bool = False,
     ) -> None:
         super().__init__()
+        if (model is None) == (source is None):
+            raise MLLMError(f"{adapter.name}: give the encoder a loaded model or a source folder to load lazily, not both")
         self.adapter = adapter
-        self.model = model
         self.tokenizer = tokenizer
         self.weights = weights
         self.name = adapter.name
-        model.requires_grad_(False)  # from_pretrained leaves requires_grad True
-        model.eval()
-        self.layout = adapter.layout(model)
-        self.num_frames = self.layout.groups
-        self.video_id = adapter.video_token_id(model)
-        decoder = adapter.decoder(model)
-        self.decoder_depth = len(decoder.layers)
+        self.config = model.config if model is not None else config
+        if self.config is None:
+            raise MLLMError(f"{adapter.name}: a lazily loaded encoder needs the model config")
+        self._source = None if source is None else str(source)
+        self._device = torch.device("cpu")
+        self._dtype = dtype if dtype is not None else (next(model.parameters()).dtype if model is not None else torch.float32)
+        self.layout = adapter.layout(self.config)
+        self.num_frames = self.layout.groups * int(adapter.frames_per_group(self.config))
+        self.video_id = adapter.video_token_id(self.config)
+        text_config = adapter.text_config(self.config)
+        self.decoder_depth = int(text_config.num_hidden_layers)
         self.layer = resolve_layer(layer, self.decoder_depth)
         self.layer_option = layer
         if isinstance(prompts, str):
@@ -343,28 +455,72 @@ class VideoMLLMEncoder(Encoder):
         if text_pooling not in ("last", "mean_after_video"):
             raise MLLMError(f"{self.name}: text_pooling must be 'last' or 'mean_after_video', got {text_pooling!r}")
         self.text_pooling = text_pooling
-        if batch_size < 1:
-            raise MLLMError(f"{self.name}: batch_size must be >= 1, got {batch_size}")
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise MLLMError(f"{self.name}: batch_size must be an integer >= 1, got {batch_size!r}")
         self.batch_size = int(batch_size)
-        self.image_size, self.mean, self.std = adapter.image_geometry(model)
-        self.feature_dim = int(decoder.config.hidden_size)
+        self.image_size, self.mean, self.std = adapter.image_geometry(self.config)
+        self.feature_dim = int(text_config.hidden_size)
         self.text_dim = self.feature_dim
-        self.vision_dim = int(self._vision_dim())
+        self.vision_dim = int(adapter.vision_dim(self.config))
         self._check_tokenizer()
         if captions not in CAPTION_ENCODERS:
             raise MLLMError(f"{self.name}: captions must be one of {CAPTION_ENCODERS}, got {captions!r}")
-        if caption_tokens < 1:
-            raise MLLMError(f"{self.name}: caption_tokens must be >= 1, got {caption_tokens}")
+        if not isinstance(caption_tokens, int) or isinstance(caption_tokens, bool) or caption_tokens < 1:
+            raise MLLMError(f"{self.name}: caption_tokens must be an integer >= 1, got {caption_tokens!r}")
         self.captions = captions
         self.caption_tokens = int(caption_tokens)
         self._caption_text: tuple[nn.Module, Any] | None = None  # MiniLM, built on first use
         self.caption_dim = {None: 0, "mllm": self.text_dim, "minilm": 384}[captions]
+        if not isinstance(support_prompt, bool):
+            raise MLLMError(f"{self.name}: support_prompt must be true or false, got {support_prompt!r}")
+        self.support_prompt = support_prompt
+        if not isinstance(label_templates, bool):
+            raise MLLMError(f"{self.name}: label_templates must be true or false, got {label_templates!r}")
+        self.label_templates = label_templates
+        if model is not None:
+            self._install(model)
+
+    # -- the model, loaded now or on first use ------------------------------------------------------
+    @property
+    def loaded(self) -> bool:
+        """Whether the MLLM's weights are in memory (a lazy encoder loads them on the first forward)."""
+        return "model" in self._modules
+
+    @property
+    def model(self) -> nn.Module:
+        """The transformers model; a lazy encoder loads it now."""
+        if not self.loaded:
+            self._load()
+        return self._modules["model"]
+
+    def load_weights(self) -> "VideoMLLMEncoder":
+        """Load the MLLM's weights now (a no-op once loaded); normally the first forward does it."""
+        if not self.loaded:
+            self._load()
+        return self
+
+    def _load(self) -> None:
+        log.info("%s: loading the MLLM weights from %s (%s, %s)", self.name, self._source, self._dtype, self._device)
+        model = self.adapter.load_model(self._source, dtype=self._dtype)
+        self._install(model.to(self._device))
+
+    def _install(self, model: nn.Module) -> None:
+        model.requires_grad_(False)  # from_pretrained leaves requires_grad True
+        model.eval()
+        self.adapter.check_model(model, self.layout)
+        depth = len(self.adapter.decoder(model).layers)
+        if depth != self.decoder_depth:
+            raise MLLMError(f"{self.name}: the model has {depth} decoder layers, its config says {self.decoder_depth}")
+        self._modules["model"] = model  # under the name "model" (a property guards the attribute)
+
+    def _apply(self, fn, recurse: bool = True):
+        """``.to()``, ``.cuda()``, ``.half()`` ... : before the weights load, remember where they go."""
+        if not self.loaded:
+            probe = fn(torch.zeros((), dtype=self._dtype, device=self._device))
+            self._device, self._dtype = probe.device, probe.dtype
+        return super()._apply(fn, recurse)
 
     # -- set-up checks -------------------------------------------------------------------------
-    def _vision_dim(self) -> int:
-        config = getattr(self.model.config, "vision_config", None)
-        return int(getattr(config, "hidden_size", 0))
-
     def _check_tokenizer(self) -> None:
         placeholder = self.adapter.video_placeholder
         token_id = self.tokenizer.convert_tokens_to_ids(placeholder)
@@ -376,30 +532,47 @@ class VideoMLLMEncoder(Encoder):
 
     def weight_files(self) -> tuple[Path, ...]:
         """The weight files of a local folder (safetensors / bin, sorted); () for hub ids and random builds."""
-        if not self.weights or self.weights == "random":
+        folder = self._source or self.weights
+        if not folder or folder == "random":
             return ()
-        folder = Path(self.weights).expanduser()
+        folder = Path(folder).expanduser()
         if not folder.is_dir():
             return ()
         return tuple(sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin")))
 
+    def weights_identity(self) -> dict | None:
+        """What the weights fingerprint hashes besides the weight files, known without loading them:
+        the family, the model config and the dtype (None without weight files: the fingerprint then
+        samples the loaded tensors)."""
+        if not self.weight_files():
+            return None
+        config = self.config.to_dict()
+        for volatile in ("transformers_version", "_name_or_path", "dtype", "torch_dtype"):
+            config.pop(volatile, None)
+        return {"backbone": self.name, "config": config, "dtype": str(self._dtype if not self.loaded else self.dtype)}
+
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return next(self.model.parameters()).device if self.loaded else self._device
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
+        return next(self.model.parameters()).dtype if self.loaded else self._dtype
 
     def train(self, mode: bool = True) -> "VideoMLLMEncoder":
         """Record the flag but keep the MLLM in eval mode (it is frozen: no dropout)."""
         self.training = mode
-        self.model.train(False)
+        if self.loaded:
+            self._modules["model"].train(False)
         return self
 
     # -- the fsar stream hooks (CONTRACT section 2) --------------------------------------------
     def clip_stream_names(self) -> tuple[str, ...]:
-        return CLIP_STREAMS + (("caption_embedding",) if self.captions else ())
+        return CLIP_STREAMS + self.label_stream_names() + (("caption_embedding",) if self.captions else ())
+
+    def label_stream_names(self) -> tuple[str, ...]:
+        """``support_prompt_state``: computed under the support prompt (b) naming the clip's class."""
+        return (SUPPORT_STREAM,) if self.support_prompt else ()
 
     def class_stream_names(self) -> tuple[str, ...]:
         return CLASS_STREAMS
@@ -416,16 +589,33 @@ class VideoMLLMEncoder(Encoder):
             "tokens": [self.layout.groups, self.layout.tokens_per_group, self.layout.drop_per_group],
             "dtype": str(self.dtype).replace("torch.", ""),
             **({"captions": self.captions, "caption_tokens": self.caption_tokens} if self.captions else {}),
+            **({"support_prompt_hash": _digest(self.prompts.support)} if self.support_prompt else {}),
+            **({"label_templates": _digest(json.dumps(_label_templates()))} if self.label_templates else {}),
         }
 
-    def encode_clips(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+    def encode_clips(self, frames: torch.Tensor, labels: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """frames (B, T, 3, H, W), normalised -> {"features": (B, T, D), "prompt_state": (B, D),
-        "vision_tower": (B, T, D_vis)}, float32, one forward per chunk of ``batch_size`` clips."""
+        "vision_tower": (B, T, D_vis)}, float32, one forward per chunk of ``batch_size`` clips.
+
+        ``labels`` (one class name per clip; support clips only) adds ``support_prompt_state`` (B, D), the
+        last prompt token's state under the support prompt (b) naming each clip's own class: a second
+        forward per chunk. Without ``labels`` no prompt names a class."""
         self._check_frames(frames)
+        if labels is not None:
+            if isinstance(labels, str) or len(labels) != frames.shape[0] or not all(isinstance(x, str) for x in labels):
+                raise ValueError(f"{self.name}: labels must be one class name per clip ({frames.shape[0]}), "
+                                 f"got {labels!r:.120}")
+            labels = list(labels)
         prompt = self.prompts.query_prompt()
         chunks = []
-        for part in frames.split(self.batch_size):
-            chunk = self._video_forward(part, [prompt] * part.shape[0])
+        for start in range(0, frames.shape[0], self.batch_size):
+            part = frames[start : start + self.batch_size]
+            if labels is not None and self.support_prompt:  # the two prompts share the video's decoder pass
+                named = [self.prompts.support_prompt(x) for x in labels[start : start + part.shape[0]]]
+                chunk, labelled = self._video_forwards(part, [[prompt] * part.shape[0], named])
+                chunk[SUPPORT_STREAM] = labelled["prompt_state"]
+            else:
+                chunk = self._video_forward(part, [prompt] * part.shape[0])
             if self.captions:
                 chunk["caption_embedding"] = self.embed_captions(self.caption(part))
             chunks.append(chunk)
@@ -455,9 +645,10 @@ class VideoMLLMEncoder(Encoder):
         ids, mask, _ = self._batch([prompt] * frames.shape[0], with_video=True)
         device = self.device
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = ids.to(device)
         out = self.model.generate(
-            input_ids=ids.to(device), attention_mask=mask.to(device),
-            pixel_values_videos=frames.to(device=device, dtype=self.dtype),
+            input_ids=ids, attention_mask=mask.to(device),
+            **self.adapter.generate_inputs(self.model, frames.to(device=device, dtype=self.dtype), ids),
             max_new_tokens=int(max_new_tokens or self.caption_tokens), do_sample=False, num_beams=1,
             pad_token_id=int(pad),
         )
@@ -486,11 +677,21 @@ class VideoMLLMEncoder(Encoder):
         return self.encode_clips(frames)["features"]
 
     def encode_class_streams(self, class_names: list[str]) -> dict[str, torch.Tensor]:
-        """{"label_state": (N, D)}: prompt (c) per class name, no video."""
+        """{"label_state": (N, D)}: prompt (c) per class name, no video. With ``label_templates`` the
+        mean of the states of prompt (c) over the 16 MA-FSAR templates as the label phrase (spec 4c),
+        the class name normalised into words as :class:`fsar.encoders.prompts.ClassTextBank` does."""
         if isinstance(class_names, str):
             raise TypeError(f"{self.name}: encode_class_streams takes a list of class names, not one string")
-        prompts = [self.adapter.text_format.format(text=self.prompts.class_prompt(n)) for n in class_names]
-        return {"label_state": self._text_states(prompts)}
+        if not self.label_templates:
+            prompts = [self.adapter.text_format.format(text=self.prompts.class_prompt(n)) for n in class_names]
+            return {"label_state": self._text_states(prompts)}
+        from fsar.encoders.prompts import normalise_class_name
+
+        templates = _label_templates()
+        prompts = [self.adapter.text_format.format(text=self.prompts.class_prompt(t.format(normalise_class_name(n))))
+                   for n in class_names for t in templates]
+        states = self._text_states(prompts)
+        return {"label_state": states.reshape(len(class_names), len(templates), -1).mean(1)}
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """Each text as a whole prompt (no chat format added) -> its last token's state at layer l* (N, D)."""
@@ -525,6 +726,69 @@ class VideoMLLMEncoder(Encoder):
             self.adapter.chat_format.format(video=self.adapter.video_placeholder, text=text) for text in instructions
         ]
         return self._forward(frames, prompts)
+
+    @torch.no_grad()
+    def _video_forwards(self, frames: torch.Tensor, instruction_sets: list[list[str]]) -> list[dict[str, torch.Tensor]]:
+        """One :meth:`_video_forward` per instruction set (one instruction per clip each), sharing the work
+        they have in common: the chat format puts the video first, so the text before it and the video
+        tokens (the prefix) are the same under every instruction, and causal attention makes their states
+        the same too. The vision side and the decoder run once over the prefix, keeping its key/value
+        cache (layers 1..l*); each set then runs only its own suffix (instruction + answer cue, right
+        padded) on that cache. Equal to separate forwards (tested); for k sets about 1/k of the decoder
+        cost, since the video tokens are nearly the whole sequence. Falls back to separate forwards for
+        a chat format whose prefix differs between instructions."""
+        placeholder = self.adapter.video_placeholder
+        rows = [[self.token_ids(self.adapter.chat_format.format(video=placeholder, text=t), with_video=True)
+                 for t in texts] for texts in instruction_sets]
+        cut = {id(r): max(j for j, t in enumerate(r) if t == self.video_id) + 1 for rs in rows for r in rs}
+        prefixes = {tuple(r[: cut[id(r)]]) for rs in rows for r in rs}
+        if len(prefixes) != 1 or not self.adapter.standard_positions:
+            return [self._video_forward(frames, list(texts)) for texts in instruction_sets]
+        from transformers import DynamicCache
+
+        prefix = list(next(iter(prefixes)))
+        batch, length = frames.shape[0], len(prefix)
+        device = self.device
+        decoder = self.adapter.decoder(self.model)
+        ids = torch.tensor([prefix] * batch, device=device)
+        video_mask = ids == self.video_id
+        tokens, vision = self.adapter.visual_tokens(self.model, frames.to(device=device, dtype=self.dtype))
+        if tokens.shape[1] != self.layout.total or int(video_mask[0].sum()) != self.layout.total:
+            raise MLLMError(
+                f"{self.name}: the vision side gave {tokens.shape[1]} tokens per clip but the prompt holds "
+                f"{int(video_mask[0].sum())} video positions ({self.layout.groups} x "
+                f"{self.layout.tokens_per_group} from the config); the model and its config disagree"
+            )
+        embeds = decoder.embed_tokens(ids).masked_scatter(video_mask.unsqueeze(-1), tokens.to(self.dtype))
+        cache = DynamicCache()
+        mask = torch.ones(batch, length, dtype=torch.long, device=device)
+        positions = torch.arange(length, device=device).expand(batch, length)
+        hidden = self._layer_states(decoder, embeds, mask, positions, cache=cache)
+        video_states = hidden[video_mask].reshape(batch, self.layout.total, hidden.shape[-1])
+        shared = {"features": self.layout.pool(video_states), "vision_tower": vision.float()}
+        pad = self.tokenizer.pad_token_id
+        pad = int(pad if pad is not None else (self.tokenizer.unk_token_id or 0))
+        outs = []
+        for set_rows in rows:
+            suffixes = [r[length:] for r in set_rows]
+            longest = max(len(x) for x in suffixes)
+            suffix_ids = torch.full((batch, longest), pad, dtype=torch.long)
+            suffix_mask = torch.zeros((batch, longest), dtype=torch.long)
+            for i, suffix in enumerate(suffixes):  # right padding: no real token attends to a pad (causal)
+                suffix_ids[i, : len(suffix)] = torch.tensor(suffix)
+                suffix_mask[i, : len(suffix)] = 1
+            suffix_ids, suffix_mask = suffix_ids.to(device), suffix_mask.to(device)
+            positions = (length + torch.arange(longest, device=device)).expand(batch, longest)
+            states = self._layer_states(decoder, decoder.embed_tokens(suffix_ids), torch.cat([mask, suffix_mask], 1),
+                                        positions, cache=cache)
+            cache.crop(-longest)  # back to the prefix for the next set
+            lengths = torch.tensor([len(x) for x in suffixes], device=device)
+            if self.text_pooling == "last":
+                state = states[torch.arange(batch, device=device), lengths - 1].float()
+            else:
+                state = torch.stack([states[i, : int(n)].float().mean(0) for i, n in enumerate(lengths)])
+            outs.append({**shared, "prompt_state": state})
+        return [{k: v.cpu() if device.type == "cpu" else v for k, v in out.items()} for out in outs]
 
     def token_ids(self, prompt: str, *, with_video: bool) -> list[int]:
         """Token ids of ``prompt`` with its single video placeholder expanded to ``layout.total`` ids."""
@@ -582,7 +846,10 @@ class VideoMLLMEncoder(Encoder):
                 )
             embeds = embeds.masked_scatter(video_mask.unsqueeze(-1), tokens.to(embeds.dtype))
             out["vision_tower"] = vision.float()
-        position_ids = (mask.cumsum(-1) - 1).clamp_(min=0)
+        if with_video:
+            position_ids = self.adapter.position_ids(self.model, ids, mask)
+        else:
+            position_ids = (mask.cumsum(-1) - 1).clamp_(min=0)
         hidden = self._layer_states(decoder, embeds, mask, position_ids)
         if with_video:
             video_states = hidden[video_mask].reshape(len(prompts), self.layout.total, hidden.shape[-1])
@@ -594,11 +861,14 @@ class VideoMLLMEncoder(Encoder):
             out["prompt_state"] = torch.stack(rows)
         return {k: v.cpu() if device.type == "cpu" else v for k, v in out.items()}
 
-    def _layer_states(self, decoder: nn.Module, embeds, mask, position_ids) -> torch.Tensor:
-        """Hidden states after decoder layer ``self.layer`` (after the final norm when it is the last)."""
+    def _layer_states(self, decoder: nn.Module, embeds, mask, position_ids, cache=None) -> torch.Tensor:
+        """Hidden states after decoder layer ``self.layer`` (after the final norm when it is the last).
+        ``cache``: a key/value cache to extend (layers 1..l* only: the forward stops there)."""
+        kwargs = dict(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=cache is not None)
+        if cache is not None:  # transformers renames past_key_values to cache (5.x deprecation)
+            kwargs["cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"] = cache
         if self.layer == self.decoder_depth:
-            result = decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False)
-            return result.last_hidden_state
+            return decoder(**kwargs).last_hidden_state
         captured: list[torch.Tensor] = []
 
         def hook(module, args, output):
@@ -607,7 +877,7 @@ class VideoMLLMEncoder(Encoder):
 
         handle = decoder.layers[self.layer - 1].register_forward_hook(hook)
         try:
-            decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False)
+            decoder(**kwargs)
         except _StopForward:
             pass
         finally:
@@ -638,6 +908,8 @@ def build_mllm_encoder(
     dtype: str | torch.dtype | None = "auto",
     captions: str | None = None,
     caption_tokens: int = 32,
+    support_prompt: bool = True,
+    label_templates: bool = False,
     **sizes: Any,
 ) -> VideoMLLMEncoder:
     """Build a registered video-MLLM backbone (one adapter per family).
@@ -654,6 +926,10 @@ def build_mllm_encoder(
         captions: the caption baseline's text encoder (``mllm`` or ``minilm``) to add the
             ``caption_embedding`` stream; None (default) = no captions.
         caption_tokens: the most new tokens of a greedy caption.
+        support_prompt: also give the label-aware ``support_prompt_state`` stream (the support prompt
+            (b) naming the clip's class; one more decoder pass per clip at extraction).
+        label_templates: ``label_state`` as the mean over the 16 MA-FSAR templates used as the label
+            phrase of prompt (c) (spec 4c); off by default.
     """
     name = adapter.name
     if finetune != "frozen":
@@ -663,28 +939,43 @@ def build_mllm_encoder(
         raise MLLMError(f"{name}: unknown option(s) {sorted(unknown)}")
     torch_dtype = parse_dtype(dtype)
     weights = hub_id if weights is None else str(weights)
+    common = dict(
+        adapter=adapter, layer=layer, prompts=prompts, text_pooling=text_pooling, batch_size=batch_size,
+        weights=weights, captions=captions, caption_tokens=caption_tokens, support_prompt=support_prompt,
+        label_templates=label_templates,
+    )
     if weights == "random":
         model, tokenizer = random_model(**sizes)
-        model = model.to(torch_dtype)
+        return VideoMLLMEncoder(model=model.to(torch_dtype), tokenizer=tokenizer, **common)
+    if sizes:
+        raise MLLMError(f"{name}: size options {sorted(sizes)} only apply to weights='random'")
+    source = weights
+    if looks_like_path(weights):
+        folder = Path(weights).expanduser()
+        if not folder.is_dir():
+            raise MLLMError(
+                f"{name}: weights folder {str(folder)!r} does not exist or is not a folder; pass a folder "
+                f"holding a {' / '.join(adapter.expected_classes)} checkpoint, a hub id such as {hub_id!r}, "
+                "or 'random'"
+            )
+        source = str(folder)
     else:
-        if sizes:
-            raise MLLMError(f"{name}: size options {sorted(sizes)} only apply to weights='random'")
-        source = weights
-        if looks_like_path(weights):
-            folder = Path(weights).expanduser()
-            if not folder.is_dir():
-                raise MLLMError(
-                    f"{name}: weights folder {str(folder)!r} does not exist or is not a folder; pass a folder "
-                    f"holding a {' / '.join(adapter.expected_classes)} checkpoint, a hub id such as {hub_id!r}, "
-                    "or 'random'"
-                )
-            source = str(folder)
-        model, tokenizer = adapter.load(source, dtype=torch_dtype)
-    return VideoMLLMEncoder(
-        adapter=adapter, model=model, tokenizer=tokenizer, layer=layer, prompts=prompts,
-        text_pooling=text_pooling, batch_size=batch_size, weights=weights, captions=captions,
-        caption_tokens=caption_tokens,
-    )
+        source = _local_snapshot(weights) or weights  # a hub id downloaded before: its local folder
+    config = adapter.load_config(source)
+    tokenizer = adapter.load_tokenizer(source)
+    if Path(source).is_dir() and any(p.suffix in (".safetensors", ".bin") for p in Path(source).iterdir()):
+        return VideoMLLMEncoder(config=config, source=source, dtype=torch_dtype, tokenizer=tokenizer, **common)
+    return VideoMLLMEncoder(model=adapter.load_model(source, dtype=torch_dtype), tokenizer=tokenizer, **common)
+
+
+def _local_snapshot(hub_id: str) -> str | None:
+    """The local folder of a hub id already in the Hugging Face cache (None when it is not there)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(hub_id, local_files_only=True)
+    except Exception:  # not cached, or no huggingface_hub: load through the hub as usual
+        return None
 
 
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype:

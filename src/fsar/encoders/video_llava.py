@@ -38,7 +38,14 @@ import torch
 from torch import nn
 
 from fsar.encoders import ENCODERS
-from fsar.encoders.mllm import MLLMAdapter, MLLMError, VideoMLLMEncoder, VideoTokenLayout, build_mllm_encoder
+from fsar.encoders.mllm import (
+    MLLMAdapter,
+    MLLMError,
+    VideoMLLMEncoder,
+    VideoTokenLayout,
+    build_mllm_encoder,
+    declared_options,
+)
 
 __all__ = [
     "HUB_ID",
@@ -73,21 +80,13 @@ class VideoLlavaAdapter(MLLMAdapter):
 
         return VideoLlavaForConditionalGeneration
 
-    def layout(self, model: nn.Module) -> VideoTokenLayout:
-        config = model.config
+    def layout(self, config) -> VideoTokenLayout:
         vision = config.vision_config
         if vision.image_size % vision.patch_size:
             raise MLLMError(
                 f"video-llava: vision image_size {vision.image_size} is not a multiple of patch_size {vision.patch_size}"
             )
         per_frame = (vision.image_size // vision.patch_size) ** 2 + 1  # the class token stays in video features
-        tower = model.model.video_tower
-        embeddings = getattr(tower, "vision_model", tower).embeddings
-        if int(embeddings.num_positions) != per_frame:
-            raise MLLMError(
-                f"video-llava: the video tower has {embeddings.num_positions} positions per frame, the config "
-                f"implies {per_frame}"
-            )
         total = int(config.video_seq_length)
         if total % per_frame:
             raise MLLMError(
@@ -97,11 +96,20 @@ class VideoLlavaAdapter(MLLMAdapter):
             )
         return VideoTokenLayout(groups=total // per_frame, tokens_per_group=per_frame, drop_per_group=1)
 
-    def video_token_id(self, model: nn.Module) -> int:
-        return int(model.config.video_token_index)
+    def check_model(self, model: nn.Module, layout: VideoTokenLayout) -> None:
+        tower = model.model.video_tower
+        embeddings = getattr(tower, "vision_model", tower).embeddings
+        if int(embeddings.num_positions) != layout.tokens_per_group:
+            raise MLLMError(
+                f"video-llava: the video tower has {embeddings.num_positions} positions per frame, the config "
+                f"implies {layout.tokens_per_group}"
+            )
 
-    def image_geometry(self, model: nn.Module):
-        return int(model.config.vision_config.image_size), OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+    def video_token_id(self, config) -> int:
+        return int(config.video_token_index)
+
+    def image_geometry(self, config):
+        return int(config.vision_config.image_size), OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
     def visual_tokens(self, model: nn.Module, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch, frames = pixels.shape[:2]
@@ -149,25 +157,37 @@ _TINY_CORPUS = (
 )
 
 
-def build_tiny_tokenizer(vocab_size: int = 320):
+def build_tiny_tokenizer(
+    vocab_size: int = 320,
+    *,
+    special_tokens: tuple[str, ...] = SPECIAL_TOKENS,
+    additional: tuple[str, ...] = ("<image>", "<video>"),
+    bos: str | None = "<s>",
+    eos: str = "</s>",
+    pad: str = "<pad>",
+    unk: str = "<unk>",
+):
     """A byte-level BPE ``PreTrainedTokenizerFast`` trained offline on the prompt wording, with
-    ``<video>``/``<image>`` special tokens and a ``<s>`` prefix, like Video-LLaVA's LLaMA tokenizer."""
+    ``<video>``/``<image>`` special tokens and a ``<s>`` prefix, like Video-LLaVA's LLaMA tokenizer
+    (other families: their own special tokens, ``bos=None`` for no prefix)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer = Tokenizer(models.BPE(unk_token=unk))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
+        vocab_size=vocab_size, special_tokens=list(special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
     tokenizer.train_from_iterator([_TINY_CORPUS] * 4, trainer=trainer)
-    bos = tokenizer.token_to_id("<s>")
-    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos)])
+    if bos is not None:
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", special_tokens=[(bos, tokenizer.token_to_id(bos))]
+        )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-        additional_special_tokens=["<image>", "<video>"],
+        tokenizer_object=tokenizer, unk_token=unk, bos_token=bos, eos_token=eos, pad_token=pad,
+        additional_special_tokens=list(additional),
     )
 
 
@@ -253,3 +273,6 @@ def build_video_llava_encoder(*, weights: str | os.PathLike | None = None, **opt
 def video_llava(**options: Any) -> VideoMLLMEncoder:
     """Video-LLaVA-7B (LanguageBind) as a frozen multimodal backbone; see :func:`build_video_llava_encoder`."""
     return build_video_llava_encoder(**options)
+
+
+video_llava.declared_options = declared_options(_RANDOM_SIZES)

@@ -4,9 +4,11 @@ Only the abstract is public; every detail below is the [proposed] instantiation 
 ``../shared/specs/fsar_llava.md`` (sections 5-7) and sits behind a :class:`FSARLLaVAConfig` switch.
 
 One C-way K-shot episode from the MLLM's streams (:mod:`fsar.encoders.mllm`): per clip the decoder's
-per-frame video states H (n, T, D) (``features``) and the last prompt token's state h (n, D)
-(``prompt_state``; the prompt is label-free for every clip), per class the label-only text state
-u (C, D) (``label_state``)::
+per-frame video states H (n, T, D) (``features``) and the last prompt token's state h (n, D): for a
+query under the label-free query prompt (``prompt_state``), for a support clip under the support
+prompt (b) that names its class (``support_prompt_state``, spec section 4b; ``support_text="query"``
+takes the label-free state for supports too), per class the label-only text state u (C, D)
+(``label_state``)::
 
     MFEM      V = TemporalLayer(Linear(LN(H)) + pos)        (n, T, d)     visual branch
               t = MLP(LN(h)),  û = MLP(LN(u)) (shared head) (n, d), (C, d) textual branch
@@ -20,8 +22,9 @@ u (C, D) (``label_state``)::
 
 Everything comes from the feature cache (``fsar extract --backbone video-llava``), since the MLLM is
 frozen; an episode of frames runs the encoder itself (same streams). The query's label never enters a
-forward pass: queries contribute only their own label-free streams, and the prototypes are built
-from the support set and the episode's class names.
+forward pass: queries contribute only their own label-free streams (the cache never hands a query its
+label-aware stream, and the frames path encodes queries without labels), and the prototypes are built
+from the support set, its labels and the episode's class names.
 
 ``fsar-llava-vision`` is the spec's baseline (i): the vision tower's penultimate layer
 (``vision_tower`` stream, no LLM) + MFEM's visual branch + OTAM (MPMM's temporal cue alone).
@@ -47,6 +50,9 @@ from fsar.metrics.mpmm import CUES, MPMM, TEXT_CUES, _check_cues
 __all__ = ["CTPC", "CaptionMatching", "FSARLLaVA", "FSARLLaVAConfig", "FSARLLaVAVision", "MFEM"]
 
 VISUAL_STREAMS = ("features", "vision_tower")
+#: where the support clips' text states come from: the label-aware support prompt (b), or the query prompt
+SUPPORT_TEXTS = ("labelled", "query")
+SUPPORT_STREAM = "support_prompt_state"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,6 +233,9 @@ class FSARLLaVAConfig:
     enhancement_heads: int = 8
     #: separation regulariser weight (spec: 0.1 when used; 0 = off)
     separation_weight: float = 0.0
+    #: the support clips' text state t: "labelled" = under the support prompt (b) naming the clip's class
+    #: (stream support_prompt_state, spec 4b/6), "query" = under the label-free query prompt
+    support_text: str = "labelled"
     #: CTPC
     beta: float = 0.5
     use_label_state: bool = True
@@ -249,6 +258,8 @@ class FSARLLaVAConfig:
     def validate(self) -> None:
         if self.visual_stream not in VISUAL_STREAMS:
             raise ValueError(f"fsar-llava: visual_stream must be one of {VISUAL_STREAMS}, got {self.visual_stream!r}")
+        if self.support_text not in SUPPORT_TEXTS:
+            raise ValueError(f"fsar-llava: support_text must be one of {SUPPORT_TEXTS}, got {self.support_text!r}")
         self.cues = _check_cues(self.cues) or CUES
         for name in ("dim", "frames", "temporal_heads", "temporal_ffn_dim", "enhancement_heads", "refinement_heads"):
             if int(getattr(self, name)) < 1:
@@ -292,6 +303,11 @@ class FSARLLaVA(EncoderMethod):
         if not encoder.is_frozen:
             raise ValueError(f"{self.name}: the MLLM backbone must be frozen")
         missing = [s for s in self.streams_of(config) if s != "features" and not self._produces(encoder, s)]
+        if missing == [SUPPORT_STREAM]:
+            raise ValueError(
+                f"{self.name}: backbone {encoder.name!r} was built without the label-aware support prompt "
+                f"({SUPPORT_STREAM}); build it with support_prompt=True, or set support_text='query'"
+            )
         if missing:
             raise ValueError(
                 f"{self.name}: backbone {encoder.name!r} does not produce the stream(s) {missing}; use a "
@@ -326,6 +342,8 @@ class FSARLLaVA(EncoderMethod):
         wanted = [config.visual_stream]
         if config.needs_text:
             wanted.append("prompt_state")
+            if config.support_text == "labelled":
+                wanted.append(SUPPORT_STREAM)
         if config.needs_labels:
             wanted.append("label_state")
         return tuple(wanted)
@@ -343,8 +361,12 @@ class FSARLLaVA(EncoderMethod):
             )
         if not inputs.features:  # frames: the frozen encoder makes every stream now
             with torch.no_grad():
-                support = self.encoder.encode_clips(inputs.support)
-                query = self.encoder.encode_clips(inputs.query)
+                if config.needs_text and config.support_text == "labelled":  # support clips only: their labels
+                    names = [inputs.class_names[int(y)] for y in inputs.support_labels]
+                    support = self.encoder.encode_clips(inputs.support, labels=names)
+                else:
+                    support = self.encoder.encode_clips(inputs.support)
+                query = self.encoder.encode_clips(inputs.query)  # never labels
                 if config.task_oriented_query:  # names the episode's candidates, never the query's label alone
                     query["prompt_state"] = self.encoder.encode_task_queries(inputs.query, list(inputs.class_names))
                 labels = (self.encoder.encode_class_streams(list(inputs.class_names))
@@ -363,7 +385,8 @@ class FSARLLaVA(EncoderMethod):
         out: dict[str, torch.Tensor | None] = {}
         for role in ("support", "query"):
             out[f"{role}_visual"] = fetch(config.visual_stream, role).to(device).float()
-            out[f"{role}_text"] = fetch("prompt_state", role).to(device).float() if config.needs_text else None
+            text = SUPPORT_STREAM if role == "support" and config.support_text == "labelled" else "prompt_state"
+            out[f"{role}_text"] = fetch(text, role).to(device).float() if config.needs_text else None
         out["labels"] = fetch("label_state", "class").to(device).float() if config.needs_labels else None
         return out
 

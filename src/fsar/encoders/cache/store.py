@@ -515,9 +515,12 @@ class FeatureCache:
             cached["fingerprint_scheme"] = FINGERPRINT_SCHEME
         differences = _differences(cached, wanted, tuple(wanted), _LegacyFingerprint(encoder))
         if differences:
+            options = {k: v for k, v in (self.backbone_options or {}).items() if k != "weights"}
+            hint = (f", or build the backbone with the options it was extracted with ({options}; for a method: "
+                    f"-O 'encoder_options={{{', '.join(f'{k}: {v}' for k, v in options.items())}}}')") if options else ""
             raise CacheMismatchError(
                 f"feature cache {self.directory} was extracted with another {encoder.name} encoder "
-                f"({'; '.join(differences)}); extract a new cache with `fsar extract` for this encoder"
+                f"({'; '.join(differences)}); extract a new cache with `fsar extract` for this encoder{hint}"
             )
 
     def check_backbone(self, name: str) -> None:
