@@ -210,3 +210,25 @@ def test_random_weights_are_deterministic_and_differ_from_pretrained(encoder):
     assert not torch.allclose(a.encode_frames(frames), encoder.encode_frames(frames))
     torch.testing.assert_close(a.encode_text(["hello"]), b.encode_text(["hello"]))
     assert a.is_frozen
+
+
+def test_the_text_tower_is_built_on_first_text_use_and_the_fingerprint_does_not_change(monkeypatch):
+    from fsar.encoders.fingerprint import legacy_weights_fingerprint, weights_fingerprint
+    from fsar.encoders.params import count_parameters
+
+    _block_network(monkeypatch)
+    lazy = EmbeddedEncoder()
+    assert not lazy.text_built  # frames-only methods (proto, otam, bimhm) never build MiniLM
+    before, legacy_before = weights_fingerprint(lazy), legacy_weights_fingerprint(lazy)
+    frames = torch.zeros(1, 2, 3, 64, 64)
+    lazy.encode_frames(frames)
+    assert not lazy.text_built
+    text = lazy.encode_text(["a video of pushing something"])
+    assert lazy.text_built and text.shape == (1, 384) and not lazy.text.training
+    assert not any(p.requires_grad for p in lazy.parameters())
+    # the same fingerprint (so caches and shared caches written before stay valid), both schemes
+    assert weights_fingerprint(lazy) == before and legacy_weights_fingerprint(lazy) == legacy_before
+    # counts include the tower whether or not it was used
+    other = EmbeddedEncoder()
+    assert count_parameters(other) == count_parameters(lazy) and other.text_built
+    torch.testing.assert_close(other.encode_text(["a video of pushing something"]), text)

@@ -102,6 +102,25 @@ def test_a_frozen_encoder_gets_cached_features_with_the_streams_it_asks_for(enco
     assert [source.sample(i, train=False).class_names for i in range(4)] != [inputs.class_names] * 4
 
 
+def test_cached_episodes_name_their_rows_the_same_way_every_time(encoder, manifest, tmp_path):
+    from fsar.engine.sources import open_feature_cache
+
+    source = episode_source(StreamReader(encoder), manifest, extract_to=tmp_path / "cache", **SAMPLING)
+    names = {}
+    for index in range(6):
+        inputs = source.sample(index, train=False)
+        rows = inputs.cached_rows
+        episode = source.sampler.episode(index)
+        assert rows.rows_of(inputs.support) == rows.support and rows.rows_of(inputs.query) == rows.query
+        for clip, name in zip((*episode.support, *episode.query), (*rows.support, *rows.query)):
+            assert names.setdefault(clip.path, name) == name  # one clip, one name
+    assert len(set(names.values())) == len(names)  # two clips, two names
+    other = open_feature_cache(tmp_path / "cache", encoder)  # another open cache: names never meet
+    again = other.load_episode(source.sampler.episode(0), source.loader)
+    assert not set(again.cached_rows.support) & set(names.values())
+    assert again.cached_rows.rows_of(again.support.clone()) is None
+
+
 def test_no_streams_asked_means_none_loaded(encoder, manifest, tmp_path):
     source = episode_source(StreamReader(encoder), manifest, extract_to=tmp_path / "cache", **SAMPLING)
     inputs = source.sample(1, train=False)

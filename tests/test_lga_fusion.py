@@ -119,3 +119,28 @@ def test_concat_stages_prototype_layout():
             assert torch.equal(sequence[b, owned], stages[b, i][valid[b, i]])
     assert membership.sum((1, 2)).tolist() == valid.sum((1, 2)).tolist()
     assert (membership.sum(1) <= 1).all()  # no slot in two stages
+
+
+@pytest.mark.parametrize("residual", ["query", "visual"])
+def test_the_feed_forward_on_valid_slots_only_equals_it_on_every_slot(residual):
+    """The FFN runs on valid slots only (a speed-up): the same as running it on the padded layout
+    and zeroing the padded slots afterwards, values and gradients."""
+    stages, valid = packed()
+    stages = stages.double().requires_grad_(True)
+    text = torch.randn(3, 3, 16, dtype=torch.float64)
+    module = fusion(residual=residual).double()
+    fast = module(stages, valid, text)
+    batch, num_stages, n_max, dim = stages.shape
+    context = stages.reshape(batch, num_stages * n_max, dim)
+    query = (stages + text[:, :, None, :]).reshape(batch, num_stages * n_max, dim)
+    padding = ~valid.reshape(batch, num_stages * n_max)
+    normed = module.norm_context(context)
+    attended, _ = module.attention(module.norm_query(query), normed, normed, key_padding_mask=padding,
+                                   need_weights=False)
+    fused = (query if residual == "query" else context) + attended
+    plain = (fused + module.ffn(module.norm_ffn(fused))).masked_fill(padding[..., None], 0.0)
+    plain = plain.reshape(stages.shape)
+    torch.testing.assert_close(fast, plain, rtol=1e-12, atol=1e-12)
+    (grad_fast,) = torch.autograd.grad(fast.square().sum(), stages)
+    (grad_plain,) = torch.autograd.grad(plain.square().sum(), stages)
+    torch.testing.assert_close(grad_fast, grad_plain, rtol=1e-10, atol=1e-12)

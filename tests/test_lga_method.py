@@ -168,7 +168,14 @@ def test_descriptions_are_used_and_missing_ones_described_once(caplog):
     with caplog.at_level(logging.WARNING):
         method = toy_lga().eval()
         method(ep)
-    assert "template fallback" in caplog.text
+        method(episode(seed=5, names=["other one", "other two", names[0]]))  # classes met later: no new line
+    warned = [r for r in caplog.records if "template fallback" in r.getMessage()]
+    assert len(warned) == 1 and f"{len(names)} class(es)" in warned[0].getMessage()  # one line, not one per class
+    with caplog.at_level(logging.WARNING):  # all classes known up front (fsar eval/train): one line with all
+        caplog.clear()
+        toy_lga().load_resources({}, class_names=[*names, "other one"])
+    assert [r.getMessage() for r in caplog.records if "template fallback" in r.getMessage()] == [
+        r.getMessage() for r in caplog.records][:1] and f"{len(names) + 1} class(es)" in caplog.text
     assert method.descriptions[names[0]][0].startswith("the start of")
 
     with pytest.raises(ValueError, match="must be 3 non-empty strings"):

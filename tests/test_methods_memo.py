@@ -80,3 +80,80 @@ def test_memo_is_exact_and_bounded():
     memo.map(summing(clips), clips[:1], ["y"])  # the context is part of the key
     assert calls[-1] == [0]
     assert not ClipMemo.applies(torch.nn.Linear(1, 1).train(), True, clips)
+
+
+def _named(episode: EpisodeInputs, support_ids, query_ids) -> EpisodeInputs:
+    """The episode as a feature cache hands it out: its rows named (CachedRows)."""
+    from dataclasses import replace
+
+    from fsar.data.inputs import CachedRows
+
+    return replace(episode, cached_rows=CachedRows.of(episode.support, support_ids, episode.query, query_ids))
+
+
+@pytest.mark.parametrize("name", ["ma-fsar", "clip-fsar", "lga"])
+def test_rows_named_by_the_cache_are_found_by_name_with_the_plain_results(name):
+    torch.manual_seed(1)
+    method = fsar.create_method(name, backbone="clip-vit-b32", weights="random", encoder_options=TINY,
+                                finetune="frozen")
+    method.eval()
+    dim = method.encoder.feature_dim
+    first = _episode(3, ["a", "b", "c"], dim)
+    n_s, n_q = first.support.shape[0], first.query.shape[0]
+    # the same clips in another order, under the same names
+    order_s, order_q = torch.arange(n_s).flip(0), torch.arange(n_q).flip(0)
+    second = EpisodeInputs(support=first.support[order_s], support_labels=first.support_labels[order_s],
+                           query=first.query[order_q], class_names=first.class_names, features=True)
+    episodes = [_named(first, range(n_s), range(100, 100 + n_q)),
+                _named(second, order_s.tolist(), (100 + order_q).tolist())]
+    with torch.enable_grad():  # the plain path: no memory at all
+        expected = [method(e).log_probs.detach() for e in episodes]
+    with torch.no_grad():
+        got = [method(e).log_probs for e in episodes]
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    keys = list(method.clip_memo._store)  # noqa: SLF001 - how rows were found
+    assert keys and all(key[1] == "id" for key in keys)  # by name, never by content
+    assert method.clip_memo.hits >= n_s + n_q  # the second episode came from memory
+
+
+def test_a_name_describes_only_the_unmodified_tensor_it_was_given_for():
+    memo = ClipMemo()
+    calls = []
+
+    def summing(batch):
+        def compute(index):
+            calls.append(index.tolist())
+            return (batch[index].sum(dim=(1, 2)),)
+        return compute
+
+    clips = torch.randn(3, 4, 5)
+    episode = _named(EpisodeInputs(support=clips, support_labels=torch.arange(3), query=clips[:1],
+                                   class_names=["a", "b", "c"], features=True), [7, 8, 9], [7])
+    rows = episode.cached_rows
+    assert rows.rows_of(clips) == (7, 8, 9) and rows.rows_of(clips.clone()) is None
+    memo.note(clips, rows.rows_of(clips))
+    (out,) = memo.map(summing(clips), clips, ["x"] * 3)
+    torch.testing.assert_close(out, clips.sum(dim=(1, 2)))
+    clips[0] += 1.0  # modified in place after naming: neither the episode nor the memo trusts the names
+    assert rows.rows_of(clips) is None
+    (changed,) = memo.map(summing(clips), clips, ["x"] * 3)
+    torch.testing.assert_close(changed, clips.sum(dim=(1, 2)))
+    assert calls == [[0, 1, 2], [0, 1, 2]]  # recomputed by content, not served by name
+    (again,) = memo.map(summing(clips), clips, ["x"] * 3)
+    assert calls[-1] == [0, 1, 2] and len(calls) == 2  # now found by content
+    torch.testing.assert_close(again, changed)
+    with pytest.raises(ValueError, match="2 ids for 3 rows"):
+        memo.note(clips, [1, 2])
+
+
+def test_outputs_of_other_shapes_under_one_call_and_beyond_the_bound():
+    memo = ClipMemo(max_entries=3)
+    compute_of = lambda batch: (lambda index: (batch[index].mean(1), batch[index]))  # noqa: E731
+    short, long = torch.randn(2, 3, 4), torch.randn(2, 5, 4)
+    memo.map(compute_of(short), None, ["s", "s"], ids=[1, 2])
+    memo.map(compute_of(long), None, ["l", "l"], ids=[3, 4])  # the second row is beyond the bound
+    assert len(memo) == 3
+    mean, rows = memo.map(compute_of(long), None, ["l", "l"], ids=[3, 4])
+    torch.testing.assert_close(rows, long) and torch.testing.assert_close(mean, long.mean(1))
+    assert memo.misses == 5  # row 4 was not kept, so it was computed again

@@ -198,3 +198,57 @@ def test_bimhm_distances_equal_the_definition(reduction: str) -> None:
     query[1, 2] = 0.0  # a zero frame: F.normalize's clamp on both paths
     expected = hausdorff_distances(1.0 - unit_frame_cosine(query, targets), reduction)
     torch.testing.assert_close(bimhm_distances(query, targets, reduction), expected, rtol=1e-12, atol=1e-12)
+
+
+def _packs(n: int, stages: int, slots: int, dim: int, generator: torch.Generator):
+    """Stage packs with a random number (>= 1) of valid slots per stage; padded slots are zeros."""
+    lengths = torch.randint(1, slots + 1, (n, stages), generator=generator)
+    valid = torch.arange(slots)[None, None] < lengths[..., None]
+    packs = torch.randn(n, stages, slots, dim, generator=generator, dtype=torch.float64) * valid[..., None]
+    return packs, valid
+
+
+def _laid_out(packs, valid):
+    """The concatenated form (LGA's concat_stages): stage i owns the slots [i n, (i + 1) n)."""
+    n, stages, slots, dim = packs.shape
+    block = torch.eye(stages, dtype=torch.bool)
+    membership = (block[None, :, :, None] & valid[:, None]).reshape(n, stages, stages * slots)
+    return packs.reshape(n, stages * slots, dim), membership
+
+
+@pytest.mark.parametrize("shots", ["union", "distance"])
+@pytest.mark.parametrize("window", [0, 1])
+@pytest.mark.parametrize("shot", [1, 3])
+def test_abmhm_stage_packs_equal_the_concatenated_form_with_gradients(shots, window, shot) -> None:
+    g = torch.Generator().manual_seed(10 * shot + window)
+    way, stages, slots, dim = 4, 3, 4, 6
+    support, support_valid = _packs(way * shot, stages, slots, dim, g)
+    query, query_valid = _packs(5, stages, slots, dim, g)
+    labels = torch.arange(way).repeat(shot)[torch.randperm(way * shot, generator=g)]
+    metric = ABMHM(num_stages=stages, shots=shots, neighbor_window=window)
+    support.requires_grad_(True)
+    fast = metric.stage_packs(support, support_valid, labels, query, query_valid, way)
+    (grad_fast,) = torch.autograd.grad(fast.sin().sum(), support)
+    sequence_s, mask_s = _laid_out(support, support_valid)
+    sequence_q, mask_q = _laid_out(query, query_valid)
+    plain = metric(sequence_s, labels, sequence_q, way, support_stages=mask_s, query_stages=mask_q)
+    (grad_plain,) = torch.autograd.grad(plain.sin().sum(), support)
+    torch.testing.assert_close(fast, plain, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad_fast, grad_plain, rtol=1e-10, atol=1e-12)
+    assert bool(grad_fast[~support_valid].eq(0).all())  # padded slots get no gradient
+
+
+def test_abmhm_stage_packs_reject_bad_packs() -> None:
+    metric = ABMHM(num_stages=2)
+    packs, valid = torch.randn(2, 2, 3, 4), torch.ones(2, 2, 3, dtype=torch.bool)
+    labels = torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="stage packs must be"):
+        metric.stage_packs(packs[:, 0], valid, labels, packs, valid, 2)
+    with pytest.raises(ValueError, match="do not match the packs"):
+        metric.stage_packs(packs, valid[:, :, :2], labels, packs, valid, 2)
+    empty = valid.clone()
+    empty[1, 0] = False
+    with pytest.raises(ValueError, match="query clip 1 has an empty stage 0"):
+        metric.stage_packs(packs, valid, labels, packs, empty, 2)
+    with pytest.raises(ValueError, match="no support clip"):
+        metric.stage_packs(packs, valid, torch.tensor([0, 0]), packs, valid, 2)

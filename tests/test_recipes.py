@@ -16,7 +16,7 @@ from fsar.recipes import RecipeError, list_recipes, load_recipe, recipe_director
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO.parent / "shared" / "papers" / "ma-fsar_full-paper.txt"
-METHODS = ("ma-fsar", "clip-fsar", "lga")
+METHODS = ("ma-fsar", "clip-fsar", "lga", "clip-spm", "fsar-llava")
 
 
 def test_a_recipe_for_every_method_benchmark_and_shot():
@@ -31,7 +31,7 @@ def test_a_recipe_for_every_method_benchmark_and_shot():
 def test_the_files_are_what_the_generator_writes():
     generator = runpy.run_path(str(REPO / "scripts" / "make_recipes.py"))
     written = generator["recipes"]()
-    assert len(written) == 30
+    assert len(written) == 50
     for path, text in written.items():
         shipped = recipe_directory() / path.parent.name / path.name
         assert shipped.read_text() == text, f"{shipped} differs from scripts/make_recipes.py; re-run it"
@@ -51,6 +51,8 @@ def test_every_value_names_its_source():
 @pytest.mark.parametrize("recipe", list_recipes(), ids=lambda r: r.name)
 def test_values_are_valid_config_keys_and_method_options(recipe):
     from fsar.methods.clip_fsar import CLIPFSARConfig
+    from fsar.methods.clip_spm import CLIPSPMConfig
+    from fsar.methods.fsar_llava import FSARLLaVAConfig
     from fsar.methods.lga import LGAConfig
     from fsar.methods.ma_fsar import MAFSARConfig
 
@@ -58,14 +60,43 @@ def test_values_are_valid_config_keys_and_method_options(recipe):
     assert train.split_file_dir == recipe.benchmark and train.method == recipe.method
     evaluation = resolve_config(EvalConfig, overrides={**recipe.eval_values(), "data": "d"})
     assert evaluation.episodes == 10_000 and evaluation.queries == 1 and evaluation.split_file == recipe.benchmark
-    config = {"ma-fsar": MAFSARConfig, "clip-fsar": CLIPFSARConfig, "lga": LGAConfig}[recipe.method]
+    config = {"ma-fsar": MAFSARConfig, "clip-fsar": CLIPFSARConfig, "lga": LGAConfig, "clip-spm": CLIPSPMConfig,
+              "fsar-llava": FSARLLaVAConfig}[recipe.method]
     fields = {f.name for f in dataclasses.fields(config)}
     assert set(train.method_options) <= fields
+    options = {k: v for k, v in train.method_options.items() if k not in ("finetune", "encoder_options")}
+    config(backbone=train.backbone, **options).validate()  # every value one the method takes
+
+
+def test_the_new_methods_recipes_carry_their_sources_settings():
+    from fsar.encoders.mllm import PROMPT_SETS, resolve_layer
+    from fsar.methods.clip_spm import OPTIMIZER_PRESETS, PRESETS
+
+    for recipe in list_recipes():
+        temporal = recipe.benchmark.startswith("ssv2")
+        if recipe.method == "clip-spm":  # the release (spec section 6)
+            options = recipe.train["method_options"]
+            assert options["preset"] in PRESETS and recipe.train["queries"] == 4 and recipe.train["seed"] == 6
+            assert recipe.train["episodes"] == (100_010 if temporal else 20_010) and recipe.train["lr_milestones"] == []
+            optimiser = OPTIMIZER_PRESETS[options["preset"]]
+            assert (recipe.train["lr"], recipe.train["weight_decay"]) == (optimiser["lr"], optimiser["weight_decay"])
+            assert recipe.train["hflip"] is (not temporal) and options["padm"] == "transductive"
+        if recipe.method == "fsar-llava":  # the video-llava backbone options, as the spec names them
+            backbone = recipe.train["method_options"]["encoder_options"]
+            assert resolve_layer(backbone["layer"], 32) == 24 and backbone["text_pooling"] == "last"
+            assert backbone["prompts"] == ("ssv2" if temporal else "generic") and backbone["prompts"] in PROMPT_SETS
+            assert recipe.train["backbone"] == "video-llava" and recipe.train["num_frames"] == 8
+    assert load_recipe("clip-spm/ssv2-full-5shot").reported == {"clip-vit-b16": 77.3}
+    assert load_recipe("clip-spm/ssv2-full-1shot").train["lr"] == 1.6e-5
+    assert load_recipe("fsar-llava/ucf101-5shot").reported == {"video-llava": 99.9}
+    assert load_recipe("fsar-llava/ucf101-1shot").reported == {"video-llava": None}
 
 
 def test_the_papers_settings_per_benchmark():
     for recipe in list_recipes():
         temporal = recipe.benchmark.startswith("ssv2")
+        if recipe.method == "clip-spm":  # its release's own counts (test_the_new_methods_recipes...)
+            continue
         assert recipe.train["episodes"] == (100_000 if temporal else 10_000)
         assert recipe.train["num_frames"] == 8 and recipe.train["way"] == 5
         if recipe.method == "ma-fsar":
@@ -93,7 +124,7 @@ def test_reported_accuracies_are_the_papers_table_rows():
     backbones = {"clip-vit-b16": "CLIP-ViT-B/16", "clip-vit-b32": "CLIP-ViT-B/32"}
     checked = 0
     for recipe in list_recipes():
-        if recipe.method == "lga":
+        if recipe.method not in ("ma-fsar", "clip-fsar"):  # not in MA-FSAR's tables
             continue
         table, column = columns[recipe.benchmark]
         for backbone, value in recipe.reported.items():
@@ -126,6 +157,7 @@ def test_cli_lists_and_prints_recipes(capsys):
     assert main(["recipes"]) == 0
     out = capsys.readouterr().out
     assert "ma-fsar/ssv2-small-1shot" in out and "lga/hmdb51-5shot" in out and "clip-vit-b32 56.5" in out
+    assert "clip-spm/ssv2-full-5shot" in out and "fsar-llava/ucf101-5shot" in out
     assert main(["recipes", "clip-fsar/kinetics-100-5shot"]) == 0
     assert "# [paper: ma-fsar_full-paper.txt" in capsys.readouterr().out
     assert main(["recipes", "nope/x"]) == 2

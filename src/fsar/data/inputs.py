@@ -50,6 +50,38 @@ class MissingStreamError(CacheError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+@dataclass(frozen=True, eq=False)
+class CachedRows:
+    """Which cached clips the rows of a feature episode are, as the feature cache that built it
+    names them: ``support[i]`` / ``query[i]`` name row i (the same name means the same features
+    for as long as the cache is open; names of two caches never meet). The names describe exactly
+    the tensors given here (this object, as it was built): :meth:`rows_of` answers for nothing
+    else, so an episode whose features were replaced or modified carries no names.
+
+    Per-clip memories of evaluation (:class:`fsar.methods.memo.ClipMemo`) find rows by these names
+    instead of by content. They carry nothing about labels.
+    """
+
+    support: tuple
+    query: tuple
+    support_tensor: torch.Tensor
+    query_tensor: torch.Tensor
+    support_version: int
+    query_version: int
+
+    @classmethod
+    def of(cls, support: torch.Tensor, support_ids, query: torch.Tensor, query_ids) -> "CachedRows":
+        return cls(tuple(support_ids), tuple(query_ids), support, query, support._version, query._version)
+
+    def rows_of(self, tensor: torch.Tensor) -> tuple | None:
+        """The names of ``tensor``'s rows, when it is this episode's unmodified support or query."""
+        if tensor is self.support_tensor and tensor._version == self.support_version:
+            return self.support
+        if tensor is self.query_tensor and tensor._version == self.query_version:
+            return self.query
+        return None
+
+
 @dataclass
 class EpisodeInputs:
     """One M-way K-shot episode, ready for a model.
@@ -65,6 +97,8 @@ class EpisodeInputs:
     support_streams: extra named per-clip streams, each (n_support, ...), rows in support order.
     query_streams: the same names, each (n_query, ...), rows in query order.
     class_streams: named per-class streams, each (way, ...), rows in ``class_names`` order.
+    cached_rows: the feature cache's names of the support and query rows (:class:`CachedRows`),
+        or None.
 
     The shape after the first dimension of each extra stream is the encoder's (documented in its
     docstring and recorded in the cache index). Read a stream with :meth:`stream`, which raises
@@ -80,6 +114,7 @@ class EpisodeInputs:
     support_streams: dict[str, torch.Tensor] = field(default_factory=dict)
     query_streams: dict[str, torch.Tensor] = field(default_factory=dict)
     class_streams: dict[str, torch.Tensor] = field(default_factory=dict)
+    cached_rows: CachedRows | None = None
 
     @property
     def way(self) -> int:
@@ -112,4 +147,5 @@ class EpisodeInputs:
             support_streams={k: v.to(device) for k, v in self.support_streams.items()},
             query_streams={k: v.to(device) for k, v in self.query_streams.items()},
             class_streams={k: v.to(device) for k, v in self.class_streams.items()},
+            cached_rows=self.cached_rows,  # names only what is still the very same tensor (rows_of)
         )

@@ -50,6 +50,8 @@ EFFNET_LITE_MEAN: tuple[float, float, float] = (127.0 / 255.0,) * 3
 EFFNET_LITE_STD: tuple[float, float, float] = (128.0 / 255.0,) * 3
 
 _EFFNET_NAME = "efficientnet-lite0"
+#: Frames per CNN pass on the CPU (see EmbeddedEncoder's frame_chunk).
+CPU_FRAME_CHUNK = 4
 _WEIGHT_CHOICES = ("pretrained", "random")
 
 
@@ -121,7 +123,12 @@ class EmbeddedEncoder(Encoder):
         weights: ``None``/``"pretrained"`` (the package weights) or ``"random"``.
         finetune: only ``"frozen"`` is accepted; this pair never trains.
         frame_chunk: frames per CNN forward pass; (B*T) frames are processed in chunks of this
-            many to bound memory while keeping the convolutions batched.
+            many to bound memory while keeping the convolutions batched. None (default):
+            :data:`CPU_FRAME_CHUNK` (4) on the CPU, 64 on an accelerator. On the CPU small chunks
+            keep each activation under glibc's mmap threshold, so its memory is reused from clip to
+            clip instead of being handed back and faulted in again: extracting the synthetic set
+            (120 clips at 224 px) went from 18.8M to 3.4M minor page faults and 90 to 38 s with 4
+            frames instead of 64 (benchmarks/README.md, issue 16), at the same user time.
         text_batch: texts per MiniLM forward pass.
         channels_last: run the CNN in NHWC memory layout, faster for its depthwise convolutions
             on CPU (about 1.5x here, see benchmarks/README.md); same numbers up to float
@@ -141,7 +148,7 @@ class EmbeddedEncoder(Encoder):
         *,
         weights: str | None = None,
         finetune: str = "frozen",
-        frame_chunk: int = 64,
+        frame_chunk: int | None = None,
         text_batch: int = 256,
         channels_last: bool = True,
     ) -> None:
@@ -157,23 +164,55 @@ class EmbeddedEncoder(Encoder):
                 f"backbone {self.name!r} is always frozen; finetune={finetune!r} is not supported "
                 "(use a CLIP backbone to train the encoder)"
             )
-        if frame_chunk < 1 or text_batch < 1:
+        if (frame_chunk is not None and frame_chunk < 1) or text_batch < 1:
             raise ValueError("frame_chunk and text_batch must be positive")
         self.weights = weights
-        self.frame_chunk = int(frame_chunk)
+        self.frame_chunk = None if frame_chunk is None else int(frame_chunk)
         self.text_batch = int(text_batch)
         pretrained = weights == "pretrained"
         # Seeded random init keeps weights="random" deterministic without touching global RNG.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             self.visual = _build_effnet(pretrained)
-            self.text, self.tokenizer, self.max_text_length = _build_minilm(pretrained)
+            if not pretrained:  # random weights depend on the RNG after the CNN: built here, in order
+                self.text, self.tokenizer, self.max_text_length = _build_minilm(pretrained)
+        # Pretrained: MiniLM (and the transformers import, ~3 s of a start-up) is built on the
+        # first text use (encode_text, build_lazy), so methods that never read text never pay for
+        # it; the weights fingerprint reads the same tensors from the package's file meanwhile.
         self.channels_last = bool(channels_last)
         if self.channels_last:
             self.visual.to(memory_format=torch.channels_last)
         for p in self.parameters():
             p.requires_grad_(False)
         self.eval()
+
+    @property
+    def text_built(self) -> bool:
+        """Whether the MiniLM text tower is built (always with random weights; on first use otherwise)."""
+        return "text" in self._modules
+
+    def build_lazy(self) -> None:
+        """Build the text tower now (frozen, in eval mode, on the encoder's device)."""
+        if self.text_built:
+            return
+        text, self.tokenizer, self.max_text_length = _build_minilm(self.weights == "pretrained")
+        text.requires_grad_(False)
+        self.text = text.to(self.device).eval()
+
+    def fingerprint_state(self) -> dict[str, torch.Tensor]:
+        """What :func:`~fsar.encoders.fingerprint.weights_fingerprint` reads: the state dict, with the
+        text tower's tensors (``text.*``, as loading them gives) read from its weight file while the
+        tower is not built, so the fingerprint, and every cache keyed by it, does not depend on it."""
+        state = self.state_dict(keep_vars=True)
+        if not self.text_built:
+            from safetensors import safe_open
+
+            device = self.device
+            with safe_open(str(minilm_model_dir() / "model.safetensors"), framework="pt") as handle:
+                for key in handle.keys():
+                    if not key.startswith("pooler.") and key != "embeddings.position_ids":  # as _build_minilm
+                        state[f"text.{key}"] = handle.get_tensor(key).to(device, torch.float32)
+        return state
 
     def weight_files(self) -> tuple[Path, ...]:
         """The installed packages' weight files (EfficientNet-Lite0 state dict, MiniLM safetensors); ``()`` for random."""
@@ -209,7 +248,8 @@ class EmbeddedEncoder(Encoder):
         b, t = frames.shape[:2]
         flat = frames.reshape(b * t, *frames.shape[2:]).to(self.device, torch.float32)
         with torch.no_grad():
-            pooled = [self._pooled(chunk) for chunk in flat.split(self.frame_chunk)]
+            chunk_size = self.frame_chunk or (CPU_FRAME_CHUNK if flat.device.type == "cpu" else 64)
+            pooled = [self._pooled(chunk) for chunk in flat.split(chunk_size)]
         return torch.cat(pooled).reshape(b, t, self.feature_dim)
 
     def _pooled(self, images: torch.Tensor) -> torch.Tensor:
@@ -226,6 +266,7 @@ class EmbeddedEncoder(Encoder):
         texts = list(texts)
         if not texts:
             return torch.zeros(0, self.text_dim, device=self.device)
+        self.build_lazy()
         out = []
         with torch.no_grad():
             for start in range(0, len(texts), self.text_batch):

@@ -54,7 +54,10 @@ FILE_BLOCK_BYTES = 64 << 10
 
 
 def _tensors(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
-    state = module.state_dict(keep_vars=True)
+    # A module with parts built on first use (the embedded pair's text tower) says what its state
+    # is once built (``fingerprint_state``), so the fingerprint does not depend on their use.
+    hook = getattr(module, "fingerprint_state", None)
+    state = hook() if callable(hook) else module.state_dict(keep_vars=True)
     return [(name, state[name]) for name in sorted(state) if isinstance(state[name], torch.Tensor)]
 
 

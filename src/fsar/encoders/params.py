@@ -5,8 +5,18 @@ from __future__ import annotations
 from torch import nn
 
 
+def build_lazy_parts(module: nn.Module) -> None:
+    """Build the parts of ``module`` built on first use (``build_lazy()``, e.g. the embedded pair's
+    text tower), so that counts include them."""
+    for sub in list(module.modules()):
+        hook = getattr(sub, "build_lazy", None)
+        if callable(hook):
+            hook()
+
+
 def count_parameters(module: nn.Module) -> tuple[int, int]:
     """``(total, trainable)`` numbers of scalar parameters; shared parameters count once."""
+    build_lazy_parts(module)
     total = trainable = 0
     for parameter in module.parameters():
         total += parameter.numel()
@@ -26,6 +36,7 @@ def parameter_report(module: nn.Module, *, depth: int = 2) -> list[tuple[str, in
     """
     if depth < 1:
         raise ValueError(f"parameter_report: depth must be >= 1, got {depth}")
+    build_lazy_parts(module)
     groups: dict[str, list[int]] = {}
     for name, parameter in module.named_parameters():
         key = ".".join(name.split(".")[:depth])

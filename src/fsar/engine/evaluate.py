@@ -106,28 +106,32 @@ def evaluate(
     method.eval()
     index_of = {name: i for i, name in enumerate(source.class_names)}
     n = len(index_of)
-    confusion = torch.zeros(n, n, dtype=torch.int64)
+    cells: list[int] = []  # true * n + predicted, global class indices, one per query
     accuracies = []
+    on_cpu = torch.device(device).type == "cpu"
     start = time.perf_counter()
     try:
         for index in tqdm(range(episodes), desc=desc, disable=not progress, leave=False, unit="ep"):
             inputs = source.sample(index, train=False)
             if inputs.query_labels is None:
                 raise ValueError(f"episode {index} has no query labels to score against")
-            labels = inputs.query_labels.to("cpu")
-            hidden = replace(inputs, query_labels=None).to(device)
-            log_probs = method(hidden).log_probs.float().to("cpu")
-            if log_probs.shape != (labels.numel(), inputs.way):
+            labels = inputs.query_labels.tolist()
+            hidden = replace(inputs, query_labels=None)
+            if not on_cpu:
+                hidden = hidden.to(device)
+            log_probs = method(hidden).log_probs
+            if log_probs.shape != (len(labels), inputs.way):
                 raise ValueError(
                     f"method returned log_probs of shape {tuple(log_probs.shape)}, "
-                    f"expected (n_query, way) = ({labels.numel()}, {inputs.way})"
+                    f"expected (n_query, way) = ({len(labels)}, {inputs.way})"
                 )
-            predicted = log_probs.argmax(dim=1)
-            accuracies.append((predicted == labels).double().mean().item())
-            to_global = torch.tensor([index_of[c] for c in inputs.class_names])
-            confusion.index_put_((to_global[labels], to_global[predicted]), torch.ones_like(labels), accumulate=True)
+            predicted = log_probs.float().argmax(dim=1).tolist()
+            accuracies.append(sum(p == y for p, y in zip(predicted, labels)) / len(labels))
+            to_global = [index_of[c] for c in inputs.class_names]
+            cells.extend(to_global[y] * n + to_global[p] for p, y in zip(predicted, labels))
     finally:
         method.train(was_training)
+    confusion = torch.bincount(torch.tensor(cells, dtype=torch.int64), minlength=n * n).reshape(n, n)
     mean, ci95, std = confidence_interval(accuracies)
     per_class, per_count = {}, {}
     for i, name in enumerate(source.class_names):

@@ -95,9 +95,13 @@ class StageFusion(nn.Module):
             need_weights=False,
         )
         fused = (query if self.residual == "query" else context) + attended
-        fused = fused + self.ffn(self.norm_ffn(fused))
-        fused = fused.masked_fill(padding[..., None], 0.0)
-        return fused.reshape(batch, num_stages, n_max, dim)
+        # The feed-forward block works row by row: it runs on the valid slots only (the padded
+        # ones, up to half of them, come out as zeros either way).
+        valid = ~padding
+        rows = fused[valid]  # (n_valid, D)
+        out = fused.new_zeros(fused.shape)
+        out[valid] = rows + self.ffn(self.norm_ffn(rows))
+        return out.reshape(batch, num_stages, n_max, dim)
 
 
 def concat_stages(

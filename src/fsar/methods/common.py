@@ -384,4 +384,10 @@ class EncoderMethod(FewShotMethod):
             self._encode(inputs.support, support_text, inputs.features) if need_support else None
         )
         query = self._encode(inputs.query, None, inputs.features)
+        rows = inputs.cached_rows if inputs.features else None
+        if rows is not None and ClipMemo.applies(self, True, query):
+            # The cache's names of these very rows: the per-clip memory finds them by name.
+            if support is not None:
+                self.clip_memo.note(support, rows.rows_of(inputs.support))
+            self.clip_memo.note(query, rows.rows_of(inputs.query))
         return support, query

@@ -21,7 +21,7 @@ Descriptions: ``descriptions={class name: [L strings]}`` (from the cache file, s
 the cache file, see
 :mod:`fsar.lga.descriptions`; on the command line ``--descriptions`` and the ``--llm-*`` options
 of :meth:`LGA.options`, loaded by :meth:`LGA.load_resources`); a class without one is described on the fly by ``describer``
-when given, else by the documented template fallback (logged once per class). The
+when given, else by the documented template fallback (one warning line with the count). The
 method never opens files.
 
 Everything the paper leaves open is a config field (see :class:`LGAConfig`), with the
@@ -45,7 +45,7 @@ from fsar.data.inputs import EpisodeInputs
 from fsar.encoders.base import Encoder
 from fsar.lga.descriptions import DESCRIPTIONS_OPTION, descriptions_for
 from fsar.lga.llm import DESCRIBER_OPTIONS, Describer, TemplateDescriber, describer_from_options
-from fsar.lga.fusion import StageFusion, concat_stages
+from fsar.lga.fusion import StageFusion
 from fsar.lga.segment import SEGMENTATIONS, gather_stages, segment
 from fsar.metrics.stages import stage_mask
 from fsar.methods import METHODS
@@ -189,6 +189,8 @@ class LGA(TextAwareMethod):
             self.descriptions[name] = self._check_description(name, stages)
         if describer is not None:
             self.describer = describer
+        if class_names and self.describer is None and self.config.textual_anatomy:
+            self._note_templated([n for n in dict.fromkeys(class_names) if n not in self.descriptions])
 
     # ------------------------------------------------------------------ text side
 
@@ -216,26 +218,47 @@ class LGA(TextAwareMethod):
             stages = self._check_description(class_name, self.describer.describe(class_name, self.config.num_stages))
         else:
             stages = self._template.describe(class_name, self.config.num_stages)
-            if class_name not in self._templated:
-                self._templated.add(class_name)
-                log.warning(
-                    "lga: no description for class %r and no describer: using the template "
-                    "fallback (run `fsar describe` or pass --descriptions/--llm-url)",
-                    class_name,
-                )
+            self._note_templated([class_name])
         self.descriptions[class_name] = stages
         return stages
 
-    def _class_texts(self, class_names: list[str], device: torch.device) -> torch.Tensor:
+    def _note_templated(self, class_names: list[str]) -> None:
+        """One warning line for the classes (not yet noted) that get the template fallback: the
+        first time with their count and the fix; later ones at debug level."""
+        new = [n for n in class_names if n not in self._templated]
+        if not new:
+            return
+        first = not self._templated
+        self._templated.update(new)
+        if not first:
+            log.debug("lga: template fallback also for %s", ", ".join(repr(n) for n in new))
+            return
+        shown = ", ".join(repr(n) for n in new[:3]) + (f" and {len(new) - 3} more" if len(new) > 3 else "")
+        log.warning(
+            "lga: %d class(es) have no stage description and there is no describer (%s): using the "
+            "template fallback 'the start/middle/end of <label>' for them and for any class met later; "
+            "for real textual anatomy run `fsar describe` and pass --descriptions, or --llm-url/--llm-folder",
+            len(new), shown,
+        )
+
+    def _stage_prompts(self, name: str) -> tuple[str, ...]:
+        """The L texts whose features are class ``name``'s stage texts."""
+        if self.config.textual_anatomy:
+            return tuple(self.describe(name))
+        from fsar.encoders.prompts import normalise_class_name
+
+        return (f"a video of {normalise_class_name(name)}",) * self.config.num_stages
+
+    def _prompts_of(self, class_names: list[str]) -> list[tuple[str, ...]]:
+        """:meth:`_stage_prompts` of every name (the template fallback noted for all at once)."""
+        if self.describer is None and self.config.textual_anatomy:
+            self._note_templated([n for n in class_names if n not in self.descriptions])
+        return [self._stage_prompts(name) for name in class_names]
+
+    def _class_texts(self, class_names: list[str], device: torch.device, *, prompts=None) -> torch.Tensor:
         """Raw stage text features (C, L_used, D_text) of the frozen text encoder (cached)."""
         out = []
-        for name in class_names:
-            if self.config.textual_anatomy:
-                texts = tuple(self.describe(name))
-            else:
-                from fsar.encoders.prompts import normalise_class_name
-
-                texts = (f"a video of {normalise_class_name(name)}",) * self.config.num_stages
+        for texts in prompts or self._prompts_of(class_names):
             cached = self._text_cache.get(texts)
             if cached is None:
                 with torch.no_grad():
@@ -268,16 +291,23 @@ class LGA(TextAwareMethod):
 
     def _stage_cosines(self, pooled: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
         """1/L Σ_i cos(pooled_i, text^c_i): (n, L, W) x (C, L, W) -> (n, C)."""
-        return torch.einsum("nlw,clw->nc", F.normalize(pooled, dim=-1), F.normalize(texts, dim=-1)) / pooled.shape[1]
+        unit_video, unit_text = F.normalize(pooled, dim=-1).flatten(1), F.normalize(texts, dim=-1).flatten(1)
+        return (unit_video @ unit_text.T) / pooled.shape[1]  # the sum over stages and width in one product
 
     def _memo_parts(self, support, query, labels, class_names, device):
-        """(stages, valid, fused support, fused query, class texts) of an episode, each clip's part
-        computed once (:class:`ClipMemo`). Stages are stored padded to T slots and cut back to the
-        episode's longest stage, the layout :func:`gather_stages` gives the whole episode."""
+        """(valid, fused support, fused query (both as unit vectors), pooled query stages for V-T,
+        class texts) of an episode, each clip's part computed once (:class:`ClipMemo`). Stages are stored padded to
+        T slots and cut back to the episode's longest stage, the layout :func:`gather_stages`
+        gives the whole episode (padded slots are zeros and never attended to, so a clip's fused
+        stages do not depend on the other clips of its episode)."""
         num_frames = support.shape[1]
-        raw_text = self._class_texts(class_names, device)  # (C, L, D_text)
-        (class_text,) = self.clip_memo.map(lambda index: (self.space.text(raw_text[index]),), raw_text,
-                                           [("stage text", name) for name in class_names])
+        # A class's stage texts are a function of its L prompts (the frozen text encoder): the
+        # prompts name the memo's rows, and the projected texts are computed once per class.
+        prompts = self._prompts_of(class_names)
+        (class_text,) = self.clip_memo.map(
+            lambda index: (self.space.text(self._class_texts([], device, prompts=[prompts[i] for i in index])),),
+            None, [("stage text",)] * len(class_names), ids=prompts,
+        )
 
         def padded(tensor: torch.Tensor) -> torch.Tensor:
             pad = num_frames - tensor.shape[2]
@@ -287,20 +317,27 @@ class LGA(TextAwareMethod):
             shape[2] = pad
             return torch.cat([tensor, tensor.new_zeros(shape)], dim=2)
 
+        raw_vt = self.config.vt_features == "raw"
+
         def part(clips: torch.Tensor, texts: torch.Tensor | None):
             def compute(index: torch.Tensor):
                 stages, valid, _ = self._stages(clips[index], self.space.frames(clips[index]))
                 fused = self.fusion(stages, valid, None if texts is None else texts[index])
-                return padded(stages), padded(valid), padded(fused)
+                # At evaluation the fused stages only meet the metric, which reads unit vectors:
+                # normalised once per clip here (padded slots stay zero).
+                unit = F.normalize(fused, dim=-1)
+                if texts is not None:
+                    return padded(valid), padded(unit)
+                return padded(valid), padded(unit), self._pool(stages if raw_vt else fused, valid)
             return compute
 
         support_names = [("lga support", class_names[c]) for c in labels.tolist()]
-        s_stages, s_valid, fused_support = self.clip_memo.map(part(support, class_text[labels]), support, support_names)
-        q_stages, q_valid, fused_query = self.clip_memo.map(part(query, None), query, [("lga query",)] * query.shape[0])
-        stages, valid = torch.cat([s_stages, q_stages]), torch.cat([s_valid, q_valid])
-        n_max = int(valid.sum(-1).max())
-        return (stages[:, :, :n_max], valid[:, :, :n_max], fused_support[:, :, :n_max], fused_query[:, :, :n_max],
-                class_text)
+        s_valid, fused_support = self.clip_memo.map(part(support, class_text[labels]), support, support_names)
+        q_valid, fused_query, pooled_query = self.clip_memo.map(part(query, None), query,
+                                                                [("lga query",)] * query.shape[0])
+        n_max = int(max(s_valid.sum(-1).max(), q_valid.sum(-1).max()))
+        return (s_valid[:, :, :n_max], fused_support[:, :, :n_max], q_valid[:, :, :n_max], fused_query[:, :, :n_max],
+                pooled_query, class_text)
 
     def forward(self, inputs: EpisodeInputs) -> MethodOutput:
         support, query = self.encode_episode(inputs)
@@ -310,33 +347,35 @@ class LGA(TextAwareMethod):
         labels = inputs.support_labels.to(device)
         way = inputs.way
 
-        if ClipMemo.applies(self, inputs.features, support):
-            # Evaluation from the cache: anatomy and fusion once per clip (they depend on the clip
-            # and, for a support clip, its class's stage texts only), then the episode's matching.
-            stages, valid, fused_support, fused_query, class_text = self._memo_parts(
+        memoised = ClipMemo.applies(self, inputs.features, support)
+        if memoised:
+            # Evaluation from the cache: anatomy, fusion and the V-T pooling once per clip (they
+            # depend on the clip and, for a support clip, its class's stage texts only), then the
+            # episode's matching.
+            support_valid, fused_support, query_valid, fused_query, pooled_query, class_text = self._memo_parts(
                 support, query, labels, inputs.class_names, device
             )
         else:
             raw = torch.cat([support, query])  # (Ns + Nq, T, D)
             stages, valid, _ = self._stages(raw, self.space.frames(raw))
             class_text = self.space.text(self._class_texts(inputs.class_names, device))  # (C, L, W)
+            support_valid, query_valid = valid[:n_support], valid[n_support:]
 
             # Fine-grained multimodal fusion: support stages with their class's stage texts,
             # query stages visual-only (same weights).
-            fused_support = self.fusion(stages[:n_support], valid[:n_support], class_text[labels])
-            fused_query = self.fusion(stages[n_support:], valid[n_support:], None)
+            fused_support = self.fusion(stages[:n_support], support_valid, class_text[labels])
+            fused_query = self.fusion(stages[n_support:], query_valid, None)
+            # Video-text: pooled query stages vs each class's stage texts.
+            query_stages = fused_query if self.config.vt_features == "fused" else stages[n_support:]
+            pooled_query = self._pool(query_stages, query_valid)
 
-        # Video-video: AB-MHM over the concatenated fused stages (prototype f~ = concat_i f~_{S_i}).
-        seq_support, mem_support = concat_stages(fused_support, valid[:n_support])
-        seq_query, mem_query = concat_stages(fused_query, valid[n_support:])
-        vv_logits = self.metric(
-            seq_support, labels, seq_query, way, support_stages=mem_support, query_stages=mem_query
+        # Video-video: AB-MHM between the fused stages (prototype f~ = concat_i f~_{S_i}; stage i
+        # meets stage i, so the metric reads the stage packs directly).
+        vv_logits = self.metric.stage_packs(
+            fused_support, support_valid, labels, fused_query, query_valid, way, unit=memoised
         ) / self.metric_temperature()
         log_p_vv = F.log_softmax(vv_logits, dim=-1)
 
-        # Video-text: pooled query stages vs each class's stage texts.
-        query_stages = fused_query if self.config.vt_features == "fused" else stages[n_support:]
-        pooled_query = self._pool(query_stages, valid[n_support:])
         scale = self.text_logit_scale()
         vt_logits = scale * self._stage_cosines(pooled_query, class_text)
         log_p_vt = F.log_softmax(vt_logits, dim=-1)
@@ -357,7 +396,8 @@ class LGA(TextAwareMethod):
                 fused = torch.cat([fused_support, fused_query])
                 targets_episode = torch.cat([labels, query_labels])
                 loss_con = self._contrastive_loss(
-                    self._pool(fused, valid), targets_episode, inputs.class_names, class_text, scale
+                    self._pool(fused, torch.cat([support_valid, query_valid])), targets_episode, inputs.class_names,
+                    class_text, scale
                 )
                 loss = loss + self.config.contrastive_weight * loss_con
                 parts["loss_contrastive"] = loss_con.detach()

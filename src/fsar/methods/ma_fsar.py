@@ -245,14 +245,7 @@ class MAFSAR(TextAwareMethod):
         way = inputs.way
 
         memo = ClipMemo.applies(self, inputs.features, support)  # evaluation from the cache: once per clip
-        if memo:  # at evaluation a class's text is its 16-template mean: one projection per class name
-            per_class = text.per_class.to(device)
-            (text_class,) = self.clip_memo.map(lambda index: (self.space.text(per_class[index]),), per_class,
-                                               [("text", name) for name in inputs.class_names])
-            text_clip = text_class[labels]
-        else:
-            text_clip = self.space.text(text.per_clip.to(device))  # (Ns, W)
-            text_class = self.space.text(text.per_class.to(device))  # (C, W)
+        text_class, text_clip = self.projected_text(text, inputs.class_names, labels, memo=memo)  # (C, W), (Ns, W)
         tpcm_text = text.per_clip.to(device, support.dtype) if self._raw_text_to_tpcm else text_clip
 
         def frames_of(clips: torch.Tensor) -> torch.Tensor:

@@ -11,8 +11,17 @@ It is active only when nothing can change between calls: the method in eval mode
 off, cached features (``features=True``) on the CPU. It forgets everything whenever the method's
 mode changes (``train()``/``eval()``, which the engine calls before every loop, and after
 loading weights), so a validation pass during training never sees features of older weights.
-Lookups are exact: 64 values spread over the clip find the candidate, a comparison of the whole
-clip (all candidates of a call at once) decides; a collision is recomputed, never served.
+
+Two ways to find a row, both exact:
+
+* **by identity** (the fast path): an episode read from a feature cache carries
+  :class:`~fsar.data.inputs.CachedRows`, the cache's id of every support and query row, valid
+  for exactly the tensors the cache built (same object, not modified since: checked by
+  :meth:`ClipMemo.note`). A lookup is then a dictionary lookup per row and one index gather
+  per output from the memo's tables;
+* **by content** (episodes built by hand): 64 values spread over the clip find the candidate,
+  a comparison of the whole clip (all candidates of a call at once) decides; a collision is
+  recomputed, never served.
 """
 
 from __future__ import annotations
@@ -24,33 +33,82 @@ import torch
 __all__ = ["ClipMemo"]
 
 
+class _Table:
+    """Rows of one output signature, stored contiguously so a call's rows are one gather."""
+
+    def __init__(self, example: tuple[torch.Tensor, ...]) -> None:
+        self.rows = 0
+        self.data = [torch.empty((64, *t.shape[1:]), dtype=t.dtype) for t in example]
+
+    def append(self, tensors: tuple[torch.Tensor, ...]) -> int:
+        n, start = tensors[0].shape[0], self.rows
+        if start + n > self.data[0].shape[0]:
+            capacity = max(2 * self.data[0].shape[0], start + n)
+            grown = []
+            for old in self.data:
+                new = torch.empty((capacity, *old.shape[1:]), dtype=old.dtype)
+                new[:start] = old[:start]
+                grown.append(new)
+            self.data = grown
+        for store, tensor in zip(self.data, tensors):
+            store[start:start + n] = tensor
+        self.rows += n
+        return start
+
+
+def _signature(tensors: tuple[torch.Tensor, ...]) -> tuple:
+    return tuple((tuple(t.shape[1:]), t.dtype) for t in tensors)
+
+
 class ClipMemo:
     """``map(compute, clips, contexts)``: per-row outputs of ``compute``, each row computed once.
 
     ``compute(index)`` gets the rows (a LongTensor into ``clips``) not seen before and returns a
     tuple of tensors whose first dimension is ``len(index)``; ``contexts[i]`` is whatever else
     row i's result depends on (e.g. its class name). ``max_entries`` bounds the memory.
+    ``ids`` (or the ids given to :meth:`note` for ``clips``) name the rows exactly; without them rows are
+    found by content.
     """
 
     def __init__(self, max_entries: int = 50_000) -> None:
         self.max_entries = max_entries
-        self._store: dict[Hashable, tuple[torch.Tensor, tuple[torch.Tensor, ...]]] = {}
+        self._store: dict[Hashable, tuple[torch.Tensor | None, int, int]] = {}  # key -> (clip or None, table, row)
+        self._tables: list[_Table] = []
+        self._table_of: dict[tuple, int] = {}
         self._indices: dict[int, torch.Tensor] = {}
-        self._size = 0
+        self._noted: list[tuple[torch.Tensor, int, tuple]] = []
         self.hits = 0
         self.misses = 0
 
     def clear(self) -> None:
         self._store.clear()
-        self._size = 0
+        self._tables.clear()
+        self._table_of.clear()
+        self._noted.clear()
 
     def __len__(self) -> int:
-        return self._size
+        return len(self._store)
 
     @staticmethod
     def applies(module: torch.nn.Module, features: bool, tensor: torch.Tensor) -> bool:
         """True when results cannot change between episodes: eval mode, no autograd, cached CPU features."""
         return features and not module.training and not torch.is_grad_enabled() and tensor.device.type == "cpu"
+
+    def note(self, tensor: torch.Tensor, ids: Sequence[Hashable] | None) -> None:
+        """Remember that the rows of ``tensor`` (this very object, as it is now) are the clips
+        ``ids``; a later :meth:`map` of the same, unmodified tensor finds its rows by id. Only the
+        tensors of the last few episodes are remembered."""
+        if ids is None:
+            return
+        if len(ids) != tensor.shape[0]:
+            raise ValueError(f"ClipMemo.note: {len(ids)} ids for {tensor.shape[0]} rows")
+        self._noted = [*self._noted[-3:], (tensor, tensor._version, tuple(ids))]
+
+    def _noted_ids(self, clips: torch.Tensor) -> tuple | None:
+        for tensor, version, ids in reversed(self._noted):
+            if tensor is clips and clips._version == version:
+                return ids
+        return None
 
     def _sample_index(self, size: int) -> torch.Tensor:
         """Up to 64 positions spread over a flattened clip (every frame gets some)."""
@@ -62,34 +120,71 @@ class ClipMemo:
     def map(
         self,
         compute: Callable[[torch.Tensor], tuple[torch.Tensor, ...]],
-        clips: torch.Tensor,
+        clips: torch.Tensor | None,
         contexts: Sequence[Hashable],
+        *,
+        ids: Sequence[Hashable] | None = None,
     ) -> tuple[torch.Tensor, ...]:
-        n = clips.shape[0]
-        if len(contexts) != n:
-            raise ValueError(f"ClipMemo: {len(contexts)} contexts for {n} clips")
-        flat = clips.reshape(n, -1)
-        samples = flat[:, self._sample_index(flat.shape[1])].numpy()  # one gather for every row's key
-        shape = tuple(clips.shape[1:])
-        keys = [(context, shape, samples[i].tobytes()) for i, context in enumerate(contexts)]
-        found: list[tuple[torch.Tensor, ...] | None] = [None] * n
-        hits = [i for i, key in enumerate(keys) if key in self._store]
-        if hits:
-            # Exact check of every candidate at once: the whole stored clip against the whole row.
-            stored = torch.stack([self._store[keys[i]][0] for i in hits]).reshape(len(hits), -1)
-            same = (stored == flat[hits]).all(dim=1).tolist()
-            for i, equal in zip(hits, same):
-                if equal:
-                    found[i] = self._store[keys[i]][1]
-        missing = [i for i, result in enumerate(found) if result is None]
+        """The outputs of ``compute`` for every row. ``ids``: an exact name of each row (the same
+        name must mean the same input for as long as the memo lives); ``clips`` may then be None."""
+        n = len(contexts)
+        if ids is None and clips is not None:
+            ids = self._noted_ids(clips)
+        if ids is not None:
+            if len(ids) != n:
+                raise ValueError(f"ClipMemo: {len(ids)} ids for {n} contexts")
+            keys = [(context, "id", row_id) for context, row_id in zip(contexts, ids)]
+            found = [self._store.get(key) for key in keys]
+        else:
+            if clips is None or clips.shape[0] != n:
+                raise ValueError(f"ClipMemo: {n} contexts for {0 if clips is None else clips.shape[0]} clips")
+            flat = clips.reshape(n, -1)
+            samples = flat[:, self._sample_index(flat.shape[1])].numpy()  # one gather for every row's key
+            shape = tuple(clips.shape[1:])
+            keys = [(context, shape, samples[i].tobytes()) for i, context in enumerate(contexts)]
+            found = [self._store.get(key) for key in keys]
+            hits = [i for i, entry in enumerate(found) if entry is not None]
+            if hits:
+                # Exact check of every candidate at once: the whole stored clip against the whole row.
+                stored = torch.stack([found[i][0] for i in hits]).reshape(len(hits), -1)
+                for i, equal in zip(hits, (stored == flat[hits]).all(dim=1).tolist()):
+                    if not equal:
+                        found[i] = None
+        missing = [i for i, entry in enumerate(found) if entry is None]
         self.hits += n - len(missing)
         self.misses += len(missing)
+        rows: list[tuple[int, int] | tuple[None, int]] = [(entry[1], entry[2]) if entry else (None, 0) for entry in found]
+        computed: tuple[torch.Tensor, ...] = ()
         if missing:
-            computed = compute(torch.tensor(missing, dtype=torch.long))
+            computed = tuple(t.detach() for t in compute(torch.tensor(missing, dtype=torch.long)))
+            kept, room = [], self.max_entries - len(self._store)
             for j, i in enumerate(missing):
-                outputs = tuple(t[j].clone() for t in computed)
-                found[i] = outputs
-                if keys[i] in self._store or self._size < self.max_entries:  # a collision replaces its entry
-                    self._size += keys[i] not in self._store
-                    self._store[keys[i]] = (clips[i].clone(), outputs)
-        return tuple(torch.stack([result[k] for result in found]) for k in range(len(found[0])))
+                if keys[i] in self._store or room > 0:
+                    kept.append(j)
+                    room -= keys[i] not in self._store
+            for j, i in enumerate(missing):
+                rows[i] = (None, j)
+            if kept:
+                signature = _signature(computed)
+                table_index = self._table_of.get(signature)
+                if table_index is None:
+                    table_index = self._table_of[signature] = len(self._tables)
+                    self._tables.append(_Table(computed))
+                index = torch.tensor(kept, dtype=torch.long)
+                start = self._tables[table_index].append(tuple(t.index_select(0, index) for t in computed))
+                for offset, j in enumerate(kept):
+                    i = missing[j]
+                    rows[i] = (table_index, start + offset)
+                    # a collision (same key, other content) replaces its entry
+                    self._store[keys[i]] = (None if ids is not None else clips[i].clone(), table_index, start + offset)
+        tables = {table for table, _ in rows}
+        if len(tables) == 1 and None not in tables:
+            table = self._tables[rows[0][0]]
+            index = torch.tensor([row for _, row in rows], dtype=torch.long)
+            return tuple(data.index_select(0, index) for data in table.data)
+        # Rows beyond the bound, or of other output shapes under one call: row by row.
+        width = len(computed) if computed else len(self._tables[rows[0][0]].data)
+        return tuple(
+            torch.stack([computed[k][row] if table is None else self._tables[table].data[k][row] for table, row in rows])
+            for k in range(width)
+        )

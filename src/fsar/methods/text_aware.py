@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
 from torch import nn
 
 from fsar.encoders.base import Encoder
@@ -86,6 +87,29 @@ class TextAwareMethod(EncoderMethod):
         if self._text_bank is None:
             self._text_bank = text_bank_for(self.encoder)
         return self._text_bank
+
+    def projected_text(
+        self, text, class_names: Sequence[str], labels: torch.Tensor, *, memo: bool, need_class: bool = True
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The episode's class texts in the common space: ``(per class (C, W) or None, per support
+        clip (Ns, W))`` from :class:`~fsar.methods.text_side.EpisodeText` ``text``.
+
+        ``memo`` (evaluation from the cache, :meth:`ClipMemo.applies`): a class's text is then its
+        16-template mean, a function of its name alone (the text encoder is frozen), so each name
+        is projected once per evaluation and a support clip's text is its class's row. Otherwise
+        ``per_clip`` is projected as drawn (one template per clip in training), and the per-class
+        texts only when ``need_class``.
+        """
+        device = labels.device
+        if memo:
+            per_class = text.per_class.to(device)
+            (text_class,) = self.clip_memo.map(
+                lambda index: (self.space.text(per_class[index]),), None,
+                [("class text",)] * len(class_names), ids=list(class_names),
+            )
+            return text_class, text_class[labels]
+        text_clip = self.space.text(text.per_clip.to(device))
+        return (self.space.text(text.per_class.to(device)) if need_class else None), text_clip
 
     def build_metric(self, metric: str | nn.Module, options: dict[str, Any] | None) -> nn.Module:
         """The matching metric, fed features of the common space's width."""

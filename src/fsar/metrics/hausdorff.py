@@ -218,6 +218,51 @@ def stage_hausdorff_matrix(
     return query_side + target_side
 
 
+def _class_index_of_few(labels: list[int], way: int, device) -> tuple[Tensor, Tensor]:
+    """:func:`class_index` from labels already on the host (a few dozen ints: two tensors built
+    in Python instead of a dozen kernels). Labels must be validated."""
+    rows: list[list[int]] = [[] for _ in range(way)]
+    for row, label in enumerate(labels):
+        rows[label].append(row)
+    max_shot = max(len(r) for r in rows)
+    index = torch.tensor([r + [0] * (max_shot - len(r)) for r in rows], dtype=torch.long, device=device)
+    valid = torch.tensor([[True] * len(r) + [False] * (max_shot - len(r)) for r in rows], device=device)
+    return index, valid
+
+
+def aligned_stage_pack_distances(
+    query: Tensor, query_valid: Tensor, targets: Tensor, target_valid: Tensor, *, unit: bool = False
+) -> Tensor:
+    """Strictly aligned AB-MHM (``neighbor_window=0``) between clips given as stage packs.
+
+    query ``(n_q, L, a, D)`` with query_valid ``(n_q, L, a)`` bool, targets ``(n_t, L, b, D)``
+    with target_valid ``(n_t, L, b)`` (every stage has a valid slot) -> distances ``(n_q, n_t)``.
+    Stage i of a query meets stage i of a target only, so only the L diagonal blocks of frame
+    distances are formed (the concatenated form, :meth:`ABMHM.forward` on ``L * a`` frames, forms
+    all L² blocks and uses L of them); equal to it up to float rounding. ``unit``: the frames
+    are unit vectors already (normalised once per clip), so they are not normalised again.
+    """
+    n_q, num_stages, a, dim = query.shape
+    n_t, _, b, _ = targets.shape
+    # one batched product per stage: (L, n_q * a, D) x (L, D, n_t * b), kept in the stage-major layout
+    if not unit:
+        query, targets = F.normalize(query, dim=-1), F.normalize(targets, dim=-1)
+    unit_q = query.transpose(0, 1).reshape(num_stages, n_q * a, dim)
+    unit_t = targets.transpose(0, 1).reshape(num_stages, n_t * b, dim)
+    dists = (1.0 - torch.bmm(unit_q, unit_t.transpose(1, 2))).view(num_stages, n_q, a, n_t, b)
+    query_weight = query_valid.to(dists.dtype).transpose(0, 1)  # (L, n_q, a)
+    target_weight = target_valid.to(dists.dtype).transpose(0, 1)  # (L, n_t, b)
+    query_penalty = (1.0 - query_weight) * _NOT_IN_STAGE
+    target_penalty = (1.0 - target_weight) * _NOT_IN_STAGE
+    query_weight = query_weight / query_weight.sum(-1, keepdim=True)
+    target_weight = target_weight / target_weight.sum(-1, keepdim=True)
+    to_target = (dists + target_penalty[:, None, None]).amin(-1)  # (L, n_q, a, n_t)
+    to_query = (dists + query_penalty[:, :, :, None, None]).amin(2)  # (L, n_q, n_t, b)
+    query_side = (to_target * query_weight[..., None]).sum(2)  # (L, n_q, n_t)
+    target_side = (to_query * target_weight[:, None]).sum(-1)  # (L, n_q, n_t)
+    return (query_side + target_side).mean(0)
+
+
 class ABMHM(nn.Module):
     """Aligned Bidirectional Mean Hausdorff Metric (LGA). logits = ``-AB-MHM``.
 
@@ -265,6 +310,68 @@ class ABMHM(nn.Module):
         penalty = (self.neighbor_penalty * offset).to(matrix.dtype)
         penalty = penalty.masked_fill(offset > self.neighbor_window, float("inf"))
         return (matrix + penalty).amin(-1).mean(-1)
+
+    def stage_packs(
+        self,
+        support: Tensor,
+        support_valid: Tensor,
+        support_labels: Tensor,
+        query: Tensor,
+        query_valid: Tensor,
+        way: int,
+        *,
+        unit: bool = False,
+    ) -> Tensor:
+        """-AB-MHM logits ``(n_query, way)`` of clips given as stage packs (LGA's fused stages):
+        support ``(n_support, L, n, D)`` with support_valid ``(n_support, L, n)`` bool, query
+        ``(n_query, L, n, D)`` likewise. The same as :meth:`forward` on the packs laid side by
+        side (stage i owning slots ``[i n, (i + 1) n)``); with strict alignment
+        (``neighbor_window=0``) computed on the L diagonal blocks only. ``unit``: every valid slot
+        holds a unit vector already (normalised once per clip; padded slots zero)."""
+        if support.dim() != 4 or query.dim() != 4 or support.shape[1:2] != query.shape[1:2]:
+            raise ValueError(
+                f"metric 'abmhm': stage packs must be (n, L, slots, D) with one L, got support "
+                f"{tuple(support.shape)} and query {tuple(query.shape)}"
+            )
+        if support_valid.shape != support.shape[:3] or query_valid.shape != query.shape[:3]:
+            raise ValueError(
+                f"metric 'abmhm': stage pack masks {tuple(support_valid.shape)} / {tuple(query_valid.shape)} do "
+                f"not match the packs {tuple(support.shape[:3])} / {tuple(query.shape[:3])}"
+            )
+        if self.neighbor_window > 0:  # stage pairs off the diagonal count: the concatenated form
+            def laid_out(packs: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+                n, num_stages, slots, dim = packs.shape
+                block = torch.eye(num_stages, dtype=torch.bool, device=valid.device)
+                membership = (block[None, :, :, None] & valid[:, None]).reshape(n, num_stages, num_stages * slots)
+                return packs.reshape(n, num_stages * slots, dim), membership
+
+            sequence_s, mask_s = laid_out(support, support_valid)
+            sequence_q, mask_q = laid_out(query, query_valid)
+            return self(sequence_s, support_labels, sequence_q, way, support_stages=mask_s, query_stages=mask_q)
+        # checks of ranks, sizes and labels on one stage's slots (views: no copy of the packs)
+        _, support_labels, _ = validate_episode(support[:, 0], support_labels, query[:, 0], way, metric="abmhm")
+        if support.dtype != query.dtype:
+            dtype = torch.promote_types(support.dtype, query.dtype)
+            support, query = support.to(dtype), query.to(dtype)
+        if not bool(support_valid.any(-1).all() & query_valid.any(-1).all()):  # one host sync for both
+            for who, valid in (("support", support_valid), ("query", query_valid)):
+                empty = ~valid.any(-1)
+                if bool(empty.any()):
+                    clip, stage = (int(v) for v in torch.nonzero(empty)[0])
+                    raise ValueError(f"metric 'abmhm': {who} clip {clip} has an empty stage {stage}")
+        if self.shots == "distance":
+            distance = aligned_stage_pack_distances(query, query_valid, support, support_valid, unit=unit)
+            distance = distance @ shot_average_matrix(support_labels, way, distance.dtype)
+            return check_finite_logits(-distance, support, query, metric="abmhm")
+        # union: a class's stage i = the stage-i slots of all its shots side by side
+        index, valid = _class_index_of_few(support_labels.tolist(), way, support.device)  # (way, max_shot)
+        n_support, num_stages, slots, dim = support.shape
+        max_shot = index.shape[1]
+        class_packs = support[index].permute(0, 2, 1, 3, 4).reshape(way, num_stages, max_shot * slots, dim)
+        class_valid = (support_valid[index] & valid[:, :, None, None]).permute(0, 2, 1, 3)
+        class_valid = class_valid.reshape(way, num_stages, max_shot * slots)
+        distance = aligned_stage_pack_distances(query, query_valid, class_packs, class_valid, unit=unit)
+        return check_finite_logits(-distance, support, query, metric="abmhm")
 
     def forward(
         self,

@@ -11,6 +11,7 @@ episodes back. Writing a cache is :mod:`fsar.encoders.cache.extract`.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from fsar.data.inputs import PRIMARY_STREAM, EpisodeInputs, MissingStreamError
+from fsar.data.inputs import PRIMARY_STREAM, CachedRows, EpisodeInputs, MissingStreamError
 from fsar.data.integrity import fingerprint_changes, tensors_sha256
 from fsar.encoders.cache.decoding import _loader_sampling, loader_transform_key
 from fsar.encoders.fingerprint import FINGERPRINT_SCHEME, legacy_weights_fingerprint, weights_fingerprint
@@ -49,6 +50,10 @@ def _shard_name(number: int, shard_keys: list[str]) -> str:
     same number gets another name, so extracting a second split into a cache adds to it."""
     digest = hashlib.sha1(json.dumps(shard_keys).encode()).hexdigest()[:10]
     return f"shard-{number:05d}-{digest}.safetensors"
+
+
+#: Names of cached rows: unique across every cache opened in this process.
+_ROW_NAMES = itertools.count()
 
 
 class CacheMismatchError(CacheError):
@@ -475,6 +480,9 @@ class FeatureCache:
         # (clip, view) and each tensor read (up to memory_budget bytes; FSAR_CACHE_MEMORY_MB).
         self._keys: dict[str, str] = {}
         self._located: dict[tuple[str, tuple[int, str, str]], tuple[str, dict]] = {}
+        #: (index key, view) -> the row's name in EpisodeInputs.cached_rows (unique in the process)
+        self._row_names: dict[tuple[str, tuple[int, str, str]], int] = {}
+        self._views: dict[tuple, tuple[int, str, str]] = {}
         self._tensors: dict[tuple[str, str], torch.Tensor] = {}
         self._tensor_bytes = 0
         self.memory_budget = int(os.environ.get("FSAR_CACHE_MEMORY_MB", "2048")) * (1 << 20)
@@ -650,11 +658,22 @@ class FeatureCache:
             return f"{where}: it was not extracted{hint}"
         return f"{where}: cached frame indices {entry['indices']} differ from the requested {indices}"
 
-    @staticmethod
-    def _view(loader) -> tuple[int, str, str]:
-        """(T, sampling, transform key) of ``loader``'s evaluation view; computed once per episode."""
+    def _view(self, loader) -> tuple[int, str, str]:
+        """(T, sampling, transform key) of ``loader``'s evaluation view: computed once per loader
+        setting (a ClipLoader's frame count, sampling and frozen transform config), not per episode."""
+        from fsar.data.loading import ClipLoader
+
+        setting = None
+        if type(loader) is ClipLoader:
+            setting = (loader.num_frames, loader.sampling, loader.transform)
+            found = self._views.get(setting)
+            if found is not None:
+                return found
         num_segments, sampling = _loader_sampling(loader)
-        return num_segments, sampling, loader_transform_key(loader)
+        view = (num_segments, sampling, loader_transform_key(loader))
+        if setting is not None:
+            self._views[setting] = view
+        return view
 
     def _locate(self, clip, view: tuple[int, str, str]) -> tuple[str, dict]:
         """(index key, entry) of a clip cached for exactly this view; raises :class:`MissingFeatureError`."""
@@ -733,17 +752,17 @@ class FeatureCache:
         clip_names = [n for n in dict.fromkeys(streams) if n in self.clip_streams and n != PRIMARY_STREAM]
         class_names = [n for n in dict.fromkeys(streams) if n not in self.clip_streams]
 
-        def rows(clips, names) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        def rows(clips, names) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[int]]:
             located = [self._locate(c, view) for c in clips]  # one lookup per clip for every stream
             primary = torch.stack([self._tensor(entry["shard"], key) for key, entry in located])
             extra = {
                 name: torch.stack([self._tensor(entry["shard"], _stream_tensor_name(key, name)) for key, entry in located])
                 for name in names
             }
-            return primary, extra
+            return primary, extra, [self._row_name(key, view) for key, _ in located]
 
-        support, support_streams = rows(episode.support, clip_names)
-        query, query_streams = rows(episode.query, [n for n in clip_names if n not in self.label_streams])
+        support, support_streams, support_names = rows(episode.support, clip_names)
+        query, query_streams, query_names = rows(episode.query, [n for n in clip_names if n not in self.label_streams])
         class_streams = {
             name: torch.stack([self.class_stream(c, name) for c in episode.class_names]) for name in class_names
         }
@@ -757,7 +776,15 @@ class FeatureCache:
             support_streams=support_streams,
             query_streams=query_streams,
             class_streams=class_streams,
+            cached_rows=CachedRows.of(support, support_names, query, query_names),
         )
+
+    def _row_name(self, key: str, view: tuple[int, str, str]) -> int:
+        """The process-wide unique name of one cached clip under one view (see :class:`CachedRows`)."""
+        name = self._row_names.get((key, view))
+        if name is None:
+            name = self._row_names[(key, view)] = next(_ROW_NAMES)
+        return name
 
     def __repr__(self) -> str:
         return (
