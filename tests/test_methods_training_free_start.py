@@ -77,7 +77,7 @@ def test_grid_temporal_module_is_the_identity_at_start_and_sees_time_order():
     # one becomes its deviation from its own temporal mean (temporal centring)
     for gate, shape in (("shared", ()), ("per-channel", (8,))):
         fresh = GridTemporalModule(cells=4, dim=8, width=6, gate=gate, static_rate=5.0)
-        assert fresh.static_gate.shape == shape and float(fresh.static_suppression().abs().max()) == 0.0
+        assert fresh.static_gate.shape == shape and float(fresh.static_suppression().detach().abs().max()) == 0.0
         with torch.no_grad():
             fresh.static_gate.fill_(1.0 / 5.0)
         still = torch.randn(1, 1, 4, 8).expand(2, 5, 4, 8)
