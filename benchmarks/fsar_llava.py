@@ -235,6 +235,53 @@ def part_accuracy(work: Path, episodes: int, train_steps: int) -> None:
           f"({len(cache)} clips).\n")
 
 
+def part_speed(work: Path, episodes: int) -> None:
+    """Episodes per second from the cache (issue 16's target), at the real model's stream widths.
+
+    A random Video-LLaVA with one decoder layer of the real width (4096) and the real vision
+    width (1024) but 5 tokens per frame (28 px frames, 14 px patches): extraction stays cheap,
+    and every stream the method reads has the real model's shape (features (T, 4096), prompt and
+    label states 4096, vision tower (T, 1024)). The methods use their default sizes; untrained.
+    """
+    from fsar.data.manifest import Manifest
+    from fsar.data.synth import render_dataset
+    from fsar.encoders import create_encoder
+    from fsar.encoders.cache import extract_features
+    from fsar.engine.evaluate import evaluate
+    from fsar.engine.sources import episode_source, loader_for
+    from fsar.methods import create_method
+
+    print("## 4. Episodes per second from the cache, streams of the real widths (random weights)\n")
+    data = render_dataset(work / "synth-speed", classes=12, videos_per_class=10, size=64, progress=False)
+    manifest = Manifest.from_folder(data, progress=False)
+    from fsar.encoders.video_llava import save_tiny_video_llava
+
+    folder = save_tiny_video_llava(work / "wide-video-llava", width=4096, layers=1, heads=32, vision_width=1024,
+                                   vision_layers=1)
+    encoder = create_encoder("video-llava", weights=str(folder), batch_size=8)
+    loader = loader_for(encoder, num_frames=encoder.num_frames)
+    out = work / "cache-speed"
+    start = time.perf_counter()
+    extract_features(manifest, encoder, loader, out, progress=False, batch_size=8)
+    print(f"cache: {len(manifest.clips)} clips in {time.perf_counter() - start:.0f} s; "
+          f"load {os.getloadavg()[0]:.1f}\n")
+    print("| method | trainable | eval 1-shot ep/s | eval 5-shot ep/s |\n|---|---:|---:|---:|")
+    for name in ("fsar-llava", "fsar-llava-vision"):
+        torch.manual_seed(0)
+        method = create_method(name, backbone=encoder)
+        rates = []
+        for shot in (1, 5):
+            source = episode_source(method, manifest, way=5, shot=shot, queries=1, seed=0,
+                                    num_frames=encoder.num_frames, image_size=None, features=out, progress=False)
+            evaluate(method, source, episodes=20, progress=False)  # warm-up
+            began = time.perf_counter()
+            evaluate(method, source, episodes=episodes, progress=False)
+            rates.append(episodes / (time.perf_counter() - began))
+        trainable = sum(p.numel() for p in method.parameters() if p.requires_grad)
+        print(f"| {name} | {trainable:,} | {rates[0]:.0f} | {rates[1]:.0f} |")
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", default="params,extract,accuracy")
@@ -242,6 +289,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--episodes", type=int, default=200)
     parser.add_argument("--train-steps", type=int, default=300)
+    parser.add_argument("--speed-episodes", type=int, default=2000, help="episodes per figure of --parts speed")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -256,6 +304,8 @@ def main() -> None:
             part_extract(work, args.repeats)
         if "accuracy" in parts:
             part_accuracy(work, args.episodes, args.train_steps)
+        if "speed" in parts:
+            part_speed(work, args.speed_episodes)
 
 
 if __name__ == "__main__":

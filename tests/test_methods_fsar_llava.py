@@ -394,3 +394,34 @@ def test_recognizer_gives_support_clips_their_action_and_queries_nothing(encoder
     assert calls[-1] is None and {name for name, _ in prediction.ranking} == {"wave", "clap"}
     again = Recognizer.from_method(model, support=clips_, cache_dir=tmp_path / "store")  # all from the store
     assert len(calls) == 3 and again.encoded_clips == 0
+
+
+@pytest.mark.parametrize("name", ["fsar-llava", "fsar-llava-vision"])
+def test_evaluation_from_named_cache_rows_computes_each_clip_once_with_the_plain_results(encoder, episodes, name):
+    from fsar.data.inputs import CachedRows
+
+    model = method(encoder, name=name).eval()
+    _, cached = episodes
+    n_s, n_q = cached.support.shape[0], cached.query.shape[0]
+    named = dataclasses.replace(cached, cached_rows=CachedRows.of(cached.support, list(range(n_s)), cached.query,
+                                                                  list(range(100, 100 + n_q))))
+    # the same clips again, in another order, under the same names (a later episode of the evaluation)
+    order_s, order_q = torch.arange(n_s).flip(0), torch.arange(n_q).flip(0)
+    again = EpisodeInputs(
+        support=cached.support[order_s], support_labels=cached.support_labels[order_s], query=cached.query[order_q],
+        class_names=cached.class_names, features=True,
+        support_streams={k: v[order_s] for k, v in cached.support_streams.items()},
+        query_streams={k: v[order_q] for k, v in cached.query_streams.items()}, class_streams=cached.class_streams,
+    )
+    again = dataclasses.replace(again, cached_rows=CachedRows.of(again.support, order_s.tolist(), again.query,
+                                                                 (100 + order_q).tolist()))
+    with torch.no_grad():  # the plain path: unnamed rows, no memory (no_grad too: torch's attention fast path)
+        expected = [model(dataclasses.replace(e, cached_rows=None)).log_probs for e in (named, again)]
+    assert len(model.clip_memo) == 0
+    with torch.no_grad():
+        got = [model(e).log_probs for e in (named, again)]
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert len(model.clip_memo) == n_s + n_q and model.clip_memo.hits == n_s + n_q  # the second episode gathered
+    model.train()  # a mode switch forgets
+    assert len(model.clip_memo) == 0

@@ -45,6 +45,7 @@ from fsar.encoders.base import Encoder
 from fsar.methods import METHODS
 from fsar.methods.base import MethodOutput
 from fsar.methods.common import EncoderMethod, check_episode, class_means, configure_method
+from fsar.methods.memo import ClipMemo
 from fsar.metrics.mpmm import CUES, MPMM, TEXT_CUES, _check_cues
 
 __all__ = ["CTPC", "CaptionMatching", "FSARLLaVA", "FSARLLaVAConfig", "FSARLLaVAVision", "MFEM"]
@@ -409,8 +410,8 @@ class FSARLLaVA(EncoderMethod):
         labels = inputs.support_labels.to(device)
         way = inputs.way
 
-        v_support, t_support = self.mfem(s["support_visual"], s["support_text"])
-        v_query, t_query = self.mfem(s["query_visual"], s["query_text"])
+        v_support, t_support = self._mfem_per_clip(inputs, s, "support", labels)
+        v_query, t_query = self._mfem_per_clip(inputs, s, "query", labels)
         label_text = None
         if s["labels"] is not None and config.use_label_state:
             label_text = self.mfem.text(s["labels"])
@@ -440,6 +441,28 @@ class FSARLLaVA(EncoderMethod):
                 loss = loss + config.separation_weight * separation
                 parts["loss_separation"] = separation.detach()
         return MethodOutput(log_probs=result.log_probs, loss=loss, parts=parts)
+
+    def _mfem_per_clip(self, inputs: EpisodeInputs, s: dict, role: str, labels: torch.Tensor):
+        """MFEM of one side's clips: a function of each clip's own streams (and, for a support clip,
+        of its class name, which its label-aware text saw). Evaluating from the cache, each clip is
+        computed once per evaluation (``ClipMemo``, by the cache's row names) and later episodes gather."""
+        visual, text = s[f"{role}_visual"], s[f"{role}_text"]
+        rows = inputs.cached_rows if inputs.features else None
+        clips = inputs.support if role == "support" else inputs.query
+        ids = rows.rows_of(clips) if rows is not None else None
+        if ids is None or not ClipMemo.applies(self, True, visual):
+            return self.mfem(visual, text)
+
+        def compute(index: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            v, t = self.mfem(visual[index], None if text is None else text[index])
+            return (v,) if t is None else (v, t)
+
+        if role == "support":
+            contexts = [("support", inputs.class_names[c]) for c in labels.tolist()]
+        else:
+            contexts = [("query",)] * visual.shape[0]
+        out = self.clip_memo.map(compute, None, contexts, ids=ids)
+        return (out[0], None) if text is None else (out[0], out[1])
 
     def _contrastive_loss(self, inputs, label_states, v_support, v_query, query_labels) -> torch.Tensor:
         """Video-text contrastive term: mean_T V of the episode's labelled clips against û of every
