@@ -108,20 +108,13 @@ def tiny_llava_next_video(
     heads: int = 4,
 ):
     """(model, tokenizer): a random-init LLaVA-NeXT-Video of the real classes, sizes for tests (offline)."""
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration
+    from transformers import LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration
 
-    from fsar.encoders.video_llava import build_tiny_tokenizer
+    from fsar.encoders.video_llava import build_tiny_tokenizer, seeded_model, tiny_clip_vision_config, tiny_llama_config
 
     tokenizer = build_tiny_tokenizer()
-    vision = CLIPVisionConfig(
-        hidden_size=vision_width, intermediate_size=2 * vision_width, num_hidden_layers=vision_layers,
-        num_attention_heads=2, image_size=image_size, patch_size=patch_size, projection_dim=vision_width,
-    )
-    text = LlamaConfig(
-        hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers, num_attention_heads=heads,
-        num_key_value_heads=heads, vocab_size=len(tokenizer), max_position_embeddings=1024,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )
+    vision = tiny_clip_vision_config(vision_width, vision_layers, image_size, patch_size)
+    text = tiny_llama_config(tokenizer, width, layers, heads)
     side = (image_size // patch_size) // 2
     config = LlavaNextVideoConfig(
         vision_config=vision, text_config=text,
@@ -130,10 +123,7 @@ def tiny_llava_next_video(
         image_grid_pinpoints=[[image_size, image_size]], image_seq_length=(image_size // patch_size) ** 2,
         video_seq_length=side * side,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LlavaNextVideoForConditionalGeneration(config)
-    return model.eval(), tokenizer
+    return seeded_model(LlavaNextVideoForConditionalGeneration, config, seed), tokenizer
 
 
 _RANDOM_SIZES = ("seed", "image_size", "patch_size", "vision_width", "vision_layers", "width", "layers", "heads")

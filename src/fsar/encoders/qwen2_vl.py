@@ -167,7 +167,7 @@ def tiny_qwen2_vl(
     """(model, tokenizer): a random-init Qwen2-VL of the real classes, sizes for tests (offline)."""
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
-    from fsar.encoders.video_llava import build_tiny_tokenizer
+    from fsar.encoders.video_llava import build_tiny_tokenizer, seeded_model
 
     tokenizer = build_tiny_tokenizer(
         special_tokens=SPECIAL_TOKENS, additional=SPECIAL_TOKENS[2:], bos=None, eos="<|im_end|>",
@@ -189,10 +189,7 @@ def tiny_qwen2_vl(
         vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
         vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Qwen2VLForConditionalGeneration(config)
-    return model.eval(), tokenizer
+    return seeded_model(Qwen2VLForConditionalGeneration, config, seed), tokenizer
 
 
 _RANDOM_SIZES = ("seed", "vision_width", "vision_layers", "width", "layers", "heads")

@@ -191,6 +191,36 @@ def build_tiny_tokenizer(
     )
 
 
+def tiny_clip_vision_config(width: int, layers: int, image_size: int, patch_size: int, **extra: Any):
+    """The CLIP vision tower of the tiny test MLLMs (2 heads, MLP twice the width)."""
+    from transformers import CLIPVisionConfig
+
+    return CLIPVisionConfig(
+        hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers, num_attention_heads=2,
+        image_size=image_size, patch_size=patch_size, projection_dim=width, **extra,
+    )
+
+
+def tiny_llama_config(tokenizer, width: int, layers: int, heads: int):
+    """The Llama decoder of the tiny test MLLMs, its special tokens from ``tokenizer``."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers, num_attention_heads=heads,
+        num_key_value_heads=heads, vocab_size=len(tokenizer), max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def seeded_model(model_class, config, seed: int) -> nn.Module:
+    """``model_class(config)`` initialised under ``seed`` without touching the global RNG, in eval mode."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_class(config)
+    return model.eval()
+
+
 def tiny_video_llava(
     *,
     seed: int = 0,
@@ -204,31 +234,19 @@ def tiny_video_llava(
     heads: int = 4,
 ):
     """(model, tokenizer): a random-init Video-LLaVA of the real classes, sizes for tests (offline)."""
-    from transformers import CLIPVisionConfig, LlamaConfig, VideoLlavaConfig, VideoLlavaForConditionalGeneration
+    from transformers import VideoLlavaConfig, VideoLlavaForConditionalGeneration
 
     tokenizer = build_tiny_tokenizer()
     per_frame = (image_size // patch_size) ** 2 + 1
-    vision = CLIPVisionConfig(
-        hidden_size=vision_width, intermediate_size=2 * vision_width, num_hidden_layers=vision_layers,
-        num_attention_heads=2, image_size=image_size, patch_size=patch_size, projection_dim=vision_width,
-        hidden_act="quick_gelu",
-    )
-    text = LlamaConfig(
-        hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers, num_attention_heads=heads,
-        num_key_value_heads=heads, vocab_size=len(tokenizer), max_position_embeddings=1024,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    vision = tiny_clip_vision_config(vision_width, vision_layers, image_size, patch_size, hidden_act="quick_gelu")
+    text = tiny_llama_config(tokenizer, width, layers, heads)
     config = VideoLlavaConfig(
         vision_config=vision, text_config=text,
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
         image_seq_length=per_frame - 1, video_seq_length=frames * per_frame,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = VideoLlavaForConditionalGeneration(config)
-    return model.eval(), tokenizer
+    return seeded_model(VideoLlavaForConditionalGeneration, config, seed), tokenizer
 
 
 def save_tiny_video_llava(folder: str | os.PathLike, **sizes: Any) -> Path:
