@@ -34,6 +34,7 @@ __all__ = [
     "TrainingSplits",
     "get_benchmark",
     "list_benchmarks",
+    "near_benchmark_name",
     "resolve_split",
     "resolve_training_splits",
     "split_directory",
@@ -126,6 +127,15 @@ def _lookup(name: str) -> Benchmark | None:
         if key == benchmark.name or key in (alias.lower() for alias in benchmark.aliases):
             return benchmark
     return None
+
+
+def near_benchmark_name(name: str) -> str | None:
+    """The shipped benchmark whose name or alias ``name`` nearly spells (a typo), or None."""
+    import difflib
+
+    known = {alias.lower(): b.name for b in _benchmarks().values() for alias in (b.name, *b.aliases)}
+    close = difflib.get_close_matches(name.strip().lower(), list(known), n=1, cutoff=0.8)
+    return known[close[0]] if close else None
 
 
 def get_benchmark(name: str) -> Benchmark:

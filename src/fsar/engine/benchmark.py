@@ -116,7 +116,7 @@ class DataSpec:
 
 def parse_data_spec(text: str) -> DataSpec:
     """``ssv2-small=/data/ssv2`` (shipped split, test part), ``ssv2-small:val=ROOT``, or ``LABEL=ROOT``."""
-    from fsar.data.splits import SplitError, _lookup, resolve_split
+    from fsar.data.splits import SplitError, _lookup, near_benchmark_name, resolve_split
 
     name, sep, root = text.partition("=")
     name, root = name.strip(), root.strip()
@@ -130,7 +130,7 @@ def parse_data_spec(text: str) -> DataSpec:
             raise BenchmarkError(f"--data {text!r}: {error}") from None
         return DataSpec(split.benchmark.name if split.part == "test" else f"{split.benchmark.name}:{split.part}",
                         Path(root), split)
-    near = _near_split_name(head)
+    near = near_benchmark_name(head)
     if near is not None:
         # a mistyped split name would otherwise evaluate every class of ROOT: a silently different benchmark
         raise BenchmarkError(
@@ -138,19 +138,6 @@ def parse_data_spec(text: str) -> DataSpec:
             "(`fsar data splits` lists them; label a plain ROOT/<class>/<clip> folder with a name unlike theirs)"
         )
     return DataSpec(name, Path(root), None)
-
-
-def _near_split_name(name: str) -> str | None:
-    import difflib
-
-    from fsar.data.splits import list_benchmarks
-
-    known = {}
-    for benchmark in list_benchmarks():
-        for alias in (benchmark.name, *benchmark.aliases):
-            known[alias.lower()] = benchmark.name
-    close = difflib.get_close_matches(name.strip().lower(), list(known), n=1, cutoff=0.8)
-    return known[close[0]] if close else None
 
 
 @dataclass
@@ -208,12 +195,16 @@ class BenchmarkPlan:
                 raise BenchmarkError(f"unknown method {spec.method!r}; available: {', '.join(known)} "
                                      "(or LABEL=RUN_DIR for a trained run)")
             if spec.checkpoint is not None:
+                from fsar.engine.checkpoint import CheckpointError, find_checkpoint
+
                 for data in self.data:
                     for shot in self.shots:
-                        path = Path(spec.checkpoint_for(data.name, shot))
-                        if not path.exists():
-                            raise BenchmarkError(f"method {spec.label!r}: {path}: no such checkpoint file or run directory"
-                                                 + (f" (for {data.name} {shot}-shot)" if path != Path(spec.checkpoint) else ""))
+                        path = spec.checkpoint_for(data.name, shot)
+                        try:
+                            find_checkpoint(path)
+                        except CheckpointError as error:
+                            cell = f" (for {data.name} {shot}-shot)" if path != spec.checkpoint else ""
+                            raise BenchmarkError(f"method {spec.label!r}: {error}{cell}") from None
 
 
 # --------------------------------------------------------------------------------------
