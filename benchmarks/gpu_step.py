@@ -28,16 +28,11 @@ import sys
 import time
 from pathlib import Path
 
+from methods_eval import _peak_rss_reset, _status_kib  # this folder: the CPU cost benchmark's /proc readers
+
 TINY_CLIP = {"image_size": 32, "patch_size": 16, "width": 32, "vision_layers": 1, "heads": 2, "text_width": 32,
              "text_layers": 1, "text_heads": 2, "projection_dim": 16, "vocab_size": 64}
 PAPER = {"ma-fsar": (1.11, 11.9), "clip-fsar": (1.34, 13.2)}  # Table 15: s/it, GB (ViT-B/32)
-
-
-def _status_kib(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise KeyError(key)
 
 
 def one_run(args: argparse.Namespace) -> dict:
@@ -82,7 +77,7 @@ def one_run(args: argparse.Namespace) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
     else:
-        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM
+        _peak_rss_reset()
         before = _status_kib("VmRSS") * 1024
     times = []
     for step in range(args.warmup + args.steps):
