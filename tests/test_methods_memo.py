@@ -58,15 +58,20 @@ def test_memo_gives_the_uncached_results_and_forgets_on_mode_change(name):
     assert not torch.allclose(changed, got[0])
 
 
-def test_memo_is_exact_and_bounded():
-    memo = ClipMemo(max_entries=2)
-    calls = []
-
+def _summing(calls: list):
+    """``summing(batch)``: a ClipMemo compute of each row's sum that logs the rows it was asked for."""
     def summing(batch):
         def compute(index):
             calls.append(index.tolist())
             return (batch[index].sum(dim=(1, 2)),)
         return compute
+    return summing
+
+
+def test_memo_is_exact_and_bounded():
+    memo = ClipMemo(max_entries=2)
+    calls = []
+    summing = _summing(calls)
 
     clips = torch.randn(3, 10, 20)
     near = clips.clone()
@@ -120,12 +125,7 @@ def test_rows_named_by_the_cache_are_found_by_name_with_the_plain_results(name):
 def test_a_name_describes_only_the_unmodified_tensor_it_was_given_for():
     memo = ClipMemo()
     calls = []
-
-    def summing(batch):
-        def compute(index):
-            calls.append(index.tolist())
-            return (batch[index].sum(dim=(1, 2)),)
-        return compute
+    summing = _summing(calls)
 
     clips = torch.randn(3, 4, 5)
     episode = _named(EpisodeInputs(support=clips, support_labels=torch.arange(3), query=clips[:1],
