@@ -44,6 +44,7 @@ import pstats
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 BACKBONE = "effnet-lite0+minilm"
@@ -299,6 +300,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: fsar's choice)")
     parser.add_argument("--profile", nargs="*", default=[], metavar="METHOD",
                         help="only profile these methods' evaluation (this tree, this process, --loads' first value)")
+    parser.add_argument("--flops", nargs="*", default=[], metavar="METHOD",
+                        help="only count these methods' FLOPs per evaluation episode (torch.utils.flop_counter), "
+                             "after 50 warm-up episodes: every clip and class text seen, as in a long evaluation")
     parser.add_argument("--no-startup", action="store_true")
     parser.add_argument("--no-extraction", action="store_true", help="skip the timed `fsar extract` (page faults)")
     parser.add_argument("--json", type=Path, default=None, help="also write every measurement as JSON")
@@ -327,6 +331,25 @@ def main() -> int:
             for process in busy:
                 process.kill()
                 process.wait()
+        return 0
+    if args.flops:
+        import torch
+        from torch.utils.flop_counter import FlopCounterMode
+
+        manifest, features = _setup(args.work.resolve(), args.image_size, args.features_dir)
+        for name in args.flops:
+            method = _method(name).eval()
+            for shot in args.shots:
+                source = _source(method, manifest, features, shot, 1, args.image_size)
+                with torch.no_grad():
+                    # the steady state of a long evaluation: every clip and class text seen before
+                    for index in range(50):
+                        method(replace(source.sample(index, train=False), query_labels=None))
+                    episode = replace(source.sample(0, train=False), query_labels=None)
+                    with FlopCounterMode(display=False) as counter:
+                        method(episode)
+                print(f"{name} {shot}-shot: {counter.get_total_flops() / 1e9:.3f} GFLOP per 5-way episode "
+                      f"(features {tuple(episode.support.shape[1:])})")
         return 0
     trees = [("after", Path(__file__).resolve().parents[1] / "src")]
     if args.before:
