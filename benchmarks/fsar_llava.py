@@ -279,7 +279,22 @@ def part_speed(work: Path, episodes: int) -> None:
             rates.append(episodes / (time.perf_counter() - began))
         trainable = sum(p.numel() for p in method.parameters() if p.requires_grad)
         print(f"| {name} | {trainable:,} | {rates[0]:.0f} | {rates[1]:.0f} |")
+        if name == "fsar-llava":
+            profiled = source, method
     print()
+    import cProfile
+    import io
+    import pstats
+
+    source, method = profiled  # what remains of a 5-shot episode of fsar-llava, by own time
+    profiler = cProfile.Profile()
+    profiler.enable()
+    evaluate(method, source, episodes=500, progress=False)
+    profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(8)
+    lines = [line for line in text.getvalue().splitlines() if line.strip()]
+    print("fsar-llava, 500 episodes, cProfile (own time):\n\n```\n" + "\n".join(lines[-9:]) + "\n```\n")
 
 
 def main() -> None:
