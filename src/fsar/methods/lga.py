@@ -43,6 +43,14 @@ moves away from that metric:
   :class:`~fsar.methods.grid_temporal.GridTemporalModule` (the identity at the start), so the
   fusion and AB-MHM can see where things are and how they move.
 
+* on an encoder without a shared space the evaluation predicts with V-V alone (``alpha``
+  resolves to 1.0 instead of the spec's 0.5): the stage texts' map is learned from the training
+  classes' names only, and on ssv2-mini (5 training classes) it did not transfer to the 5 unseen
+  ones (V-T alone 18.8% at 5-way 1-shot, below chance, while V-V alone rose from its start, 32.2
+  to 33.3%, and the geometric mean fell to 26.4%; benchmarks/README.md). The V-T branch still
+  trains (the stage-level contrastive loss shapes the fused stages) and ``-O alpha=0.5`` brings
+  it back into the prediction.
+
 The weights that start at zero receive gradients from the first backward (the bottleneck's and
 the grid module's up-projections, the static-suppression gate, the text map's weights through
 the stage-level contrastive loss). A config saved before ``start`` existed loads as
@@ -108,8 +116,11 @@ class LGAConfig:
     segmentation: str = "cluster"
     #: options of fsar.metrics "abmhm" (shots="union"|"distance", neighbor_window, ...).
     metric_options: dict[str, Any] = field(default_factory=dict)
-    #: weight of p_vv in the geometric mean p = p_vv^α p_vt^(1-α) [proposed 0.5].
-    alpha: float = 0.5
+    #: weight of p_vv in the geometric mean p = p_vv^α p_vt^(1-α) [proposed 0.5]; None = 0.5,
+    #: except with the training-free start on an encoder without a shared space, where it is 1.0
+    #: (fsar's own: there the text space is a map learned from the training classes' names, which
+    #: did not transfer to unseen classes on ssv2-mini, see the module docstring). Recorded resolved.
+    alpha: float | None = None
     #: λ of the stage-level video-text contrastive loss (0 = off).
     contrastive_weight: float = 1.0
     #: τ_v: V-V logits are -AB-MHM / τ_v [proposed: learnable, init 0.1].
@@ -162,7 +173,7 @@ class LGAConfig:
             raise ValueError(f"lga: overlap must be >= 0, got {self.overlap}")
         if self.segmentation not in SEGMENTATIONS:
             raise ValueError(f"lga: segmentation must be one of {SEGMENTATIONS}, got {self.segmentation!r}")
-        if not 0.0 <= self.alpha <= 1.0:
+        if self.alpha is not None and not 0.0 <= float(self.alpha) <= 1.0:
             raise ValueError(f"lga: alpha must lie in [0, 1], got {self.alpha}")
         if self.contrastive_weight < 0:
             raise ValueError(f"lga: contrastive_weight must be >= 0, got {self.contrastive_weight}")
@@ -247,12 +258,15 @@ class LGA(TextAwareMethod):
         encoder: rebuild it so, so that its checkpoint loads as it was trained."""
         values = dict(values)
         values.setdefault("start", "standard")
+        values.setdefault("alpha", 0.5)
         return super().from_config(values)
 
     def build_space(self, config: LGAConfig, encoder: Encoder) -> TextSpace:
         """The video-text space started as ``config.start`` says (resolved here and recorded in
         the config), and on grid backbones with the training-free start the grid temporal module."""
         config.start = start = config.resolved_start(encoder.shared_space)
+        if config.alpha is None:
+            config.alpha = 1.0 if start == "training-free" and not encoder.shared_space else 0.5
         cells = int(getattr(encoder, "grid_cells", 1) or 1)
         self.grid_temporal = None
         if start == "training-free" and cells > 1:
