@@ -15,6 +15,7 @@ from fsar.cli._args import (
     add_no_progress,
     add_threads,
     method_args_from,
+    method_options_per_label,
     resolve_device,
 )
 from fsar.cli._values import int_at_least
@@ -84,27 +85,6 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def _options(values: list[str], labels: list[str]) -> dict[str, dict]:
-    """``-O KEY=VALUE`` for every method built by name, ``-O METHOD:KEY=VALUE`` for one of them."""
-    from fsar.cli._args import parse_option
-
-    options: dict[str, dict] = {label: {} for label in labels}
-    for text in values:
-        if "=" not in text:
-            raise CLIError(f"-O {text!r}: expected KEY=VALUE or METHOD:KEY=VALUE")
-        head, _, _ = text.partition("=")
-        label, sep, _ = head.partition(":")
-        targets = labels
-        if sep:
-            if label not in labels:
-                raise CLIError(f"-O {text!r}: {label!r} is not one of the methods given by name ({', '.join(labels)})")
-            targets, text = [label], text[len(label) + 1:]
-        key, value = parse_option(text)
-        for target in targets:
-            options[target][key] = value
-    return {label: values for label, values in options.items() if values}
-
-
 def run(args: argparse.Namespace) -> int:
     from fsar.cli._engine_args import user_errors
     from fsar.data.splits import SplitError
@@ -126,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
             methods=methods, data=data, shots=args.shots, way=args.way, queries=args.queries,
             episodes=args.episodes, seed=args.seed, backbone=args.backbone, weights=args.weights,
             num_frames=args.num_frames, image_size=args.image_size,
-            method_options=_options(args.method_options, [m.label for m in methods if m.checkpoint is None]),
+            method_options=method_options_per_label(args.method_options, [m.label for m in methods if m.checkpoint is None]),
             method_args=method_args_from(args), device=args.device, bootstrap=args.bootstrap, chunk=args.chunk,
             progress=args.progress,
         )
