@@ -182,7 +182,7 @@ def draw_table(rows: list[dict], png: Path, title: str) -> None:
 
     from fsar.engine.checkpoint import atomic_write_bytes
 
-    fig, (axis, table_axis) = plt.subplots(2, 1, figsize=(7.5, 6.0), gridspec_kw={"height_ratios": [3, 1.3]})
+    fig, (axis, table_axis) = plt.subplots(2, 1, figsize=(8.0, 6.6), gridspec_kw={"height_ratios": [3, 1.5]})
     width = 0.4
     for x, row in enumerate(rows):
         colour = "tab:orange" if row["trained"] else "tab:blue"
@@ -192,11 +192,13 @@ def draw_table(rows: list[dict], png: Path, title: str) -> None:
         for position, accuracy, interval, alpha in bars:
             axis.bar(position, 100 * accuracy, width=width, yerr=100 * interval, capsize=4, color=colour, alpha=alpha)
             axis.text(position, 100 * (accuracy + interval) + 1, f"{100 * accuracy:.1f}", ha="center", fontsize=8)
-    axis.set_xticks(range(len(rows)), [r["method"] for r in rows])
+    # a method's inference tags ("[padm=transductive]") go on a second line under its bars
+    axis.set_xticks(range(len(rows)), [r["method"].replace(" [", "\n[") for r in rows], fontsize=8)
     chance = axis.axhline(100 / rows[0]["way"], color="grey", ls=":", lw=1, label="chance")
     from matplotlib.patches import Patch
 
-    handles = [chance, Patch(color="grey", label="all test episodes"),
+    handles = [chance, Patch(color="tab:orange", label="trained"), Patch(color="tab:blue", label="training-free"),
+               Patch(color="grey", label="all test episodes"),
                Patch(color="grey", alpha=0.45, label="episodes with a motion and its reverse")]
     axis.set_ylim(0, 100)
     axis.set_ylabel("test accuracy (%) ± 95% CI")
@@ -210,6 +212,7 @@ def draw_table(rows: list[dict], png: Path, title: str) -> None:
                if row.get("pairs_accuracy") is not None else "n/a"), str(row.get("pairs_episodes", 0))]
              for row in rows]
     table = table_axis.table(cellText=cells, loc="center", cellLoc="center",
+                             colWidths=[0.3, 0.09, 0.17, 0.1, 0.19, 0.1],
                              colLabels=["method", "trained", "accuracy (%)", "episodes",
                                         "reverse pair (%)", "episodes"])
     table.auto_set_font_size(False)
