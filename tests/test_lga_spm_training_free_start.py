@@ -5,6 +5,7 @@ that start at zero learn, and CLIP keeps the paper's / the release's modules."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import pytest
@@ -193,3 +194,45 @@ def test_clip_spm_auxiliary_terms_run_in_the_residual_head():
     method = fsar.create_method("clip-spm", backbone=shared_embedded_pair(), spm_aux_losses=True, **TINY_SPM).train()
     out = method(_episode(shared_embedded_pair(), way=3))
     assert torch.isfinite(out.loss) and out.parts["loss_spm_aux"] > 0 and out.parts["loss_hsmr"] > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# base-feature centring (both methods)
+# ---------------------------------------------------------------------------------------------
+
+
+def _centred(episode, mean):
+    return dataclasses.replace(episode, support=episode.support - mean, query=episode.query - mean)
+
+
+@pytest.mark.parametrize("name", ["lga", "clip-spm"])
+def test_after_base_centring_the_untrained_method_is_its_metric_on_the_centred_features(name):
+    """prepare_training sets the base-class frame mean from training episodes; the untrained
+    method then predicts as its metric on the features minus that mean (the stage boundaries of
+    LGA still come from the encoder's own frames)."""
+    encoder = shared_embedded_pair()
+    torch.manual_seed(0)
+    method = fsar.create_method(name, backbone=encoder, **(TINY_LGA if name == "lga" else TINY_SPM))
+    assert method.config.base_centring and method.space.centres
+    training = [_episode(encoder, way=3, seed=10 + s) for s in range(2)]
+    for e in training:
+        e.support, e.query = e.support + 2.0, e.query + 2.0
+    with torch.no_grad():
+        assert method.train().prepare_training(iter(training))["base_centring_frames"] > 0
+    mean = method.space.frame_mean
+    assert mean.abs().min() > 1.0  # the training frames' mean, near the +2 shift
+    episode = _episode(encoder, seed=3)
+    with torch.no_grad():
+        out = method.eval()(episode)
+    if name == "lga":
+        raw = torch.cat([episode.support, episode.query])
+        membership = stage_mask(segment(raw, 3, "cluster"), raw.shape[1], overlap=method.config.overlap)
+        stages, valid = gather_stages(raw - mean, membership)
+        n = episode.support.shape[0]
+        reference = metrics.build("abmhm", num_stages=3).stage_packs(
+            stages[:n], valid[:n], episode.support_labels, stages[n:], valid[n:], episode.way)
+        torch.testing.assert_close(out.parts["log_p_vv"], F.log_softmax(reference / 0.1, -1), rtol=1e-5, atol=1e-5)
+    else:
+        reference = _release_otam(_centred(episode, mean))
+        torch.testing.assert_close(out.log_probs, F.log_softmax(1.5 * reference, -1), rtol=1e-5, atol=1e-5)
+    assert torch.equal(out.log_probs.argmax(-1), reference.argmax(-1))

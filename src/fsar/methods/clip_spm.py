@@ -52,7 +52,9 @@ Start from the training-free core (fsar's own, not the paper's or the release's)
 reference-file tests), and ``"training-free"`` on encoders without a shared space (the embedded
 pairs ``effnet-lite0+minilm`` and ``effnet-lite0-grid+minilm``), where the release's head on
 random projections would start worse than the metric on the raw features. There
-(:class:`ResidualCLIPSPMHead`) the frame map is the identity and the text map starts with zero
+(:class:`ResidualCLIPSPMHead`) the frame map is the identity (minus the base-class frame mean,
+``base_centring``, on by default: estimated from training clips before step 1, zero until then,
+so the metric is then the release's OTAM on the centred features) and the text map starts with zero
 weights and a constant bias (:class:`~fsar.methods.text_side.TextSpace` with
 ``start="training-free"``); the release's modules (SF, the prompt generator, PADM's
 transformer, HSMR) run at width ``bottleneck`` on down-projected frames and texts, and return to
@@ -90,7 +92,7 @@ from fsar.methods.base import MethodOption
 from fsar.encoders.embedded_grid import grid_tokens
 from fsar.methods.common import check_episode, class_means
 from fsar.methods.grid_temporal import GATES, STATIC_GATE_RATE, GridTemporalModule
-from fsar.methods.text_aware import TextAwareMethod
+from fsar.methods.text_aware import BASE_CENTRING_CLIPS, STARTS, TextAwareMethod, resolve_start
 from fsar.methods.text_side import TextSpace
 from fsar.metrics._common import PEER_COSINE_EPS
 from fsar.metrics.otam import OTAM
@@ -108,7 +110,6 @@ __all__ = [
     "PromptGenerator",
     "RELEASE_STATE_DICT_NAMES",
     "ResidualCLIPSPMHead",
-    "STARTS",
     "SemanticFusion",
     "TransformerV1",
     "clip_spm_from_reference",
@@ -826,8 +827,6 @@ OPTIMIZER_PRESETS: dict[str, dict[str, Any]] = {
 OPTIMIZER_PRESETS["ssv2-full"] = dict(lr=1.6e-5, weight_decay=9.7e-4, betas=(0.5, 0.999))
 
 PIXEL_NORMALISATIONS = ("clip", "none")
-#: How the learned maps start (see :class:`CLIPSPMConfig` and :class:`ResidualCLIPSPMHead`).
-STARTS = ("auto", "standard", "training-free")
 
 
 @dataclass
@@ -877,6 +876,11 @@ class CLIPSPMConfig:
     #: on encoders without a shared space (the embedded pairs), "standard" on CLIP (exactly the
     #: release). Recorded resolved in the saved config.
     start: str = "auto"
+    #: Base-feature centring (fsar's own, after SimpleShot's CL2N idea; training-free start only):
+    #: frames minus the mean frame of the training clips, estimated before step 1 from
+    #: ``base_centring_clips`` training clips and then fixed (zero until then).
+    base_centring: bool = True
+    base_centring_clips: int = BASE_CENTRING_CLIPS
     #: width of the release's head inside the residual branches when start is "training-free".
     bottleneck: int = 128
     #: grid backbones with start "training-free": the temporal module over the grid tokens
@@ -888,11 +892,6 @@ class CLIPSPMConfig:
     grid_gate: str = "shared"
     #: the gate is this x its stored parameter (how fast Adam can open it).
     grid_static_rate: float = STATIC_GATE_RATE
-
-    def resolved_start(self, shared_space: bool) -> str:
-        if self.start == "auto":
-            return "standard" if shared_space else "training-free"
-        return self.start
 
     def validate(self) -> None:
         if self.preset not in PRESETS:
@@ -914,7 +913,7 @@ class CLIPSPMConfig:
             raise ValueError(f"clip-spm: grid_gate must be one of {GATES}, got {self.grid_gate!r}")
         if not float(self.grid_static_rate) > 0:
             raise ValueError(f"clip-spm: grid_static_rate must be positive, got {self.grid_static_rate}")
-        for name in ("heads", "dim_head", "mlp_dim", "prompt_hidden", "embed_dim", "bottleneck"):
+        for name in ("heads", "dim_head", "mlp_dim", "prompt_hidden", "embed_dim", "bottleneck", "base_centring_clips"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"clip-spm: {name} must be >= 1, got {getattr(self, name)}")
         if not self.otam_lambda > 0:
@@ -973,12 +972,14 @@ class CLIPSPM(TextAwareMethod):
         encoder: rebuild it so, so that its checkpoint loads as it was trained."""
         values = dict(values)
         values.setdefault("start", "standard")
+        values.setdefault("base_centring", False)
         return super().from_config(values)
 
     def build_space(self, config: CLIPSPMConfig, encoder) -> TextSpace:
-        """The video-text space started as ``config.start`` says (resolved here and recorded in
-        the config), and on grid backbones with the training-free start the grid temporal module."""
-        config.start = start = config.resolved_start(encoder.shared_space)
+        """On grid backbones with the training-free start the grid temporal module, then the
+        video-text space, started as ``config.start`` says (resolved and recorded by
+        :meth:`TextAwareMethod.build_space`, base-feature centring included)."""
+        start = resolve_start(config.start, encoder.shared_space, method=self.name)
         cells = int(getattr(encoder, "grid_cells", 1) or 1)
         self.grid_temporal = None
         if start == "training-free" and cells > 1:
@@ -986,16 +987,17 @@ class CLIPSPM(TextAwareMethod):
                 cells=cells, dim=encoder.feature_dim // cells, width=config.grid_width, kernel=config.grid_kernel,
                 dropout=config.grid_dropout, gate=config.grid_gate, static_rate=config.grid_static_rate,
             )
-        return TextSpace(
-            feature_dim=encoder.feature_dim, text_dim=encoder.text_dim, shared_space=encoder.shared_space,
-            embed_dim=config.embed_dim, start="standard" if encoder.shared_space else start,
-        )
+        return super().build_space(config, encoder)
 
-    def _frames(self, clips: Tensor) -> Tensor:
-        """Frames of the head's width (n, T, W), after the grid temporal module if any."""
+    def frames_before_space(self, clips: Tensor) -> Tensor:
+        """After the grid tokens' temporal module, if any."""
         if self.grid_temporal is not None:
             clips = self.grid_temporal(grid_tokens(clips, self.grid_temporal.cells))
-        return self.space.frames(clips)
+        return clips
+
+    def _frames(self, clips: Tensor) -> Tensor:
+        """Frames of the head's width (n, T, W) of encoder features."""
+        return self.space.frames(self.frames_before_space(clips))
 
     @classmethod
     def options(cls) -> tuple[MethodOption, ...]:

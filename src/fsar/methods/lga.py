@@ -32,7 +32,9 @@ the stage boundaries always come from the raw frames), so validation decides how
 moves away from that metric:
 
 * the frame map is the identity (:class:`~fsar.methods.text_side.TextSpace` with
-  ``start="training-free"``: width = the encoder's ``feature_dim``), and the stage texts' map
+  ``start="training-free"``: width = the encoder's ``feature_dim``), minus the base-class frame
+  mean (``base_centring``, on by default: estimated from training clips before step 1, zero
+  until then, so the metric is then AB-MHM on the centred stage packs), and the stage texts' map
   starts with zero weights and a constant bias, so every class's stage texts are one vector:
   the untrained V-T probabilities are uniform, and the geometric mean keeps p_vv's ranking;
 * the Fine-grained Multimodal Fusion runs inside a zero-initialised residual bottleneck
@@ -87,16 +89,13 @@ from fsar.methods import METHODS
 from fsar.methods.base import MethodOutput
 from fsar.methods.common import Scale
 from fsar.methods.grid_temporal import GATES, STATIC_GATE_RATE, GridTemporalModule
-from fsar.methods.text_aware import TextAwareMethod
+from fsar.methods.text_aware import BASE_CENTRING_CLIPS, STARTS, TextAwareMethod, resolve_start
 from fsar.methods.memo import ClipMemo
 from fsar.methods.text_side import TextSpace
 
-__all__ = ["LGA", "LGAConfig", "STARTS", "geometric_mean_log_probs"]
+__all__ = ["LGA", "LGAConfig", "geometric_mean_log_probs"]
 
 log = logging.getLogger(__name__)
-
-#: How LGA's learned maps start (see the module docstring).
-STARTS = ("auto", "standard", "training-free")
 
 
 @dataclass
@@ -149,6 +148,11 @@ class LGAConfig:
     #: shared space); "auto" = "training-free" on encoders without a shared space (the embedded
     #: pairs), "standard" on CLIP. Recorded resolved in the saved config.
     start: str = "auto"
+    #: Base-feature centring (fsar's own, after SimpleShot's CL2N idea; training-free start only):
+    #: frames minus the mean frame of the training clips, estimated before step 1 from
+    #: ``base_centring_clips`` training clips and then fixed (zero until then).
+    base_centring: bool = True
+    base_centring_clips: int = BASE_CENTRING_CLIPS
     #: inner width of the fusion's residual bottleneck when start is "training-free".
     fusion_bottleneck: int = 128
     #: grid backbones with start "training-free": the temporal module over the grid tokens
@@ -160,11 +164,6 @@ class LGAConfig:
     grid_gate: str = "shared"
     #: the gate is this x its stored parameter (how fast Adam can open it).
     grid_static_rate: float = STATIC_GATE_RATE
-
-    def resolved_start(self, shared_space: bool) -> str:
-        if self.start == "auto":
-            return "standard" if shared_space else "training-free"
-        return self.start
 
     def validate(self) -> None:
         if self.num_stages < 1:
@@ -183,8 +182,11 @@ class LGAConfig:
             raise ValueError(f"lga: vt_features must be 'fused' or 'raw', got {self.vt_features!r}")
         if self.start not in STARTS:
             raise ValueError(f"lga: start must be 'auto', 'standard' or 'training-free', got {self.start!r}")
-        if int(self.fusion_bottleneck) < 1:
-            raise ValueError(f"lga: fusion_bottleneck must be >= 1, got {self.fusion_bottleneck}")
+        if int(self.fusion_bottleneck) < 1 or int(self.base_centring_clips) < 1:
+            raise ValueError(
+                f"lga: fusion_bottleneck and base_centring_clips must be >= 1, got {self.fusion_bottleneck}, "
+                f"{self.base_centring_clips}"
+            )
         if self.grid_gate not in GATES:
             raise ValueError(f"lga: grid_gate must be one of {GATES}, got {self.grid_gate!r}")
         if not float(self.grid_static_rate) > 0:
@@ -259,12 +261,14 @@ class LGA(TextAwareMethod):
         values = dict(values)
         values.setdefault("start", "standard")
         values.setdefault("alpha", 0.5)
+        values.setdefault("base_centring", False)
         return super().from_config(values)
 
     def build_space(self, config: LGAConfig, encoder: Encoder) -> TextSpace:
-        """The video-text space started as ``config.start`` says (resolved here and recorded in
-        the config), and on grid backbones with the training-free start the grid temporal module."""
-        config.start = start = config.resolved_start(encoder.shared_space)
+        """On grid backbones with the training-free start the grid temporal module, then the
+        video-text space, started as ``config.start`` says (resolved and recorded by
+        :meth:`TextAwareMethod.build_space`, base-feature centring included)."""
+        start = resolve_start(config.start, encoder.shared_space, method=self.name)
         if config.alpha is None:
             config.alpha = 1.0 if start == "training-free" and not encoder.shared_space else 0.5
         cells = int(getattr(encoder, "grid_cells", 1) or 1)
@@ -274,16 +278,17 @@ class LGA(TextAwareMethod):
                 cells=cells, dim=encoder.feature_dim // cells, width=config.grid_width, kernel=config.grid_kernel,
                 dropout=config.grid_dropout, gate=config.grid_gate, static_rate=config.grid_static_rate,
             )
-        return TextSpace(
-            feature_dim=encoder.feature_dim, text_dim=encoder.text_dim, shared_space=encoder.shared_space,
-            embed_dim=config.embed_dim, start="standard" if encoder.shared_space else start,
-        )
+        return super().build_space(config, encoder)
 
-    def _frames(self, clips: torch.Tensor) -> torch.Tensor:
-        """The joint-space frames (n, T, W) of encoder features, after the grid temporal module if any."""
+    def frames_before_space(self, clips: torch.Tensor) -> torch.Tensor:
+        """After the grid tokens' temporal module, if any."""
         if self.grid_temporal is not None:
             clips = self.grid_temporal(grid_tokens(clips, self.grid_temporal.cells))
-        return self.space.frames(clips)
+        return clips
+
+    def _frames(self, clips: torch.Tensor) -> torch.Tensor:
+        """The joint-space frames (n, T, W) of encoder features."""
+        return self.space.frames(self.frames_before_space(clips))
 
     # ------------------------------------------------------------------ options and resources
 
