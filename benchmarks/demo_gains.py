@@ -181,7 +181,7 @@ def parse_method_options(items: list[str]) -> dict[str, dict]:
         method, sep, assignment = item.partition(":")
         key, eq, value = assignment.partition("=")
         if not (sep and eq and method and key):
-            raise SystemExit(f"--ssv2-options: expected METHOD:KEY=VALUE, got {item!r}")
+            raise SystemExit(f"--ssv2-options / --ssv2-train: expected [METHOD:]KEY=VALUE, got {item!r}")
         try:
             parsed = json.loads(value)
         except json.JSONDecodeError:
@@ -192,7 +192,7 @@ def parse_method_options(items: list[str]) -> dict[str, dict]:
 
 def ssv2(work: Path, *, train_episodes: int, test_episodes: int, seed: int, image_size: int,
          shots: tuple[int, ...] = (1, 5), val_clips: int = 3, methods: tuple[str, ...] = SSV2_METHODS,
-         options: dict[str, dict] | None = None, tag: str = "",
+         options: dict[str, dict] | None = None, tag: str = "", train_overrides: dict | None = None,
          backbones: tuple[str, ...] = ("effnet-lite0+minilm", "effnet-lite0-grid+minilm"),
          baselines: bool = True) -> list[dict]:
     """ssv2-mini: the first 5 classes (sorted) meta-train, the last 5 test. ``val_clips`` clips of
@@ -201,7 +201,8 @@ def ssv2(work: Path, *, train_episodes: int, test_episodes: int, seed: int, imag
     test classes never enter). One 1-shot run per method and backbone (run folder
     ``ssv2-run-METHOD-BACKBONE[-tag]``, reused when finished), evaluated at every shot in
     ``shots`` beside the training-free baselines on the same seeded test episodes.
-    ``options``: extra method options per method (``tag`` names such a variant's run folders)."""
+    ``options``: extra method options per method, ``train_overrides``: TrainConfig values (``tag``
+    names such a variant's run folders)."""
     from fsar.data.manifest import Manifest
     from fsar.encoders import create_encoder
     from fsar.encoders.cache import extract_features
@@ -245,12 +246,13 @@ def ssv2(work: Path, *, train_episodes: int, test_episodes: int, seed: int, imag
                     base, shot=1, method=method, split_file_dir=str(splits), out=str(run_dir), queries=2,
                     episodes=train_episodes, tasks_per_step=8, lr=1e-3, weight_decay=1e-4, val_every=5,
                     val_episodes=200, checkpoint_every=5, early_stop_patience=3, validate_at_start=True,
-                    method_options=method_options,
+                    method_options=method_options, **(train_overrides or {}),
                 )))
                 print(json.dumps({"trained": method, "backbone": backbone, "options": method_options,
                                   "seconds": round(time.perf_counter() - started, 1)}), flush=True)
             best = read_checkpoint(run_dir, prefer="best")
-            runs[method] = (run_dir, best.step, best.record.get("best_val_accuracy"), method_options)
+            runs[method] = (run_dir, best.step, best.record.get("best_val_accuracy"),
+                            {**method_options, **(train_overrides or {})})
         for shot in shots:
             common = dict(base, shot=shot, split_file=str(splits / "test.txt"), queries=1, episodes=test_episodes)
             entries = [(m, dict(checkpoint=str(runs[m][0]))) for m in methods]
@@ -281,6 +283,8 @@ def main() -> None:
     parser.add_argument("--ssv2-backbones", nargs="+", default=["effnet-lite0+minilm", "effnet-lite0-grid+minilm"])
     parser.add_argument("--ssv2-options", nargs="*", default=[], metavar="METHOD:KEY=VALUE",
                         help="extra method options for a variant (its run folders get --ssv2-tag)")
+    parser.add_argument("--ssv2-train", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="training settings of a variant (e.g. lr=1e-4; its run folders get --ssv2-tag)")
     parser.add_argument("--ssv2-tag", default="", help="suffix of the run folders of an --ssv2-options variant")
     parser.add_argument("--ssv2-no-baselines", action="store_true", help="only the trained methods")
     parser.add_argument("--v1-root", type=Path, help="a generator-1 demo folder (fsar demo --version 1 --out DIR)")
@@ -304,14 +308,16 @@ def main() -> None:
                                      "generator 1")
         else:
             options = parse_method_options(args.ssv2_options)
-            if options and not args.ssv2_tag:
-                raise SystemExit("--ssv2-options needs --ssv2-tag (the variant's run folders)")
+            overrides = parse_method_options([f"train:{item}" for item in args.ssv2_train]).get("train", {})
+            if (options or overrides) and not args.ssv2_tag:
+                raise SystemExit("--ssv2-options / --ssv2-train need --ssv2-tag (the variant's run folders)")
             rows = ssv2(args.work, train_episodes=args.ssv2_train_episodes, test_episodes=args.ssv2_test_episodes,
                         seed=args.seed, image_size=160, shots=tuple(args.ssv2_shots), methods=tuple(args.ssv2_methods),
-                        options=options, tag=args.ssv2_tag, backbones=tuple(args.ssv2_backbones),
+                        options=options, train_overrides=overrides, tag=args.ssv2_tag, backbones=tuple(args.ssv2_backbones),
                         baselines=not args.ssv2_no_baselines)
-        for row in rows:
-            print(json.dumps(row), flush=True)
+        if part != "ssv2":  # ssv2 prints its rows as they come
+            for row in rows:
+                print(json.dumps(row), flush=True)
         results += rows
     print(json.dumps({"load_average_end": os.getloadavg()}), flush=True)
     (args.work / "demo_gains.json").write_text(json.dumps(results, indent=1) + "\n")
