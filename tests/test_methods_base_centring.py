@@ -161,3 +161,24 @@ def test_the_engine_estimates_it_from_the_runs_first_training_episodes_only(tmp_
     prepared = prepare_from_training_episodes(again, config, TensorEpisodes(CLASSES[:4], seed=3, dim=24), DistInfo())
     assert prepared == {"base_centring_frames": frames.shape[0]}
     torch.testing.assert_close(again.space.frame_mean, saved["space.frame_mean"], rtol=0, atol=0)
+
+
+def test_on_the_grid_the_mean_comes_off_before_the_temporal_module():
+    """Centring acts on the encoder's features, so a fully open static gate (each clip minus its
+    own temporal mean) leaves no trace of the base mean: OTAM on temporally centred raw features."""
+    encoder = ToyGridEncoder()
+    method = _method(encoder, grid_dropout=0.0).train()
+    with torch.no_grad():
+        method.prepare_training(iter(_training_episodes(encoder.feature_dim)))
+        method.grid_temporal.static_gate.fill_(1.0 / method.grid_temporal.static_rate)
+    episode = features_episode(dim=encoder.feature_dim, way=5, shot=1, queries=3, seed=4)
+
+    def temporally_centred(x):
+        tokens = x.reshape(*x.shape[:2], encoder.grid_cells, -1)
+        return (tokens - tokens.mean(1, keepdim=True)).flatten(2)
+
+    with torch.no_grad():
+        out = method.eval()(episode)
+    reference = OTAM()(temporally_centred(episode.support), episode.support_labels,
+                       temporally_centred(episode.query), episode.way)
+    torch.testing.assert_close(out.parts["log_p_q2s"], F.log_softmax(reference, -1), rtol=1e-4, atol=1e-4)

@@ -231,12 +231,6 @@ class MAFSAR(TextAwareMethod):
             )
         return super().build_space(config, encoder)
 
-    def frames_before_space(self, clips: torch.Tensor) -> torch.Tensor:
-        """After the grid tokens' temporal module, if any."""
-        if self.grid_temporal is not None:
-            clips = self.grid_temporal(grid_tokens(clips, self.grid_temporal.cells))
-        return clips
-
     def _enhance(self, features: torch.Tensor, text: torch.Tensor | None) -> torch.Tensor:
         return features if self.tpcm is None else self.tpcm(features, text)
 
@@ -257,8 +251,12 @@ class MAFSAR(TextAwareMethod):
         tpcm_text = text.per_clip.to(device, support.dtype) if self._raw_text_to_tpcm else text_clip
 
         def frames_of(clips: torch.Tensor) -> torch.Tensor:
-            """The joint-space frames (n, T, W), after the grid tokens' temporal module if any."""
-            return self.space.frames(self.frames_before_space(clips))
+            """The joint-space frames (n, T, W): centred on the base-class mean, then through the
+            grid tokens' temporal module if any."""
+            clips = self.space.centre(clips)
+            if self.grid_temporal is not None:
+                clips = self.grid_temporal(grid_tokens(clips, self.grid_temporal.cells))
+            return self.space.frames(clips, centred=True)
 
         # Per clip: the joint-space frames, their GAP over T (the text branch, eqs. 14/15, reads
         # the features *before* TPCM) and the shared TPCM (eqs. 9-12).

@@ -119,17 +119,14 @@ class TextAwareMethod(EncoderMethod):
             base_centring=centring,
         )
 
-    def frames_before_space(self, clips: torch.Tensor) -> torch.Tensor:
-        """Encoder features (n, T, D) -> what enters ``space.frames`` (a hook; MA-FSAR's grid
-        temporal module sits here). Default: unchanged."""
-        return clips
-
     def prepare_training(
         self, episodes: Iterable, *, reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None
     ) -> dict[str, Any]:
-        """Base-feature centring: the frame mean of the first ``config.base_centring_clips``
-        training clips (support and query, as drawn), as they enter ``space.frames``. Once per
-        method: a mean already estimated (or loaded from a checkpoint) is kept."""
+        """Base-feature centring: the mean of the encoder's frame features over the first
+        ``config.base_centring_clips`` training clips (support and query, as drawn). Once per
+        method: a mean already estimated (or loaded from a checkpoint) is kept. A method with a
+        module between the encoder and the space centres before it (``space.centre``, then
+        ``space.frames(..., centred=True)``)."""
         if not self.space.centres or self.space.frame_mean_estimated:
             return {}
         wanted = int(getattr(self.config, "base_centring_clips", BASE_CENTRING_CLIPS))
@@ -138,8 +135,8 @@ class TextAwareMethod(EncoderMethod):
             seen = 0
             for inputs in episodes:
                 support, query = self.encode_episode(inputs)
-                for part in (support, query):
-                    yield self.frames_before_space(part)
+                yield support
+                yield query
                 seen += support.shape[0] + query.shape[0]
                 if seen >= wanted:
                     return

@@ -11,7 +11,8 @@ embedding space of video and text, and the cosine video-text logits.
   ``embed_dim``; all text-aware parts (TPCM, the text branch) work in that space.
 * **Base-feature centring** (fsar's own, in the spirit of SimpleShot's CL2N): with the
   training-free start, :class:`TextSpace` can subtract from every frame the mean frame feature
-  of the meta-training clips, a statistic of the base classes that carries over to new ones.
+  of the meta-training clips (on the encoder's features, before any trained module), a
+  statistic of the base classes that carries over to new ones.
   It is a buffer estimated once, before the first optimiser step, from training episodes only
   (:meth:`TextSpace.estimate_frame_mean`, called by the engine through
   :meth:`fsar.methods.base.FewShotMethod.prepare_training`), then fixed; it starts at zero, so
@@ -155,10 +156,18 @@ class TextSpace(nn.Module):
     def frame_mean_estimated(self) -> bool:
         return self.centres and float(self.frame_count) > 0
 
-    def frames(self, features: torch.Tensor) -> torch.Tensor:
-        """(n, T, feature_dim) -> (n, T, dim)."""
+    def centre(self, features: torch.Tensor) -> torch.Tensor:
+        """Encoder features (..., feature_dim) minus ``frame_mean`` (unchanged without centring)."""
         if self.centres:
-            features = features - self.frame_mean.to(features.dtype)
+            return features - self.frame_mean.to(features.dtype)
+        return features
+
+    def frames(self, features: torch.Tensor, *, centred: bool = False) -> torch.Tensor:
+        """Encoder features (n, T, feature_dim) -> (n, T, dim), centred first unless ``centred``
+        says a method already did (one with a module between the encoder and the space: the
+        mean is a statistic of the encoder's features, so it is removed before any module)."""
+        if not centred:
+            features = self.centre(features)
         return self.visual_proj(features)
 
     @torch.no_grad()
@@ -166,7 +175,7 @@ class TextSpace(nn.Module):
         self, clips: Iterable[torch.Tensor], *, reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None
     ) -> int:
         """Set ``frame_mean`` to the mean frame of ``clips`` (each (n, T, feature_dim), the
-        features as they enter :meth:`frames`) and return how many frames it averages.
+        encoder's features) and return how many frames it averages.
 
         Only in training mode, so that evaluation episodes cannot set it by mistake: callers
         hand it training clips (the engine: the run's own first training episodes).
