@@ -236,3 +236,19 @@ def test_after_base_centring_the_untrained_method_is_its_metric_on_the_centred_f
         reference = _release_otam(_centred(episode, mean))
         torch.testing.assert_close(out.log_probs, F.log_softmax(1.5 * reference, -1), rtol=1e-5, atol=1e-5)
     assert torch.equal(out.log_probs.argmax(-1), reference.argmax(-1))
+
+
+@pytest.mark.parametrize("name", ["lga", "clip-spm"])
+def test_the_grid_module_sees_centred_tokens(name):
+    """The base-class mean is a statistic of the encoder's features: it is removed before the grid
+    temporal module (as in ma-fsar), whatever that module has learned."""
+    from fsar.encoders.embedded_grid import grid_tokens
+
+    method = fsar.create_method(name, backbone=grid_pair(), **(TINY_LGA if name == "lga" else TINY_SPM)).eval()
+    with torch.no_grad():
+        method.space.frame_mean.normal_()
+        method.space.frame_count.fill_(1.0)
+        torch.nn.init.normal_(method.grid_temporal.up.weight)
+        clips = torch.randn(2, 8, grid_pair().feature_dim)
+        expected = method.grid_temporal(grid_tokens(clips - method.space.frame_mean, 4))
+        torch.testing.assert_close(method._frames(clips), expected)

@@ -280,15 +280,14 @@ class LGA(TextAwareMethod):
             )
         return super().build_space(config, encoder)
 
-    def frames_before_space(self, clips: torch.Tensor) -> torch.Tensor:
-        """After the grid tokens' temporal module, if any."""
+    def _frames(self, clips: torch.Tensor) -> torch.Tensor:
+        """Encoder features (n, T, D) -> the frames the method matches (n, T, W): centred on the
+        base-class mean (a statistic of the encoder's features, so before any trained module),
+        then through the grid tokens' temporal module if any, then the space's frame map."""
+        clips = self.space.centre(clips)
         if self.grid_temporal is not None:
             clips = self.grid_temporal(grid_tokens(clips, self.grid_temporal.cells))
-        return clips
-
-    def _frames(self, clips: torch.Tensor) -> torch.Tensor:
-        """The joint-space frames (n, T, W) of encoder features."""
-        return self.space.frames(self.frames_before_space(clips))
+        return self.space.frames(clips, centred=True)
 
     # ------------------------------------------------------------------ options and resources
 
