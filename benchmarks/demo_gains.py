@@ -20,9 +20,10 @@ Parts:
   (per-frame mean over the grid cells). ``--v1-root`` adds the same on a generator-1 set.
 * ``ssv2``: ``../shared/data/ssv2-mini`` (10 classes x 10 videos): the first 5 classes (sorted)
   meta-train on 7 clips each, their other 3 clips validate (from step 0, best checkpoint kept,
-  early stop), the last 5 classes test; ma-fsar on both embedded backbones from its
-  training-free start beside proto / otam / bimhm on the same episodes and features, the 1-shot
-  run evaluated at 1- and 5-shot.
+  early stop), the last 5 classes test; every trained method of ``--ssv2-methods`` (default
+  ma-fsar, clip-fsar, lga, clip-spm) on both embedded backbones from its training-free start
+  beside proto / otam / bimhm on the same episodes and features, each 1-shot run evaluated at
+  1- and 5-shot. ``--ssv2-options METHOD:KEY=VALUE ... --ssv2-tag NAME`` trains a variant.
 
 Every accuracy is mean ± 95% interval (1.96 · std / sqrt(n)) over n seeded episodes. The
 results are printed as JSON lines and written to ``--work/demo_gains.json``.
@@ -167,12 +168,41 @@ def segmentation(root: Path, features: Path, backbone: str, image_size: int, lab
     return rows
 
 
+#: ssv2-mini: the trained methods measured by default (each from its training-free start, the
+#: default on the embedded pairs) and the options every run of one gets.
+SSV2_METHODS = ("ma-fsar", "clip-fsar", "lga", "clip-spm")
+SSV2_METHOD_OPTIONS = {"ma-fsar": {"dataset_kind": "temporal"}}
+
+
+def parse_method_options(items: list[str]) -> dict[str, dict]:
+    """``METHOD:KEY=VALUE`` (VALUE read as JSON when it parses, else a string) -> options per method."""
+    options: dict[str, dict] = {}
+    for item in items:
+        method, sep, assignment = item.partition(":")
+        key, eq, value = assignment.partition("=")
+        if not (sep and eq and method and key):
+            raise SystemExit(f"--ssv2-options / --ssv2-train: expected [METHOD:]KEY=VALUE, got {item!r}")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        options.setdefault(method, {})[key] = parsed
+    return options
+
+
 def ssv2(work: Path, *, train_episodes: int, test_episodes: int, seed: int, image_size: int,
-         shots: tuple[int, ...] = (1, 5), val_clips: int = 3) -> list[dict]:
+         shots: tuple[int, ...] = (1, 5), val_clips: int = 3, methods: tuple[str, ...] = SSV2_METHODS,
+         options: dict[str, dict] | None = None, tag: str = "", train_overrides: dict | None = None,
+         backbones: tuple[str, ...] = ("effnet-lite0+minilm", "effnet-lite0-grid+minilm"),
+         baselines: bool = True) -> list[dict]:
     """ssv2-mini: the first 5 classes (sorted) meta-train, the last 5 test. ``val_clips`` clips of
     each training class (the last ones, sorted) are held out of training as the validation set, so
-    the run validates from step 0 and keeps its best checkpoint (seen classes, unseen clips: the
-    test classes never enter). One 1-shot run per backbone, evaluated at every shot in ``shots``."""
+    each run validates from step 0 and keeps its best checkpoint (seen classes, unseen clips: the
+    test classes never enter). One 1-shot run per method and backbone (run folder
+    ``ssv2-run-METHOD-BACKBONE[-tag]``, reused when finished), evaluated at every shot in
+    ``shots`` beside the training-free baselines on the same seeded test episodes.
+    ``options``: extra method options per method, ``train_overrides``: TrainConfig values (``tag``
+    names such a variant's run folders)."""
     from fsar.data.manifest import Manifest
     from fsar.encoders import create_encoder
     from fsar.encoders.cache import extract_features
@@ -196,8 +226,9 @@ def ssv2(work: Path, *, train_episodes: int, test_episodes: int, seed: int, imag
     (splits / "train.txt").write_text(lines(names[:5], lambda clips: clips[:-val_clips]))
     (splits / "val.txt").write_text(lines(names[:5], lambda clips: clips[-val_clips:]))
     (splits / "test.txt").write_text(lines(names[5:], lambda clips: clips))
+    options = options or {}
     rows = []
-    for backbone in ("effnet-lite0+minilm", "effnet-lite0-grid+minilm"):
+    for backbone in backbones:
         encoder = create_encoder(backbone)
         features = work / f"ssv2-features-{backbone}"
         extract_features(manifest, encoder, loader_for(encoder, num_frames=8, image_size=image_size), features,
@@ -205,22 +236,34 @@ def ssv2(work: Path, *, train_episodes: int, test_episodes: int, seed: int, imag
         del encoder
         base = dict(data=str(root), backbone=backbone, way=5, seed=seed, image_size=image_size,
                     features=str(features), progress=False)
-        run_dir = work / f"ssv2-run-{backbone}"
-        if not (run_dir / "last.json").exists():
-            run_training(resolve_config(TrainConfig, overrides=dict(
-                base, shot=1, method="ma-fsar", split_file_dir=str(splits), out=str(run_dir), queries=2,
-                episodes=train_episodes, tasks_per_step=8, lr=1e-3, weight_decay=1e-4, val_every=5,
-                val_episodes=200, checkpoint_every=5, early_stop_patience=3, validate_at_start=True,
-                method_options={"dataset_kind": "temporal", "start": "training-free"},
-            )))
-        best_step = read_checkpoint(run_dir, prefer="best").step
+        runs = {}
+        for method in methods:
+            run_dir = work / f"ssv2-run-{method}-{backbone}{'-' + tag if tag else ''}"
+            method_options = {**SSV2_METHOD_OPTIONS.get(method, {}), **options.get(method, {})}
+            if not (run_dir / "last.json").exists():
+                started = time.perf_counter()
+                run_training(resolve_config(TrainConfig, overrides=dict(
+                    base, shot=1, method=method, split_file_dir=str(splits), out=str(run_dir), queries=2,
+                    episodes=train_episodes, tasks_per_step=8, lr=1e-3, weight_decay=1e-4, val_every=5,
+                    val_episodes=200, checkpoint_every=5, early_stop_patience=3, validate_at_start=True,
+                    method_options=method_options, **(train_overrides or {}),
+                )))
+                print(json.dumps({"trained": method, "backbone": backbone, "options": method_options,
+                                  "seconds": round(time.perf_counter() - started, 1)}), flush=True)
+            best = read_checkpoint(run_dir, prefer="best")
+            runs[method] = (run_dir, best.step, best.record.get("best_val_accuracy"),
+                            {**method_options, **(train_overrides or {})})
         for shot in shots:
-            common = dict(base, shot=shot)
-            for name, extra in [("ma-fsar", dict(checkpoint=str(run_dir)))] + [(b, dict(method=b)) for b in BASELINES]:
-                result = run_evaluation(resolve_config(EvalConfig, overrides=dict(
-                    common, split_file=str(splits / "test.txt"), queries=1, episodes=test_episodes, **extra))).result
-                rows.append({"part": "ssv2", "backbone": backbone, "shot": shot, "method": name,
-                             "trained": name == "ma-fsar", "best_step": best_step if name == "ma-fsar" else None,
+            common = dict(base, shot=shot, split_file=str(splits / "test.txt"), queries=1, episodes=test_episodes)
+            entries = [(m, dict(checkpoint=str(runs[m][0]))) for m in methods]
+            entries += [(b, dict(method=b)) for b in BASELINES] if baselines else []
+            for name, extra in entries:
+                result = run_evaluation(resolve_config(EvalConfig, overrides=dict(common, **extra))).result
+                trained = name in runs
+                rows.append({"part": "ssv2", "backbone": backbone, "shot": shot, "method": name, "trained": trained,
+                             "options": runs[name][3] if trained else None, "tag": tag if trained else None,
+                             "best_step": runs[name][1] if trained else None,
+                             "best_val_accuracy": runs[name][2] if trained else None,
                              "accuracy": result.accuracy, "ci95": result.ci95, "episodes": result.episodes})
                 print(json.dumps(rows[-1]), flush=True)
     return rows
@@ -236,6 +279,14 @@ def main() -> None:
     parser.add_argument("--ssv2-train-episodes", type=int, default=400)
     parser.add_argument("--ssv2-test-episodes", type=int, default=500)
     parser.add_argument("--ssv2-shots", type=int, nargs="+", default=[1, 5])
+    parser.add_argument("--ssv2-methods", nargs="+", default=list(SSV2_METHODS), help="trained methods on ssv2-mini")
+    parser.add_argument("--ssv2-backbones", nargs="+", default=["effnet-lite0+minilm", "effnet-lite0-grid+minilm"])
+    parser.add_argument("--ssv2-options", nargs="*", default=[], metavar="METHOD:KEY=VALUE",
+                        help="extra method options for a variant (its run folders get --ssv2-tag)")
+    parser.add_argument("--ssv2-train", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="training settings of a variant (e.g. lr=1e-4; its run folders get --ssv2-tag)")
+    parser.add_argument("--ssv2-tag", default="", help="suffix of the run folders of an --ssv2-options variant")
+    parser.add_argument("--ssv2-no-baselines", action="store_true", help="only the trained methods")
     parser.add_argument("--v1-root", type=Path, help="a generator-1 demo folder (fsar demo --version 1 --out DIR)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -256,10 +307,17 @@ def main() -> None:
                 rows += segmentation(args.v1_root / "synth", args.v1_root / "features", "effnet-lite0+minilm", 160,
                                      "generator 1")
         else:
+            options = parse_method_options(args.ssv2_options)
+            overrides = parse_method_options([f"train:{item}" for item in args.ssv2_train]).get("train", {})
+            if (options or overrides) and not args.ssv2_tag:
+                raise SystemExit("--ssv2-options / --ssv2-train need --ssv2-tag (the variant's run folders)")
             rows = ssv2(args.work, train_episodes=args.ssv2_train_episodes, test_episodes=args.ssv2_test_episodes,
-                        seed=args.seed, image_size=160, shots=tuple(args.ssv2_shots))
-        for row in rows:
-            print(json.dumps(row), flush=True)
+                        seed=args.seed, image_size=160, shots=tuple(args.ssv2_shots), methods=tuple(args.ssv2_methods),
+                        options=options, train_overrides=overrides, tag=args.ssv2_tag, backbones=tuple(args.ssv2_backbones),
+                        baselines=not args.ssv2_no_baselines)
+        if part != "ssv2":  # ssv2 prints its rows as they come
+            for row in rows:
+                print(json.dumps(row), flush=True)
         results += rows
     print(json.dumps({"load_average_end": os.getloadavg()}), flush=True)
     (args.work / "demo_gains.json").write_text(json.dumps(results, indent=1) + "\n")

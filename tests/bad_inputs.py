@@ -334,7 +334,7 @@ for _name, _methods, _data, _extra, _message in [
     ("missing run directory", ["mine=runs/nowhere"], None, (), r"method 'mine': runs/nowhere: no such checkpoint"),
     ("mistyped split name", ["proto"], "ssv2-smal={data}", (), r"'ssv2-smal' is not a shipped split; did you mean 'ssv2-small'"),
     ("data without a name", ["proto"], "{data}", (), r"expected NAME=ROOT"),
-    ("--shots 0", ["proto"], None, ("--shots", "0"), r"shots must be (an integer )?>= 1"),
+    ("--shots 0", ["proto"], None, ("--shots", "0"), r"shots:? must be (an integer )?>= 1"),
     ("repeated method", ["proto", "proto"], None, (), r"method labels repeat"),
 ]:
     case(f"benchmark {_name}", "benchmark plans", "error", _message)(

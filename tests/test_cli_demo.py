@@ -16,7 +16,13 @@ def test_demo_quick_runs_the_whole_loop(tmp_path, capsys):
     printed = capsys.readouterr().out
     results = json.loads((out / "results-v2-quick.json").read_text())
     methods = [row["method"] for row in results["rows"]]
-    assert methods == ["ma-fsar", "proto", "otam", "bimhm"]
+    # every trained method, its transductive choice named, then the training-free baselines
+    assert methods == ["ma-fsar", "lga", "clip-spm [padm=transductive]", "proto", "otam", "bimhm"]
+    assert [row["trained"] for row in results["rows"]] == [True] * 3 + [False] * 3
+    assert set(results["best_steps"]) == {"ma-fsar", "lga", "clip-spm"}
+    for name in ("lga", "clip-spm"):
+        assert (out / f"run-v2-quick-{name}" / "best.json").is_file()
+        assert results["train_configs"][name]["method"] == name
     for row in results["rows"]:
         assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["ci95"] < 0.2 and row["episodes"] == 300
         assert f"{100 * row['accuracy']:.2f} ± {100 * row['ci95']:.2f}" in printed
@@ -60,3 +66,25 @@ def test_order_sensitive_episodes_are_those_holding_a_motion_and_its_reverse(tmp
     # the default demo is version 2 on the grid backbone; version 1 is the first demo's setting
     assert PLANS[(2, False)].backbone == "effnet-lite0-grid+minilm" and PLANS[(2, False)].data_version == 2
     assert PLANS[(1, False)].backbone == "effnet-lite0+minilm" and PLANS[(1, False)].train_episodes == 2400
+
+
+@pytest.mark.parametrize("trained, words", [
+    (["proto"], "--trained proto: a training-free method"),
+    (["nope"], "--trained nope: unknown method; trainable methods: "),
+    (["lga", "lga"], "a method is named twice"),
+])
+def test_trained_methods_are_checked_before_any_work(tmp_path, capsys, trained, words):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress", "--trained", *trained]) == 2
+    assert words in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_options_go_to_one_trained_method_or_to_all():
+    from fsar.cli import CLIError
+    from fsar.cli._args import method_options_per_label
+
+    got = method_options_per_label(["lga:alpha=0.3", "embed_dim=64"], ["ma-fsar", "lga"])
+    assert got == {"ma-fsar": {"embed_dim": 64}, "lga": {"alpha": 0.3, "embed_dim": 64}}
+    with pytest.raises(CLIError, match="'otam' is not one of the methods run here"):
+        method_options_per_label(["otam:lam=1"], ["ma-fsar", "lga"])

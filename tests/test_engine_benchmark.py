@@ -176,3 +176,25 @@ def test_a_cell_that_cannot_be_served_fails_before_anything_runs(synthetic, tmp_
     assert main(["benchmark", "--methods", "proto", "--data", f"synth={synthetic}", *FROZEN, "--shots", "1", "7",
                  "--out", str(out), "--no-progress"]) == 2
     assert "7-shot" in capsys.readouterr().err and not (out / "cells").exists()
+
+
+
+@pytest.mark.parametrize("flag, value, words", [
+    ("--seed", "-3", "--seed: must be an integer >= 0"),
+    ("--shots", "0", "--shots: must be an integer >= 1"),
+    ("--episodes", "0", "--episodes: must be an integer >= 1"),
+    ("--bootstrap", "-1", "--bootstrap: must be an integer >= 0"),
+    ("--frames", "0", "--frames: must be an integer >= 1"),
+    ("--device", "bogus", "--device bogus: not a device"),
+])
+def test_bad_flag_values_are_one_line_errors_before_any_work(tmp_path, capsys, flag, value, words):
+    out = tmp_path / "out"
+    args = ["benchmark", "--methods", "proto", "--data", f"x={tmp_path}", "--out", str(out), flag, value]
+    try:
+        code = main(args)
+    except SystemExit as exit_:  # argparse's own range errors
+        code = exit_.code
+    assert code == 2
+    error = capsys.readouterr().err
+    assert words in error and "Traceback" not in error
+    assert not out.exists()

@@ -129,8 +129,8 @@ def test_cached_features_only_with_a_frozen_encoder(full_ft):
         full_ft(features_episode(dim=32))
 
 
-def test_embedded_pair_learns_projections():
-    method = _clip_fsar(backbone=shared_embedded_pair(), embed_dim=64, training_classes=CLASSES)
+def test_embedded_pair_standard_start_learns_projections():
+    method = _clip_fsar(backbone=shared_embedded_pair(), embed_dim=64, training_classes=CLASSES, start="standard")
     assert method.config.finetune == "frozen" and method.space.dim == 64
     method.train()
     out = method(features_episode(dim=1280, way=2, queries=1))

@@ -1,5 +1,5 @@
-"""MA-FSAR starts from its training-free core on encoders without a shared space (and on the
-grid backbone): untrained, it predicts exactly as its metric on the raw features."""
+"""MA-FSAR and CLIP-FSAR start from their training-free core on encoders without a shared space
+(and on the grid backbone): untrained, each predicts exactly as its metric on the raw features."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import torch.nn.functional as F
 
 import fsar
 from fsar.methods.grid_temporal import GridTemporalModule, ResidualBottleneck
-from fsar.metrics import OTAM
+from fsar.methods.common import class_means
+from fsar.methods.text_side import TextSpace
+from fsar.metrics import OTAM, build as build_metric
 from methods_toys import ToyEncoder, features_episode
 
 
@@ -117,3 +119,56 @@ def test_a_config_saved_before_the_shared_gate_rebuilds_its_per_channel_gate():
     rebuilt = method_from_config("ma-fsar", older)
     assert rebuilt.config.grid_gate == "per-channel" and rebuilt.grid_temporal.static_gate.shape == (1280,)
     assert method_from_config("ma-fsar", saved).grid_temporal.static_gate.shape == ()
+
+
+def _clip_fsar(encoder, **options):
+    options.setdefault("modulation_heads", 2)
+    options.setdefault("modulation_bottleneck", 16)
+    return fsar.create_method("clip-fsar", backbone=encoder, training_classes=CLASSES, **options)
+
+
+CLASSES = ["pushing something left", "lifting a cup", "waving hand", "opening door", "drinking tea"]
+
+
+@pytest.mark.parametrize("shot", [1, 3])
+@pytest.mark.parametrize("encoder", [ToyEncoder(feature_dim=24, text_dim=12, shared_space=False), ToyGridEncoder()],
+                         ids=["pooled", "grid"])
+def test_untrained_clip_fsar_predicts_exactly_as_its_metric_on_the_raw_features(encoder, shot):
+    method = _clip_fsar(encoder).eval()
+    assert method.config.start == "training-free" and method.space.dim == encoder.feature_dim
+    metric = build_metric("otam_clipfsar")
+    for seed in range(3):
+        episode = features_episode(dim=encoder.feature_dim, way=5, shot=shot, queries=2, seed=seed)
+        with torch.no_grad():
+            out = method(episode)
+            prototypes = class_means(episode.support, episode.support_labels, episode.way)
+            reference = metric(prototypes, torch.arange(episode.way), episode.query, episode.way)
+        torch.testing.assert_close(out.log_probs, F.log_softmax(reference, -1), rtol=1e-5, atol=1e-5)
+
+
+def test_clip_fsar_training_free_start_trains_its_maps_and_keeps_clip_and_old_configs_as_they_were():
+    from fsar.methods import method_from_config
+
+    encoder = ToyEncoder(feature_dim=24, text_dim=12, shared_space=False)
+    method = _clip_fsar(encoder).train()
+    assert isinstance(method.modulation, ResidualBottleneck) and method.space.centres
+    method(features_episode(dim=24, way=3, shot=1, queries=2)).loss.backward()
+    for name in ("modulation.up.weight", "space.text_proj.weight"):  # the inner layer: once Up moves
+        grad = dict(method.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    standard = _clip_fsar(encoder, start="standard", embed_dim=16)
+    assert standard.space.dim == 16 and not isinstance(standard.modulation, ResidualBottleneck)
+    clip = _clip_fsar(ToyEncoder(feature_dim=16, text_dim=16, shared_space=True))
+    assert clip.config.start == "standard" and not clip.space.centres
+    assert not isinstance(clip.modulation, ResidualBottleneck)
+    with pytest.raises(ValueError, match="start must be"):
+        _clip_fsar(encoder, start="warm")
+    # a config saved before clip-fsar had a start rebuilds the random projections it was trained with
+    saved = fsar.create_method("clip-fsar", backbone="effnet-lite0+minilm", weights="random",
+                               modulation_heads=2, modulation_bottleneck=16).config_dict()
+    assert saved["start"] == "training-free" and saved["base_centring"] is True
+    older = {k: v for k, v in saved.items() if k not in ("start", "base_centring", "base_centring_clips",
+                                                          "modulation_bottleneck")}
+    rebuilt = method_from_config("clip-fsar", older)
+    assert rebuilt.config.start == "standard" and rebuilt.space.dim == 512 and not rebuilt.space.centres
+    assert isinstance(rebuilt.space, TextSpace)

@@ -43,6 +43,7 @@ __all__ = [
     "emit_json",
     "method_args_from",
     "method_options_dict",
+    "method_options_per_label",
     "parse_option",
     "resolve_device",
 ]
@@ -279,6 +280,27 @@ def add_method_option_flag(parser: argparse.ArgumentParser, *, legacy_flags: Seq
 def method_options_dict(args: argparse.Namespace) -> dict[str, Any]:
     """The ``-O KEY=VALUE`` options given, as {key: value}; a malformed one is a CLIError."""
     return dict(parse_option(text) for text in (getattr(args, "method_options", None) or []))
+
+
+def method_options_per_label(values: Sequence[str], labels: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``-O KEY=VALUE`` for every method in ``labels``, ``-O METHOD:KEY=VALUE`` for one of them
+    (commands that run several methods: ``fsar benchmark``, ``fsar demo``); methods without
+    options are left out."""
+    options: dict[str, dict[str, Any]] = {label: {} for label in labels}
+    for text in values or []:
+        if "=" not in text:
+            raise CLIError(f"-O {text!r}: expected KEY=VALUE or METHOD:KEY=VALUE")
+        head, _, _ = text.partition("=")
+        label, sep, _ = head.partition(":")
+        targets = list(labels)
+        if sep:
+            if label not in labels:
+                raise CLIError(f"-O {text!r}: {label!r} is not one of the methods run here ({', '.join(labels)})")
+            targets, text = [label], text[len(label) + 1:]
+        key, value = parse_option(text)
+        for target in targets:
+            options[target][key] = value
+    return {label: values for label, values in options.items() if values}
 
 
 def add_method_options(parser: argparse.ArgumentParser, options: Iterable[MethodOption], *, title: str) -> list[str]:

@@ -31,13 +31,16 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def _range_text(kind: str, above, at_least, at_most) -> str:
+    def text(value) -> str:  # integers exactly (a seed's 2**63-1), floats short
+        return str(value) if isinstance(value, int) else f"{value:g}"
+
     parts = []
     if above is not None:
-        parts.append(f"> {above:g}")
+        parts.append(f"> {text(above)}")
     if at_least is not None:
-        parts.append(f">= {at_least:g}")
+        parts.append(f">= {text(at_least)}")
     if at_most is not None:
-        parts.append(f"<= {at_most:g}")
+        parts.append(f"<= {text(at_most)}")
     return f"{kind} {' and '.join(parts)}".strip()
 
 

@@ -9,7 +9,16 @@ from __future__ import annotations
 import argparse
 
 from fsar.cli import CLIError
-from fsar.cli._args import add_methods_own_options, add_threads, method_args_from
+from fsar.cli._args import (
+    add_device,
+    add_methods_own_options,
+    add_no_progress,
+    add_threads,
+    method_args_from,
+    method_options_per_label,
+    resolve_device,
+)
+from fsar.cli._values import int_at_least
 
 ORDER = 25
 
@@ -53,47 +62,27 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--data", nargs="+", required=True, metavar="NAME=ROOT",
                         help="columns: shipped split name (ssv2-small, kinetics-100, ...) or a label, = its data root")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (re-run to resume)")
-    parser.add_argument("--shots", nargs="+", type=int, default=[1, 5], help="shots (default 1 5)")
-    parser.add_argument("--way", type=int, default=5, help="classes per episode (default 5)")
-    parser.add_argument("--queries", type=int, default=1, help="query clips per class (default 1)")
-    parser.add_argument("--episodes", type=int, default=10_000, help="test episodes per cell (default 10000)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the episodes (default 0)")
+    parser.add_argument("--shots", nargs="+", type=int_at_least(1), default=[1, 5], help="shots (default 1 5)")
+    parser.add_argument("--way", type=int_at_least(1), default=5, help="classes per episode (default 5)")
+    parser.add_argument("--queries", type=int_at_least(1), default=1, help="query clips per class (default 1)")
+    parser.add_argument("--episodes", type=int_at_least(1), default=10_000, help="test episodes per cell (default 10000)")
+    parser.add_argument("--seed", type=int_at_least(0, at_most=2**63 - 1), default=0,
+                        help="seed of the episodes, 0..2**63-1 (default 0)")
     parser.add_argument("--backbone", default="effnet-lite0+minilm",
                         help="encoder of the methods given by name (default effnet-lite0+minilm)")
     parser.add_argument("--weights", metavar="W", help="backbone weights: a local folder, a hub id, or 'random'")
-    parser.add_argument("--frames", dest="num_frames", type=int, default=8, help="frames per clip (default 8)")
-    parser.add_argument("--image-size", type=int, metavar="PX", help="frame side (default: the encoder's)")
+    parser.add_argument("--frames", dest="num_frames", type=int_at_least(1), default=8, help="frames per clip (default 8)")
+    parser.add_argument("--image-size", type=int_at_least(1), metavar="PX", help="frame side (default: the encoder's)")
     parser.add_argument("--option", "-O", dest="method_options", action="append", default=[],
                         metavar="[METHOD:]KEY=VALUE",
                         help="option of the methods given by name (all, or METHOD: one), e.g. -O ma-fsar:alpha=0.25")
-    parser.add_argument("--bootstrap", type=int, default=10_000, help="paired bootstrap resamples (default 10000)")
-    parser.add_argument("--chunk", type=int, default=1000, help="episodes between two partial writes (default 1000)")
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    parser.add_argument("--bootstrap", type=int_at_least(0), default=10_000, help="paired bootstrap resamples (default 10000)")
+    parser.add_argument("--chunk", type=int_at_least(1), default=1000, help="episodes between two partial writes (default 1000)")
+    add_device(parser)
+    add_no_progress(parser)
     add_threads(parser)
     add_methods_own_options(parser)  # e.g. LGA's --descriptions, for the methods given by name
     parser.set_defaults(func=run)
-
-
-def _options(values: list[str], labels: list[str]) -> dict[str, dict]:
-    """``-O KEY=VALUE`` for every method built by name, ``-O METHOD:KEY=VALUE`` for one of them."""
-    from fsar.cli._args import parse_option
-
-    options: dict[str, dict] = {label: {} for label in labels}
-    for text in values:
-        if "=" not in text:
-            raise CLIError(f"-O {text!r}: expected KEY=VALUE or METHOD:KEY=VALUE")
-        head, _, _ = text.partition("=")
-        label, sep, _ = head.partition(":")
-        targets = labels
-        if sep:
-            if label not in labels:
-                raise CLIError(f"-O {text!r}: {label!r} is not one of the methods given by name ({', '.join(labels)})")
-            targets, text = [label], text[len(label) + 1:]
-        key, value = parse_option(text)
-        for target in targets:
-            options[target][key] = value
-    return {label: values for label, values in options.items() if values}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -109,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from fsar.engine.compare import ComparisonError
 
+    resolve_device(args.device)  # a bad --device is a one-line error before any work
     try:
         methods = [parse_method_spec(text) for text in args.methods]
         data = [parse_data_spec(text) for text in args.data]
@@ -116,12 +106,10 @@ def run(args: argparse.Namespace) -> int:
             methods=methods, data=data, shots=args.shots, way=args.way, queries=args.queries,
             episodes=args.episodes, seed=args.seed, backbone=args.backbone, weights=args.weights,
             num_frames=args.num_frames, image_size=args.image_size,
-            method_options=_options(args.method_options, [m.label for m in methods if m.checkpoint is None]),
+            method_options=method_options_per_label(args.method_options, [m.label for m in methods if m.checkpoint is None]),
             method_args=method_args_from(args), device=args.device, bootstrap=args.bootstrap, chunk=args.chunk,
             progress=args.progress,
         )
-        if args.bootstrap < 0:
-            raise BenchmarkError(f"--bootstrap must be >= 0, got {args.bootstrap}")
         table = run_benchmark(plan, args.out)
     except (BenchmarkError, SplitError, ComparisonError, *user_errors()) as error:
         raise CLIError(str(error)) from None

@@ -4,16 +4,17 @@
    per-clip speed profiles) and writes its train/val/test class split files;
 2. caches the per-frame features of the frozen grid backbone ``effnet-lite0-grid+minilm``
    (EfficientNet-Lite0 map pooled to 3x3 cells + MiniLM);
-3. meta-trains MA-FSAR on the training classes from its training-free core (untrained it is
-   OTAM on the cached features), validating on the validation classes from step 0, keeping the
-   best checkpoint and stopping when validation stops improving;
-4. evaluates it beside the training-free baselines (proto, OTAM, Bi-MHM on the same frozen
+3. meta-trains MA-FSAR, LGA and CLIP-SPM on the training classes, each from its training-free
+   core (untrained, each is its own temporal metric on the cached features), validating on the
+   validation classes from step 0, keeping the best checkpoint and stopping when validation
+   stops improving (``--trained`` chooses which);
+4. evaluates them beside the training-free baselines (proto, OTAM, Bi-MHM on the same frozen
    features) on the held-out test classes, all on the same seeded 5-way 1-shot episodes;
 5. prints the table (accuracy ± 95% interval, episode count, and the same on the episodes that
    contain a motion and its reverse) and saves it as JSON and PNG.
 
-``--version 1`` reruns the first demo instead (generator 1, ``effnet-lite0+minilm``,
-random-init projections, a fixed 300-step schedule), which reproduces its table.
+``--version 1`` reruns the first demo instead (generator 1, ``effnet-lite0+minilm``, MA-FSAR
+alone from random-init projections, a fixed 300-step schedule), which reproduces its table.
 Re-running with the same --out reuses the rendered set, the feature cache and a finished run.
 """
 
@@ -32,13 +33,14 @@ from fsar.cli._args import (
     add_no_progress,
     add_threads,
     emit_json,
-    method_options_dict,
+    method_options_per_label,
 )
 
 ORDER = 5
 
-#: The method the demo meta-trains (the baselines are training-free).
-TRAINED = "ma-fsar"
+#: The methods the demo meta-trains (the baselines are training-free); the first is the one
+#: ``fsar predict`` is pointed at afterwards, and keeps the first demo's folder names.
+TRAINED = ("ma-fsar", "lga", "clip-spm")
 BASELINES = ("proto", "otam", "bimhm")
 
 
@@ -48,6 +50,9 @@ class DemoPlan:
 
     data_version: int  # synthetic generator version
     backbone: str
+    #: the trained methods, in table order
+    trained: tuple[str, ...] = TRAINED
+    #: options of each trained method (method name -> options)
     method_options: dict = field(default_factory=dict, hash=False, compare=False)
     videos_per_class: int = 10
     frames: int = 16
@@ -64,30 +69,33 @@ class DemoPlan:
     test_episodes: int = 1000
 
 
+#: Every trained method starts from its training-free core on the embedded grid backbone; LGA
+#: and CLIP-SPM take their defaults there (``start="auto"``), MA-FSAR is told SSv2-like data.
+V2_OPTIONS = {"ma-fsar": {"dataset_kind": "temporal", "start": "training-free"}}
+
 #: Version 2 (default): generator 2 (large objects, large motions, speed profiles), the grid
-#: backbone, MA-FSAR started from its training-free core, early stopping on validation.
+#: backbone, the trained methods started from their training-free cores, early stopping on
+#: validation.
 PLANS = {
     (2, False): DemoPlan(
-        data_version=2, backbone="effnet-lite0-grid+minilm",
-        method_options={"dataset_kind": "temporal", "start": "training-free"},
+        data_version=2, backbone="effnet-lite0-grid+minilm", method_options=V2_OPTIONS,
         train_episodes=2400, tasks_per_step=8, lr=1e-3, weight_decay=1e-4, val_every=10, val_episodes=200,
         early_stop_patience=3, test_episodes=1000,
     ),
     (2, True): DemoPlan(
-        data_version=2, backbone="effnet-lite0-grid+minilm",
-        method_options={"dataset_kind": "temporal", "start": "training-free"},
+        data_version=2, backbone="effnet-lite0-grid+minilm", method_options=V2_OPTIONS,
         videos_per_class=4, frames=8, size=64, image_size=128, train_episodes=480, tasks_per_step=8, lr=1e-3,
         weight_decay=1e-4, val_every=10, val_episodes=100, early_stop_patience=3, test_episodes=300,
     ),
     # Version 1: the first demo exactly (its table is in the README's history and benchmarks/README.md).
     (1, False): DemoPlan(
-        data_version=1, backbone="effnet-lite0+minilm",
-        method_options={"dataset_kind": "temporal", "start": "standard"},
+        data_version=1, backbone="effnet-lite0+minilm", trained=("ma-fsar",),
+        method_options={"ma-fsar": {"dataset_kind": "temporal", "start": "standard"}},
         train_episodes=2400, tasks_per_step=8, val_every=50, val_episodes=300, test_episodes=1000,
     ),
     (1, True): DemoPlan(
-        data_version=1, backbone="effnet-lite0+minilm",
-        method_options={"dataset_kind": "temporal", "start": "standard"},
+        data_version=1, backbone="effnet-lite0+minilm", trained=("ma-fsar",),
+        method_options={"ma-fsar": {"dataset_kind": "temporal", "start": "standard"}},
         videos_per_class=4, frames=8, size=64, image_size=128, train_episodes=320, tasks_per_step=8,
         val_every=10, val_episodes=100, test_episodes=300,
     ),
@@ -115,8 +123,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--version", type=int, choices=(1, 2), default=2,
                         help="2 (default): synthetic generator 2, grid backbone, MA-FSAR from its training-free "
                              "core; 1: the first demo, to reproduce its figures")
+    parser.add_argument("--trained", nargs="+", metavar="METHOD", default=None,
+                        help=f"the methods to meta-train (default: {' '.join(TRAINED)}; version 1: ma-fsar)")
     add_device(parser)
-    add_method_option_flag(parser)
+    add_method_option_flag(parser)  # -O KEY=VALUE for every trained method, -O METHOD:KEY=VALUE for one
     add_json(parser, what="the results table")
     add_no_progress(parser)
     add_threads(parser)
@@ -172,7 +182,7 @@ def draw_table(rows: list[dict], png: Path, title: str) -> None:
 
     from fsar.engine.checkpoint import atomic_write_bytes
 
-    fig, (axis, table_axis) = plt.subplots(2, 1, figsize=(7.5, 6.0), gridspec_kw={"height_ratios": [3, 1.3]})
+    fig, (axis, table_axis) = plt.subplots(2, 1, figsize=(8.0, 6.6), gridspec_kw={"height_ratios": [3, 1.5]})
     width = 0.4
     for x, row in enumerate(rows):
         colour = "tab:orange" if row["trained"] else "tab:blue"
@@ -182,11 +192,13 @@ def draw_table(rows: list[dict], png: Path, title: str) -> None:
         for position, accuracy, interval, alpha in bars:
             axis.bar(position, 100 * accuracy, width=width, yerr=100 * interval, capsize=4, color=colour, alpha=alpha)
             axis.text(position, 100 * (accuracy + interval) + 1, f"{100 * accuracy:.1f}", ha="center", fontsize=8)
-    axis.set_xticks(range(len(rows)), [r["method"] for r in rows])
+    # a method's inference tags ("[padm=transductive]") go on a second line under its bars
+    axis.set_xticks(range(len(rows)), [r["method"].replace(" [", "\n[") for r in rows], fontsize=8)
     chance = axis.axhline(100 / rows[0]["way"], color="grey", ls=":", lw=1, label="chance")
     from matplotlib.patches import Patch
 
-    handles = [chance, Patch(color="grey", label="all test episodes"),
+    handles = [chance, Patch(color="tab:orange", label="trained"), Patch(color="tab:blue", label="training-free"),
+               Patch(color="grey", label="all test episodes"),
                Patch(color="grey", alpha=0.45, label="episodes with a motion and its reverse")]
     axis.set_ylim(0, 100)
     axis.set_ylabel("test accuracy (%) ± 95% CI")
@@ -200,6 +212,7 @@ def draw_table(rows: list[dict], png: Path, title: str) -> None:
                if row.get("pairs_accuracy") is not None else "n/a"), str(row.get("pairs_episodes", 0))]
              for row in rows]
     table = table_axis.table(cellText=cells, loc="center", cellLoc="center",
+                             colWidths=[0.3, 0.09, 0.17, 0.1, 0.19, 0.1],
                              colLabels=["method", "trained", "accuracy (%)", "episodes",
                                         "reverse pair (%)", "episodes"])
     table.auto_set_font_size(False)
@@ -212,6 +225,26 @@ def draw_table(rows: list[dict], png: Path, title: str) -> None:
     atomic_write_bytes(png, buffer.getvalue())
 
 
+def _check_trained(names: tuple[str, ...]) -> None:
+    """``--trained``: registered methods that train, each once."""
+    from fsar.methods import list_methods
+
+    for name in names:
+        if name not in list_methods():
+            raise CLIError(f"--trained {name}: unknown method; trainable methods: {', '.join(_trainable())}")
+        if name not in _trainable():
+            raise CLIError(f"--trained {name}: a training-free method (the table has {', '.join(BASELINES)} "
+                           f"anyway); trainable methods: {', '.join(_trainable())}")
+    if len(set(names)) != len(names):
+        raise CLIError(f"--trained {' '.join(names)}: a method is named twice")
+
+
+def _trainable() -> list[str]:
+    from fsar.methods import list_methods, method_class
+
+    return [name for name in list_methods() if method_class(name).trainable]
+
+
 def run(args: argparse.Namespace) -> int:
     import time
 
@@ -222,16 +255,19 @@ def run(args: argparse.Namespace) -> int:
     from fsar.data.synth import default_split, render_dataset, reverse_pairs
     from fsar.engine.checkpoint import CheckpointError, atomic_write_json, read_checkpoint
     from fsar.engine.config import EvalConfig, TrainConfig, config_to_dict, resolve_config
-    from fsar.engine.run import eval_manifest, run_evaluation, run_training
+    from fsar.engine.run import eval_manifest, run_evaluation, run_training, tags_label
     from fsar.engine.sources import loader_for
     from fsar.engine.train import total_steps
 
     started = time.perf_counter()
     plan = PLANS[(args.version, bool(args.quick))]
+    trained = tuple(args.trained or plan.trained)
+    _check_trained(trained)
+    user_options = method_options_per_label(args.method_options or [], list(trained))
     out = Path(args.out)
     # Version 1 keeps the first demo's folder names, so an old --out is reused as it was.
     tag = ("" if args.version == 1 else "-v2") + ("-quick" if args.quick else "")
-    data_dir, run_dir = out / f"synth{tag}", out / f"run{tag}"
+    data_dir = out / f"synth{tag}"
     backbone = plan.backbone
     way, shot = 5, 1
 
@@ -268,37 +304,44 @@ def run(args: argparse.Namespace) -> int:
     if plan.early_stop_patience:
         # the untrained start (the training-free core) is a candidate too: validate at step 0
         schedule.update(early_stop_patience=plan.early_stop_patience, validate_at_start=True)
-    train_config = resolve_config(TrainConfig, overrides=dict(
-        common, method=TRAINED, split_file_dir=str(split_dir), out=str(run_dir), queries=2,
-        method_options={**plan.method_options, **method_options_dict(args)}, **schedule,
-    ))
-    steps = total_steps(train_config)
-    try:
-        last = read_checkpoint(run_dir, prefer="last")
-        done, stopped = last.step, bool(last.record.get("stopped_early"))
-    except CheckpointError:
-        done, stopped = None, False
     stop_note = f", stopping after {plan.early_stop_patience} validations without a new best" if plan.early_stop_patience else ""
-    print(f"[3/5] meta-training {TRAINED} on {len(train_names)} classes: up to {plan.train_episodes} episodes, "
-          f"{plan.tasks_per_step} per step, validating on {len(val_names)} classes every {plan.val_every} steps"
-          f"{stop_note} ...")
-    try:
-        if done is None:
-            run_training(train_config)
-        elif done < steps and not stopped:
-            print(f"      resuming {run_dir} at step {done}")
-            run_training(train_config, resume=True)
-        else:
-            print(f"      {run_dir} already finished ({done} steps); reusing it")
-    except user_errors() as error:
-        raise CLIError(f"{error} (delete {run_dir} to start over)") from None
-    best = read_checkpoint(run_dir, prefer="best")
-    print(f"      checkpoint chosen on the validation classes: step {best.step} "
-          f"(validation accuracy {100 * (best.record.get('best_val_accuracy') or float('nan')):.1f}%)")
+    print(f"[3/5] meta-training {', '.join(trained)} on {len(train_names)} classes: up to {plan.train_episodes} "
+          f"episodes each, {plan.tasks_per_step} per step, validating on {len(val_names)} classes every "
+          f"{plan.val_every} steps{stop_note} ...")
+    run_dirs, best_steps, train_configs = {}, {}, {}
+    for name in trained:
+        # ma-fsar keeps the first demo's folder names (run, run-v2, ...), so an old --out is reused
+        run_dir = out / (f"run{tag}" if name == "ma-fsar" else f"run{tag}-{name}")
+        train_config = resolve_config(TrainConfig, overrides=dict(
+            common, method=name, split_file_dir=str(split_dir), out=str(run_dir), queries=2,
+            method_options={**plan.method_options.get(name, {}), **user_options.get(name, {})}, **schedule,
+        ))
+        steps = total_steps(train_config)
+        try:
+            last = read_checkpoint(run_dir, prefer="last")
+            done, stopped = last.step, bool(last.record.get("stopped_early"))
+        except CheckpointError:
+            done, stopped = None, False
+        print(f"      {name}:")
+        try:
+            if done is None:
+                run_training(train_config)
+            elif done < steps and not stopped:
+                print(f"      resuming {run_dir} at step {done}")
+                run_training(train_config, resume=True)
+            else:
+                print(f"      {run_dir} already finished ({done} steps); reusing it")
+        except user_errors() as error:
+            raise CLIError(f"{name}: {error} (delete {run_dir} to start over)") from None
+        best = read_checkpoint(run_dir, prefer="best")
+        print(f"      {name}: checkpoint chosen on the validation classes: step {best.step} "
+              f"(validation accuracy {100 * (best.record.get('best_val_accuracy') or float('nan')):.1f}%)")
+        run_dirs[name], best_steps[name], train_configs[name] = run_dir, best.step, train_config
 
     print(f"[4/5] evaluating on {len(test_names)} held-out classes: {plan.test_episodes} "
           f"{way}-way {shot}-shot episodes (seed {args.seed}), the same for every method ...")
-    evaluations = [(TRAINED, dict(checkpoint=str(run_dir)))] + [(name, dict(method=name)) for name in BASELINES]
+    evaluations = [(name, dict(checkpoint=str(run_dirs[name]))) for name in trained]
+    evaluations += [(name, dict(method=name)) for name in BASELINES]
     rows = []
     pair_episodes: list[int] | None = None
     pairs = reverse_pairs(test_names)
@@ -316,18 +359,21 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(str(error)) from None
         result = outcome.result
         pairs_accuracy, pairs_ci95 = mean_and_interval([result.episode_accuracies[i] for i in pair_episodes])
-        rows.append({"method": name, "trained": name == TRAINED, "accuracy": result.accuracy, "ci95": result.ci95,
+        # a transductive choice (clip-spm's PADM uses every query of the episode) is named in the row
+        label = name + tags_label(outcome.record.get("inference") or {})
+        rows.append({"method": label, "trained": name in trained, "accuracy": result.accuracy, "ci95": result.ci95,
                      "episodes": result.episodes, "way": way, "shot": shot, "json": config.json,
                      "pairs_accuracy": pairs_accuracy if pair_episodes else None,
                      "pairs_ci95": pairs_ci95 if pair_episodes else None, "pairs_episodes": len(pair_episodes)})
 
     print("[5/5] results (test classes never seen in training):")
     print()
-    print(f"  {'method':<10} {'trained':<8} {'accuracy (%)':>16}  episodes   {'with a reverse pair (%)':>24}  episodes")
+    width = max(10, *(len(row["method"]) for row in rows))
+    print(f"  {'method':<{width}} {'trained':<8} {'accuracy (%)':>16}  episodes   {'with a reverse pair (%)':>24}  episodes")
     for row in rows:
         pairs_text = (f"{100 * row['pairs_accuracy']:>14.2f} ± {100 * row['pairs_ci95']:<5.2f}"
                       if row["pairs_accuracy"] is not None else f"{'n/a':>22}")
-        print(f"  {row['method']:<10} {'yes' if row['trained'] else 'no':<8} "
+        print(f"  {row['method']:<{width}} {'yes' if row['trained'] else 'no':<8} "
               f"{100 * row['accuracy']:>8.2f} ± {100 * row['ci95']:<5.2f}  {row['episodes']:<8}   "
               f"{pairs_text}   {row['pairs_episodes']}")
     print(f"  chance: {100 / way:.1f}%   (± = 95% interval, 1.96·std/√episodes; the last columns: the episodes "
@@ -337,17 +383,19 @@ def run(args: argparse.Namespace) -> int:
                           f"{way}-way {shot}-shot, {backbone}\n"
                           f"{plan.test_episodes} test episodes on {len(test_names)} unseen classes")
     results = {
-        "rows": rows, "train_config": config_to_dict(train_config), "best_step": best.step,
+        "rows": rows, "train_config": config_to_dict(train_configs[trained[0]]), "best_step": best_steps[trained[0]],
+        "train_configs": {name: config_to_dict(c) for name, c in train_configs.items()}, "best_steps": best_steps,
         "seconds": round(time.perf_counter() - started, 1), "torch_threads": torch.get_num_threads(),
         "demo_version": args.version,
     }
     atomic_write_json(out / f"results{tag}.json", results)
     emit_json(args.json, results)
     print()
-    print(f"table: {out / f'results{tag}.json'}, chart: {png}, learning curve: {run_dir / 'learning_curve.png'}")
+    curves = ", ".join(str(run_dirs[name] / "learning_curve.png") for name in trained)
+    print(f"table: {out / f'results{tag}.json'}, chart: {png}, learning curves: {curves}")
     # Quoted: synthetic class folders have spaces, and the line is meant to be copied into a shell.
     query = manifest.clips_of(test_names[0])[0].path
     print(f"try:   fsar predict --data {shlex.quote(str(data_dir))} --query {shlex.quote(str(query))} "
-          f"--checkpoint {shlex.quote(str(run_dir))}")
+          f"--checkpoint {shlex.quote(str(run_dirs[trained[0]]))}")
     print(f"done in {time.perf_counter() - started:.0f} s")
     return 0

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "shutdown_distributed", "all_reduce_mean", "derive_seed"]
+__all__ = ["DistInfo", "init_distributed", "shutdown_distributed", "all_reduce_mean", "all_reduce_sum", "derive_seed"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,13 @@ def all_reduce_mean(value: float, info: DistInfo) -> float:
     tensor = torch.tensor([value], dtype=torch.float64, device=info.device)
     dist.all_reduce(tensor)
     return float(tensor.item()) / info.world_size
+
+
+def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum of a tensor over ranks (in place; returned). One process: unchanged."""
+    if info.enabled:
+        dist.all_reduce(tensor)
+    return tensor
 
 
 def derive_seed(*parts: int) -> int:

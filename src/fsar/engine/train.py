@@ -14,7 +14,9 @@ one the uninterrupted run computed.
 
 Validation uses the validation source only (never the test split) and picks the ``best``
 checkpoint by validation accuracy; without a validation source the ``last`` checkpoint is
-the one kept. ``validate_at_start`` also scores the untrained method (step 0), so a run whose
+the one kept. Before step 1 of a fresh run the method may estimate fixed statistics from the
+run's first training episodes (:func:`prepare_from_training_episodes`: base-feature centring's
+frame mean); on resume they come back from the checkpoint. ``validate_at_start`` also scores the untrained method (step 0), so a run whose
 training never beats its start keeps the start. ``early_stop_patience`` ends the run once that
 many validations in a row bring no new best (the ``last`` record then says ``stopped_early``).
 """
@@ -40,13 +42,16 @@ from fsar.engine.checkpoint import (
     save_checkpoint,
 )
 from fsar.engine.config import TrainConfig, config_to_dict
-from fsar.engine.distributed import DistInfo, all_reduce_mean, derive_seed
+from fsar.engine.distributed import DistInfo, all_reduce_mean, all_reduce_sum, derive_seed
 from fsar.engine.evaluate import EpisodeSource, evaluate
 from fsar.engine.logging import RunLogger, draw_learning_curve
 from fsar.errors import ConfigError
 from fsar.methods.base import FewShotMethod
 
-__all__ = ["TrainError", "TrainHooks", "TrainSummary", "milestone_steps", "optimizer_settings", "total_steps", "train"]
+__all__ = [
+    "TrainError", "TrainHooks", "TrainSummary", "milestone_steps", "optimizer_settings",
+    "prepare_from_training_episodes", "total_steps", "train",
+]
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +130,29 @@ def _amp(config: TrainConfig, device: torch.device):
     dtype = torch.bfloat16 if mode == "bf16" else torch.float16
     scaler = torch.amp.GradScaler(device.type) if mode == "fp16" else None
     return (lambda: torch.autocast(device_type=device.type, dtype=dtype)), scaler
+
+
+def prepare_from_training_episodes(
+    method: FewShotMethod, config: TrainConfig, train_source: EpisodeSource, dist: DistInfo
+) -> dict:
+    """Before step 1 of a fresh run: :meth:`FewShotMethod.prepare_training` on the run's own
+    first training episodes (task indices 0, 1, ..., each drawn under the seed that task gets
+    in training), in training mode without gradients; sums over ranks when distributed."""
+    device = dist.device
+
+    def episodes():
+        for task_index in range(config.episodes):
+            torch.manual_seed(derive_seed(config.seed, dist.rank, task_index))
+            yield train_source.sample(task_index, train=True).to(device)
+
+    method.train()
+    with torch.no_grad():
+        prepared = method.prepare_training(
+            episodes(), reduce_sum=(lambda tensor: all_reduce_sum(tensor, dist)) if dist.enabled else None
+        )
+    if prepared:
+        log.info("prepared from training episodes: %s", prepared)
+    return prepared
 
 
 def train(
@@ -246,6 +274,8 @@ def train(
         else:
             summary.validations_since_best += 1
 
+    if summary.start_step == 0:
+        prepare_from_training_episodes(method, config, train_source, dist)
     if (config.validate_at_start and val_source is not None and dist.is_main and summary.start_step == 0
             and summary.best_step is None):
         run_validation(0)

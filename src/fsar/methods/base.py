@@ -13,6 +13,8 @@ hooks below (all with defaults, so a new method overrides only what differs):
 * :meth:`FewShotMethod.evaluation_batch` / :meth:`FewShotMethod.predict_episodes`: whether the
   evaluation loop may hand over several episodes of one shape at once (default: one by one);
 * :meth:`FewShotMethod.set_training_classes`: the training split's class names;
+* :meth:`FewShotMethod.prepare_training`: before the first step of a fresh run, training
+  episodes to estimate fixed statistics of the training data from (base-feature centring);
 * :meth:`FewShotMethod.options` / :meth:`FewShotMethod.load_resources`: the method's own
   command-line options (parsed in ``fsar.cli``, handed over as typed values) and what it
   loads from them (LGA: its class descriptions and the LLM that writes missing ones);
@@ -25,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -110,6 +112,19 @@ class FewShotMethod(nn.Module, ABC):
         self.training_classes = names
         self.training_class_index = {name: i for i, name in enumerate(names)}
 
+    def prepare_training(
+        self, episodes: Iterable[EpisodeInputs], *, reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> dict[str, Any]:
+        """Estimate what the method fixes from the training data before its first optimiser step.
+
+        The engine calls it once per fresh run (not on resume: the estimate is then in the
+        checkpoint), in training mode under ``torch.no_grad``, with an iterator over the run's
+        own training episodes (never validation or test ones); the method reads as many as it
+        needs. ``reduce_sum`` sums a tensor over distributed ranks (None: one process). Returns
+        what it estimated, for the log (empty: nothing). Default: nothing to estimate.
+        """
+        return {}
+
     def optimizer_defaults(self) -> dict[str, Any]:
         """Adam settings the method prefers when the run gives none (keys ``lr``,
         ``weight_decay``, ``betas``; clip-spm: its release's). Default: the engine's."""
@@ -178,5 +193,9 @@ class FewShotMethod(nn.Module, ABC):
         return self
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The trainable parameters, plus the buffers that training sets (a submodule lists
+        those in its ``learned_buffers`` attribute, e.g. the base-class frame mean)."""
         names = {n for n, p in self.named_parameters() if p.requires_grad}
+        for prefix, module in self.named_modules():
+            names.update(f"{prefix}.{b}" if prefix else b for b in getattr(module, "learned_buffers", ()))
         return {k: v for k, v in self.state_dict().items() if k in names}

@@ -18,8 +18,14 @@ encoder, cached). The support text in the modulation follows the same rule as MA
 (one random template per clip in training, 16-template mean at evaluation).
 
 Backbones: CLIP with ``finetune="full"`` (default, the paper's setting); on the embedded
-pair (always frozen) the encoder cannot fine-tune, so learned projections into
-``embed_dim`` plus the modulation layer train instead.
+pairs (always frozen) the encoder cannot fine-tune, and what trains instead starts as
+``start`` says (fsar's own, not the paper's): ``"training-free"`` (the default there, via
+``"auto"``) keeps the frames as they are (minus the base-class frame mean, ``base_centring``),
+runs the modulation layer at width ``modulation_bottleneck`` inside a zero-initialised
+residual bottleneck (fed the raw class text) and maps the text through a zero-weight Linear,
+so the untrained method is exactly its metric on the raw features; ``"standard"`` is the
+earlier behaviour, random projections into ``embed_dim`` plus the modulation layer at that
+width. CLIP is unchanged (its shared space needs no projection).
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ from fsar.encoders.base import Encoder
 from fsar.methods import METHODS
 from fsar.methods.base import MethodOutput
 from fsar.methods.common import SHOT_HANDOFF, Scale, check_episode, class_means
-from fsar.methods.text_aware import TextAwareMethod
+from fsar.methods.grid_temporal import ResidualBottleneck
+from fsar.methods.text_aware import BASE_CENTRING_CLIPS, STARTS, TextAwareMethod
 from fsar.methods.text_side import cosine_logits, episode_text
 from fsar.methods.memo import ClipMemo
 from fsar.methods.tpcm import PrototypeModulation
@@ -70,8 +77,23 @@ class CLIPFSARConfig:
     learn_logit_scale: bool = True
     metric_scale: float = 1.0
     learn_metric_scale: bool = False
+    #: How the learned maps start (text_aware.STARTS): "auto" = "training-free" on encoders
+    #: without a shared space, "standard" on CLIP; see the module docstring.
+    start: str = "auto"
+    #: inner width of the modulation layer's residual bottleneck when start is "training-free".
+    modulation_bottleneck: int = 128
+    #: base-feature centring (training-free start only): frames minus the training clips' mean frame.
+    base_centring: bool = True
+    base_centring_clips: int = BASE_CENTRING_CLIPS
 
     def validate(self) -> None:
+        if self.start not in STARTS:
+            raise ValueError(f"clip-fsar: start must be 'auto', 'standard' or 'training-free', got {self.start!r}")
+        if int(self.modulation_bottleneck) < 1 or int(self.base_centring_clips) < 1:
+            raise ValueError(
+                f"clip-fsar: modulation_bottleneck and base_centring_clips must be positive, got "
+                f"{self.modulation_bottleneck}, {self.base_centring_clips}"
+            )
         if self.shots not in SHOT_HANDOFF:
             raise ValueError(f"clip-fsar: shots must be one of {SHOT_HANDOFF}, got {self.shots!r}")
         if self.classification_weight < 0:
@@ -104,16 +126,32 @@ class CLIPFSAR(TextAwareMethod):
             preferred_finetune="full", metric=metric, training_classes=training_classes, options=options,
         )
         config = self.config
+        bottleneck = config.start == "training-free" and not self.encoder.shared_space
         self.modulation = PrototypeModulation(
-            dim=self.space.dim,
+            dim=config.modulation_bottleneck if bottleneck else self.space.dim,
             heads=config.modulation_heads,
             ffn_dim=config.modulation_ffn_dim,
             dropout=config.modulation_dropout,
             pre_ln=config.modulation_pre_ln,
         )
+        if bottleneck:
+            # The modulation layer at a small width on the raw features; its text is the raw class text.
+            self.modulation = ResidualBottleneck(self.modulation, dim=self.space.dim,
+                                                 inner=config.modulation_bottleneck, text_dim=self.encoder.text_dim)
+        self._raw_text_to_modulation = bottleneck
         self.metric = self.build_metric(metric, config.metric_options)
         self.logit_scale = self.make_text_logit_scale(config.logit_scale_init, learnable=config.learn_logit_scale)
         self.metric_scale = Scale(config.metric_scale, learnable=config.learn_metric_scale)
+
+    @classmethod
+    def from_config(cls, values):
+        """A config saved before ``start`` existed was built with the standard start and no
+        centring: rebuild it so, so that its checkpoint loads and predicts as it was trained."""
+        values = dict(values)
+        if "start" not in values:
+            values["start"] = "standard"
+        values.setdefault("base_centring", False)
+        return super().from_config(values)
 
     def _classification_loss(
         self, inputs: EpisodeInputs, f_support: torch.Tensor, f_query: torch.Tensor, query_labels: torch.Tensor
@@ -147,7 +185,10 @@ class CLIPFSAR(TextAwareMethod):
         way = inputs.way
 
         memo = ClipMemo.applies(self, inputs.features, support)  # evaluation from the cache: once per clip
-        _, text_clip = self.projected_text(text, inputs.class_names, labels, memo=memo, need_class=False)
+        if self._raw_text_to_modulation:
+            text_clip = text.per_clip.to(device, support.dtype)
+        else:
+            _, text_clip = self.projected_text(text, inputs.class_names, labels, memo=memo, need_class=False)
 
         def support_part(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             frames = self.space.frames(support[index])

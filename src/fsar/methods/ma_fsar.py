@@ -23,10 +23,13 @@ Backbones:
   model (FgMA); ``"frozen"`` is the paper's "frozen CLIP + TPCM" row (Table 4) and
   accepts cached features; ``"full"`` is the "fine-tuned visual-only" row. Frame and
   text features share CLIP's 512-d space, so no projection is learned.
-* ``effnet-lite0+minilm`` (embedded default, always frozen): a CNN has no tokens to
-  adapt, so there is **no FgMA** here; frame features (1280-d) and MiniLM text
-  (384-d) are projected into ``embed_dim`` (512) by two learned Linear layers, and
-  those projections train together with TPCM and the logit scale.
+* ``effnet-lite0+minilm`` / ``effnet-lite0-grid+minilm`` (embedded, always frozen): a CNN
+  has no tokens to adapt, so there is **no FgMA** here. With ``start="training-free"`` (the
+  default there) the frames stay 1280-d (minus the base-class frame mean, ``base_centring``),
+  a zero-weight map sends the MiniLM text (384-d) into that space, TPCM runs in a
+  zero-initialised residual bottleneck, and on the grid backbone a zero-initialised temporal
+  module works on the grid tokens; ``start="standard"`` projects frames and text into
+  ``embed_dim`` (512) by two learned Linear layers instead.
 
 Temperatures: the text logits use a CLIP-style logit scale (init from the CLIP model,
 100 for OpenAI weights, capped at 100, learnable unless ``learn_logit_scale=False``; on
@@ -63,7 +66,9 @@ from fsar.methods.base import MethodOutput
 from fsar.encoders.embedded_grid import grid_tokens
 from fsar.methods.common import SHOT_HANDOFF, Scale, check_episode, class_means, mix_log_probs
 from fsar.methods.grid_temporal import GATES, STATIC_GATE_RATE, GridTemporalModule, ResidualBottleneck
-from fsar.methods.text_aware import CLIP_INITIAL_LOGIT_SCALE, CLIP_LOGIT_SCALE, TextAwareMethod, initial_logit_scale
+from fsar.methods.text_aware import (
+    BASE_CENTRING_CLIPS, CLIP_INITIAL_LOGIT_SCALE, CLIP_LOGIT_SCALE, STARTS, TextAwareMethod, initial_logit_scale,
+)
 from fsar.methods.memo import ClipMemo
 from fsar.methods.text_side import TextSpace, cosine_logits, episode_text
 from fsar.methods.tpcm import PROTOTYPE_MODULES, build_prototype_module
@@ -112,6 +117,11 @@ class MAFSARConfig:
     #: (random projections on encoders without a shared space); "auto" = "training-free" on
     #: encoders without a shared space (the embedded pairs), "standard" on CLIP.
     start: str = "auto"
+    #: Base-feature centring (fsar's own, after SimpleShot's CL2N idea; training-free start only):
+    #: frames minus the mean frame of the training clips, estimated before step 1 from
+    #: ``base_centring_clips`` training clips and then fixed (zero until then).
+    base_centring: bool = True
+    base_centring_clips: int = BASE_CENTRING_CLIPS
     #: inner width of TPCM's residual bottleneck when start is "training-free".
     tpcm_bottleneck: int = 128
     #: grid backbones (effnet-lite0-grid+minilm): the temporal module over the grid tokens.
@@ -122,11 +132,6 @@ class MAFSARConfig:
     grid_gate: str = "shared"
     #: the gate is this x its stored parameter (how fast Adam can open it).
     grid_static_rate: float = STATIC_GATE_RATE
-
-    def resolved_start(self, shared_space: bool) -> str:
-        if self.start == "auto":
-            return "standard" if shared_space else "training-free"
-        return self.start
 
     def resolved_alpha(self) -> float:
         return float(self.alpha) if self.alpha is not None else ALPHA_BY_DATASET_KIND[self.dataset_kind]
@@ -140,8 +145,10 @@ class MAFSARConfig:
             raise ValueError(f"ma-fsar: alpha must lie in [0, 1], got {self.alpha}")
         if self.prototype_module not in PROTOTYPE_MODULES:
             raise ValueError(f"ma-fsar: prototype_module must be one of {PROTOTYPE_MODULES}, got {self.prototype_module!r}")
-        if self.start not in ("auto", "standard", "training-free"):
+        if self.start not in STARTS:
             raise ValueError(f"ma-fsar: start must be 'auto', 'standard' or 'training-free', got {self.start!r}")
+        if int(self.base_centring_clips) < 1:
+            raise ValueError(f"ma-fsar: base_centring_clips must be positive, got {self.base_centring_clips}")
         if self.grid_gate not in GATES:
             raise ValueError(f"ma-fsar: grid_gate must be one of {GATES}, got {self.grid_gate!r}")
         if not float(self.grid_static_rate) > 0:
@@ -201,17 +208,18 @@ class MAFSAR(TextAwareMethod):
     @classmethod
     def from_config(cls, values):
         """A config saved before ``grid_gate`` existed was built with one gate per channel (at
-        rate 50): rebuild it so, so that its checkpoint loads as it was trained."""
+        rate 50), one saved before ``base_centring`` existed without centring: rebuild them so,
+        so that their checkpoints load and predict as they were trained."""
         values = dict(values)
         if "grid_gate" not in values:
             values.setdefault("grid_gate", "per-channel")
             values.setdefault("grid_static_rate", 50.0)
+        values.setdefault("base_centring", False)
         return super().from_config(values)
 
     def build_space(self, config: MAFSARConfig, encoder: Encoder) -> TextSpace:
-        """The grid temporal module (grid backbones) and the video-text space, started as
-        ``config.start`` says (resolved here and recorded in the config)."""
-        config.start = start = config.resolved_start(encoder.shared_space)
+        """The grid temporal module (grid backbones), then the video-text space, started as
+        ``config.start`` says (resolved and recorded by :meth:`TextAwareMethod.build_space`)."""
         # Grid backbones: a trained temporal module over the grid tokens (fsar's CNN analogue of
         # FgMA's temporal adaptation), identity at initialisation.
         cells = int(getattr(encoder, "grid_cells", 1) or 1)
@@ -221,13 +229,7 @@ class MAFSAR(TextAwareMethod):
                 cells=cells, dim=encoder.feature_dim // cells, width=config.grid_width, kernel=config.grid_kernel,
                 dropout=config.grid_dropout, gate=config.grid_gate, static_rate=config.grid_static_rate,
             )
-        return TextSpace(
-            feature_dim=encoder.feature_dim,
-            text_dim=encoder.text_dim,
-            shared_space=encoder.shared_space,
-            embed_dim=config.embed_dim,
-            start="standard" if encoder.shared_space else start,
-        )
+        return super().build_space(config, encoder)
 
     def _enhance(self, features: torch.Tensor, text: torch.Tensor | None) -> torch.Tensor:
         return features if self.tpcm is None else self.tpcm(features, text)
@@ -249,10 +251,12 @@ class MAFSAR(TextAwareMethod):
         tpcm_text = text.per_clip.to(device, support.dtype) if self._raw_text_to_tpcm else text_clip
 
         def frames_of(clips: torch.Tensor) -> torch.Tensor:
-            """The joint-space frames (n, T, W), after the grid tokens' temporal module if any."""
+            """The joint-space frames (n, T, W): centred on the base-class mean, then through the
+            grid tokens' temporal module if any."""
+            clips = self.space.centre(clips)
             if self.grid_temporal is not None:
                 clips = self.grid_temporal(grid_tokens(clips, self.grid_temporal.cells))
-            return self.space.frames(clips)
+            return self.space.frames(clips, centred=True)
 
         # Per clip: the joint-space frames, their GAP over T (the text branch, eqs. 14/15, reads
         # the features *before* TPCM) and the shared TPCM (eqs. 9-12).

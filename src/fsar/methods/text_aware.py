@@ -12,7 +12,7 @@ Logit scales: CLIP's trained logit scale is 100 (its cap); its initial value was
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -21,11 +21,34 @@ from fsar.encoders.base import Encoder
 from fsar.methods.common import EncoderMethod, Scale, configure_method, resolve_metric
 from fsar.methods.text_side import TextSpace, text_bank_for
 
-__all__ = ["CLIP_INITIAL_LOGIT_SCALE", "CLIP_LOGIT_SCALE", "TextAwareMethod", "initial_logit_scale"]
+__all__ = [
+    "BASE_CENTRING_CLIPS", "CLIP_INITIAL_LOGIT_SCALE", "CLIP_LOGIT_SCALE", "STARTS", "TextAwareMethod",
+    "initial_logit_scale", "resolve_start",
+]
 
 #: CLIP's trained logit scale is 100 (its cap); its initial value was 1/0.07.
 CLIP_LOGIT_SCALE = 100.0
 CLIP_INITIAL_LOGIT_SCALE = 1.0 / 0.07
+
+
+#: How a text-aware method's learned maps start (a config's ``start`` field): "training-free" =
+#: the untrained method predicts exactly as its metric on the raw features; "standard" = the
+#: paper's modules with default initialisation; "auto" = "training-free" on encoders without a
+#: shared space (the embedded pairs), "standard" on CLIP.
+STARTS = ("auto", "standard", "training-free")
+
+#: Training clips (counted as drawn, repeats included) whose frames estimate the base-class
+#: frame mean of base-feature centring: on ssv2-mini's 35 training clips ~15 draws of each.
+BASE_CENTRING_CLIPS = 512
+
+
+def resolve_start(start: str, shared_space: bool, *, method: str) -> str:
+    """``start`` ("auto" resolved for the encoder) or a ValueError naming the method."""
+    if start not in STARTS:
+        raise ValueError(f"{method}: start must be 'auto', 'standard' or 'training-free', got {start!r}")
+    if start == "auto":
+        return "standard" if shared_space else "training-free"
+    return start
 
 
 def initial_logit_scale(encoder: Encoder) -> float:
@@ -71,15 +94,55 @@ class TextAwareMethod(EncoderMethod):
             self.set_training_classes(training_classes)
 
     def build_space(self, config, encoder: Encoder) -> TextSpace:
-        """The common video-text space (a hook: a subclass may start it differently or build
-        modules that must exist before it): identity on a shared space, learned projections
-        into ``config.embed_dim`` otherwise."""
+        """The common video-text space (a hook: a subclass may build modules that must exist
+        before it): identity on a shared space; otherwise as ``config.start`` says (a config
+        without that field: "standard", learned projections into ``config.embed_dim``).
+
+        A config with a ``start`` field gets it resolved here (and recorded, so the saved
+        config reproduces the run); one with a ``base_centring`` field gets the base-class
+        frame mean when the start is training-free (recorded as used: False elsewhere).
+        """
+        start = "standard"
+        if hasattr(config, "start"):
+            config.start = start = resolve_start(config.start, encoder.shared_space, method=self.name)
+        if encoder.shared_space:
+            start = "standard"
+        centring = start == "training-free" and bool(getattr(config, "base_centring", False))
+        if hasattr(config, "base_centring"):
+            config.base_centring = centring
         return TextSpace(
             feature_dim=encoder.feature_dim,
             text_dim=encoder.text_dim,
             shared_space=encoder.shared_space,
             embed_dim=config.embed_dim,
+            start=start,
+            base_centring=centring,
         )
+
+    def prepare_training(
+        self, episodes: Iterable, *, reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> dict[str, Any]:
+        """Base-feature centring: the mean of the encoder's frame features over the first
+        ``config.base_centring_clips`` training clips (support and query, as drawn). Once per
+        method: a mean already estimated (or loaded from a checkpoint) is kept. A method with a
+        module between the encoder and the space centres before it (``space.centre``, then
+        ``space.frames(..., centred=True)``)."""
+        if not self.space.centres or self.space.frame_mean_estimated:
+            return {}
+        wanted = int(getattr(self.config, "base_centring_clips", BASE_CENTRING_CLIPS))
+
+        def clips():
+            seen = 0
+            for inputs in episodes:
+                support, query = self.encode_episode(inputs)
+                yield support
+                yield query
+                seen += support.shape[0] + query.shape[0]
+                if seen >= wanted:
+                    return
+
+        frames = self.space.estimate_frame_mean(clips(), reduce_sum=reduce_sum)
+        return {"base_centring_frames": frames}
 
     @property
     def text_bank(self):

@@ -9,11 +9,20 @@ embedding space of video and text, and the cosine video-text logits.
   For the embedded pair (EfficientNet 1280-d frames, MiniLM 384-d text) there is no
   shared space, so :class:`TextSpace` learns a visual and a text projection into
   ``embed_dim``; all text-aware parts (TPCM, the text branch) work in that space.
+* **Base-feature centring** (fsar's own, in the spirit of SimpleShot's CL2N): with the
+  training-free start, :class:`TextSpace` can subtract from every frame the mean frame feature
+  of the meta-training clips (on the encoder's features, before any trained module), a
+  statistic of the base classes that carries over to new ones.
+  It is a buffer estimated once, before the first optimiser step, from training episodes only
+  (:meth:`TextSpace.estimate_frame_mean`, called by the engine through
+  :meth:`fsar.methods.base.FewShotMethod.prepare_training`), then fixed; it starts at zero, so
+  an un-prepared method is exactly its training-free metric on the raw features.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -88,12 +97,19 @@ class TextSpace(nn.Module):
     feature_dim)`` starts with zero weights and a constant bias: every class text lands on
     the same vector, so the untrained video-text logits are equal for all classes (a uniform
     p_Q2T that cannot change any prediction) while the weights still receive gradients.
+
+    ``base_centring`` (training-free start only): frames become ``x - frame_mean``, with
+    ``frame_mean`` (feature_dim,) a buffer of zeros until :meth:`estimate_frame_mean` sets it
+    from training clips (on a grid backbone the flattened features are cells x channels, so it
+    is one mean per cell and channel). ``frame_count`` records how many frames it averages (0:
+    not estimated). Both are listed in :attr:`learned_buffers`, so checkpoints store them.
     """
 
     STARTS = ("standard", "training-free")
 
     def __init__(
-        self, *, feature_dim: int, text_dim: int, shared_space: bool, embed_dim: int, start: str = "standard"
+        self, *, feature_dim: int, text_dim: int, shared_space: bool, embed_dim: int, start: str = "standard",
+        base_centring: bool = False,
     ) -> None:
         super().__init__()
         if start not in self.STARTS:
@@ -121,10 +137,72 @@ class TextSpace(nn.Module):
             self.visual_proj = nn.Linear(feature_dim, embed_dim)
             self.text_proj = nn.Linear(text_dim, embed_dim)
             self.dim = embed_dim
+        #: buffers that training sets and a checkpoint must store (FewShotMethod.trainable_state_dict)
+        self.learned_buffers: tuple[str, ...] = ()
+        self.feature_dim = feature_dim
+        if base_centring and (shared_space or start != "training-free"):
+            raise ValueError("TextSpace: base_centring needs the training-free start on an encoder without a shared space")
+        if base_centring:
+            self.register_buffer("frame_mean", torch.zeros(feature_dim))
+            self.register_buffer("frame_count", torch.zeros((), dtype=torch.float64))
+            self.learned_buffers = ("frame_mean", "frame_count")
 
-    def frames(self, features: torch.Tensor) -> torch.Tensor:
-        """(n, T, feature_dim) -> (n, T, dim)."""
+    @property
+    def centres(self) -> bool:
+        """Whether frames are centred on the base-class mean (``base_centring``)."""
+        return bool(self.learned_buffers)
+
+    @property
+    def frame_mean_estimated(self) -> bool:
+        return self.centres and float(self.frame_count) > 0
+
+    def centre(self, features: torch.Tensor) -> torch.Tensor:
+        """Encoder features (..., feature_dim) minus ``frame_mean`` (unchanged without centring)."""
+        if self.centres:
+            return features - self.frame_mean.to(features.dtype)
+        return features
+
+    def frames(self, features: torch.Tensor, *, centred: bool = False) -> torch.Tensor:
+        """Encoder features (n, T, feature_dim) -> (n, T, dim), centred first unless ``centred``
+        says a method already did (one with a module between the encoder and the space: the
+        mean is a statistic of the encoder's features, so it is removed before any module)."""
+        if not centred:
+            features = self.centre(features)
         return self.visual_proj(features)
+
+    @torch.no_grad()
+    def estimate_frame_mean(
+        self, clips: Iterable[torch.Tensor], *, reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> int:
+        """Set ``frame_mean`` to the mean frame of ``clips`` (each (n, T, feature_dim), the
+        encoder's features) and return how many frames it averages.
+
+        Only in training mode, so that evaluation episodes cannot set it by mistake: callers
+        hand it training clips (the engine: the run's own first training episodes).
+        ``reduce_sum`` sums a float64 tensor over processes (distributed training: every rank
+        then holds the same mean). Computed in float64.
+        """
+        if not self.centres:
+            raise RuntimeError("TextSpace: built without base_centring, it has no frame mean to estimate")
+        if not self.training:
+            raise RuntimeError("TextSpace: the frame mean is estimated from training clips only (call in training mode)")
+        total = torch.zeros(self.feature_dim + 1, dtype=torch.float64, device=self.frame_mean.device)
+        for clip in clips:
+            if clip.dim() != 3 or clip.shape[-1] != self.feature_dim:
+                raise ValueError(
+                    f"TextSpace: clips must be (n, T, {self.feature_dim}), got {tuple(clip.shape)}"
+                )
+            rows = clip.detach().reshape(-1, self.feature_dim).to(total.device, torch.float64)
+            total[:-1] += rows.sum(0)
+            total[-1] += rows.shape[0]
+        if reduce_sum is not None:
+            total = reduce_sum(total)
+        count = float(total[-1])
+        if count <= 0:
+            raise ValueError("TextSpace: no training frames to estimate the frame mean from")
+        self.frame_mean.copy_((total[:-1] / count).to(self.frame_mean.dtype))
+        self.frame_count.fill_(count)
+        return int(count)
 
     def text(self, features: torch.Tensor) -> torch.Tensor:
         """(n, text_dim) -> (n, dim)."""
