@@ -26,6 +26,12 @@ forward pass: queries contribute only their own label-free streams (the cache ne
 label-aware stream, and the frames path encodes queries without labels), and the prototypes are built
 from the support set, its labels and the episode's class names.
 
+Evaluation from the feature cache (eval mode, no autograd, rows named by the cache) computes every
+per-clip part once per evaluation (:class:`~fsar.methods.memo.ClipMemo`): MFEM, a query's whole path,
+and the in-projections of CTPC's refinement, which are linear in the clips (:class:`_SetAttention`);
+the engine hands it chunks of episodes (:meth:`FSARLLaVA.predict_episodes`), batched into one forward.
+The results equal the plain path's up to float rounding (tests).
+
 ``fsar-llava-vision`` is the spec's baseline (i): the vision tower's penultimate layer
 (``vision_tower`` stream, no LLM) + MFEM's visual branch + OTAM (MPMM's temporal cue alone).
 """
@@ -446,8 +452,9 @@ class FSARLLaVA(EncoderMethod):
         labels = inputs.support_labels.to(device)
         way = inputs.way
 
-        v_support, t_support = self._mfem_per_clip(inputs, s, "support", labels)
-        v_query, t_query = self._mfem_per_clip(inputs, s, "query", labels)
+        # the plain path (training, frames, unnamed rows); evaluation from the cache took _predict_memoised
+        v_support, t_support = self.mfem(s["support_visual"], s["support_text"])
+        v_query, t_query = self.mfem(s["query_visual"], s["query_text"])
         label_text = None
         if s["labels"] is not None and config.use_label_state:
             label_text = self.mfem.text(s["labels"])
@@ -477,10 +484,6 @@ class FSARLLaVA(EncoderMethod):
                 loss = loss + config.separation_weight * separation
                 parts["loss_separation"] = separation.detach()
         return MethodOutput(log_probs=result.log_probs, loss=loss, parts=parts)
-
-    def _mfem_per_clip(self, inputs: EpisodeInputs, s: dict, role: str, labels: torch.Tensor):
-        """MFEM of one side's clips (the plain path: training, frames, unnamed rows)."""
-        return self.mfem(s[f"{role}_visual"], s[f"{role}_text"])
 
     # -- evaluation from the cache: per-clip work once, episodes batched --------------------------------
     #: episodes per :meth:`predict_episodes` call the evaluation loop hands over (fsar.engine.evaluate)
@@ -517,7 +520,8 @@ class FSARLLaVA(EncoderMethod):
         MFEM output (V, t; keyed with its class name, which its label-aware text saw) and the
         centred in-projections of CTPC's refinement layers (:class:`_SetAttention`, linear in the clip, so a
         K-shot prototype's is the mean of its clips'); a query's whole path (MFEM and its own-set
-        refinement); per label state (found by content), the textual head û and its projection. Per
+        refinement); per class name, the textual head û of its label state (a frozen MLLM output of the
+        name under the one label prompt) and its projection. Per
         episode, batched over the episodes: class means, σ of each prototype token, the attention
         over the episode's prototypes, MPMM. No query label is read (the engine removes them).
         """
