@@ -185,12 +185,21 @@ class _SetAttention(nn.Module):
         attention = self.attention
         sets, n, dim = tokens.shape
         heads = attention.num_heads
+        width = dim // heads
         bias = F.linear(self.norm.bias, attention.in_proj_weight, attention.in_proj_bias)
-        qkv = torch.addcmul(bias, projected, inverse_scale)  # (sets, n, 3d): W_in LN(x) + b_in
-        q, k, v = qkv.view(sets, n, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)  # each (sets, h, n, d/h)
-        weights = torch.softmax((q @ k.transpose(-1, -2)).mul_((dim // heads) ** -0.5), dim=-1)
-        out = (weights @ v).transpose(1, 2).reshape(sets, n, dim)
-        return tokens + F.linear(out, attention.out_proj.weight, attention.out_proj.bias)
+        # W_in LN(x) + b_in = projected / σ + c, written straight into the heads' layout (3, sets, h, n, d/h)
+        terms = (bias.view(3, 1, heads, 1, width), projected.view(sets, n, 3, heads, width).permute(2, 0, 3, 1, 4),
+                 inverse_scale.view(1, sets, 1, n, 1))
+        if torch.is_grad_enabled():  # (out= takes no autograd)
+            qkv = torch.addcmul(*terms)
+        else:
+            qkv = torch.addcmul(*terms, out=projected.new_empty(3, sets, heads, n, width))
+        q, k, v = qkv
+        weights = torch.softmax((q @ k.transpose(-1, -2)).mul_(width ** -0.5), dim=-1)
+        out = (weights @ v).transpose(1, 2).reshape(sets * n, dim)
+        # tokens + out_proj(out): the residual added inside the product
+        residual = torch.addmm(tokens.reshape(sets * n, dim), out, attention.out_proj.weight.T)
+        return residual.add_(attention.out_proj.bias).view(sets, n, dim)
 
 
 class CTPC(nn.Module):
