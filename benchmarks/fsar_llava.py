@@ -297,6 +297,8 @@ def speed_measure(work: Path, episodes: int, profile_episodes: int) -> dict:
             print(f"  {record['commit']}: {name} {shot}-shot {record['rates'][f'{name}/{shot}'][0]:.0f} ep/s",
                   file=sys.stderr, flush=True)
     record["uptime_after"] = _uptime()
+    if profile_episodes and hasattr(sources["fsar-llava", 1][0], "predict_episodes"):
+        record["levers"] = {shot: _levers(*sources["fsar-llava", shot]) for shot in (1, 5)}
     if profile_episodes:
         method, source = sources["fsar-llava", 1]
         profiler = cProfile.Profile()
@@ -307,6 +309,31 @@ def speed_measure(work: Path, episodes: int, profile_episodes: int) -> dict:
         record["profile"] = {"episodes": profile_episodes, "total": stats.total_tt,
                              "by_function": _cumulative(stats), "own": _own(stats, 10)}
     return record
+
+
+def _levers(method, source, episodes: int = 128) -> dict[str, float]:
+    """Milliseconds of the method's forward per episode (loading excluded) on the same ``episodes``:
+    the plain path (rows unnamed: no per-clip memory), the memo one episode at a time, and batched
+    (``predict_episodes``, chunks of 8 and 32); the memo filled first, as late in an evaluation."""
+    from dataclasses import replace
+
+    hidden = [replace(source.sample(i, train=False), query_labels=None) for i in range(episodes)]
+    method.eval()
+    out = {}
+    with torch.no_grad():
+        method.predict_episodes(hidden)  # fill the memo: every clip of these episodes seen
+        runs = {
+            "plain path (no per-clip memory)": lambda: [method(replace(e, cached_rows=None)) for e in hidden],
+            "per-clip memory, one episode a call": lambda: [method(e) for e in hidden],
+            "per-clip memory, chunks of 8": lambda: [method.predict_episodes(hidden[i:i + 8]) for i in range(0, episodes, 8)],
+            "per-clip memory, chunks of 32": lambda: [method.predict_episodes(hidden[i:i + 32])
+                                                      for i in range(0, episodes, 32)],
+        }
+        for label, run in runs.items():
+            start = time.process_time()
+            run()
+            out[label] = 1e3 * (time.process_time() - start) / episodes
+    return out
 
 
 #: where an episode's time goes: cumulative seconds of these functions (nested groups indented);
@@ -417,6 +444,13 @@ def part_speed(work: Path, episodes: int, before: str | None, threads: int | Non
     for label, record in records.items():
         print(f"- {label} ({record['commit']}): {record['threads']} torch thread(s); before: `{record['uptime_before']}`; "
               f"after: `{record['uptime_after']}`")
+    levers = records["after"].get("levers")
+    if levers:
+        print("\nfsar-llava's forward alone (loading excluded), CPU ms per episode on the same 128 episodes, "
+              "the memo filled first:\n")
+        print("| path | 1-shot | 5-shot |\n|---|---:|---:|")
+        for label in levers["1"]:
+            print(f"| {label} | {levers['1'][label]:.2f} | {levers['5'][label]:.2f} |")
     profile = records["after"].get("profile")
     if profile:
         n = profile["episodes"]
