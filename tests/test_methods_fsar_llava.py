@@ -464,6 +464,18 @@ def test_evaluation_from_named_cache_rows_computes_each_clip_once_with_the_plain
 def test_batched_episodes_equal_the_plain_path_one_by_one_and_never_read_query_labels(encoder, episodes, name):
     _, cached = episodes  # 3-way, 2 shots (rows 0-5: classes 0 0 1 1 2 2), 2 queries per class
     model = method(encoder, name=name, **GENTLE).eval()
+    check_batched_against_plain(model, cached)
+    assert model.evaluation_batch() > 1
+
+
+@pytest.mark.parametrize("options", [dict(task_refinement=False), dict(use_label_state=False, support_text="query"),
+                                     dict(mutual_enhancement=False, cues=("temporal", "text"), fusion="hard")])
+def test_batched_episodes_equal_the_plain_path_under_the_switches(encoder, episodes, options):
+    model = method(encoder, **{**GENTLE, **options}).eval()
+    check_batched_against_plain(model, episodes[1])
+
+
+def check_batched_against_plain(model: FSARLLaVA, cached: EpisodeInputs) -> None:
     shapes = {
         "1-shot": [([1, 2, 5], [0, 3, 5]), ([0, 3, 4], [1, 2, 4]), ([5, 2, 0], [5, 0, 1])],
         "2-shot": [([0, 1, 2, 3, 4, 5], [0, 2, 4]), ([5, 3, 1, 4, 2, 0], [1, 3, 5])],
@@ -480,7 +492,6 @@ def test_batched_episodes_equal_the_plain_path_one_by_one_and_never_read_query_l
         for a, b, c in zip(got, plain, wrong):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=what)
             assert torch.equal(a, c), what  # the query labels change nothing
-    assert model.evaluation_batch() > 1
 
 
 def test_batched_evaluation_through_the_engine_gives_the_one_by_one_predictions(encoder, episodes):
