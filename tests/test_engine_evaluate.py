@@ -148,3 +148,16 @@ def test_a_method_returning_the_wrong_number_of_predictions_is_an_error():
 
     with pytest.raises(ValueError, match="predictions for"):
         evaluate(Short(4), TensorEpisodes(["a", "b", "c"]), episodes=8, progress=False)
+
+
+def test_episodes_of_frames_are_never_held_back_for_a_chunk():
+    class Frames(TensorEpisodes):  # stand-in frames: features=False
+        def sample(self, index, *, train):
+            from dataclasses import replace
+
+            return replace(super().sample(index, train=train), features=False)
+
+    method = BatchingPrototypes(4)
+    one = evaluate(BatchingPrototypes(1), Frames(["a", "b", "c", "d"]), episodes=9, progress=False)
+    got = evaluate(method, Frames(["a", "b", "c", "d"]), episodes=9, progress=False)
+    assert method.chunks == [] and got.episode_accuracies == one.episode_accuracies

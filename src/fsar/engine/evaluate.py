@@ -110,7 +110,8 @@ def evaluate(
     accuracies = []
     on_cpu = torch.device(device).type == "cpu"
     # Episodes per call: a method that batches evaluation episodes (FewShotMethod.evaluation_batch)
-    # gets consecutive episodes of one shape through predict_episodes; the records stay per episode.
+    # gets consecutive feature episodes of one shape through predict_episodes; the records stay per
+    # episode. Episodes of frames (large, and the encoder's cost dominates) go one at a time.
     batch = max(1, int(getattr(method, "evaluation_batch", lambda: 1)()))
     pending: list[tuple[EpisodeInputs, list[int]]] = []  # (hidden episode, its query labels)
 
@@ -147,7 +148,7 @@ def evaluate(
                 score(pending)
                 pending = []
             pending.append((hidden, labels))
-            if len(pending) >= batch:
+            if len(pending) >= batch or not hidden.features:
                 score(pending)
                 pending = []
         if pending:
