@@ -47,7 +47,7 @@ moves away from that metric:
 
 * on an encoder without a shared space the evaluation predicts with V-V alone (``alpha``
   resolves to 1.0 instead of the spec's 0.5): the stage texts' map is learned from the training
-  classes' names only, and on ssv2-mini (5 training classes) it did not transfer to the 5 unseen
+  classes' names only, and on ssv2-mini (5 training classes, before base-feature centring) it did not transfer to the 5 unseen
   ones (V-T alone 18.8% at 5-way 1-shot, below chance, while V-V alone rose from its start, 32.2
   to 33.3%, and the geometric mean fell to 26.4%; benchmarks/README.md). The V-T branch still
   trains (the stage-level contrastive loss shapes the fused stages) and ``-O alpha=0.5`` brings
