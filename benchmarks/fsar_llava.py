@@ -22,10 +22,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -235,84 +237,272 @@ def part_accuracy(work: Path, episodes: int, train_steps: int) -> None:
           f"({len(cache)} clips).\n")
 
 
-def part_speed(work: Path, episodes: int) -> None:
+SPEED_METHODS = ("fsar-llava", "fsar-llava-vision")
+
+
+def speed_setup(work: Path):
+    """The speed part's set-up in ``work`` (kept and reused): the synthetic set, the wide random
+    Video-LLaVA, its feature cache. Returns (manifest, encoder, cache directory)."""
+    from fsar.data.manifest import Manifest
+    from fsar.data.synth import render_dataset
+    from fsar.encoders import create_encoder
+    from fsar.encoders.cache import extract_features
+    from fsar.encoders.video_llava import save_tiny_video_llava
+    from fsar.engine.sources import loader_for
+
+    data = work / "synth-speed"
+    if not (data / "synth.json").is_file():
+        render_dataset(data, classes=12, videos_per_class=10, size=64, progress=False)
+    manifest = Manifest.from_folder(data, progress=False)
+    folder = work / "wide-video-llava"
+    if not (folder / "config.json").is_file():
+        save_tiny_video_llava(folder, width=4096, layers=1, heads=32, vision_width=1024, vision_layers=1)
+    encoder = create_encoder("video-llava", weights=str(folder), batch_size=8)
+    loader = loader_for(encoder, num_frames=encoder.num_frames)
+    out = work / "cache-speed"
+    extract_features(manifest, encoder, loader, out, progress=False, batch_size=8)  # resumes: nothing left to do
+    return manifest, encoder, out
+
+
+def speed_measure(work: Path, episodes: int, profile_episodes: int) -> dict:
+    """One code tree in this process: episodes/s of each method (wall and per CPU second of the process)
+    from ``evaluate`` on the cache, after a 20-episode warm-up; each measured call starts with an empty
+    per-clip memory (every evaluate() does), so it pays for every clip once. Then a cProfile of
+    fsar-llava 1-shot, grouped by where the time goes."""
+    import cProfile
+    import pstats
+
+    import fsar
+    from fsar.engine.evaluate import evaluate
+    from fsar.engine.sources import episode_source
+    from fsar.methods import create_method
+
+    manifest, encoder, out = speed_setup(work)
+    record = {"commit": _commit(Path(fsar.__file__).parents[2]), "threads": torch.get_num_threads(),
+              "uptime_before": _uptime(), "rates": {}, "trainable": {}}
+    sources = {}
+    for name in SPEED_METHODS:
+        torch.manual_seed(0)
+        method = create_method(name, backbone=encoder)
+        record["trainable"][name] = sum(p.numel() for p in method.parameters() if p.requires_grad)
+        for shot in (1, 5):
+            source = episode_source(method, manifest, way=5, shot=shot, queries=1, seed=0,
+                                    num_frames=encoder.num_frames, image_size=None, features=out, progress=False)
+            sources[name, shot] = method, source
+            evaluate(method, source, episodes=20, progress=False)  # warm-up
+            began, cpu = time.perf_counter(), time.process_time()
+            evaluate(method, source, episodes=episodes, progress=False)
+            record["rates"][f"{name}/{shot}"] = (episodes / (time.perf_counter() - began),
+                                                 episodes / max(1e-9, time.process_time() - cpu))
+            print(f"  {record['commit']}: {name} {shot}-shot {record['rates'][f'{name}/{shot}'][0]:.0f} ep/s",
+                  file=sys.stderr, flush=True)
+    record["uptime_after"] = _uptime()
+    if profile_episodes and hasattr(sources["fsar-llava", 1][0], "predict_episodes"):
+        record["levers"] = {shot: _levers(*sources["fsar-llava", shot]) for shot in (1, 5)}
+    if profile_episodes:
+        method, source = sources["fsar-llava", 1]
+        profiler = cProfile.Profile()
+        profiler.enable()
+        evaluate(method, source, episodes=profile_episodes, progress=False)
+        profiler.disable()
+        stats = pstats.Stats(profiler)
+        record["profile"] = {"episodes": profile_episodes, "total": stats.total_tt,
+                             "by_function": _cumulative(stats), "own": _own(stats, 10)}
+    return record
+
+
+def _levers(method, source, episodes: int = 128) -> dict[str, float]:
+    """Milliseconds of the method's forward per episode (loading excluded) on the same ``episodes``:
+    the plain path (rows unnamed: no per-clip memory), the memo one episode at a time, and batched
+    (``predict_episodes``, chunks of 8 and 32); the memo filled first, as late in an evaluation."""
+    from dataclasses import replace
+
+    hidden = [replace(source.sample(i, train=False), query_labels=None) for i in range(episodes)]
+    method.eval()
+    out = {}
+    with torch.no_grad():
+        method.predict_episodes(hidden)  # fill the memo: every clip of these episodes seen
+        runs = {
+            "plain path (no per-clip memory)": lambda: [method(replace(e, cached_rows=None)) for e in hidden],
+            "per-clip memory, one episode a call": lambda: [method(e) for e in hidden],
+            "per-clip memory, chunks of 8": lambda: [method.predict_episodes(hidden[i:i + 8]) for i in range(0, episodes, 8)],
+            "per-clip memory, chunks of 32": lambda: [method.predict_episodes(hidden[i:i + 32])
+                                                      for i in range(0, episodes, 32)],
+        }
+        for label, run in runs.items():
+            start = time.process_time()
+            run()
+            out[label] = 1e3 * (time.process_time() - start) / episodes
+    return out
+
+
+#: where an episode's time goes: cumulative seconds of these functions (nested groups indented);
+#: (module, qualified name) of a Python function, or (None, name) of a built-in (its own time)
+PROFILE_GROUPS = (
+    ("evaluate (the whole loop)", "fsar.engine.evaluate", "evaluate"),
+    ("  episode loading from the cache (FeatureCache.load_episode)", "fsar.encoders.cache.store",
+     "FeatureCache.load_episode"),
+    ("  fsar-llava on chunks of episodes (FSARLLaVA._predict_memoised)", "fsar.methods.fsar_llava",
+     "FSARLLaVA._predict_memoised"),
+    ("    ClipMemo._resolve: finding the rows, computing the misses", "fsar.methods.memo", "ClipMemo._resolve"),
+    ("      MFEM, once per clip (in the misses)", "fsar.methods.fsar_llava", "MFEM.forward"),
+    ("    prototype means from the memo's tables (embedding_bag)", None, "<built-in method torch.embedding_bag>"),
+    ("    query rows from the memo's tables (index_select)", None, "<method 'index_select' of 'torch._C.TensorBase' objects>"),
+    ("    CTPC attention over the prototypes (attend_projected)", "fsar.methods.fsar_llava",
+     "_SetAttention.attend_projected"),
+    ("    MPMM: cues, OTAM kernel, fusion (match_episodes)", "fsar.metrics.mpmm", "MPMM.match_episodes"),
+)
+
+
+def _cumulative(stats) -> dict[str, float]:
+    import importlib
+
+    out = {}
+    for label, module, qualified in PROFILE_GROUPS:
+        if module is None:
+            out[label] = sum(own for (file, _, name), (_, _, own, _, _) in stats.stats.items()
+                             if file == "~" and name == qualified)
+            continue
+        target = importlib.import_module(module)
+        try:
+            for part in qualified.split("."):
+                target = getattr(target, part)
+        except AttributeError:  # not in this tree
+            continue
+        code = target.__code__
+        key = (code.co_filename, code.co_firstlineno, code.co_name)
+        out[label] = stats.stats[key][3] if key in stats.stats else 0.0
+    return out
+
+
+def _own(stats, top: int) -> list[tuple[str, int, float]]:
+    rows = sorted(stats.stats.items(), key=lambda item: -item[1][2])[:top]
+    return [(f"{Path(file).name}:{line}({name})" if file != "~" else name, calls, own)
+            for (file, line, name), (_, calls, own, _, _) in rows]
+
+
+def _uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def _commit(src: Path) -> str:
+    marker = src / "COMMIT"
+    if marker.is_file():
+        return marker.read_text().strip()
+    return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
+                          cwd=src).stdout.strip() or "?"
+
+
+def _export(ref: str, work: Path) -> Path:
+    """``git archive`` of ``ref`` under WORK/tree-REF; returns the tree."""
+    repo = Path(__file__).resolve().parents[1]
+    commit = subprocess.run(["git", "rev-parse", "--short", ref], capture_output=True, text=True, cwd=repo,
+                            check=True).stdout.strip()
+    tree = work / f"tree-{commit}"
+    if not (tree / "src" / "fsar").is_dir():
+        tree.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", commit], capture_output=True, cwd=repo, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    (tree / "COMMIT").write_text(commit + "\n")
+    return tree
+
+
+def part_speed(work: Path, episodes: int, before: str | None, threads: int | None, profile_episodes: int) -> None:
     """Episodes per second from the cache (issue 16's target), at the real model's stream widths.
 
     A random Video-LLaVA with one decoder layer of the real width (4096) and the real vision
     width (1024) but 5 tokens per frame (28 px frames, 14 px patches): extraction stays cheap,
     and every stream the method reads has the real model's shape (features (T, 4096), prompt and
     label states 4096, vision tower (T, 1024)). The methods use their default sizes; untrained.
+    Each code tree (this one, and ``before``) is measured in a fresh process on the same cache.
     """
-    from fsar.data.manifest import Manifest
-    from fsar.data.synth import render_dataset
-    from fsar.encoders import create_encoder
-    from fsar.encoders.cache import extract_features
-    from fsar.engine.evaluate import evaluate
-    from fsar.engine.sources import episode_source, loader_for
-    from fsar.methods import create_method
-
     print("## 4. Episodes per second from the cache, streams of the real widths (random weights)\n")
-    data = render_dataset(work / "synth-speed", classes=12, videos_per_class=10, size=64, progress=False)
-    manifest = Manifest.from_folder(data, progress=False)
-    from fsar.encoders.video_llava import save_tiny_video_llava
-
-    folder = save_tiny_video_llava(work / "wide-video-llava", width=4096, layers=1, heads=32, vision_width=1024,
-                                   vision_layers=1)
-    encoder = create_encoder("video-llava", weights=str(folder), batch_size=8)
-    loader = loader_for(encoder, num_frames=encoder.num_frames)
-    out = work / "cache-speed"
     start = time.perf_counter()
-    extract_features(manifest, encoder, loader, out, progress=False, batch_size=8)
-    print(f"cache: {len(manifest.clips)} clips in {time.perf_counter() - start:.0f} s; "
-          f"load {os.getloadavg()[0]:.1f}\n")
-    print("| method | trainable | eval 1-shot ep/s | eval 5-shot ep/s |\n|---|---:|---:|---:|")
-    for name in ("fsar-llava", "fsar-llava-vision"):
-        torch.manual_seed(0)
-        method = create_method(name, backbone=encoder)
-        rates = []
-        for shot in (1, 5):
-            source = episode_source(method, manifest, way=5, shot=shot, queries=1, seed=0,
-                                    num_frames=encoder.num_frames, image_size=None, features=out, progress=False)
-            evaluate(method, source, episodes=20, progress=False)  # warm-up
-            began = time.perf_counter()
-            evaluate(method, source, episodes=episodes, progress=False)
-            rates.append(episodes / (time.perf_counter() - began))
-        trainable = sum(p.numel() for p in method.parameters() if p.requires_grad)
-        print(f"| {name} | {trainable:,} | {rates[0]:.0f} | {rates[1]:.0f} |")
-        if name == "fsar-llava":
-            profiled = source, method
+    manifest, _, _ = speed_setup(work)
+    print(f"cache: {len(manifest.clips)} clips ({time.perf_counter() - start:.0f} s to set up or reopen)\n")
+    trees = [("after", Path(__file__).resolve().parents[1])]
+    if before:
+        trees.insert(0, ("before", _export(before, work)))
+    records = {}
+    for label, tree in trees:
+        command = [sys.executable, str(Path(__file__).resolve()), "--speed-measure", "--work", str(work),
+                   "--speed-episodes", str(episodes), "--profile-episodes", str(profile_episodes if label == "after" else 0)]
+        if threads:
+            command += ["--threads", str(threads)]
+        env = {**os.environ, "PYTHONPATH": str(tree / "src")}
+        done = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True, check=True)
+        records[label] = json.loads(done.stdout.strip().splitlines()[-1])
+    head = "| method | trainable |" + "".join(f" {label} ({records[label]['commit']}): {shot}-shot ep/s |"
+                                              for shot in (1, 5) for label in records)
+    print(head + "\n|---|---:|" + "---:|" * (2 * len(records)))
+    for name in SPEED_METHODS:
+        cells = [f"{records[label]['rates'][f'{name}/{shot}'][0]:.0f} ({records[label]['rates'][f'{name}/{shot}'][1]:.0f})"
+                 for shot in (1, 5) for label in records]
+        print(f"| {name} | {records['after']['trainable'][name]:,} | " + " | ".join(cells) + " |")
+    print(f"\n{episodes} 5-way episodes per figure, 1 query per class: episodes per wall second (per CPU second "
+          "of the process).")
+    for label, record in records.items():
+        print(f"- {label} ({record['commit']}): {record['threads']} torch thread(s); before: `{record['uptime_before']}`; "
+              f"after: `{record['uptime_after']}`")
+    levers = records["after"].get("levers")
+    if levers:
+        print("\nfsar-llava's forward alone (loading excluded), CPU ms per episode on the same 128 episodes, "
+              "the memo filled first:\n")
+        print("| path | 1-shot | 5-shot |\n|---|---:|---:|")
+        for label in levers["1"]:
+            print(f"| {label} | {levers['1'][label]:.2f} | {levers['5'][label]:.2f} |")
+    profile = records["after"].get("profile")
+    if profile:
+        n = profile["episodes"]
+        print(f"\nWhat remains: cProfile of {n} fsar-llava 1-shot episodes ({records['after']['commit']}), "
+              f"{profile['total']:.2f} s under the profiler ({1e3 * profile['total'] / n:.2f} ms an episode):\n")
+        print("| where (cumulative, nested groups indented) | s | ms / episode |\n|---|---:|---:|")
+        for label, seconds in profile["by_function"].items():
+            print(f"| {label.replace('  ', '&nbsp;&nbsp;')} | {seconds:.2f} | {1e3 * seconds / n:.3f} |")
+        print("\nTop functions by own time:\n\n| function | calls | own s |\n|---|---:|---:|")
+        for function, calls, own in profile["own"]:
+            print(f"| `{function}` | {calls} | {own:.2f} |")
     print()
-    import cProfile
-    import io
-    import pstats
-
-    source, method = profiled  # what remains of a 5-shot episode of fsar-llava, by own time
-    profiler = cProfile.Profile()
-    profiler.enable()
-    evaluate(method, source, episodes=500, progress=False)
-    profiler.disable()
-    text = io.StringIO()
-    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(8)
-    lines = [line for line in text.getvalue().splitlines() if line.strip()]
-    print("fsar-llava, 500 episodes, cProfile (own time):\n\n```\n" + "\n".join(lines[-9:]) + "\n```\n")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default="params,extract,accuracy")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--parts", default="params,extract,accuracy", help="any of params,extract,accuracy,speed")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: 2 for params/extract/accuracy; fsar's own choice "
+                             "from the free cores for speed)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--episodes", type=int, default=200)
     parser.add_argument("--train-steps", type=int, default=300)
     parser.add_argument("--speed-episodes", type=int, default=2000, help="episodes per figure of --parts speed")
+    parser.add_argument("--profile-episodes", type=int, default=2000,
+                        help="episodes of the --parts speed profile of what remains (0: none)")
+    parser.add_argument("--before", default=None, metavar="REF",
+                        help="--parts speed: also measure this git commit (exported with git archive)")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="keep the set-up here and reuse it (default: a temporary folder)")
+    parser.add_argument("--speed-measure", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.speed_measure:  # one code tree (PYTHONPATH) in this process; JSON on the last line
+        try:
+            from fsar.engine.threads import configure_threads
+        except ImportError:  # a tree from before fsar chose threads itself
+            configure_threads = None
+        if configure_threads is not None:
+            configure_threads(args.threads)
+        elif args.threads:
+            torch.set_num_threads(args.threads)
+        print(json.dumps(speed_measure(args.work, args.speed_episodes, args.profile_episodes)))
+        return
+    torch.set_num_threads(args.threads or 2)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(f"commit {commit}; torch {torch.__version__}; threads {args.threads}; "
-          f"load {os.getloadavg()[0]:.1f} {os.getloadavg()[1]:.1f} {os.getloadavg()[2]:.1f} (1/5/15 min)\n")
+    print(f"commit {commit}; torch {torch.__version__}; threads {args.threads or 2} (speed: "
+          f"{args.threads or 'fsar’s choice'}); load {os.getloadavg()[0]:.1f} {os.getloadavg()[1]:.1f} "
+          f"{os.getloadavg()[2]:.1f} (1/5/15 min)\n")
     parts = set(args.parts.split(","))
     with tempfile.TemporaryDirectory(prefix="fsar-llava-bench-") as tmp:
-        work = Path(tmp)
+        work = (args.work or Path(tmp)).resolve()
+        work.mkdir(parents=True, exist_ok=True)
         if "params" in parts:
             part_params()
         if "extract" in parts:
@@ -320,7 +510,7 @@ def main() -> None:
         if "accuracy" in parts:
             part_accuracy(work, args.episodes, args.train_steps)
         if "speed" in parts:
-            part_speed(work, args.speed_episodes)
+            part_speed(work, args.speed_episodes, args.before, args.threads, args.profile_episodes)
 
 
 if __name__ == "__main__":

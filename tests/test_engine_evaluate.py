@@ -83,3 +83,81 @@ def test_wrong_output_shape_is_an_error():
 
     with pytest.raises(ValueError, match="expected \\(n_query, way\\)"):
         evaluate(Bad(), TensorEpisodes(list("abc"), way=2), episodes=1, progress=False)
+
+
+class BatchingPrototypes(FewShotMethod):
+    """Nearest class mean; evaluates chunks of episodes through predict_episodes (one stacked product
+    per chunk), recording each chunk's episode shapes and whether any query label reached it."""
+
+    name = "batching"
+
+    def __init__(self, batch: int):
+        super().__init__()
+        self.encoder = torch.nn.Identity()
+        self.batch, self.chunks, self.saw_labels = batch, [], False
+
+    def evaluation_batch(self) -> int:
+        return self.batch
+
+    def _logits(self, support, labels, query, way):
+        means = torch.stack([support[labels == c].mean(0) for c in range(way)])
+        return -torch.cdist(query.flatten(1), means.flatten(1))
+
+    def forward(self, inputs):
+        self.saw_labels |= inputs.query_labels is not None
+        return MethodOutput(log_probs=self._logits(inputs.support, inputs.support_labels, inputs.query,
+                                                   inputs.way).log_softmax(-1))
+
+    def predict_episodes(self, episodes):
+        self.chunks.append([(e.way, tuple(e.support.shape)) for e in episodes])
+        self.saw_labels |= any(e.query_labels is not None for e in episodes)
+        queries = torch.stack([e.query for e in episodes])  # one stacked distance for the chunk
+        means = torch.stack([torch.stack([e.support[e.support_labels == c].mean(0) for c in range(e.way)])
+                             for e in episodes])
+        logits = -torch.cdist(queries.flatten(2), means.flatten(2))
+        return list(logits.log_softmax(-1))
+
+
+class MixedShapes(TensorEpisodes):
+    """Episodes 4 and 5 of every 6 are 2-way instead of 3-way: chunks must not mix them."""
+
+    def sample(self, index, *, train):
+        self.way = 2 if index % 6 in (4, 5) else 3
+        return super().sample(index, train=train)
+
+
+def test_batched_evaluation_gives_the_one_by_one_records_and_never_mixes_shapes():
+    names = ["a", "b", "c", "d", "e"]
+    one = evaluate(BatchingPrototypes(1), MixedShapes(names, shot=2, queries=3), episodes=23, progress=False)
+    method = BatchingPrototypes(3)
+    batched = evaluate(method, MixedShapes(names, shot=2, queries=3), episodes=23, progress=False)
+    assert not method.saw_labels
+    assert batched.episode_accuracies == one.episode_accuracies  # per episode, in order
+    assert batched.confusion == one.confusion and batched.accuracy == one.accuracy
+    assert 0 < min(one.episode_accuracies) or max(one.episode_accuracies) < 1  # not a constant answer
+    # runs of one shape cut at 3: 0-2, 3 | 4-5 | 6-8, 9 | ...; a chunk of one (3, 9, ..., 22) goes through forward
+    assert [len(chunk) for chunk in method.chunks] == [3, 2, 3, 2, 3, 2, 3] and len(one.episode_accuracies) == 23
+    assert all(len(set(chunk)) == 1 for chunk in method.chunks)
+    assert {chunk[0][0] for chunk in method.chunks} == {2, 3}
+
+
+def test_a_method_returning_the_wrong_number_of_predictions_is_an_error():
+    class Short(BatchingPrototypes):
+        def predict_episodes(self, episodes):
+            return super().predict_episodes(episodes)[:-1]
+
+    with pytest.raises(ValueError, match="predictions for"):
+        evaluate(Short(4), TensorEpisodes(["a", "b", "c"]), episodes=8, progress=False)
+
+
+def test_episodes_of_frames_are_never_held_back_for_a_chunk():
+    class Frames(TensorEpisodes):  # stand-in frames: features=False
+        def sample(self, index, *, train):
+            from dataclasses import replace
+
+            return replace(super().sample(index, train=train), features=False)
+
+    method = BatchingPrototypes(4)
+    one = evaluate(BatchingPrototypes(1), Frames(["a", "b", "c", "d"]), episodes=9, progress=False)
+    got = evaluate(method, Frames(["a", "b", "c", "d"]), episodes=9, progress=False)
+    assert method.chunks == [] and got.episode_accuracies == one.episode_accuracies

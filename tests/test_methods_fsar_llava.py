@@ -4,6 +4,7 @@ the frames path, and the vision-tower baseline. Runs on the tiny saved Video-LLa
 
 from __future__ import annotations
 
+from copy import deepcopy
 import dataclasses
 
 import pytest
@@ -396,32 +397,148 @@ def test_recognizer_gives_support_clips_their_action_and_queries_nothing(encoder
     assert len(calls) == 3 and again.encoded_clips == 0
 
 
-@pytest.mark.parametrize("name", ["fsar-llava", "fsar-llava-vision"])
-def test_evaluation_from_named_cache_rows_computes_each_clip_once_with_the_plain_results(encoder, episodes, name):
+def named_rows(cached: EpisodeInputs, support_rows, query_rows) -> EpisodeInputs:
+    """The episode of ``cached``'s support rows ``support_rows`` and query rows ``query_rows`` as the
+    feature cache hands it: named rows (support row i is clip i, query row j is clip 100 + j)."""
     from fsar.data.inputs import CachedRows
 
-    model = method(encoder, name=name).eval()
+    s, q = torch.as_tensor(support_rows), torch.as_tensor(query_rows)
+    episode = EpisodeInputs(
+        support=cached.support[s], support_labels=cached.support_labels[s], query=cached.query[q],
+        class_names=cached.class_names, query_labels=cached.query_labels[q], features=True,
+        support_streams={k: v[s] for k, v in cached.support_streams.items()},
+        query_streams={k: v[q] for k, v in cached.query_streams.items()}, class_streams=cached.class_streams,
+    )
+    return dataclasses.replace(episode, cached_rows=CachedRows.of(episode.support, s.tolist(), episode.query,
+                                                                  (100 + q).tolist()))
+
+
+def plain_float64(model: FSARLLaVA, inputs: EpisodeInputs) -> torch.Tensor:
+    """The plain path's maths (MFEM, CTPC through nn.MultiheadAttention, MPMM) in float64."""
+    assert model.config.dropout == 0.0  # training mode below (nn.MultiheadAttention) is then deterministic
+    reference = deepcopy(model).double().train()
+    s = {k: None if v is None else v.double() for k, v in model._episode_streams(inputs).items()}
+    with torch.no_grad():
+        v_s, t_s = reference.mfem(s["support_visual"], s["support_text"])
+        v_q, t_q = reference.mfem(s["query_visual"], s["query_text"])
+        label = reference.mfem.text(s["labels"]) if s["labels"] is not None and model.config.use_label_state else None
+        proto_v, proto_t = reference.ctpc.prototypes(v_s, inputs.support_labels, inputs.way, t_s, label)
+        q_v, q_t = reference.ctpc.queries(v_q, t_q)
+        text = any(c in ("text", "cross") for c in reference.mpmm.cues)
+        return reference.mpmm.match(q_v, proto_v, q_t if text else None, proto_t if text else None).log_probs
+
+
+#: MPMM with gentle temperatures: its standardisation over classes and its cue selection (tau 0.5,
+#: kappa 0.05) turn float32 rounding of the cue scores into ~1e-4 of log-probability on either path;
+#: with these the two paths must agree to float32 rounding itself
+GENTLE = dict(tau=5.0, kappa=5.0)
+
+
+@pytest.mark.parametrize("name", ["fsar-llava", "fsar-llava-vision"])
+def test_evaluation_from_named_cache_rows_computes_each_clip_once_with_the_plain_results(encoder, episodes, name):
     _, cached = episodes
     n_s, n_q = cached.support.shape[0], cached.query.shape[0]
-    named = dataclasses.replace(cached, cached_rows=CachedRows.of(cached.support, list(range(n_s)), cached.query,
-                                                                  list(range(100, 100 + n_q))))
+    named = named_rows(cached, range(n_s), range(n_q))
     # the same clips again, in another order, under the same names (a later episode of the evaluation)
-    order_s, order_q = torch.arange(n_s).flip(0), torch.arange(n_q).flip(0)
-    again = EpisodeInputs(
-        support=cached.support[order_s], support_labels=cached.support_labels[order_s], query=cached.query[order_q],
-        class_names=cached.class_names, features=True,
-        support_streams={k: v[order_s] for k, v in cached.support_streams.items()},
-        query_streams={k: v[order_q] for k, v in cached.query_streams.items()}, class_streams=cached.class_streams,
-    )
-    again = dataclasses.replace(again, cached_rows=CachedRows.of(again.support, order_s.tolist(), again.query,
-                                                                 (100 + order_q).tolist()))
-    with torch.no_grad():  # the plain path: unnamed rows, no memory (no_grad too: torch's attention fast path)
-        expected = [model(dataclasses.replace(e, cached_rows=None)).log_probs for e in (named, again)]
-    assert len(model.clip_memo) == 0
-    with torch.no_grad():
-        got = [model(e).log_probs for e in (named, again)]
-    for a, b in zip(got, expected):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-    assert len(model.clip_memo) == n_s + n_q and model.clip_memo.hits == n_s + n_q  # the second episode gathered
+    again = named_rows(cached, list(range(n_s))[::-1], list(range(n_q))[::-1])
+    for options in (GENTLE, {}):
+        model = method(encoder, name=name, **options).eval()
+        with torch.no_grad():  # the plain path: unnamed rows, no memory
+            expected = [model(dataclasses.replace(e, cached_rows=None)).log_probs for e in (named, again)]
+            assert len(model.clip_memo) == 0
+            got = [model(e).log_probs for e in (named, again)]
+        for a, b, e in zip(got, expected, (named, again)):
+            if options:
+                torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+            else:  # both float32 paths within float32 rounding (as MPMM amplifies it) of the float64 maths
+                reference = plain_float64(model, e)
+                assert (b.double() - reference).abs().max() < 2e-3 and (a.double() - reference).abs().max() < 2e-3
+                assert torch.equal(a.argmax(-1), b.argmax(-1))
+        labels = cached.way if name == "fsar-llava" else 0  # the label states' textual head, once per class
+        assert len(model.clip_memo) == n_s + n_q + labels and model.clip_memo.hits == n_s + n_q + labels
     model.train()  # a mode switch forgets
     assert len(model.clip_memo) == 0
+
+
+@pytest.mark.parametrize("name", ["fsar-llava", "fsar-llava-vision"])
+def test_batched_episodes_equal_the_plain_path_one_by_one_and_never_read_query_labels(encoder, episodes, name):
+    _, cached = episodes  # 3-way, 2 shots (rows 0-5: classes 0 0 1 1 2 2), 2 queries per class
+    model = method(encoder, name=name, **GENTLE).eval()
+    check_batched_against_plain(model, cached)
+    assert model.evaluation_batch() > 1
+
+
+@pytest.mark.parametrize("options", [dict(task_refinement=False), dict(use_label_state=False, support_text="query"),
+                                     dict(mutual_enhancement=False, cues=("temporal", "text"), fusion="hard")])
+def test_batched_episodes_equal_the_plain_path_under_the_switches(encoder, episodes, options):
+    model = method(encoder, **{**GENTLE, **options}).eval()
+    check_batched_against_plain(model, episodes[1])
+
+
+def check_batched_against_plain(model: FSARLLaVA, cached: EpisodeInputs) -> None:
+    shapes = {
+        "1-shot": [([1, 2, 5], [0, 3, 5]), ([0, 3, 4], [1, 2, 4]), ([5, 2, 0], [5, 0, 1])],
+        "2-shot": [([0, 1, 2, 3, 4, 5], [0, 2, 4]), ([5, 3, 1, 4, 2, 0], [1, 3, 5])],
+        "unequal shots": [([0, 1, 2, 4], [0, 1, 2]), ([1, 0, 3, 5], [3, 4, 5])],
+    }
+    for what, rows in shapes.items():
+        batch = [named_rows(cached, s, q) for s, q in rows]
+        with torch.no_grad():
+            plain = [model(dataclasses.replace(e, cached_rows=None)).log_probs for e in batch]
+            hidden = [dataclasses.replace(e, query_labels=None) for e in batch]
+            got = model.predict_episodes(hidden)
+            wrong = model.predict_episodes([dataclasses.replace(e, query_labels=e.query_labels.flip(0)) for e in batch])
+        assert len(got) == len(batch), what
+        for a, b, c in zip(got, plain, wrong):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=what)
+            assert torch.equal(a, c), what  # the query labels change nothing
+
+
+def test_batched_evaluation_through_the_engine_gives_the_one_by_one_predictions(encoder, episodes):
+    """evaluate() hands fsar-llava chunks of episodes; per-episode records as when run one by one."""
+    from fsar.engine.evaluate import evaluate
+
+    _, cached = episodes
+    g = torch.Generator().manual_seed(0)
+
+    class Source:
+        class_names = list(cached.class_names)
+
+        def sample(self, index, *, train):
+            g.manual_seed(index)
+            support = [c * 2 + int(torch.randint(2, (1,), generator=g)) for c in range(3)]  # 3-way 1-shot
+            return named_rows(cached, support, torch.randperm(6, generator=g)[:3].tolist())
+
+    model = method(encoder, **GENTLE)
+    batched = evaluate(model, Source(), episodes=21, progress=False)
+    model.EVALUATION_BATCH = 1  # the loop calls forward once per episode
+    one = evaluate(model, Source(), episodes=21, progress=False)
+    assert batched.episode_accuracies == one.episode_accuracies and batched.confusion == one.confusion
+    assert model.training  # the engine restores the mode
+
+
+def test_set_attention_in_evaluation_is_multihead_attention_and_passes_gradients():
+    from fsar.methods.fsar_llava import _SetAttention
+
+    torch.manual_seed(0)
+    layer = _SetAttention(16, 4, 0.0)
+    with torch.no_grad():
+        layer.norm.weight.uniform_(0.5, 1.5)
+        layer.norm.bias.normal_()
+    tokens = torch.randn(3, 5, 16) * 2 + 0.5
+    x = layer.norm(tokens)
+    expected = tokens + layer.attention(x, x, x, need_weights=False)[0]
+    layer.train()
+    torch.testing.assert_close(layer(tokens), expected)  # training: nn.MultiheadAttention itself
+    layer.eval()
+    out = layer(tokens.requires_grad_())
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-5)
+    # the split for per-clip memory: the projection of a mean of clips is the mean of their projections
+    clips = torch.randn(4, 5, 16)
+    mean = clips.mean(0, keepdim=True)
+    torch.testing.assert_close(layer.centred_projection(clips).mean(0, keepdim=True), layer.centred_projection(mean),
+                               atol=1e-5, rtol=1e-5)
+    out.square().sum().backward()
+    for name, parameter in layer.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    assert tokens.grad is not None

@@ -155,5 +155,36 @@ def test_outputs_of_other_shapes_under_one_call_and_beyond_the_bound():
     memo.map(compute_of(long), None, ["l", "l"], ids=[3, 4])  # the second row is beyond the bound
     assert len(memo) == 3
     mean, rows = memo.map(compute_of(long), None, ["l", "l"], ids=[3, 4])
-    torch.testing.assert_close(rows, long) and torch.testing.assert_close(mean, long.mean(1))
+    torch.testing.assert_close(rows, long)
+    torch.testing.assert_close(mean, long.mean(1))
     assert memo.misses == 5  # row 4 was not kept, so it was computed again
+
+
+def test_group_means_average_the_stored_rows_of_each_group_and_compute_each_row_once():
+    memo = ClipMemo(max_entries=5)
+    clips = torch.randn(6, 3, 4)  # clip i is named i
+    calls = []
+
+    def compute_for(ids):
+        def compute(index):  # index: positions in this call's rows
+            calls.append([ids[i] for i in index.tolist()])
+            rows = clips[torch.tensor(ids)[index]]
+            return rows * 2, rows.sum(-1)
+
+        return compute
+
+    ids = [4, 0, 1, 5, 2, 1]  # three groups of two: (4, 0), (1, 5), (2, 1)
+    doubled, sums = memo.group_means(compute_for(ids), ["c"] * 6, ids=ids, group=2)
+    expected = clips[ids].view(3, 2, 3, 4)
+    torch.testing.assert_close(doubled, (2 * expected).mean(1))
+    torch.testing.assert_close(sums, expected.sum(-1).mean(1))
+    assert calls == [[4, 0, 1, 5, 2]]  # clip 1 once, though it appears twice
+    # again: served from the tables, nothing computed
+    again = memo.group_means(compute_for(ids), ["c"] * 6, ids=ids, group=2)
+    assert len(calls) == 1 and all(torch.equal(a, b) for a, b in zip(again, (doubled, sums)))
+    # beyond the bound (5 stored, a sixth clip): computed, not kept, averaged all the same
+    beyond = memo.group_means(compute_for([3, 4]), ["c"] * 2, ids=[3, 4], group=2)
+    torch.testing.assert_close(beyond[0], (2 * clips[[3, 4]]).mean(0, keepdim=True))
+    assert calls[-1] == [3] and len(memo) == 5
+    with pytest.raises(ValueError, match="groups of 4"):
+        memo.group_means(compute_for(ids), ["c"] * 6, ids=ids, group=4)

@@ -310,8 +310,9 @@ def run(args: argparse.Namespace) -> int:
           f"{plan.val_every} steps{stop_note} ...")
     run_dirs, best_steps, train_configs = {}, {}, {}
     for name in trained:
-        # ma-fsar keeps the first demo's folder names (run, run-v2, ...), so an old --out is reused
-        run_dir = out / (f"run{tag}" if name == "ma-fsar" else f"run{tag}-{name}")
+        # the plan's first method (ma-fsar) keeps the first demo's folder names (run, run-v2, ...),
+        # so an old --out is reused; the others get run-v2-<method>
+        run_dir = out / (f"run{tag}" if name == plan.trained[0] else f"run{tag}-{name}")
         train_config = resolve_config(TrainConfig, overrides=dict(
             common, method=name, split_file_dir=str(split_dir), out=str(run_dir), queries=2,
             method_options={**plan.method_options.get(name, {}), **user_options.get(name, {})}, **schedule,

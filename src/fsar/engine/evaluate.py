@@ -109,17 +109,18 @@ def evaluate(
     cells: list[int] = []  # true * n + predicted, global class indices, one per query
     accuracies = []
     on_cpu = torch.device(device).type == "cpu"
-    start = time.perf_counter()
-    try:
-        for index in tqdm(range(episodes), desc=desc, disable=not progress, leave=False, unit="ep"):
-            inputs = source.sample(index, train=False)
-            if inputs.query_labels is None:
-                raise ValueError(f"episode {index} has no query labels to score against")
-            labels = inputs.query_labels.tolist()
-            hidden = replace(inputs, query_labels=None)
-            if not on_cpu:
-                hidden = hidden.to(device)
-            log_probs = method(hidden).log_probs
+    # Episodes per call: a method that batches evaluation episodes (FewShotMethod.evaluation_batch)
+    # gets consecutive feature episodes of one shape through predict_episodes; the records stay per
+    # episode. Episodes of frames (large, and the encoder's cost dominates) go one at a time.
+    batch = max(1, int(getattr(method, "evaluation_batch", lambda: 1)()))
+    pending: list[tuple[EpisodeInputs, list[int]]] = []  # (hidden episode, its query labels)
+
+    def score(chunk: list[tuple[EpisodeInputs, list[int]]]) -> None:
+        hidden = [inputs for inputs, _ in chunk]
+        outputs = method.predict_episodes(hidden) if len(hidden) > 1 else [method(hidden[0]).log_probs]
+        if len(outputs) != len(chunk):
+            raise ValueError(f"method returned {len(outputs)} predictions for {len(chunk)} episodes")
+        for (inputs, labels), log_probs in zip(chunk, outputs):
             if log_probs.shape != (len(labels), inputs.way):
                 raise ValueError(
                     f"method returned log_probs of shape {tuple(log_probs.shape)}, "
@@ -129,6 +130,29 @@ def evaluate(
             accuracies.append(sum(p == y for p, y in zip(predicted, labels)) / len(labels))
             to_global = [index_of[c] for c in inputs.class_names]
             cells.extend(to_global[y] * n + to_global[p] for p, y in zip(predicted, labels))
+
+    def shape(inputs: EpisodeInputs) -> tuple:
+        return inputs.way, inputs.features, tuple(inputs.support.shape), tuple(inputs.query.shape)
+
+    start = time.perf_counter()
+    try:
+        for index in tqdm(range(episodes), desc=desc, disable=not progress, leave=False, unit="ep"):
+            inputs = source.sample(index, train=False)
+            if inputs.query_labels is None:
+                raise ValueError(f"episode {index} has no query labels to score against")
+            labels = inputs.query_labels.tolist()
+            hidden = replace(inputs, query_labels=None)  # the method never sees them
+            if not on_cpu:
+                hidden = hidden.to(device)
+            if pending and shape(pending[0][0]) != shape(hidden):
+                score(pending)
+                pending = []
+            pending.append((hidden, labels))
+            if len(pending) >= batch or not hidden.features:
+                score(pending)
+                pending = []
+        if pending:
+            score(pending)
     finally:
         method.train(was_training)
     confusion = torch.bincount(torch.tensor(cells, dtype=torch.int64), minlength=n * n).reshape(n, n)

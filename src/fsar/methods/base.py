@@ -10,6 +10,8 @@ hooks below (all with defaults, so a new method overrides only what differs):
 * :meth:`FewShotMethod.required_streams`: extra named streams it reads from the episode;
 * :meth:`FewShotMethod.uses_cached_features`: whether episodes may come from the feature cache;
 * :meth:`FewShotMethod.is_trainable`: whether ``fsar train`` has anything to train;
+* :meth:`FewShotMethod.evaluation_batch` / :meth:`FewShotMethod.predict_episodes`: whether the
+  evaluation loop may hand over several episodes of one shape at once (default: one by one);
 * :meth:`FewShotMethod.set_training_classes`: the training split's class names;
 * :meth:`FewShotMethod.prepare_training`: before the first step of a fresh run, training
   episodes to estimate fixed statistics of the training data from (base-feature centring);
@@ -132,6 +134,19 @@ class FewShotMethod(nn.Module, ABC):
         """Choices every printed result must name besides the method's name (a transductive
         option, e.g. clip-spm's ``{"padm": "transductive"}``). Default: none."""
         return {}
+
+    # ------------------------------------------------------------------ batched evaluation
+
+    def evaluation_batch(self) -> int:
+        """Episodes per :meth:`predict_episodes` call the evaluation loop may hand over (1: the
+        loop calls the method once per episode, as it always did)."""
+        return 1
+
+    def predict_episodes(self, episodes: Sequence[EpisodeInputs]) -> list[torch.Tensor]:
+        """Evaluation of several episodes of one shape (query labels removed): each episode's
+        ``log_probs`` (n_query, way), exactly what :meth:`forward` gives it. A method that can stack
+        episodes into one batched forward overrides this and :meth:`evaluation_batch`."""
+        return [self(inputs).log_probs for inputs in episodes]
 
     # ------------------------------------------------------------------ options and resources
 

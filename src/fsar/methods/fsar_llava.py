@@ -26,6 +26,12 @@ forward pass: queries contribute only their own label-free streams (the cache ne
 label-aware stream, and the frames path encodes queries without labels), and the prototypes are built
 from the support set, its labels and the episode's class names.
 
+Evaluation from the feature cache (eval mode, no autograd, rows named by the cache) computes every
+per-clip part once per evaluation (:class:`~fsar.methods.memo.ClipMemo`): MFEM, a query's whole path,
+and the in-projections of CTPC's refinement, which are linear in the clips (:class:`_SetAttention`);
+the engine hands it chunks of episodes (:meth:`FSARLLaVA.predict_episodes`), batched into one forward.
+The results equal the plain path's up to float rounding (tests).
+
 ``fsar-llava-vision`` is the spec's baseline (i): the vision tower's penultimate layer
 (``vision_tower`` stream, no LLM) + MFEM's visual branch + OTAM (MPMM's temporal cue alone).
 """
@@ -140,7 +146,15 @@ class MFEM(nn.Module):
 
 
 class _SetAttention(nn.Module):
-    """x <- x + Attn(LN(x)) over the tokens of one set (pre-LN residual)."""
+    """x <- x + Attn(LN(x)) over the tokens of one set (pre-LN residual).
+
+    In training it runs ``nn.MultiheadAttention``. In evaluation the same maths runs directly
+    (:meth:`attend_projected`), split so that the expensive part can be computed once per clip:
+    with ``A = W_in diag(γ)`` and ``c = W_in β + b_in`` (LayerNorm γ, β; in-projection W_in, b_in),
+    ``W_in LN(x) + b_in = A (x - μ(x)) / σ(x) + c``, and ``A (x - μ(x))`` is *linear* in x (μ is), so
+    the in-projection of a K-shot prototype (a mean of clips) is the mean of its clips'
+    :meth:`centred_projection`; only σ(x) (a variance over d) is left per episode.
+    """
 
     def __init__(self, dim: int, heads: int, dropout: float) -> None:
         super().__init__()
@@ -148,9 +162,44 @@ class _SetAttention(nn.Module):
         self.attention = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # (sets, n, d)
+        if not self.training:
+            return self.attend_projected(tokens, self.centred_projection(tokens), self.inverse_scale(tokens))
         x = self.norm(tokens)
         out, _ = self.attention(x, x, x, need_weights=False)
         return tokens + out
+
+    def centred_projection(self, x: torch.Tensor) -> torch.Tensor:
+        """``A (x - μ(x))``: (..., d) -> (..., 3d), linear in x."""
+        weight = self.attention.in_proj_weight * self.norm.weight
+        return F.linear(x - x.mean(-1, keepdim=True), weight)
+
+    def inverse_scale(self, x: torch.Tensor) -> torch.Tensor:
+        """``1 / σ(x)``, σ the LayerNorm's ``sqrt(var + eps)``: (..., d) -> (..., 1)."""
+        centred = x - x.mean(-1, keepdim=True)  # (Tensor.var is ~10x slower here)
+        variance = torch.linalg.vector_norm(centred, dim=-1, keepdim=True).square() / x.shape[-1]
+        return torch.rsqrt(variance + self.norm.eps)
+
+    def attend_projected(self, tokens: torch.Tensor, projected: torch.Tensor, inverse_scale: torch.Tensor) -> torch.Tensor:
+        """``tokens + Attn(LN(tokens))`` from ``projected = centred_projection(tokens)`` and
+        ``inverse_scale(tokens)``; tokens (sets, n, d). The attention without dropout (evaluation)."""
+        attention = self.attention
+        sets, n, dim = tokens.shape
+        heads = attention.num_heads
+        width = dim // heads
+        bias = F.linear(self.norm.bias, attention.in_proj_weight, attention.in_proj_bias)
+        # W_in LN(x) + b_in = projected / σ + c, written straight into the heads' layout (3, sets, h, n, d/h)
+        terms = (bias.view(3, 1, heads, 1, width), projected.view(sets, n, 3, heads, width).permute(2, 0, 3, 1, 4),
+                 inverse_scale.view(1, sets, 1, n, 1))
+        if torch.is_grad_enabled():  # (out= takes no autograd)
+            qkv = torch.addcmul(*terms)
+        else:
+            qkv = torch.addcmul(*terms, out=projected.new_empty(3, sets, heads, n, width))
+        q, k, v = qkv
+        weights = torch.softmax((q @ k.transpose(-1, -2)).mul_(width ** -0.5), dim=-1)
+        out = (weights @ v).transpose(1, 2).reshape(sets * n, dim)
+        # tokens + out_proj(out): the residual added inside the product
+        residual = torch.addmm(tokens.reshape(sets * n, dim), out, attention.out_proj.weight.T)
+        return residual.add_(attention.out_proj.bias).view(sets, n, dim)
 
 
 class CTPC(nn.Module):
@@ -403,6 +452,8 @@ class FSARLLaVA(EncoderMethod):
     # -- forward ------------------------------------------------------------------------------------
     def forward(self, inputs: EpisodeInputs, *, generator: torch.Generator | None = None) -> MethodOutput:
         check_episode(inputs, method=self.name)
+        if self._memo_applies(inputs):  # evaluation from the cache: per-clip work once, see _predict_memoised
+            return self._predict_memoised([inputs], parts=True)[0]
         config = self.config
         s = self._episode_streams(inputs)
         self._check_streams(inputs, s)
@@ -410,8 +461,9 @@ class FSARLLaVA(EncoderMethod):
         labels = inputs.support_labels.to(device)
         way = inputs.way
 
-        v_support, t_support = self._mfem_per_clip(inputs, s, "support", labels)
-        v_query, t_query = self._mfem_per_clip(inputs, s, "query", labels)
+        # the plain path (training, frames, unnamed rows); evaluation from the cache took _predict_memoised
+        v_support, t_support = self.mfem(s["support_visual"], s["support_text"])
+        v_query, t_query = self.mfem(s["query_visual"], s["query_text"])
         label_text = None
         if s["labels"] is not None and config.use_label_state:
             label_text = self.mfem.text(s["labels"])
@@ -442,27 +494,166 @@ class FSARLLaVA(EncoderMethod):
                 parts["loss_separation"] = separation.detach()
         return MethodOutput(log_probs=result.log_probs, loss=loss, parts=parts)
 
-    def _mfem_per_clip(self, inputs: EpisodeInputs, s: dict, role: str, labels: torch.Tensor):
-        """MFEM of one side's clips: a function of each clip's own streams (and, for a support clip,
-        of its class name, which its label-aware text saw). Evaluating from the cache, each clip is
-        computed once per evaluation (``ClipMemo``, by the cache's row names) and later episodes gather."""
-        visual, text = s[f"{role}_visual"], s[f"{role}_text"]
+    # -- evaluation from the cache: per-clip work once, episodes batched --------------------------------
+    #: episodes per :meth:`predict_episodes` call the evaluation loop hands over (fsar.engine.evaluate)
+    EVALUATION_BATCH = 32
+
+    def evaluation_batch(self) -> int:
+        return self.EVALUATION_BATCH
+
+    def _memo_applies(self, inputs: EpisodeInputs) -> bool:
+        """Evaluation (eval mode, no autograd, CPU) of an episode whose rows the feature cache named."""
         rows = inputs.cached_rows if inputs.features else None
-        clips = inputs.support if role == "support" else inputs.query
-        ids = rows.rows_of(clips) if rows is not None else None
-        if ids is None or not ClipMemo.applies(self, True, visual):
-            return self.mfem(visual, text)
+        return (
+            rows is not None and not self.config.task_oriented_query
+            and ClipMemo.applies(self, True, inputs.support)
+            and rows.rows_of(inputs.support) is not None and rows.rows_of(inputs.query) is not None
+        )
 
-        def compute(index: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            v, t = self.mfem(visual[index], None if text is None else text[index])
-            return (v,) if t is None else (v, t)
+    def predict_episodes(self, episodes: Sequence[EpisodeInputs]) -> list[torch.Tensor]:
+        """Log-probabilities (n_query, way) of each episode, as :meth:`forward` gives them; episodes of
+        one shape from named cache rows run as one batched forward (:meth:`_predict_memoised`)."""
+        episodes = list(episodes)
+        for inputs in episodes:
+            check_episode(inputs, method=self.name)
+        if len(episodes) > 1 and all(self._memo_applies(e) for e in episodes):
+            shapes = {(e.way, tuple(e.support.shape), tuple(e.query.shape)) for e in episodes}
+            if len(shapes) == 1:
+                return [out.log_probs for out in self._predict_memoised(episodes, parts=False)]
+        return [self(e).log_probs for e in episodes]
 
-        if role == "support":
-            contexts = [("support", inputs.class_names[c]) for c in labels.tolist()]
-        else:
-            contexts = [("query",)] * visual.shape[0]
-        out = self.clip_memo.map(compute, None, contexts, ids=ids)
-        return (out[0], None) if text is None else (out[0], out[1])
+    def _predict_memoised(self, episodes: Sequence[EpisodeInputs], *, parts: bool) -> list[MethodOutput]:
+        """The evaluation forward of episodes of one shape, equal to the plain path up to float rounding.
+
+        Per clip, once per evaluation (:class:`ClipMemo`, by the cache's row names): a support clip's
+        MFEM output (V, t; keyed with its class name, which its label-aware text saw) and the
+        centred in-projections of CTPC's refinement layers (:class:`_SetAttention`, linear in the clip, so a
+        K-shot prototype's is the mean of its clips'); a query's whole path (MFEM and its own-set
+        refinement); per class name, the textual head û of its label state (a frozen MLLM output of the
+        name under the one label prompt) and its projection. Per
+        episode, batched over the episodes: class means, σ of each prototype token, the attention
+        over the episode's prototypes, MPMM. No query label is read (the engine removes them).
+        """
+        config, ctpc = self.config, self.ctpc
+        visual_refine, text_refine = ctpc.visual_refine, ctpc.text_refine
+        streams = []
+        for inputs in episodes:
+            s = self._episode_streams(inputs)
+            self._check_streams(inputs, s)
+            streams.append(s)
+        with_text = streams[0]["support_text"] is not None
+        use_labels = streams[0]["labels"] is not None and config.use_label_state
+        batch, way = len(episodes), episodes[0].way
+        n_support, n_query = episodes[0].support.shape[0], episodes[0].query.shape[0]
+
+        def rows_of(key: str, offsets: list[int] | None = None):
+            """compute(index) input: rows ``index`` of the episodes' concatenated stream ``key`` (through
+            ``offsets`` when the memo's rows are in another order); gathers only the rows asked for."""
+            per = [s[key] for s in streams]
+            size = per[0].shape[0]
+
+            def gather(index: torch.Tensor) -> torch.Tensor:
+                flat = index.tolist() if offsets is None else [offsets[i] for i in index.tolist()]
+                return torch.stack([per[i // size][i % size] for i in flat])
+
+            return gather
+
+        # Support clips: V, t and the projections, once per (clip, class name). When every class has the
+        # same number of shots K (the field's episodes) the rows go in class order, and each prototype's
+        # means come from the memo's tables directly (K = 1: the clip's own rows); else class means.
+        label_lists = [e.support_labels.tolist() for e in episodes]
+        shots = n_support // way
+        ordered = all(sorted(y) == [c for c in range(way) for _ in range(shots)] for y in label_lists)
+        support_ids, contexts, offsets, order = [], [], [], list(range(n_support))
+        for b, (inputs, y) in enumerate(zip(episodes, label_lists)):
+            if ordered:
+                order = sorted(range(n_support), key=y.__getitem__)  # stable: shots keep their order
+            ids = inputs.cached_rows.rows_of(inputs.support)
+            support_ids.extend(ids[i] for i in order)
+            contexts.extend(("ctpc support", inputs.class_names[y[i]]) for i in order)
+            offsets.extend(b * n_support + i for i in order)  # memo row -> row of the episodes' streams
+        support_visual = rows_of("support_visual", offsets)
+        support_text = rows_of("support_text", offsets) if with_text else None
+
+        def support_part(index: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            v, t = self.mfem(support_visual(index), support_text(index) if with_text else None)
+            out = [v] + ([t] if with_text else [])
+            if visual_refine is not None:
+                out.append(visual_refine.centred_projection(v))
+            if with_text and text_refine is not None:
+                out.append(text_refine.centred_projection(t))
+            return tuple(out)
+
+        if ordered:  # the prototypes' V, t and projections straight from the memo's tables
+            support = list(self.clip_memo.group_means(support_part, contexts, ids=support_ids, group=shots))
+            support = [t.view(batch, way, *t.shape[1:]) for t in support]
+        else:  # class means, batched: M (B, C, n_support), M[b, c, i] = [label_i == c] / n_c
+            labels = torch.tensor(label_lists)
+            one_hot = (labels[:, None, :] == torch.arange(way)[None, :, None]).float()
+            average = one_hot / one_hot.sum(-1, keepdim=True)
+            support = [
+                torch.bmm(average.to(t), t.view(batch, n_support, -1)).view(batch, way, *t.shape[1:])
+                for t in self.clip_memo.map(support_part, None, contexts, ids=support_ids)
+            ]
+        proto_v = support.pop(0)  # (B, C, T, d): per class, the mean of its clips'
+        mean_t = support.pop(0) if with_text else None
+        mean_pv = support.pop(0) if visual_refine is not None else None
+        mean_pt = support.pop(0) if with_text and text_refine is not None else None
+
+        # query clips: the whole path (each query is a set of its own in CTPC)
+        query_visual = rows_of("query_visual")
+        query_text = rows_of("query_text") if with_text else None
+
+        def query_part(index: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            v, t = self.mfem(query_visual(index), query_text(index) if with_text else None)
+            q_v, q_t = ctpc.queries(v, t)
+            return (q_v,) if q_t is None else (q_v, q_t)
+
+        query_ids = [i for inputs in episodes for i in inputs.cached_rows.rows_of(inputs.query)]
+        query = self.clip_memo.map(query_part, None, [("ctpc query",)] * len(query_ids), ids=query_ids)
+        q_v = query[0].view(batch, n_query, *query[0].shape[1:])
+        q_t = query[1].view(batch, n_query, -1) if with_text else None
+
+        if visual_refine is not None:
+            _, _, frames, dim = proto_v.shape
+            tokens = proto_v.reshape(batch, way * frames, dim)
+            projected = mean_pv.reshape(batch, way * frames, -1)
+            proto_v = visual_refine.attend_projected(tokens, projected, visual_refine.inverse_scale(tokens))
+            proto_v = proto_v.view(batch, way, frames, dim)
+        proto_t = None
+        if with_text:
+            mean_p = mean_pt
+            if use_labels:
+                # û of a class: the frozen MLLM's label state of its name (the one label prompt), through
+                # the textual head: once per class name
+                label_rows = rows_of("labels")
+
+                def label_part(index: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                    u = self.mfem.text(label_rows(index))
+                    return (u,) if text_refine is None else (u, text_refine.centred_projection(u))
+
+                names = [name for inputs in episodes for name in inputs.class_names]
+                label = self.clip_memo.map(label_part, None, [("label state",)] * len(names), ids=names)
+                beta = ctpc.beta
+                mean_t = beta * mean_t + (1.0 - beta) * label[0].view(batch, way, -1)
+                if mean_p is not None:
+                    mean_p = beta * mean_p + (1.0 - beta) * label[1].view(batch, way, -1)
+            norm = mean_t.norm(dim=-1, keepdim=True).clamp_min(1e-12)  # F.normalize
+            proto_t = mean_t / norm
+            if text_refine is not None:
+                proto_t = text_refine.attend_projected(proto_t, mean_p / norm, text_refine.inverse_scale(proto_t))
+
+        use_text = any(c in TEXT_CUES for c in self.mpmm.cues)
+        results = self.mpmm.match_episodes(q_v, proto_v, q_t if use_text else None, proto_t if use_text else None)
+        outputs = []
+        for result in results:
+            extra = None
+            if parts:
+                extra = {"cue_weights": result.weights}
+                for m, cue in enumerate(result.cues):
+                    extra[f"log_p_{cue}"] = F.log_softmax(result.cue_logits[..., m], dim=-1)
+            outputs.append(MethodOutput(log_probs=result.log_probs, parts=extra))
+        return outputs
 
     def _contrastive_loss(self, inputs, label_states, v_support, v_query, query_labels) -> torch.Tensor:
         """Video-text contrastive term: mean_T V of the episode's labelled clips against û of every

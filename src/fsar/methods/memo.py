@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Sequence
 
 import torch
+import torch.nn.functional as F
 
 __all__ = ["ClipMemo"]
 
@@ -127,6 +128,50 @@ class ClipMemo:
     ) -> tuple[torch.Tensor, ...]:
         """The outputs of ``compute`` for every row. ``ids``: an exact name of each row (the same
         name must mean the same input for as long as the memo lives); ``clips`` may then be None."""
+        rows, computed = self._resolve(compute, clips, contexts, ids)
+        tables = {table for table, _ in rows}
+        if len(tables) == 1 and None not in tables:
+            table = self._tables[rows[0][0]]
+            index = torch.tensor([row for _, row in rows], dtype=torch.long)
+            return tuple(data.index_select(0, index) for data in table.data)
+        return self._row_by_row(rows, computed)
+
+    def group_means(
+        self,
+        compute: Callable[[torch.Tensor], tuple[torch.Tensor, ...]],
+        contexts: Sequence[Hashable],
+        *,
+        ids: Sequence[Hashable],
+        group: int,
+    ) -> tuple[torch.Tensor, ...]:
+        """``map(compute, None, contexts, ids=ids)`` averaged over consecutive groups of ``group`` rows:
+        each output (n / group, ...), the mean of its group's rows (a K-shot prototype of per-clip
+        results). From the memo's tables directly (``embedding_bag``), without gathering the rows."""
+        n = len(contexts)
+        if group < 1 or n % group:
+            raise ValueError(f"ClipMemo.group_means: {n} rows do not split into groups of {group}")
+        rows, computed = self._resolve(compute, None, contexts, ids)
+        tables = {table for table, _ in rows}
+        if len(tables) != 1 or None in tables:  # rows beyond the bound: gather, then average
+            return tuple(t.view(n // group, group, *t.shape[1:]).mean(1) for t in self._row_by_row(rows, computed))
+        table = self._tables[rows[0][0]]
+        bags = torch.tensor([row for _, row in rows], dtype=torch.long).view(n // group, group)
+        return tuple(
+            F.embedding_bag(bags, data[:table.rows].reshape(table.rows, -1), mode="mean").view(n // group, *data.shape[1:])
+            for data in table.data
+        )
+
+    def _row_by_row(self, rows: list, computed: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """Rows beyond the bound, or of other output shapes under one call: row by row."""
+        width = len(computed) if computed else len(self._tables[rows[0][0]].data)
+        return tuple(
+            torch.stack([computed[k][row] if table is None else self._tables[table].data[k][row] for table, row in rows])
+            for k in range(width)
+        )
+
+    def _resolve(self, compute, clips, contexts, ids) -> tuple[list, tuple[torch.Tensor, ...]]:
+        """(per row: (table, row) in the memo, or (None, j): row j of ``computed``), computing the
+        rows not seen before."""
         n = len(contexts)
         if ids is None and clips is not None:
             ids = self._noted_ids(clips)
@@ -156,14 +201,24 @@ class ClipMemo:
         rows: list[tuple[int, int] | tuple[None, int]] = [(entry[1], entry[2]) if entry else (None, 0) for entry in found]
         computed: tuple[torch.Tensor, ...] = ()
         if missing:
-            computed = tuple(t.detach() for t in compute(torch.tensor(missing, dtype=torch.long)))
+            # A name met twice in one call (a clip in several episodes of a batch) is computed once;
+            # by content, equal keys may still be other clips, so each row is its own there.
+            first: dict[Hashable, int] = {}
+            unique: list[int] = []  # the rows computed
+            position: list[int] = []  # per missing row: its row of ``computed``
+            for i in missing:
+                p = first.setdefault(keys[i] if ids is not None else i, len(unique))
+                if p == len(unique):
+                    unique.append(i)
+                position.append(p)
+            computed = tuple(t.detach() for t in compute(torch.tensor(unique, dtype=torch.long)))
             kept, room = [], self.max_entries - len(self._store)
-            for j, i in enumerate(missing):
+            for j, i in enumerate(unique):
                 if keys[i] in self._store or room > 0:
                     kept.append(j)
                     room -= keys[i] not in self._store
-            for j, i in enumerate(missing):
-                rows[i] = (None, j)
+            for i, p in zip(missing, position):
+                rows[i] = (None, p)
             if kept:
                 signature = _signature(computed)
                 table_index = self._table_of.get(signature)
@@ -172,19 +227,13 @@ class ClipMemo:
                     self._tables.append(_Table(computed))
                 index = torch.tensor(kept, dtype=torch.long)
                 start = self._tables[table_index].append(tuple(t.index_select(0, index) for t in computed))
+                stored = {}
                 for offset, j in enumerate(kept):
-                    i = missing[j]
-                    rows[i] = (table_index, start + offset)
+                    i = unique[j]
+                    stored[j] = (table_index, start + offset)
                     # a collision (same key, other content) replaces its entry
                     self._store[keys[i]] = (None if ids is not None else clips[i].clone(), table_index, start + offset)
-        tables = {table for table, _ in rows}
-        if len(tables) == 1 and None not in tables:
-            table = self._tables[rows[0][0]]
-            index = torch.tensor([row for _, row in rows], dtype=torch.long)
-            return tuple(data.index_select(0, index) for data in table.data)
-        # Rows beyond the bound, or of other output shapes under one call: row by row.
-        width = len(computed) if computed else len(self._tables[rows[0][0]].data)
-        return tuple(
-            torch.stack([computed[k][row] if table is None else self._tables[table].data[k][row] for table, row in rows])
-            for k in range(width)
-        )
+                for i, p in zip(missing, position):
+                    if p in stored:
+                        rows[i] = stored[p]
+        return rows, computed

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fsar.metrics import _native
 from fsar.metrics._common import check_choice, check_finite_logits, class_means, validate_episode
 from fsar.metrics.otam import OTAM
 
@@ -223,6 +224,88 @@ class MPMM(nn.Module):
             raise ValueError("metric 'mpmm': the cross cue needs frames and texts of one width")
         scores = self.cue_scores(query_frames, proto_frames, query_text, proto_text, cues)
         return self.fuse(scores, cues)
+
+    def match_episodes(
+        self,
+        query_frames: Tensor,
+        proto_frames: Tensor,
+        query_text: Tensor | None = None,
+        proto_text: Tensor | None = None,
+    ) -> list[MPMMResult]:
+        """:meth:`match` of B episodes of one shape at once: query frames (B, n_q, T, d) [+ texts
+        (B, n_q, d)] against (B, C, T, d) [+ (B, C, d)]; one result per episode, equal to ``match``
+        of that episode up to float rounding (the fusion is per query, so it runs on all at once)."""
+        if query_frames.dim() != 4 or proto_frames.dim() != 4 or query_frames.shape[0] != proto_frames.shape[0]:
+            raise ValueError(
+                f"metric 'mpmm': batched frames must be (B, n_query, T, d) and (B, C, T, d), got "
+                f"{tuple(query_frames.shape)} and {tuple(proto_frames.shape)}"
+            )
+        batch, n_query = query_frames.shape[:2]
+        way = proto_frames.shape[1]
+        with_text = query_text is not None and proto_text is not None
+        cues = self.active_cues(with_text)
+        if batch == 1:
+            scores = self.cue_scores(query_frames[0], proto_frames[0], None if not with_text else query_text[0],
+                                     None if not with_text else proto_text[0], cues)
+        else:
+            q_mean = F.normalize(query_frames.mean(2), dim=-1)  # (B, n_q, d)
+            columns = []
+            for cue in cues:
+                if cue == "temporal":
+                    columns.append(self._temporal_episodes(query_frames, proto_frames))
+                elif cue == "global":
+                    columns.append(q_mean @ F.normalize(proto_frames.mean(2), dim=-1).transpose(1, 2))
+                elif cue == "text":
+                    columns.append(F.normalize(query_text, dim=-1) @ F.normalize(proto_text, dim=-1).transpose(1, 2))
+                else:  # cross
+                    columns.append(q_mean @ F.normalize(proto_text, dim=-1).transpose(1, 2))
+            scores = torch.stack(columns, dim=-1).reshape(batch * n_query, way, len(cues))
+        fused = self.fuse(scores, cues)
+        return [
+            MPMMResult(log_probs=fused.log_probs[rows], cue_logits=fused.cue_logits[rows], scores=fused.scores[rows],
+                       weights=fused.weights[rows], cues=cues)
+            for rows in (slice(b * n_query, (b + 1) * n_query) for b in range(batch))
+        ]
+
+    def _temporal_episodes(self, query_frames: Tensor, proto_frames: Tensor) -> Tensor:
+        """The temporal cue of B episodes (B, n_q, C): the frame-dot matrices of all episodes in one
+        batched product, then OTAM's C kernel once per episode on its block (what ``self.otam`` runs
+        per episode: exact cosine, both directions averaged, the prototypes as targets). An episode
+        the kernel refuses, or one with non-finite scores, takes ``self.otam`` (which says why)."""
+        batch, n_query, t_query, dim = query_frames.shape
+        way, t_proto = proto_frames.shape[1:3]
+        labels = torch.arange(way, device=proto_frames.device)
+        otam = self.otam
+
+        def one(b: int) -> Tensor:
+            return otam(proto_frames[b], labels, query_frames[b], way)
+
+        kernels = _native.float32_kernels(query_frames, proto_frames)
+        grad = torch.is_grad_enabled() and (query_frames.requires_grad or proto_frames.requires_grad)
+        if kernels is None or grad or not otam.stable or otam.directions != "both" or otam.cosine != "exact":
+            return torch.stack([one(b) for b in range(batch)])
+        query = query_frames.reshape(batch, n_query * t_query, dim)
+        protos = proto_frames.reshape(batch, way * t_proto, dim)
+        dots = torch.bmm(query, protos.transpose(1, 2))  # (B, n_q T_q, C T_p), each block [q, i, c, j]
+        query_norm = torch.linalg.vector_norm(query, dim=-1).clamp_min(1e-12)
+        proto_norm = torch.linalg.vector_norm(protos, dim=-1).clamp_min(1e-12)
+        totals = dots.new_empty((batch, 2, n_query * way), dtype=torch.float64)
+        logits = dots.new_empty((batch, n_query, way))
+        combine = 0.5 if otam.combine == "mean" else 1.0
+        reference = int(otam.variant == "reference")
+        for b in range(batch):
+            status = kernels.otam_cosine_forward_f32(
+                dots[b].data_ptr(), query_norm[b].data_ptr(), proto_norm[b].data_ptr(), n_query, t_query, way,
+                t_proto, 0.0, otam.lam, 0b11, reference, totals[b].data_ptr(), combine, None, way,
+                logits[b].data_ptr(),
+            )
+            if status != 1:
+                logits[b] = one(b)
+        finite = torch.isfinite(logits).flatten(1).all(1)
+        if not bool(finite.all()):
+            for b in (~finite).nonzero()[:, 0].tolist():
+                logits[b] = one(b)  # raises, naming the problem (non-finite features)
+        return logits
 
     def forward(
         self,
