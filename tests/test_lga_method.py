@@ -202,7 +202,7 @@ def test_contrastive_loss_over_training_classes():
 def test_gradients_reach_fusion_projections_and_temperatures_on_unshared_space():
     torch.manual_seed(0)
     encoder = ToyEncoder(feature_dim=12, text_dim=20, shared_space=False)
-    method = fsar.create_method("lga", backbone=encoder, fusion_heads=4, embed_dim=16).train()
+    method = fsar.create_method("lga", backbone=encoder, fusion_heads=4, embed_dim=16, start="standard").train()
     out = method(features_episode(dim=12, frames=8))
     out.loss.backward()
     trainable = {n: p for n, p in method.named_parameters() if p.requires_grad}
@@ -330,7 +330,10 @@ def test_every_backbone_frames_or_cached_features(backbone):
         ep = features_episode(dim=encoder.feature_dim, frames=8)
     out = method.train()(ep)
     out.loss.backward()
-    assert method.fusion.norm_query.weight.grad is not None
+    if backbone.startswith("clip"):
+        assert method.config.start == "standard" and method.fusion.norm_query.weight.grad is not None
+    else:  # the training-free start: the fusion's zero-initialised up-projection learns first
+        assert method.config.start == "training-free" and method.fusion.up.weight.grad.abs().sum() > 0
     evaluated = method.eval()(ep)
     assert evaluated.log_probs.shape == (ep.query.shape[0], ep.way)
     assert torch.allclose(evaluated.log_probs.exp().sum(-1), torch.ones(ep.query.shape[0]), atol=1e-5)

@@ -391,7 +391,7 @@ def test_clip_b16_modes_build_and_run(finetune):
 
 
 def test_embedded_pair_learns_projections_into_a_common_width():
-    method = _method(backbone=shared_embedded_pair(), embed_dim=24)
+    method = _method(backbone=shared_embedded_pair(), embed_dim=24, start="standard")
     assert method.config.finetune == "frozen" and method.head.dim == 24
     assert method.space.visual_proj.in_features == 1280 and method.space.text_proj.in_features == 384
     method.train()

@@ -16,6 +16,12 @@ prototype of a video is the concatenation of its fused stages, kept here in the 
 
 Query videos have no label: they go through the same module with ``stage_text=None``
 (Q_i = f_{S_i}), i.e. shared-weight self-attention over their stages.
+
+:class:`ResidualStageFusion` (fsar's own, not the paper's; LGA's ``start="training-free"``, the
+default on encoders without a shared space) runs the fusion at a small width on the raw
+features and adds it back through a zero-initialised up-projection,
+``f~ = f + Up(StageFusion(Down f, Down_text t))`` on the valid slots, so the untrained fusion is
+the identity and LGA's V-V branch starts as AB-MHM on the raw stage packs.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["StageFusion", "concat_stages"]
+__all__ = ["ResidualStageFusion", "StageFusion", "concat_stages"]
 
 
 class StageFusion(nn.Module):
@@ -102,6 +108,38 @@ class StageFusion(nn.Module):
         out = fused.new_zeros(fused.shape)
         out[valid] = rows + self.ffn(self.norm_ffn(rows))
         return out.reshape(batch, num_stages, n_max, dim)
+
+
+class ResidualStageFusion(nn.Module):
+    """``f~ = f + Up(fusion(Down f, Down_text t))`` with Up zero-initialised: the identity at the start.
+
+    ``fusion`` is a :class:`StageFusion` of width ``inner``; ``forward`` takes stage packs of width
+    ``dim`` (B, L, n, dim), their validity mask, and the stage texts (B, L, text_dim) of the
+    support clips (raw text-encoder features) or None (queries). Padded slots stay zero (the
+    up-projection's bias would otherwise fill them once trained). Gradients reach Up at once;
+    the rest of the branch receives them once Up has moved from zero.
+    """
+
+    def __init__(self, fusion: StageFusion, *, dim: int, inner: int, text_dim: int) -> None:
+        super().__init__()
+        if inner < 1:
+            raise ValueError(f"ResidualStageFusion: inner width must be positive, got {inner}")
+        self.fusion = fusion
+        self.down = nn.Linear(dim, inner)
+        self.text_down = nn.Linear(text_dim, inner)
+        self.up = nn.Linear(inner, dim)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(
+        self,
+        stage_features: torch.Tensor,
+        stage_valid: torch.Tensor,
+        stage_text: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        inner_text = None if stage_text is None else self.text_down(stage_text.to(self.text_down.weight.dtype))
+        inner = self.fusion(self.down(stage_features), stage_valid, inner_text)
+        return stage_features + self.up(inner) * stage_valid[..., None].to(stage_features.dtype)
 
 
 def concat_stages(

@@ -47,6 +47,25 @@ Where this module departs from the release by default (spec §8; each is an opti
   text = w·(query terms) + (0.5 - w)·(support terms), w = ``text_dis``, and consistency =
   u·c_q + (1 - u)·c_s, u = ``consist_1``, the weighting of the release's commented-out lines.
 
+Start from the training-free core (fsar's own, not the paper's or the release's): ``start``
+(default ``"auto"``) is ``"standard"`` on CLIP, exactly the release's head as above (the
+reference-file tests), and ``"training-free"`` on encoders without a shared space (the embedded
+pairs ``effnet-lite0+minilm`` and ``effnet-lite0-grid+minilm``), where the release's head on
+random projections would start worse than the metric on the raw features. There
+(:class:`ResidualCLIPSPMHead`) the frame map is the identity (minus the base-class frame mean,
+``base_centring``, on by default: estimated from training clips before step 1, zero until then,
+so the metric is then the release's OTAM on the centred features) and the text map starts with zero
+weights and a constant bias (:class:`~fsar.methods.text_side.TextSpace` with
+``start="training-free"``); the release's modules (SF, the prompt generator, PADM's
+transformer, HSMR) run at width ``bottleneck`` on down-projected frames and texts, and return to
+the features only through zero-initialised up-projections; the PADM anchor term OTAM(G, A_c), a
+class-dependent constant per episode, is weighted by a learned scalar that starts at zero; on
+grid backbones the grid tokens first pass MA-FSAR's zero-initialised
+:class:`~fsar.methods.grid_temporal.GridTemporalModule`. The untrained method's logits are then
+``-1.5 · OTAM(X_q, mean_K X_s)`` with the release's OTAM preset below on the raw features, i.e.
+its predictions are that training-free metric's, and validation decides how far training moves
+away from it. A config saved before ``start`` existed loads as ``"standard"``.
+
 The OTAM distance is fsar's ``otam_clipfsar`` head (:mod:`fsar.metrics.otam`): the release's
 ``otam_distance`` is CLIP-FSAR's ``OTAM_cum_dist_v2`` with λ 0.5, the ``cos_sim`` with +0.01 on
 the norm product, both directions summed, which is exactly that preset (computed with a stable
@@ -70,8 +89,11 @@ from fsar.data.inputs import EpisodeInputs
 from fsar.methods import METHODS
 from fsar.methods.base import MethodOutput
 from fsar.methods.base import MethodOption
+from fsar.encoders.embedded_grid import grid_tokens
 from fsar.methods.common import check_episode, class_means
-from fsar.methods.text_aware import TextAwareMethod
+from fsar.methods.grid_temporal import GATES, STATIC_GATE_RATE, GridTemporalModule
+from fsar.methods.text_aware import BASE_CENTRING_CLIPS, STARTS, TextAwareMethod, resolve_start
+from fsar.methods.text_side import TextSpace
 from fsar.metrics._common import PEER_COSINE_EPS
 from fsar.metrics.otam import OTAM
 
@@ -87,6 +109,7 @@ __all__ = [
     "PADM_MODES",
     "PromptGenerator",
     "RELEASE_STATE_DICT_NAMES",
+    "ResidualCLIPSPMHead",
     "SemanticFusion",
     "TransformerV1",
     "clip_spm_from_reference",
@@ -270,12 +293,7 @@ class PADM(nn.Module):
         return self.context(clips.transpose(0, 1)).transpose(0, 1)
 
     def forward(self, support: Tensor, support_labels: Tensor, query: Tensor, way: int) -> dict[str, Tensor]:
-        summed, counts = _class_sum_and_count(support, support_labels, way)
-        if self.mode == "transductive":
-            anchors = (summed + query.sum(0, keepdim=True)) / (counts + query.shape[0]).view(-1, 1, 1)
-        else:
-            anchors = summed / counts.view(-1, 1, 1)
-        global_anchor = anchors.mean(0, keepdim=True)  # (1, T, D)
+        anchors, global_anchor = padm_anchors(support, support_labels, query, way, self.mode)
         support_side = self._across_clips(torch.cat([anchors, support]))
         anchors_out, support_out = support_side[:way], support_side[way:]
         if self.mode == "transductive":
@@ -295,6 +313,36 @@ class PADM(nn.Module):
             "padm_xq": query_out,
             "padm_proto": class_means(support_out, support_labels, way),
         }
+
+
+def padm_anchors(support: Tensor, support_labels: Tensor, query: Tensor, way: int, mode: str) -> tuple[Tensor, Tensor]:
+    """PADM's class anchors ``A (way, T, D)`` and global anchor ``G = mean_c A_c (1, T, D)``:
+    ``A_c`` = mean of class c's supports and (``"transductive"``) every query."""
+    summed, counts = _class_sum_and_count(support, support_labels, way)
+    if mode == "transductive":
+        anchors = (summed + query.sum(0, keepdim=True)) / (counts + query.shape[0]).view(-1, 1, 1)
+    else:
+        anchors = summed / counts.view(-1, 1, 1)
+    return anchors, anchors.mean(0, keepdim=True)
+
+
+def spm_auxiliary_terms(
+    *, prompts_query: Tensor, generated_query: Tensor, prompts_support: Tensor, generated_support: Tensor,
+    query_r: Tensor, query_r_token: Tensor, query_g: Tensor, query_g_token: Tensor,
+    support_r: Tensor, support_r_token: Tensor, support_g: Tensor, support_g_token: Tensor,
+) -> dict[str, Tensor]:
+    """The six auxiliary SPM terms of the release (prompt regression, token agreement and
+    consistency, each for the queries and the supports) from SF passes a-d."""
+    return {
+        "spm_aux_prompt_query": squared_distance(prompts_query, generated_query),
+        "spm_aux_prompt_support": squared_distance(prompts_support, generated_support),
+        "spm_aux_token_query": squared_distance(query_r_token, query_g_token),
+        "spm_aux_token_support": squared_distance(support_r_token, support_g_token),
+        "spm_aux_consist_query": squared_distance(
+            torch.cat([query_r_token, query_r], 1), torch.cat([query_g_token, query_g], 1)),
+        "spm_aux_consist_support": squared_distance(
+            torch.cat([support_r_token, support_r], 1), torch.cat([support_g_token, support_g], 1)),
+    }
 
 
 def squared_distance(a: Tensor, b: Tensor) -> Tensor:
@@ -461,14 +509,12 @@ class CLIPSPMHead(nn.Module):
         out["d_spm"] = self.otam_distance(prototypes, query_g)
         if spm_auxiliary:
             out.update(spm_xq_r_token=query_r_token, spm_xs_g_token=support_g_token)
-            out["spm_aux_prompt_query"] = squared_distance(prompts_query, generated_query)
-            out["spm_aux_prompt_support"] = squared_distance(prompts_support, generated_support)
-            out["spm_aux_token_query"] = squared_distance(query_r_token, query_g_token)
-            out["spm_aux_token_support"] = squared_distance(support_r_token, support_g_token)
-            out["spm_aux_consist_query"] = squared_distance(
-                torch.cat([query_r_token, query_r], 1), torch.cat([query_g_token, query_g], 1))
-            out["spm_aux_consist_support"] = squared_distance(
-                torch.cat([support_r_token, support_r], 1), torch.cat([support_g_token, support_g], 1))
+            out.update(spm_auxiliary_terms(
+                prompts_query=prompts_query, generated_query=generated_query, prompts_support=prompts_support,
+                generated_support=generated_support, query_r=query_r, query_r_token=query_r_token, query_g=query_g,
+                query_g_token=query_g_token, support_r=support_r, support_r_token=support_r_token,
+                support_g=support_g, support_g_token=support_g_token,
+            ))
 
         out.update(self.padm(support_r, support_labels, query_g, way))
         out["d_padm_main"] = self.otam_distance(out["padm_proto"], out["padm_xq"])
@@ -490,9 +536,12 @@ class CLIPSPMHead(nn.Module):
 
 
 def check_head_inputs(
-    support: Tensor, support_labels: Tensor, query: Tensor, way: int, text_bank: Tensor, *, dim: int
+    support: Tensor, support_labels: Tensor, query: Tensor, way: int, text_bank: Tensor, *, dim: int,
+    text_dim: int | None = None,
 ) -> None:
-    """Shapes of one episode for the head; errors name the problem."""
+    """Shapes of one episode for the head (frames of width ``dim``, texts of ``text_dim``, default
+    ``dim``); errors name the problem."""
+    text_dim = dim if text_dim is None else text_dim
     for name, tensor in (("support", support), ("query", query)):
         if tensor.dim() != 3 or tensor.shape[-1] != dim:
             raise ValueError(f"clip-spm: {name} must be (n, T, {dim}), got {tuple(tensor.shape)}")
@@ -502,9 +551,9 @@ def check_head_inputs(
         raise ValueError(
             f"clip-spm: clips need at least 2 frames (MFE's temporal differences), got T={support.shape[1]}"
         )
-    if text_bank.dim() != 2 or text_bank.shape != (way, dim):
+    if text_bank.dim() != 2 or text_bank.shape != (way, text_dim):
         raise ValueError(
-            f"clip-spm: text_bank must hold one ({dim},) vector per episode class, i.e. ({way}, {dim}), "
+            f"clip-spm: text_bank must hold one ({text_dim},) vector per episode class, i.e. ({way}, {text_dim}), "
             f"got {tuple(text_bank.shape)}"
         )
     if support_labels.dim() != 1 or support_labels.shape[0] != support.shape[0]:
@@ -513,6 +562,130 @@ def check_head_inputs(
     missing = sorted(set(range(way)) - present)
     if missing or any(not 0 <= c < way for c in present):
         raise ValueError(f"clip-spm: support_labels must cover 0..{way - 1} exactly, got {support_labels.tolist()}")
+
+
+class ResidualCLIPSPMHead(nn.Module):
+    """CLIP-SPM started from its training-free core (fsar's own, not the paper's): the release's
+    modules run at a small width ``inner`` on down-projected frames and texts, and reach the
+    full-width features only through zero-initialised residual up-projections, so the untrained
+    head's distances are the release's OTAM (``otam_clipfsar`` preset) on the raw features.
+
+    With ``x = Down X`` (per frame) and ``p = Down_text(text_bank)``::
+
+        (z_s, ·) = SF(x_s, p[labels]),  (z_q, ·) = SF(x_q, PromptGenerator(g, x_q))      SPM, inner width
+        X_s^r = X_s + Up_spm(z_s),      X_q^g = X_q + Up_spm(z_q)                        full width
+        d_spm = OTAM(X_q^g, mean_K X_s^r)
+        PADM(z_s, z_q) at the inner width -> (Â, Ĝ, x̂_s, x̂_q);  A, G = PADM's anchors of X_s^r, X_q^g
+        X̂_s = X_s^r + Up_padm(x̂_s), X̂_q = X_q^g + Up_padm(x̂_q), A' = A + Up_padm(Â), G' = G + Up_padm(Ĝ)
+        d_padm = OTAM(X̂_q, mean_K X̂_s) + w_anchor · OTAM(G', A')
+        logits = -(0.5 · d_spm + d_padm)
+
+    ``Up_spm`` and ``Up_padm`` start at zero (weights and bias) and ``w_anchor`` at zero: the
+    anchor term OTAM(G, A_c) would otherwise add a class-dependent constant to every query's
+    logits. Untrained, X_s^r = X̂_s = X_s and X_q^g = X̂_q = X_q, so ``logits = -1.5 ·
+    OTAM(X_q, mean_K X_s)``: the release's OTAM preset, predictions equal to it. The text
+    prompt enters only through the SF passes inside the residual branches, so it adds nothing
+    at the start. HSMR (the auxiliary loss) and the auxiliary SPM terms run at the inner width.
+    The up-projections and ``w_anchor`` receive gradients from the first backward; the inner
+    modules once the up-projections have moved.
+
+    Same call convention as :class:`CLIPSPMHead` (``text_bank (way, text_dim)``); ``head_options``
+    are :class:`CLIPSPMHead`'s keywords for the inner head ``core``.
+    """
+
+    def __init__(self, dim: int, *, inner: int, text_dim: int, **head_options: Any) -> None:
+        super().__init__()
+        if inner < 1:
+            raise ValueError(f"clip-spm: the residual head's inner width must be >= 1, got {inner}")
+        self.dim, self.text_dim = dim, text_dim
+        self.core = CLIPSPMHead(inner, **head_options)
+        self.down = nn.Linear(dim, inner)
+        self.text_down = nn.Linear(text_dim, inner)
+        self.up_spm = nn.Linear(inner, dim)
+        self.up_padm = nn.Linear(inner, dim)
+        for up in (self.up_spm, self.up_padm):
+            nn.init.zeros_(up.weight)
+            nn.init.zeros_(up.bias)
+        self.anchor_weight = nn.Parameter(torch.zeros(()))
+
+    @property
+    def padm(self) -> PADM:
+        return self.core.padm
+
+    @property
+    def padm_mode(self) -> str:
+        return self.core.padm.mode
+
+    @property
+    def hsmr_weight_mode(self) -> str:
+        return self.core.hsmr_weight_mode
+
+    def effective_hsmr_weight(self) -> Tensor:
+        return self.core.effective_hsmr_weight()
+
+    def forward_details(
+        self,
+        support: Tensor,
+        support_labels: Tensor,
+        query: Tensor,
+        way: int,
+        text_bank: Tensor,
+        *,
+        query_labels: Tensor | None = None,
+        hsmr: bool = False,
+        spm_auxiliary: bool = False,
+    ) -> dict[str, Tensor]:
+        """Logits and intermediates (the keys of :meth:`CLIPSPMHead.forward_details` that exist
+        here: ``d_spm``, ``d_padm``, ``d_padm_main``, ``d_padm_anchor``, ``logits``, ``hsmr_loss``,
+        ``spm_aux_*``); training-only terms as there."""
+        check_head_inputs(support, support_labels, query, way, text_bank, dim=self.dim, text_dim=self.text_dim)
+        if query_labels is not None and not spm_auxiliary:
+            raise ValueError("clip-spm: query_labels are only read by the auxiliary SPM terms (training)")
+        if spm_auxiliary and query_labels is None:
+            raise ValueError("clip-spm: the auxiliary SPM terms need the query labels (SF pass d)")
+        core = self.core
+        support_labels = support_labels.to(support.device)
+        inner_support, inner_query = self.down(support), self.down(query)
+        inner_bank = self.text_down(text_bank.to(inner_support.dtype))
+        out: dict[str, Tensor] = {}
+        if hsmr:
+            core.hsmr_loss(inner_support, inner_query, out)
+
+        prompts_support = inner_bank[support_labels].unsqueeze(1)
+        token = prompts_support.mean(0).view(1, -1)  # g from support texts only
+        generated_support = core.prompt_generator(token, inner_support)
+        generated_query = core.prompt_generator(token, inner_query)
+        if spm_auxiliary:
+            prompts_query = inner_bank[query_labels.to(support.device)].unsqueeze(1)
+            query_r, query_r_token = core.sf(inner_query, prompts_query)  # pass d
+            support_g, support_g_token = core.sf(inner_support, generated_support)  # pass c
+        fused_query, fused_query_token = core.sf(inner_query, generated_query)  # pass b
+        fused_support, fused_support_token = core.sf(inner_support, prompts_support)  # pass a
+        if spm_auxiliary:
+            out.update(spm_auxiliary_terms(
+                prompts_query=prompts_query, generated_query=generated_query, prompts_support=prompts_support,
+                generated_support=generated_support, query_r=query_r, query_r_token=query_r_token,
+                query_g=fused_query, query_g_token=fused_query_token, support_r=fused_support,
+                support_r_token=fused_support_token, support_g=support_g, support_g_token=support_g_token,
+            ))
+        query_g = query + self.up_spm(fused_query)
+        support_r = support + self.up_spm(fused_support)
+        out["d_spm"] = core.otam_distance(class_means(support_r, support_labels, way), query_g)
+
+        refined = core.padm(fused_support, support_labels, fused_query, way)
+        anchors, global_anchor = padm_anchors(support_r, support_labels, query_g, way, core.padm.mode)
+        padm_support = support_r + self.up_padm(refined["padm_xs"])
+        padm_query = query_g + self.up_padm(refined["padm_xq"])
+        anchors_out = anchors + self.up_padm(refined["padm_anchor_out"])
+        global_out = global_anchor + self.up_padm(refined["padm_global_out"])  # (1 or Nq, T, D)
+        out["d_padm_main"] = core.otam_distance(class_means(padm_support, support_labels, way), padm_query)
+        out["d_padm_anchor"] = core.otam_distance(anchors_out, global_out)
+        out["d_padm"] = out["d_padm_main"] + self.anchor_weight * out["d_padm_anchor"]
+        out["logits"] = -(SPM_LOGIT_WEIGHT * out["d_spm"] + PADM_LOGIT_WEIGHT * out["d_padm"])
+        return out
+
+    def forward(self, support: Tensor, support_labels: Tensor, query: Tensor, way: int, text_bank: Tensor) -> Tensor:
+        return self.forward_details(support, support_labels, query, way, text_bank)["logits"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -690,8 +863,35 @@ class CLIPSPMConfig:
     spm_aux_losses: bool = False
     #: "clip" (default) or "none" (release: pixels in [0, 1], no mean/std).
     pixel_normalisation: str = "clip"
-    #: width of the learned common space when the encoder has none (the embedded pair).
+    #: width of the learned common space when the encoder has none (the embedded pair) and
+    #: start is "standard" (with "training-free" the frames keep their own width).
     embed_dim: int = 512
+    #: How the learned maps start (fsar's own, not the paper's): "training-free" = the untrained
+    #: method predicts exactly as the release's OTAM (fsar's otam_clipfsar preset: λ 0.5, both
+    #: directions summed) on the raw features (identity frame map, zero-weight text map, the
+    #: release's head at width `bottleneck` inside zero-initialised residual up-projections, the
+    #: PADM anchor term behind a zero-initialised weight, the grid temporal module on grid
+    #: backbones: ResidualCLIPSPMHead); "standard" = the release's head on the features (random
+    #: projections into embed_dim on encoders without a shared space); "auto" = "training-free"
+    #: on encoders without a shared space (the embedded pairs), "standard" on CLIP (exactly the
+    #: release). Recorded resolved in the saved config.
+    start: str = "auto"
+    #: Base-feature centring (fsar's own, after SimpleShot's CL2N idea; training-free start only):
+    #: frames minus the mean frame of the training clips, estimated before step 1 from
+    #: ``base_centring_clips`` training clips and then fixed (zero until then).
+    base_centring: bool = True
+    base_centring_clips: int = BASE_CENTRING_CLIPS
+    #: width of the release's head inside the residual branches when start is "training-free".
+    bottleneck: int = 128
+    #: grid backbones with start "training-free": the temporal module over the grid tokens
+    #: (fsar.methods.grid_temporal, as MA-FSAR's; zero-initialised, so the identity at the start).
+    grid_width: int = 64
+    grid_kernel: int = 3
+    grid_dropout: float = 0.1
+    #: its static-suppression gate: "shared" (one for all cells and channels) or "per-channel".
+    grid_gate: str = "shared"
+    #: the gate is this x its stored parameter (how fast Adam can open it).
+    grid_static_rate: float = STATIC_GATE_RATE
 
     def validate(self) -> None:
         if self.preset not in PRESETS:
@@ -707,7 +907,13 @@ class CLIPSPMConfig:
             raise ValueError(
                 f"clip-spm: pixel_normalisation must be one of {PIXEL_NORMALISATIONS}, got {self.pixel_normalisation!r}"
             )
-        for name in ("heads", "dim_head", "mlp_dim", "prompt_hidden", "embed_dim"):
+        if self.start not in STARTS:
+            raise ValueError(f"clip-spm: start must be one of {STARTS}, got {self.start!r}")
+        if self.grid_gate not in GATES:
+            raise ValueError(f"clip-spm: grid_gate must be one of {GATES}, got {self.grid_gate!r}")
+        if not float(self.grid_static_rate) > 0:
+            raise ValueError(f"clip-spm: grid_static_rate must be positive, got {self.grid_static_rate}")
+        for name in ("heads", "dim_head", "mlp_dim", "prompt_hidden", "embed_dim", "bottleneck", "base_centring_clips"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"clip-spm: {name} must be >= 1, got {getattr(self, name)}")
         if not self.otam_lambda > 0:
@@ -745,14 +951,52 @@ class CLIPSPM(TextAwareMethod):
             training_classes=training_classes, options=options,
         )
         config = self.config
-        self.head = CLIPSPMHead(
-            self.space.dim, heads=config.heads, dim_head=config.dim_head, mlp_dim=config.mlp_dim,
+        head_options = dict(
+            heads=config.heads, dim_head=config.dim_head, mlp_dim=config.mlp_dim,
             prompt_hidden=config.prompt_hidden, gate_vision_ratio=config.gate_vision_ratio,
             gate_text_ratio=config.gate_text_ratio, negative_slope=config.negative_slope, alpha=config.alpha,
             attention_dropout=config.attention_dropout, ffn_dropout=config.ffn_dropout,
             prompt_dropout=config.prompt_dropout, otam_lambda=config.otam_lambda, padm=config.padm,
             hsmr_weight=config.hsmr_weight, hsmr_weight_init=config.hsmr_weight_init,
         )
+        self.head: CLIPSPMHead | ResidualCLIPSPMHead
+        if config.start == "training-free":  # resolved by build_space
+            self.head = ResidualCLIPSPMHead(self.space.dim, inner=config.bottleneck, text_dim=self.space.dim,
+                                            **head_options)
+        else:
+            self.head = CLIPSPMHead(self.space.dim, **head_options)
+
+    @classmethod
+    def from_config(cls, values):
+        """A config saved before ``start`` existed was built with the release's head on every
+        encoder: rebuild it so, so that its checkpoint loads as it was trained."""
+        values = dict(values)
+        values.setdefault("start", "standard")
+        values.setdefault("base_centring", False)
+        return super().from_config(values)
+
+    def build_space(self, config: CLIPSPMConfig, encoder) -> TextSpace:
+        """On grid backbones with the training-free start the grid temporal module, then the
+        video-text space, started as ``config.start`` says (resolved and recorded by
+        :meth:`TextAwareMethod.build_space`, base-feature centring included)."""
+        start = resolve_start(config.start, encoder.shared_space, method=self.name)
+        cells = int(getattr(encoder, "grid_cells", 1) or 1)
+        self.grid_temporal = None
+        if start == "training-free" and cells > 1:
+            self.grid_temporal = GridTemporalModule(
+                cells=cells, dim=encoder.feature_dim // cells, width=config.grid_width, kernel=config.grid_kernel,
+                dropout=config.grid_dropout, gate=config.grid_gate, static_rate=config.grid_static_rate,
+            )
+        return super().build_space(config, encoder)
+
+    def _frames(self, clips: Tensor) -> Tensor:
+        """Encoder features (n, T, D) -> the frames the method matches (n, T, W): centred on the
+        base-class mean (a statistic of the encoder's features, so before any trained module),
+        then through the grid tokens' temporal module if any, then the space's frame map."""
+        clips = self.space.centre(clips)
+        if self.grid_temporal is not None:
+            clips = self.grid_temporal(grid_tokens(clips, self.grid_temporal.cells))
+        return self.space.frames(clips, centred=True)
 
     @classmethod
     def options(cls) -> tuple[MethodOption, ...]:
@@ -813,7 +1057,7 @@ class CLIPSPM(TextAwareMethod):
         device = query.device
         labels = inputs.support_labels.to(device)
         class_text = self.text_bank.features(list(inputs.class_names), train=False).detach().float().to(device)
-        f_support, f_query = self.space.frames(support), self.space.frames(query)
+        f_support, f_query = self._frames(support), self._frames(query)
         text_bank = self.space.text(class_text).to(f_support.dtype)
         train = self.training and inputs.query_labels is not None
         weight = self.head.effective_hsmr_weight()

@@ -18,11 +18,47 @@ clip of the episode (support and query) and every stage i, cross-entropy of
 :meth:`LGA.set_training_classes`; without it, over the episode's classes).
 
 Descriptions: ``descriptions={class name: [L strings]}`` (from the cache file, see
-the cache file, see
 :mod:`fsar.lga.descriptions`; on the command line ``--descriptions`` and the ``--llm-*`` options
 of :meth:`LGA.options`, loaded by :meth:`LGA.load_resources`); a class without one is described on the fly by ``describer``
 when given, else by the documented template fallback (one warning line with the count). The
 method never opens files.
+
+Start from the training-free core (fsar's own, not the paper's; ``start``, default ``"auto"``
+= ``"training-free"`` on encoders without a shared space, i.e. the embedded pairs, and
+``"standard"`` on CLIP, which is the paper's modules with default initialisation). With
+``"training-free"`` the untrained method predicts exactly as **AB-MHM on the CLUSTER-Segment
+stage packs of the raw features** (``fsar.metrics`` "abmhm" with the method's metric options;
+the stage boundaries always come from the raw frames), so validation decides how far training
+moves away from that metric:
+
+* the frame map is the identity (:class:`~fsar.methods.text_side.TextSpace` with
+  ``start="training-free"``: width = the encoder's ``feature_dim``), minus the base-class frame
+  mean (``base_centring``, on by default: estimated from training clips before step 1, zero
+  until then, so the metric is then AB-MHM on the centred stage packs), and the stage texts' map
+  starts with zero weights and a constant bias, so every class's stage texts are one vector:
+  the untrained V-T probabilities are uniform, and the geometric mean keeps p_vv's ranking;
+* the Fine-grained Multimodal Fusion runs inside a zero-initialised residual bottleneck
+  (:class:`~fsar.lga.fusion.ResidualStageFusion`, width ``fusion_bottleneck``; support stages
+  read their raw stage texts through the bottleneck's own text map), so the untrained fused
+  stages are the raw stages;
+* on grid backbones (``effnet-lite0-grid+minilm``) the grid tokens first pass MA-FSAR's
+  :class:`~fsar.methods.grid_temporal.GridTemporalModule` (the identity at the start), so the
+  fusion and AB-MHM can see where things are and how they move.
+
+* on an encoder without a shared space the evaluation predicts with V-V alone (``alpha``
+  resolves to 1.0 instead of the spec's 0.5): the stage texts' map is learned from the training
+  classes' names only, and on ssv2-mini (5 training classes, before base-feature centring) it did not transfer to the 5 unseen
+  ones (V-T alone 18.8% at 5-way 1-shot, below chance, while V-V alone rose from its start, 32.2
+  to 33.3%, and the geometric mean fell to 26.4%; benchmarks/README.md). The V-T branch still
+  trains (the stage-level contrastive loss shapes the fused stages) and ``-O alpha=0.5`` brings
+  it back into the prediction.
+
+The weights that start at zero receive gradients from the first backward (the bottleneck's and
+the grid module's up-projections, the static-suppression gate, the text map's weights through
+the stage-level contrastive loss). A config saved before ``start`` existed loads as
+``"standard"``, the behaviour it was trained with. ``start="training-free"`` on CLIP keeps
+CLIP's own text space (no text map to zero), so there the untrained method is AB-MHM on the raw
+stages combined with CLIP's stage-text zero-shot scores.
 
 Everything the paper leaves open is a config field (see :class:`LGAConfig`), with the
 spec's proposals as defaults. Ablations: ``textual_anatomy=False`` (every stage uses the
@@ -45,14 +81,17 @@ from fsar.data.inputs import EpisodeInputs
 from fsar.encoders.base import Encoder
 from fsar.lga.descriptions import DESCRIPTIONS_OPTION, descriptions_for
 from fsar.lga.llm import DESCRIBER_OPTIONS, Describer, TemplateDescriber, describer_from_options
-from fsar.lga.fusion import StageFusion
+from fsar.encoders.embedded_grid import grid_tokens
+from fsar.lga.fusion import ResidualStageFusion, StageFusion
 from fsar.lga.segment import SEGMENTATIONS, gather_stages, segment
 from fsar.metrics.stages import stage_mask
 from fsar.methods import METHODS
 from fsar.methods.base import MethodOutput
 from fsar.methods.common import Scale
-from fsar.methods.text_aware import TextAwareMethod
+from fsar.methods.grid_temporal import GATES, STATIC_GATE_RATE, GridTemporalModule
+from fsar.methods.text_aware import BASE_CENTRING_CLIPS, STARTS, TextAwareMethod, resolve_start
 from fsar.methods.memo import ClipMemo
+from fsar.methods.text_side import TextSpace
 
 __all__ = ["LGA", "LGAConfig", "geometric_mean_log_probs"]
 
@@ -76,8 +115,11 @@ class LGAConfig:
     segmentation: str = "cluster"
     #: options of fsar.metrics "abmhm" (shots="union"|"distance", neighbor_window, ...).
     metric_options: dict[str, Any] = field(default_factory=dict)
-    #: weight of p_vv in the geometric mean p = p_vv^α p_vt^(1-α) [proposed 0.5].
-    alpha: float = 0.5
+    #: weight of p_vv in the geometric mean p = p_vv^α p_vt^(1-α) [proposed 0.5]; None = 0.5,
+    #: except with the training-free start on an encoder without a shared space, where it is 1.0
+    #: (fsar's own: there the text space is a map learned from the training classes' names, which
+    #: did not transfer to unseen classes on ssv2-mini, see the module docstring). Recorded resolved.
+    alpha: float | None = None
     #: λ of the stage-level video-text contrastive loss (0 = off).
     contrastive_weight: float = 1.0
     #: τ_v: V-V logits are -AB-MHM / τ_v [proposed: learnable, init 0.1].
@@ -93,10 +135,35 @@ class LGAConfig:
     fusion_residual: str = "query"
     #: V-T matching on the fused query stages ("fused", spec) or the raw backbone frames ("raw").
     vt_features: str = "fused"
-    #: width of the learned joint space when the encoder has no shared space (embedded pair).
+    #: width of the learned joint space when the encoder has no shared space and start is
+    #: "standard" (with "training-free" the frames keep their own width).
     embed_dim: int = 512
     textual_anatomy: bool = True
     visual_anatomy: bool = True
+    #: How the learned maps start (fsar's own, not the paper's): "training-free" = the untrained
+    #: method predicts exactly as AB-MHM on the raw features' CLUSTER-Segment stage packs
+    #: (identity frame map, zero-weight text map, the fusion inside a zero-initialised residual
+    #: bottleneck, the grid temporal module on grid backbones); "standard" = the paper's modules
+    #: with default initialisation (random projections into embed_dim on encoders without a
+    #: shared space); "auto" = "training-free" on encoders without a shared space (the embedded
+    #: pairs), "standard" on CLIP. Recorded resolved in the saved config.
+    start: str = "auto"
+    #: Base-feature centring (fsar's own, after SimpleShot's CL2N idea; training-free start only):
+    #: frames minus the mean frame of the training clips, estimated before step 1 from
+    #: ``base_centring_clips`` training clips and then fixed (zero until then).
+    base_centring: bool = True
+    base_centring_clips: int = BASE_CENTRING_CLIPS
+    #: inner width of the fusion's residual bottleneck when start is "training-free".
+    fusion_bottleneck: int = 128
+    #: grid backbones with start "training-free": the temporal module over the grid tokens
+    #: (fsar.methods.grid_temporal, as MA-FSAR's; zero-initialised, so the identity at the start).
+    grid_width: int = 64
+    grid_kernel: int = 3
+    grid_dropout: float = 0.1
+    #: its static-suppression gate: "shared" (one for all cells and channels) or "per-channel".
+    grid_gate: str = "shared"
+    #: the gate is this x its stored parameter (how fast Adam can open it).
+    grid_static_rate: float = STATIC_GATE_RATE
 
     def validate(self) -> None:
         if self.num_stages < 1:
@@ -105,7 +172,7 @@ class LGAConfig:
             raise ValueError(f"lga: overlap must be >= 0, got {self.overlap}")
         if self.segmentation not in SEGMENTATIONS:
             raise ValueError(f"lga: segmentation must be one of {SEGMENTATIONS}, got {self.segmentation!r}")
-        if not 0.0 <= self.alpha <= 1.0:
+        if self.alpha is not None and not 0.0 <= float(self.alpha) <= 1.0:
             raise ValueError(f"lga: alpha must lie in [0, 1], got {self.alpha}")
         if self.contrastive_weight < 0:
             raise ValueError(f"lga: contrastive_weight must be >= 0, got {self.contrastive_weight}")
@@ -113,6 +180,17 @@ class LGAConfig:
             raise ValueError(f"lga: metric_temperature must be > 0, got {self.metric_temperature}")
         if self.vt_features not in ("fused", "raw"):
             raise ValueError(f"lga: vt_features must be 'fused' or 'raw', got {self.vt_features!r}")
+        if self.start not in STARTS:
+            raise ValueError(f"lga: start must be 'auto', 'standard' or 'training-free', got {self.start!r}")
+        if int(self.fusion_bottleneck) < 1 or int(self.base_centring_clips) < 1:
+            raise ValueError(
+                f"lga: fusion_bottleneck and base_centring_clips must be >= 1, got {self.fusion_bottleneck}, "
+                f"{self.base_centring_clips}"
+            )
+        if self.grid_gate not in GATES:
+            raise ValueError(f"lga: grid_gate must be one of {GATES}, got {self.grid_gate!r}")
+        if not float(self.grid_static_rate) > 0:
+            raise ValueError(f"lga: grid_static_rate must be positive, got {self.grid_static_rate}")
 
 
 def geometric_mean_log_probs(log_p_vv: torch.Tensor, log_p_vt: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -148,13 +226,19 @@ class LGA(TextAwareMethod):
             preferred_finetune="full", training_classes=training_classes, options=options,
         )
         config = self.config
+        residual = config.start == "training-free"  # resolved by build_space
         self.fusion = StageFusion(
-            self.space.dim,
+            config.fusion_bottleneck if residual else self.space.dim,
             heads=config.fusion_heads,
             ffn_mult=config.fusion_ffn_mult,
             dropout=config.fusion_dropout,
             residual=config.fusion_residual,
         )
+        if residual:
+            # the fusion at a small width on the raw frames; support stages read their raw stage texts
+            self.fusion = ResidualStageFusion(self.fusion, dim=self.space.dim, inner=config.fusion_bottleneck,
+                                              text_dim=self.encoder.text_dim)
+        self._raw_text_to_fusion = residual
         from fsar import metrics
 
         self.metric = metrics.build("abmhm", **{"num_stages": config.num_stages, **config.metric_options})
@@ -169,6 +253,41 @@ class LGA(TextAwareMethod):
         self._template = TemplateDescriber()
         self._templated: set[str] = set()
         self._text_cache: dict[tuple[str, ...], torch.Tensor] = {}
+
+    @classmethod
+    def from_config(cls, values):
+        """A config saved before ``start`` existed was built with the paper's modules on every
+        encoder: rebuild it so, so that its checkpoint loads as it was trained."""
+        values = dict(values)
+        values.setdefault("start", "standard")
+        values.setdefault("alpha", 0.5)
+        values.setdefault("base_centring", False)
+        return super().from_config(values)
+
+    def build_space(self, config: LGAConfig, encoder: Encoder) -> TextSpace:
+        """On grid backbones with the training-free start the grid temporal module, then the
+        video-text space, started as ``config.start`` says (resolved and recorded by
+        :meth:`TextAwareMethod.build_space`, base-feature centring included)."""
+        start = resolve_start(config.start, encoder.shared_space, method=self.name)
+        if config.alpha is None:
+            config.alpha = 1.0 if start == "training-free" and not encoder.shared_space else 0.5
+        cells = int(getattr(encoder, "grid_cells", 1) or 1)
+        self.grid_temporal = None
+        if start == "training-free" and cells > 1:
+            self.grid_temporal = GridTemporalModule(
+                cells=cells, dim=encoder.feature_dim // cells, width=config.grid_width, kernel=config.grid_kernel,
+                dropout=config.grid_dropout, gate=config.grid_gate, static_rate=config.grid_static_rate,
+            )
+        return super().build_space(config, encoder)
+
+    def _frames(self, clips: torch.Tensor) -> torch.Tensor:
+        """Encoder features (n, T, D) -> the frames the method matches (n, T, W): centred on the
+        base-class mean (a statistic of the encoder's features, so before any trained module),
+        then through the grid tokens' temporal module if any, then the space's frame map."""
+        clips = self.space.centre(clips)
+        if self.grid_temporal is not None:
+            clips = self.grid_temporal(grid_tokens(clips, self.grid_temporal.cells))
+        return self.space.frames(clips, centred=True)
 
     # ------------------------------------------------------------------ options and resources
 
@@ -321,7 +440,7 @@ class LGA(TextAwareMethod):
 
         def part(clips: torch.Tensor, texts: torch.Tensor | None):
             def compute(index: torch.Tensor):
-                stages, valid, _ = self._stages(clips[index], self.space.frames(clips[index]))
+                stages, valid, _ = self._stages(clips[index], self._frames(clips[index]))
                 fused = self.fusion(stages, valid, None if texts is None else texts[index])
                 # At evaluation the fused stages only meet the metric, which reads unit vectors:
                 # normalised once per clip here (padded slots stay zero).
@@ -332,7 +451,9 @@ class LGA(TextAwareMethod):
             return compute
 
         support_names = [("lga support", class_names[c]) for c in labels.tolist()]
-        s_valid, fused_support = self.clip_memo.map(part(support, class_text[labels]), support, support_names)
+        # the fusion reads the raw stage texts in the residual bottleneck (training-free start)
+        fusion_text = self._class_texts([], device, prompts=prompts) if self._raw_text_to_fusion else class_text
+        s_valid, fused_support = self.clip_memo.map(part(support, fusion_text[labels]), support, support_names)
         q_valid, fused_query, pooled_query = self.clip_memo.map(part(query, None), query,
                                                                 [("lga query",)] * query.shape[0])
         n_max = int(max(s_valid.sum(-1).max(), q_valid.sum(-1).max()))
@@ -357,13 +478,15 @@ class LGA(TextAwareMethod):
             )
         else:
             raw = torch.cat([support, query])  # (Ns + Nq, T, D)
-            stages, valid, _ = self._stages(raw, self.space.frames(raw))
-            class_text = self.space.text(self._class_texts(inputs.class_names, device))  # (C, L, W)
+            stages, valid, _ = self._stages(raw, self._frames(raw))
+            raw_text = self._class_texts(inputs.class_names, device)  # (C, L, D_text)
+            class_text = self.space.text(raw_text)  # (C, L, W)
+            fusion_text = raw_text if self._raw_text_to_fusion else class_text
             support_valid, query_valid = valid[:n_support], valid[n_support:]
 
             # Fine-grained multimodal fusion: support stages with their class's stage texts,
             # query stages visual-only (same weights).
-            fused_support = self.fusion(stages[:n_support], support_valid, class_text[labels])
+            fused_support = self.fusion(stages[:n_support], support_valid, fusion_text[labels])
             fused_query = self.fusion(stages[n_support:], query_valid, None)
             # Video-text: pooled query stages vs each class's stage texts.
             query_stages = fused_query if self.config.vt_features == "fused" else stages[n_support:]
