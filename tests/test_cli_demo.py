@@ -17,12 +17,11 @@ def test_demo_quick_runs_the_whole_loop(tmp_path, capsys):
     results = json.loads((out / "results-v2-quick.json").read_text())
     methods = [row["method"] for row in results["rows"]]
     # every trained method, its transductive choice named, then the training-free baselines
-    assert methods == ["ma-fsar", "lga", "clip-spm [padm=transductive]", "proto", "otam", "bimhm"]
-    assert [row["trained"] for row in results["rows"]] == [True] * 3 + [False] * 3
-    assert set(results["best_steps"]) == {"ma-fsar", "lga", "clip-spm"}
-    for name in ("lga", "clip-spm"):
-        assert (out / f"run-v2-quick-{name}" / "best.json").is_file()
-        assert results["train_configs"][name]["method"] == name
+    assert methods == ["ma-fsar", "lga", "proto", "otam", "bimhm"]  # --quick trains two of the three
+    assert [row["trained"] for row in results["rows"]] == [True] * 2 + [False] * 3
+    assert set(results["best_steps"]) == {"ma-fsar", "lga"}
+    assert (out / "run-v2-quick-lga" / "best.json").is_file()
+    assert results["train_configs"]["lga"]["method"] == "lga"
     for row in results["rows"]:
         assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["ci95"] < 0.2 and row["episodes"] == 300
         assert f"{100 * row['accuracy']:.2f} ± {100 * row['ci95']:.2f}" in printed
