@@ -91,7 +91,7 @@ from fsar.methods.base import MethodOutput
 from fsar.methods.base import MethodOption
 from fsar.encoders.embedded_grid import grid_tokens
 from fsar.methods.common import check_episode, class_means
-from fsar.methods.grid_temporal import GATES, STATIC_GATE_RATE, GridTemporalModule
+from fsar.methods.grid_temporal import STATIC_GATE_RATE, GridTemporalModule, check_grid_options
 from fsar.methods.text_aware import BASE_CENTRING_CLIPS, STARTS, TextAwareMethod, resolve_start
 from fsar.methods.text_side import TextSpace
 from fsar.metrics._common import PEER_COSINE_EPS
@@ -483,10 +483,7 @@ class CLIPSPMHead(nn.Module):
         of every distance as well.
         """
         check_head_inputs(support, support_labels, query, way, text_bank, dim=self.dim)
-        if query_labels is not None and not spm_auxiliary:
-            raise ValueError("clip-spm: query_labels are only read by the auxiliary SPM terms (training)")
-        if spm_auxiliary and query_labels is None:
-            raise ValueError("clip-spm: the auxiliary SPM terms need the query labels (SF pass d)")
+        check_training_terms(query_labels, spm_auxiliary)
         support_labels = support_labels.to(support.device)
         out: dict[str, Tensor] = {}
         if hsmr:
@@ -533,6 +530,14 @@ class CLIPSPMHead(nn.Module):
 
     def forward(self, support: Tensor, support_labels: Tensor, query: Tensor, way: int, text_bank: Tensor) -> Tensor:
         return self.forward_details(support, support_labels, query, way, text_bank)["logits"]
+
+
+def check_training_terms(query_labels: Tensor | None, spm_auxiliary: bool) -> None:
+    """Query labels go with the auxiliary SPM terms (training) and with nothing else."""
+    if query_labels is not None and not spm_auxiliary:
+        raise ValueError("clip-spm: query_labels are only read by the auxiliary SPM terms (training)")
+    if spm_auxiliary and query_labels is None:
+        raise ValueError("clip-spm: the auxiliary SPM terms need the query labels (SF pass d)")
 
 
 def check_head_inputs(
@@ -639,10 +644,7 @@ class ResidualCLIPSPMHead(nn.Module):
         here: ``d_spm``, ``d_padm``, ``d_padm_main``, ``d_padm_anchor``, ``logits``, ``hsmr_loss``,
         ``spm_aux_*``); training-only terms as there."""
         check_head_inputs(support, support_labels, query, way, text_bank, dim=self.dim, text_dim=self.text_dim)
-        if query_labels is not None and not spm_auxiliary:
-            raise ValueError("clip-spm: query_labels are only read by the auxiliary SPM terms (training)")
-        if spm_auxiliary and query_labels is None:
-            raise ValueError("clip-spm: the auxiliary SPM terms need the query labels (SF pass d)")
+        check_training_terms(query_labels, spm_auxiliary)
         core = self.core
         support_labels = support_labels.to(support.device)
         inner_support, inner_query = self.down(support), self.down(query)
@@ -909,10 +911,7 @@ class CLIPSPMConfig:
             )
         if self.start not in STARTS:
             raise ValueError(f"clip-spm: start must be one of {STARTS}, got {self.start!r}")
-        if self.grid_gate not in GATES:
-            raise ValueError(f"clip-spm: grid_gate must be one of {GATES}, got {self.grid_gate!r}")
-        if not float(self.grid_static_rate) > 0:
-            raise ValueError(f"clip-spm: grid_static_rate must be positive, got {self.grid_static_rate}")
+        check_grid_options("clip-spm", gate=self.grid_gate, static_rate=self.grid_static_rate)
         for name in ("heads", "dim_head", "mlp_dim", "prompt_hidden", "embed_dim", "bottleneck", "base_centring_clips"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"clip-spm: {name} must be >= 1, got {getattr(self, name)}")

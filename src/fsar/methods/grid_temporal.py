@@ -39,7 +39,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["GATES", "GridTemporalModule", "ResidualBottleneck", "STATIC_GATE_RATE"]
+__all__ = ["GATES", "GridTemporalModule", "ResidualBottleneck", "STATIC_GATE_RATE", "check_grid_options"]
 
 #: The static-suppression gate is ``static_rate x`` its parameter (default this), so that at lr
 #: 1e-3 it can open by ~0.05 a step, i.e. fully within ~20 optimiser steps (on the demo's set the
@@ -47,6 +47,15 @@ __all__ = ["GATES", "GridTemporalModule", "ResidualBottleneck", "STATIC_GATE_RAT
 STATIC_GATE_RATE = 50.0
 #: How many static-suppression gates: one shared by every cell and channel, or one per channel.
 GATES = ("shared", "per-channel")
+
+
+def check_grid_options(method: str, *, gate: str, static_rate: float) -> None:
+    """The grid module's options as a method config holds them (``grid_gate``,
+    ``grid_static_rate``); errors name the method and the option."""
+    if gate not in GATES:
+        raise ValueError(f"{method}: grid_gate must be one of {GATES}, got {gate!r}")
+    if not float(static_rate) > 0:
+        raise ValueError(f"{method}: grid_static_rate must be positive, got {static_rate}")
 
 
 class GridTemporalModule(nn.Module):

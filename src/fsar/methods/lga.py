@@ -88,7 +88,7 @@ from fsar.metrics.stages import stage_mask
 from fsar.methods import METHODS
 from fsar.methods.base import MethodOutput
 from fsar.methods.common import Scale
-from fsar.methods.grid_temporal import GATES, STATIC_GATE_RATE, GridTemporalModule
+from fsar.methods.grid_temporal import STATIC_GATE_RATE, GridTemporalModule, check_grid_options
 from fsar.methods.text_aware import BASE_CENTRING_CLIPS, STARTS, TextAwareMethod, resolve_start
 from fsar.methods.memo import ClipMemo
 from fsar.methods.text_side import TextSpace
@@ -187,10 +187,7 @@ class LGAConfig:
                 f"lga: fusion_bottleneck and base_centring_clips must be >= 1, got {self.fusion_bottleneck}, "
                 f"{self.base_centring_clips}"
             )
-        if self.grid_gate not in GATES:
-            raise ValueError(f"lga: grid_gate must be one of {GATES}, got {self.grid_gate!r}")
-        if not float(self.grid_static_rate) > 0:
-            raise ValueError(f"lga: grid_static_rate must be positive, got {self.grid_static_rate}")
+        check_grid_options("lga", gate=self.grid_gate, static_rate=self.grid_static_rate)
 
 
 def geometric_mean_log_probs(log_p_vv: torch.Tensor, log_p_vt: torch.Tensor, alpha: float) -> torch.Tensor:

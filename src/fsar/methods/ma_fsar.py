@@ -65,7 +65,7 @@ from fsar.methods import METHODS
 from fsar.methods.base import MethodOutput
 from fsar.encoders.embedded_grid import grid_tokens
 from fsar.methods.common import SHOT_HANDOFF, Scale, check_episode, class_means, mix_log_probs
-from fsar.methods.grid_temporal import GATES, STATIC_GATE_RATE, GridTemporalModule, ResidualBottleneck
+from fsar.methods.grid_temporal import STATIC_GATE_RATE, GridTemporalModule, ResidualBottleneck, check_grid_options
 from fsar.methods.text_aware import (
     BASE_CENTRING_CLIPS, CLIP_INITIAL_LOGIT_SCALE, CLIP_LOGIT_SCALE, STARTS, TextAwareMethod, initial_logit_scale,
 )
@@ -149,10 +149,7 @@ class MAFSARConfig:
             raise ValueError(f"ma-fsar: start must be 'auto', 'standard' or 'training-free', got {self.start!r}")
         if int(self.base_centring_clips) < 1:
             raise ValueError(f"ma-fsar: base_centring_clips must be positive, got {self.base_centring_clips}")
-        if self.grid_gate not in GATES:
-            raise ValueError(f"ma-fsar: grid_gate must be one of {GATES}, got {self.grid_gate!r}")
-        if not float(self.grid_static_rate) > 0:
-            raise ValueError(f"ma-fsar: grid_static_rate must be positive, got {self.grid_static_rate}")
+        check_grid_options("ma-fsar", gate=self.grid_gate, static_rate=self.grid_static_rate)
         if self.shots not in SHOT_HANDOFF:
             raise ValueError(f"ma-fsar: shots must be one of {SHOT_HANDOFF}, got {self.shots!r}")
 
