@@ -394,17 +394,10 @@ def _commit(src: Path) -> str:
 
 
 def _export(ref: str, work: Path) -> Path:
-    """``git archive`` of ``ref`` under WORK/tree-REF; returns the tree."""
-    repo = Path(__file__).resolve().parents[1]
-    commit = subprocess.run(["git", "rev-parse", "--short", ref], capture_output=True, text=True, cwd=repo,
-                            check=True).stdout.strip()
-    tree = work / f"tree-{commit}"
-    if not (tree / "src" / "fsar").is_dir():
-        tree.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(["git", "archive", commit], capture_output=True, cwd=repo, check=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
-    (tree / "COMMIT").write_text(commit + "\n")
-    return tree
+    """``git archive`` of ``ref`` under WORK/tree-REF (throughput.py's export); returns the tree."""
+    from throughput import _export as export_src  # this folder: the same export, which returns tree/src
+
+    return export_src(ref, work).parent
 
 
 def part_speed(work: Path, episodes: int, before: str | None, threads: int | None, profile_episodes: int) -> None:
