@@ -242,3 +242,19 @@ def test_resume_after_interruption_matches_uninterrupted_run(data, tmp_path, cap
     # resuming with a different setting than the checkpoint's is refused
     assert main(["train", "--out", str(tmp_path / "cut"), "--resume", "--lr", "0.5"]) == 2
     assert "lr" in capsys.readouterr().err
+
+
+def test_validation_classes_fewer_than_the_way_need_val_way(data, tmp_path, capsys):
+    """Two held-out classes cannot fill a 3-way validation episode: a one-line error, and with
+    ``--val-way 2`` the run validates 2-way episodes of exactly those two classes."""
+    args = ["train", "--data", str(data), "--val-classes", "2", "--method", "ma-fsar", *FROZEN, *SMALL,
+            "--episodes", "4", "--tasks-per-step", "2", "--val-every", "1", "--val-episodes", "3"]
+    assert main([*args, "--out", str(tmp_path / "refused")]) == 2
+    assert "validation split:" in (err := capsys.readouterr().err) and "--val-way" in err and "2 of 2 classes" in err
+    out = tmp_path / "two-way"
+    assert main([*args, "--val-way", "2", "--out", str(out)]) == 0
+    record = json.loads((out / "last.json").read_text())
+    assert record["config"]["way"] == 3 and record["config"]["val_way"] == 2
+    assert record["validation_classes"] == sorted(p.name for p in data.iterdir())[7:]
+    val_rows = [r for r in read_metrics(out / "metrics.csv") if r["split"] == "val"]
+    assert [int(r["step"]) for r in val_rows] == [1, 2]

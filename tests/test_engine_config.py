@@ -53,6 +53,7 @@ def test_unknown_key_names_file_and_key(tmp_path):
         ({"data": "x", "device": "gpu"}, r"--device / `device:` must be auto, cpu, cuda"),
         ({"data": "x", "lr_milestones": [60]}, "fractions"),
         ({"data": "x", "amp": "fp8"}, "amp must be"),
+        ({"data": "x", "val_way": 1}, r"--val-way must be an integer >= 2 \(or unset: --way\), got 1"),
         ({"data": "x", "split_file_dir": "s", "val_classes": 2}, "split-file-dir"),
         ({"way": 5}, "no data root"),
     ],

@@ -77,6 +77,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--val-every", type=int, metavar="STEPS", help="validate every this many steps (default 100)")
     parser.add_argument("--val-episodes", type=int, help="episodes per validation (default 500)")
     parser.add_argument("--val-queries", type=int, help="query clips per class in validation episodes (default 1)")
+    parser.add_argument("--val-way", type=int, metavar="N",
+                        help="classes per validation episode (default --way; fewer when the validation classes are few)")
     parser.add_argument("--checkpoint-every", type=int, metavar="STEPS", help="write last.json every this many steps (default 50)")
     parser.add_argument("--hflip", action="store_const", const=True,
                         help="random horizontal flips in training (off: they swap SSv2's left/right classes)")

@@ -89,6 +89,9 @@ class TrainConfig:
     val_every: int = 100
     val_episodes: int = 500
     val_queries: int = 1
+    #: Classes per validation episode (None: ``way``). A validation split of held-out *classes*
+    #: may have fewer classes than the training way (ssv2-mini has 2 to spare).
+    val_way: int | None = None
     #: Stop when this many validations in a row bring no new best (0 = train every episode).
     early_stop_patience: int = 0
     #: Validate the untrained method before the first step, so the start (e.g. a method's
@@ -267,6 +270,7 @@ RANGES: dict[str, str] = {
     "tasks_per_step": "an integer >= 1",
     "val_episodes": "an integer >= 1",
     "val_queries": "an integer >= 1",
+    "val_way": "an integer >= 2 (or unset: --way)",
     "checkpoint_every": "an integer >= 1",
     "val_every": "an integer >= 0 (0: validate only at the end)",
     "val_classes": "an integer >= 0",
@@ -281,7 +285,7 @@ RANGES: dict[str, str] = {
 
 _MIN_INT = {
     "way": 2, "shot": 1, "queries": 1, "episodes": 1, "num_frames": 1, "image_size": 1, "seed": 0,
-    "tasks_per_step": 1, "val_episodes": 1, "val_queries": 1, "checkpoint_every": 1,
+    "tasks_per_step": 1, "val_episodes": 1, "val_queries": 1, "val_way": 2, "checkpoint_every": 1,
     "val_every": 0, "val_classes": 0, "early_stop_patience": 0,
 }
 
@@ -312,7 +316,7 @@ def validate_config(config: TrainConfig | EvalConfig, sources: dict[str, str] | 
         if key not in fields:
             continue
         value = getattr(config, key)
-        if value is None and key in ("image_size", "num_frames"):
+        if value is None and key in ("image_size", "num_frames", "val_way"):
             continue
         if value < minimum or (key == "seed" and value >= 2**63):
             raise _bad(key, value, sources)

@@ -172,18 +172,27 @@ def _run_training(config, dist: DistInfo, *, resume, hooks) -> TrainSummary:
 
         barrier = torch_distributed.barrier
 
-    def source(manifest: Manifest, role: str, *, seed: int, queries: int):
+    def source(manifest: Manifest, role: str, *, seed: int, queries: int, way: int):
         return episode_source(
-            method, manifest, way=config.way, shot=config.shot, queries=queries, seed=seed,
+            method, manifest, way=way, shot=config.shot, queries=queries, seed=seed,
             num_frames=config.num_frames, image_size=config.image_size, hflip=config.hflip,
             color_jitter=config.color_jitter, use_feature_cache=config.use_feature_cache, features=features_root, extract_to=Path(config.out) / "features" / role, weights=config.weights,
             progress=config.progress and dist.is_main, may_extract=dist.is_main, before_open=barrier,
         )
 
-    train_source = source(train_manifest, "train", seed=derive_seed(config.seed, dist.rank), queries=config.queries)
+    train_source = source(train_manifest, "train", seed=derive_seed(config.seed, dist.rank), queries=config.queries,
+                          way=config.way)
     val_source = None
     if val_manifest is not None:
-        val_source = source(val_manifest, "val", seed=derive_seed(config.seed, 7919), queries=config.val_queries)
+        from fsar.data.episodes import EpisodeError
+
+        val_way = config.val_way or config.way
+        try:
+            val_source = source(val_manifest, "val", seed=derive_seed(config.seed, 7919), queries=config.val_queries,
+                                way=val_way)
+        except EpisodeError as error:  # say which split, and the flag that fits it to few classes
+            raise EpisodeError(f"validation split: {error} (--val-way N validates on N-way episodes; "
+                               f"now {val_way})") from None
     record = {
         "training_classes": list(train_manifest.classes),
         "validation_classes": list(val_manifest.classes) if val_manifest is not None else [],
