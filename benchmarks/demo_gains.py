@@ -18,12 +18,12 @@ Parts:
   frames that CLUSTER-Segment (L = 3) and uniform segmentation put in their true stage
   (``synth.json`` phases mapped onto the loader's frame indices), on the cached features
   (per-frame mean over the grid cells). ``--v1-root`` adds the same on a generator-1 set.
-* ``ssv2``: ``../shared/data/ssv2-mini`` (10 classes x 10 videos): the first 5 classes (sorted)
-  meta-train on 7 clips each, their other 3 clips validate (from step 0, best checkpoint kept,
-  early stop), the last 5 classes test; every trained method of ``--ssv2-methods`` (default
+* ``ssv2``: ``../shared/data/ssv2-mini`` (10 classes x 10 videos), split by class: the first 3
+  classes (sorted) meta-train 3-way, the next 2 validate 2-way (from step 0, best checkpoint
+  kept, early stop), the last 5 classes test 5-way; every trained method of ``--ssv2-methods`` (default
   ma-fsar, clip-fsar, lga, clip-spm) on both embedded backbones from its training-free start
   beside proto / otam / bimhm on the same episodes and features, each 1-shot run evaluated at
-  1- and 5-shot. ``--ssv2-options METHOD:KEY=VALUE ... --ssv2-tag NAME`` trains a variant.
+  1- and 5-shot, with its paired difference from the cell's best baseline. ``--ssv2-options METHOD:KEY=VALUE ... --ssv2-tag NAME`` trains a variant.
 
 Every accuracy is mean ± 95% interval (1.96 · std / sqrt(n)) over n seeded episodes. The
 results are printed as JSON lines and written to ``--work/demo_gains.json``.
@@ -172,6 +172,8 @@ def segmentation(root: Path, features: Path, backbone: str, image_size: int, lab
 #: default on the embedded pairs) and the options every run of one gets.
 SSV2_METHODS = ("ma-fsar", "clip-fsar", "lga", "clip-spm")
 SSV2_METHOD_OPTIONS = {"ma-fsar": {"dataset_kind": "temporal"}}
+#: ssv2-mini's 5 non-test classes: this many train, the rest validate (class-disjoint).
+SSV2_TRAIN_CLASSES = 3
 
 
 def parse_method_options(items: list[str]) -> dict[str, dict]:
@@ -191,22 +193,25 @@ def parse_method_options(items: list[str]) -> dict[str, dict]:
 
 
 def ssv2(work: Path, *, train_episodes: int, test_episodes: int, seed: int, image_size: int,
-         shots: tuple[int, ...] = (1, 5), val_clips: int = 3, methods: tuple[str, ...] = SSV2_METHODS,
+         shots: tuple[int, ...] = (1, 5), methods: tuple[str, ...] = SSV2_METHODS,
          options: dict[str, dict] | None = None, tag: str = "", train_overrides: dict | None = None,
          backbones: tuple[str, ...] = ("effnet-lite0+minilm", "effnet-lite0-grid+minilm"),
          baselines: bool = True) -> list[dict]:
-    """ssv2-mini: the first 5 classes (sorted) meta-train, the last 5 test. ``val_clips`` clips of
-    each training class (the last ones, sorted) are held out of training as the validation set, so
-    each run validates from step 0 and keeps its best checkpoint (seen classes, unseen clips: the
-    test classes never enter). One 1-shot run per method and backbone (run folder
-    ``ssv2-run-METHOD-BACKBONE[-tag]``, reused when finished), evaluated at every shot in
-    ``shots`` beside the training-free baselines on the same seeded test episodes.
+    """ssv2-mini, split by class as the standard benchmarks are (train / validation / test):
+    the first 3 classes (sorted) meta-train 3-way, the next 2 validate 2-way (from step 0, so
+    the training-free start is a candidate; best checkpoint kept, early stop), the last 5 test.
+    Validation on classes the run never trains on is what measures transfer: held-out clips of
+    the training classes reward memorising them. One 1-shot run per method and backbone (run
+    folder ``ssv2-run-METHOD-BACKBONE[-tag]``, reused when finished), evaluated at every shot in
+    ``shots`` beside the training-free baselines on the same seeded test episodes; each trained
+    row carries its paired difference from the best baseline of its cell (same episodes).
     ``options``: extra method options per method, ``train_overrides``: TrainConfig values (``tag``
     names such a variant's run folders)."""
     from fsar.data.manifest import Manifest
     from fsar.encoders import create_encoder
     from fsar.encoders.cache import extract_features
     from fsar.engine.checkpoint import read_checkpoint
+    from fsar.engine.compare import compare_paired
     from fsar.engine.config import EvalConfig, TrainConfig, resolve_config
     from fsar.engine.run import run_evaluation, run_training
     from fsar.engine.sources import loader_for
@@ -217,15 +222,15 @@ def ssv2(work: Path, *, train_episodes: int, test_episodes: int, seed: int, imag
         return []
     manifest = Manifest.from_folder(root, progress=False)
     names = manifest.classes
-    splits = work / "ssv2-splits"
+    splits = work / "ssv2-splits-by-class"
     splits.mkdir(parents=True, exist_ok=True)
 
-    def lines(part, pick):
-        return "\n".join(f"{c.class_name}/{c.path.name}" for n in part for c in pick(manifest.clips_of(n))) + "\n"
+    def lines(part):
+        return "\n".join(f"{c.class_name}/{c.path.name}" for n in part for c in manifest.clips_of(n)) + "\n"
 
-    (splits / "train.txt").write_text(lines(names[:5], lambda clips: clips[:-val_clips]))
-    (splits / "val.txt").write_text(lines(names[:5], lambda clips: clips[-val_clips:]))
-    (splits / "test.txt").write_text(lines(names[5:], lambda clips: clips))
+    (splits / "train.txt").write_text(lines(names[:SSV2_TRAIN_CLASSES]))
+    (splits / "val.txt").write_text(lines(names[SSV2_TRAIN_CLASSES:5]))
+    (splits / "test.txt").write_text(lines(names[5:]))
     options = options or {}
     rows = []
     for backbone in backbones:
@@ -234,7 +239,7 @@ def ssv2(work: Path, *, train_episodes: int, test_episodes: int, seed: int, imag
         extract_features(manifest, encoder, loader_for(encoder, num_frames=8, image_size=image_size), features,
                          backbone_options={"weights": None}, progress=False)
         del encoder
-        base = dict(data=str(root), backbone=backbone, way=5, seed=seed, image_size=image_size,
+        base = dict(data=str(root), backbone=backbone, seed=seed, image_size=image_size,
                     features=str(features), progress=False)
         runs = {}
         for method in methods:
@@ -243,9 +248,10 @@ def ssv2(work: Path, *, train_episodes: int, test_episodes: int, seed: int, imag
             if not (run_dir / "last.json").exists():
                 started = time.perf_counter()
                 run_training(resolve_config(TrainConfig, overrides=dict(
-                    base, shot=1, method=method, split_file_dir=str(splits), out=str(run_dir), queries=2,
-                    episodes=train_episodes, tasks_per_step=8, lr=1e-3, weight_decay=1e-4, val_every=5,
-                    val_episodes=200, checkpoint_every=5, early_stop_patience=3, validate_at_start=True,
+                    base, way=SSV2_TRAIN_CLASSES, val_way=5 - SSV2_TRAIN_CLASSES, shot=1, method=method,
+                    split_file_dir=str(splits), out=str(run_dir), queries=2, episodes=train_episodes,
+                    tasks_per_step=8, lr=1e-3, weight_decay=1e-4, val_every=2, val_episodes=300, val_queries=3,
+                    checkpoint_every=2, early_stop_patience=3, validate_at_start=True,
                     method_options=method_options, **(train_overrides or {}),
                 )))
                 print(json.dumps({"trained": method, "backbone": backbone, "options": method_options,
@@ -254,18 +260,28 @@ def ssv2(work: Path, *, train_episodes: int, test_episodes: int, seed: int, imag
             runs[method] = (run_dir, best.step, best.record.get("best_val_accuracy"),
                             {**method_options, **(train_overrides or {})})
         for shot in shots:
-            common = dict(base, shot=shot, split_file=str(splits / "test.txt"), queries=1, episodes=test_episodes)
-            entries = [(m, dict(checkpoint=str(runs[m][0]))) for m in methods]
-            entries += [(b, dict(method=b)) for b in BASELINES] if baselines else []
+            common = dict(base, way=5, shot=shot, split_file=str(splits / "test.txt"), queries=1,
+                          episodes=test_episodes)
+            entries = [(b, dict(method=b)) for b in BASELINES] if baselines else []
+            entries += [(m, dict(checkpoint=str(runs[m][0]))) for m in methods]
+            results, cell = {}, []
             for name, extra in entries:
-                result = run_evaluation(resolve_config(EvalConfig, overrides=dict(common, **extra))).result
-                trained = name in runs
-                rows.append({"part": "ssv2", "backbone": backbone, "shot": shot, "method": name, "trained": trained,
-                             "options": runs[name][3] if trained else None, "tag": tag if trained else None,
-                             "best_step": runs[name][1] if trained else None,
-                             "best_val_accuracy": runs[name][2] if trained else None,
-                             "accuracy": result.accuracy, "ci95": result.ci95, "episodes": result.episodes})
-                print(json.dumps(rows[-1]), flush=True)
+                results[name] = run_evaluation(resolve_config(EvalConfig, overrides=dict(common, **extra))).result
+                result, trained = results[name], name in runs
+                row = {"part": "ssv2", "backbone": backbone, "shot": shot, "method": name, "trained": trained,
+                       "options": runs[name][3] if trained else None, "tag": tag if trained else None,
+                       "best_step": runs[name][1] if trained else None,
+                       "best_val_accuracy": runs[name][2] if trained else None,
+                       "accuracy": result.accuracy, "ci95": result.ci95, "episodes": result.episodes}
+                if trained and baselines:  # paired against the cell's best training-free row
+                    best_free = max(BASELINES, key=lambda b: results[b].accuracy)
+                    paired = compare_paired(result.episode_accuracies, results[best_free].episode_accuracies,
+                                            name_a=name, name_b=best_free, bootstrap=2000)
+                    row.update(versus=best_free, difference=round(paired.difference, 4),
+                               difference_ci95=round(paired.ci95, 4), p_bootstrap=paired.p_bootstrap)
+                cell.append(row)
+                print(json.dumps(row), flush=True)
+            rows += cell
     return rows
 
 

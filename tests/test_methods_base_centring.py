@@ -163,6 +163,30 @@ def test_the_engine_estimates_it_from_the_runs_first_training_episodes_only(tmp_
     torch.testing.assert_close(again.space.frame_mean, saved["space.frame_mean"], rtol=0, atol=0)
 
 
+def test_zero_training_episodes_save_the_prepared_start(tmp_path):
+    """``episodes=0``: no optimiser step, the centring mean estimated as before step 1, the start
+    validated and written as both checkpoints (the training-free method as a run)."""
+    train_source = TensorEpisodes(CLASSES[:4], seed=3, dim=24)
+    val_source = TensorEpisodes(CLASSES[4:] + CLASSES[:1], seed=99, dim=24)
+    method = _method(_pooled(), base_centring_clips=20)
+    before = {k: v.clone() for k, v in method.trainable_state_dict().items() if k != "space.frame_mean"
+              and k != "space.frame_count"}
+    summary = train(_config(tmp_path, episodes=0, validate_at_start=False), method=method,
+                    train_source=train_source, val_source=val_source)
+    assert summary.losses == [] and summary.best_step == 0
+    last, best = read_checkpoint(tmp_path, prefer="last"), read_checkpoint(tmp_path, prefer="best")
+    assert last.step == 0 and best.step == 0
+    saved = last.model_tensors()
+    reference = TensorEpisodes(CLASSES[:4], seed=3, dim=24)
+    frames = torch.cat([torch.cat([e.support, e.query]).reshape(-1, 24)
+                        for e in (reference.sample(i, train=True) for i in range(3))]).double()
+    torch.testing.assert_close(saved["space.frame_mean"], frames.mean(0).float())
+    for key, value in before.items():  # nothing trained
+        torch.testing.assert_close(saved[key], value, rtol=0, atol=0)
+    with pytest.raises(fsar.errors.ConfigError, match=r"--episodes must be an integer >= 0 \(0: no training step"):
+        _config(tmp_path, episodes=-1)
+
+
 def test_on_the_grid_the_mean_comes_off_before_the_temporal_module():
     """Centring acts on the encoder's features, so a fully open static gate (each clip minus its
     own temporal mean) leaves no trace of the base mean: OTAM on temporally centred raw features."""

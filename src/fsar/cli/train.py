@@ -37,6 +37,8 @@ schedule:
   --episodes N tasks per process, --tasks-per-step K of them per Adam step (gradient
   accumulation); the lr is multiplied by --lr-gamma at each fraction in --lr-milestones of
   the steps. Under torchrun each rank draws its own tasks: a step sees K x world size tasks.
+  --episodes 0 takes no step: the run's checkpoint is the method's prepared training-free start
+  (base-feature centring estimated from the training classes), validated when there is a split.
   --resume continues RUN_DIR from last.json exactly (same next loss as without the
   interruption); only --episodes, --val-every, --val-episodes, --checkpoint-every,
   --device, --features and progress may change.

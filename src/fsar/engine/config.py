@@ -294,13 +294,20 @@ def _flag(key: str) -> str:
     return "--frames" if key == "num_frames" else "--" + key.replace("_", "-")
 
 
-def _bad(key: str, value: Any, sources: dict[str, str]) -> ConfigError:
+#: The training side of a shared key, where its range differs from evaluation's.
+TRAIN_RANGES: dict[str, str] = {
+    "episodes": "an integer >= 0 (0: no training step, only the method's preparation, e.g. base-feature centring)",
+}
+
+
+def _bad(key: str, value: Any, sources: dict[str, str], *, training: bool = False) -> ConfigError:
     source = sources.get(key)
     if source is None or source == "command line":
         where = f"{_flag(key)} / `{key}:`" if source is None else _flag(key)
     else:
         where = f"{source}: {key}"
-    return ConfigError(f"{where} must be {RANGES[key]}, got {value!r}")
+    allowed = TRAIN_RANGES.get(key, RANGES[key]) if training else RANGES[key]
+    return ConfigError(f"{where} must be {allowed}, got {value!r}")
 
 
 def validate_config(config: TrainConfig | EvalConfig, sources: dict[str, str] | None = None) -> None:
@@ -318,8 +325,10 @@ def validate_config(config: TrainConfig | EvalConfig, sources: dict[str, str] | 
         value = getattr(config, key)
         if value is None and key in ("image_size", "num_frames", "val_way"):
             continue
+        if key == "episodes" and isinstance(config, TrainConfig):
+            minimum = 0  # 0 training episodes: only the method's preparation (its training-free start)
         if value < minimum or (key == "seed" and value >= 2**63):
-            raise _bad(key, value, sources)
+            raise _bad(key, value, sources, training=isinstance(config, TrainConfig))
     if isinstance(config, TrainConfig):
         if config.lr is not None and not (math.isfinite(config.lr) and config.lr > 0):
             raise _bad("lr", config.lr, sources)

@@ -24,6 +24,7 @@ many validations in a row bring no new best (the ``last`` record then says ``sto
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import time
@@ -140,8 +141,12 @@ def prepare_from_training_episodes(
     in training), in training mode without gradients; sums over ranks when distributed."""
     device = dist.device
 
+    # A run of 0 episodes (the prepared start only) draws the tasks a training run would draw
+    # first, as many as the method asks for.
+    tasks = range(config.episodes) if config.episodes else itertools.count()
+
     def episodes():
-        for task_index in range(config.episodes):
+        for task_index in tasks:
             torch.manual_seed(derive_seed(config.seed, dist.rank, task_index))
             yield train_source.sample(task_index, train=True).to(device)
 
@@ -276,9 +281,11 @@ def train(
 
     if summary.start_step == 0:
         prepare_from_training_episodes(method, config, train_source, dist)
-    if (config.validate_at_start and val_source is not None and dist.is_main and summary.start_step == 0
-            and summary.best_step is None):
+    if ((config.validate_at_start or steps == 0) and val_source is not None and dist.is_main
+            and summary.start_step == 0 and summary.best_step is None):
         run_validation(0)
+    if steps == 0 and dist.is_main:  # --episodes 0: the prepared start is the run's checkpoint
+        save("last", 0, with_optimizer=True)
     first_step = steps + 1 if summary.stopped_early else summary.start_step + 1
     bar = tqdm(range(first_step, steps + 1), desc=f"train {method_name}", disable=not (config.progress and dist.is_main),
                unit="step", initial=summary.start_step, total=steps)
