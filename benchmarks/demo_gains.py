@@ -18,9 +18,10 @@ Parts:
   frames that CLUSTER-Segment (L = 3) and uniform segmentation put in their true stage
   (``synth.json`` phases mapped onto the loader's frame indices), on the cached features
   (per-frame mean over the grid cells). ``--v1-root`` adds the same on a generator-1 set.
-* ``ssv2``: ``../shared/data/ssv2-mini`` (10 classes x 10 videos), split by class: the first 3
-  classes (sorted) meta-train 3-way, the next 2 validate 2-way (from step 0, best checkpoint
-  kept, early stop), the last 5 classes test 5-way; every trained method of ``--ssv2-methods`` (default
+* ``ssv2``: ``../shared/data/ssv2-mini`` (10 classes x 10 videos): the first 5 classes (sorted)
+  meta-train, for a number of steps chosen by class-disjoint 5-fold cross-validation inside
+  them (train 3-way on 3, validate 2-way on the other 2, from step 0; the median best step),
+  the last 5 classes test; every trained method of ``--ssv2-methods`` (default
   ma-fsar, clip-fsar, lga, clip-spm) on both embedded backbones from its training-free start
   beside proto / otam / bimhm on the same episodes and features, each 1-shot run evaluated at
   1- and 5-shot, with its paired difference from the cell's best baseline. ``--ssv2-options METHOD:KEY=VALUE ... --ssv2-tag NAME`` trains a variant.
@@ -172,8 +173,7 @@ def segmentation(root: Path, features: Path, backbone: str, image_size: int, lab
 #: default on the embedded pairs) and the options every run of one gets.
 SSV2_METHODS = ("ma-fsar", "clip-fsar", "lga", "clip-spm")
 SSV2_METHOD_OPTIONS = {"ma-fsar": {"dataset_kind": "temporal"}}
-#: ssv2-mini's 5 non-test classes: this many train, the rest validate (class-disjoint).
-SSV2_TRAIN_CLASSES = 3
+SSV2_TASKS_PER_STEP = 8
 
 
 def parse_method_options(items: list[str]) -> dict[str, dict]:
@@ -197,16 +197,18 @@ def ssv2(work: Path, *, train_episodes: int, test_episodes: int, seed: int, imag
          options: dict[str, dict] | None = None, tag: str = "", train_overrides: dict | None = None,
          backbones: tuple[str, ...] = ("effnet-lite0+minilm", "effnet-lite0-grid+minilm"),
          baselines: bool = True) -> list[dict]:
-    """ssv2-mini, split by class as the standard benchmarks are (train / validation / test):
-    the first 3 classes (sorted) meta-train 3-way, the next 2 validate 2-way (from step 0, so
-    the training-free start is a candidate; best checkpoint kept, early stop), the last 5 test.
-    Validation on classes the run never trains on is what measures transfer: held-out clips of
-    the training classes reward memorising them. One 1-shot run per method and backbone (run
-    folder ``ssv2-run-METHOD-BACKBONE[-tag]``, reused when finished), evaluated at every shot in
-    ``shots`` beside the training-free baselines on the same seeded test episodes; each trained
-    row carries its paired difference from the best baseline of its cell (same episodes).
-    ``options``: extra method options per method, ``train_overrides``: TrainConfig values (``tag``
-    names such a variant's run folders)."""
+    """ssv2-mini: the first 5 classes (sorted) meta-train, the last 5 test. How long to train is
+    chosen by **class-disjoint cross-validation** inside the 5 training classes: fold k trains
+    3-way on 3 of them and validates 2-way on the other 2 (classes k and k+1, cyclically), from
+    step 0 (the training-free start is a candidate) with early stopping; the step count is the
+    median of the 5 folds' best steps, and the final run trains on all 5 classes 5-way for that
+    many steps (0: the prepared start). Held-out clips of the training classes would reward
+    memorising them; only classes a run never saw measure transfer. One 1-shot schedule per
+    method and backbone (run folders ``ssv2-run-METHOD-BACKBONE[-tag]`` and ``...-foldK``, reused
+    when finished), evaluated at every shot in ``shots`` beside the training-free baselines on
+    the same seeded test episodes; each trained row carries its paired difference from the
+    cell's best baseline. ``options``: extra method options per method, ``train_overrides``:
+    TrainConfig values (``tag`` names such a variant's run folders)."""
     from fsar.data.manifest import Manifest
     from fsar.encoders import create_encoder
     from fsar.encoders.cache import extract_features
@@ -222,15 +224,24 @@ def ssv2(work: Path, *, train_episodes: int, test_episodes: int, seed: int, imag
         return []
     manifest = Manifest.from_folder(root, progress=False)
     names = manifest.classes
-    splits = work / "ssv2-splits-by-class"
-    splits.mkdir(parents=True, exist_ok=True)
+    training, testing = names[:5], names[5:]
 
     def lines(part):
         return "\n".join(f"{c.class_name}/{c.path.name}" for n in part for c in manifest.clips_of(n)) + "\n"
 
-    (splits / "train.txt").write_text(lines(names[:SSV2_TRAIN_CLASSES]))
-    (splits / "val.txt").write_text(lines(names[SSV2_TRAIN_CLASSES:5]))
-    (splits / "test.txt").write_text(lines(names[5:]))
+    def split_dir(name: str, train: list[str], val: list[str] | None) -> Path:
+        folder = work / "ssv2-splits" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "train.txt").write_text(lines(train))
+        if val:
+            (folder / "val.txt").write_text(lines(val))
+        return folder
+
+    final_splits = split_dir("final", training, None)
+    (final_splits / "test.txt").write_text(lines(testing))
+    folds = [[training[k], training[(k + 1) % 5]] for k in range(5)]
+    fold_splits = [split_dir(f"fold{k}", [c for c in training if c not in held], held)
+                   for k, held in enumerate(folds)]
     options = options or {}
     rows = []
     for backbone in backbones:
@@ -243,45 +254,52 @@ def ssv2(work: Path, *, train_episodes: int, test_episodes: int, seed: int, imag
                     features=str(features), progress=False)
         runs = {}
         for method in methods:
-            run_dir = work / f"ssv2-run-{method}-{backbone}{'-' + tag if tag else ''}"
+            name = f"ssv2-run-{method}-{backbone}{'-' + tag if tag else ''}"
             method_options = {**SSV2_METHOD_OPTIONS.get(method, {}), **options.get(method, {})}
+            schedule = dict(base, shot=1, method=method, queries=2, tasks_per_step=SSV2_TASKS_PER_STEP, lr=1e-3,
+                            weight_decay=1e-4, method_options=method_options, **(train_overrides or {}))
+            started = time.perf_counter()
+            fold_steps = []
+            for k, folder in enumerate(fold_splits):
+                run_dir = work / f"{name}-fold{k}"
+                if not (run_dir / "last.json").exists():
+                    run_training(resolve_config(TrainConfig, overrides=dict(
+                        schedule, way=3, val_way=2, split_file_dir=str(folder), out=str(run_dir),
+                        episodes=train_episodes, val_every=2, val_episodes=300, val_queries=3,
+                        checkpoint_every=2, early_stop_patience=3, validate_at_start=True)))
+                fold_steps.append(read_checkpoint(run_dir, prefer="best").step)
+            steps = sorted(fold_steps)[len(fold_steps) // 2]  # the median of 5
+            run_dir = work / name
             if not (run_dir / "last.json").exists():
-                started = time.perf_counter()
                 run_training(resolve_config(TrainConfig, overrides=dict(
-                    base, way=SSV2_TRAIN_CLASSES, val_way=5 - SSV2_TRAIN_CLASSES, shot=1, method=method,
-                    split_file_dir=str(splits), out=str(run_dir), queries=2, episodes=train_episodes,
-                    tasks_per_step=8, lr=1e-3, weight_decay=1e-4, val_every=2, val_episodes=300, val_queries=3,
-                    checkpoint_every=2, early_stop_patience=3, validate_at_start=True,
-                    method_options=method_options, **(train_overrides or {}),
-                )))
-                print(json.dumps({"trained": method, "backbone": backbone, "options": method_options,
-                                  "seconds": round(time.perf_counter() - started, 1)}), flush=True)
-            best = read_checkpoint(run_dir, prefer="best")
-            runs[method] = (run_dir, best.step, best.record.get("best_val_accuracy"),
-                            {**method_options, **(train_overrides or {})})
+                    schedule, way=5, split_file_dir=str(final_splits), out=str(run_dir),
+                    episodes=steps * SSV2_TASKS_PER_STEP, checkpoint_every=max(steps, 1))))
+            print(json.dumps({"trained": method, "backbone": backbone, "options": method_options,
+                              "fold_best_steps": fold_steps, "steps": steps,
+                              "seconds": round(time.perf_counter() - started, 1)}), flush=True)
+            runs[method] = (run_dir, steps, fold_steps, {**method_options, **(train_overrides or {})})
         for shot in shots:
-            common = dict(base, way=5, shot=shot, split_file=str(splits / "test.txt"), queries=1,
+            common = dict(base, way=5, shot=shot, split_file=str(final_splits / "test.txt"), queries=1,
                           episodes=test_episodes)
             entries = [(b, dict(method=b)) for b in BASELINES] if baselines else []
             entries += [(m, dict(checkpoint=str(runs[m][0]))) for m in methods]
-            results, cell = {}, []
-            for name, extra in entries:
-                results[name] = run_evaluation(resolve_config(EvalConfig, overrides=dict(common, **extra))).result
-                result, trained = results[name], name in runs
-                row = {"part": "ssv2", "backbone": backbone, "shot": shot, "method": name, "trained": trained,
-                       "options": runs[name][3] if trained else None, "tag": tag if trained else None,
-                       "best_step": runs[name][1] if trained else None,
-                       "best_val_accuracy": runs[name][2] if trained else None,
+            results = {}
+            for label, extra in entries:
+                results[label] = result = run_evaluation(resolve_config(EvalConfig, overrides=dict(common, **extra))).result
+                trained = label in runs
+                row = {"part": "ssv2", "backbone": backbone, "shot": shot, "method": label, "trained": trained,
+                       "options": runs[label][3] if trained else None, "tag": tag if trained else None,
+                       "steps": runs[label][1] if trained else None,
+                       "fold_best_steps": runs[label][2] if trained else None,
                        "accuracy": result.accuracy, "ci95": result.ci95, "episodes": result.episodes}
                 if trained and baselines:  # paired against the cell's best training-free row
                     best_free = max(BASELINES, key=lambda b: results[b].accuracy)
                     paired = compare_paired(result.episode_accuracies, results[best_free].episode_accuracies,
-                                            name_a=name, name_b=best_free, bootstrap=2000)
+                                            name_a=label, name_b=best_free, bootstrap=2000)
                     row.update(versus=best_free, difference=round(paired.difference, 4),
                                difference_ci95=round(paired.ci95, 4), p_bootstrap=paired.p_bootstrap)
-                cell.append(row)
+                rows.append(row)
                 print(json.dumps(row), flush=True)
-            rows += cell
     return rows
 
 
