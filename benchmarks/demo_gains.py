@@ -21,10 +21,12 @@ Parts:
 * ``ssv2``: ``../shared/data/ssv2-mini`` (10 classes x 10 videos): the first 5 classes (sorted)
   meta-train, for a number of steps chosen by class-disjoint 5-fold cross-validation inside
   them (train 3-way on 3, validate 2-way on the other 2, from step 0; the median best step),
-  the last 5 classes test; every trained method of ``--ssv2-methods`` (default
-  ma-fsar, clip-fsar, lga, clip-spm) on both embedded backbones from its training-free start
-  beside proto / otam / bimhm on the same episodes and features, each 1-shot run evaluated at
-  1- and 5-shot, with its paired difference from the cell's best baseline. ``--ssv2-options METHOD:KEY=VALUE ... --ssv2-tag NAME`` trains a variant.
+  the last 5 classes test; LGA's K-shot rule is chosen on the training classes. Every trained
+  method of ``--ssv2-methods`` (default ma-fsar, clip-fsar, lga, clip-spm) on both embedded
+  backbones from its training-free start beside proto / otam / bimhm on the same episodes and
+  features, each 1-shot schedule evaluated at 1- and 5-shot, with its paired difference from
+  the cell's best baseline. ``--ssv2-options METHOD:KEY=VALUE ... --ssv2-tag NAME`` trains a
+  variant.
 
 Every accuracy is mean ± 95% interval (1.96 · std / sqrt(n)) over n seeded episodes. The
 results are printed as JSON lines and written to ``--work/demo_gains.json``.
@@ -174,6 +176,10 @@ def segmentation(root: Path, features: Path, backbone: str, image_size: int, lab
 SSV2_METHODS = ("ma-fsar", "clip-fsar", "lga", "clip-spm")
 SSV2_METHOD_OPTIONS = {"ma-fsar": {"dataset_kind": "temporal"}}
 SSV2_TASKS_PER_STEP = 8
+#: Training-free choices a method leaves open, settled on the 5 *training* classes (5-way 5-shot
+#: with the prepared start, 0 steps): the spec leaves LGA's K-shot rule open ([proposed] the
+#: union of the shots' stage frames; alternative: the mean of the per-shot AB-MHM distances).
+SSV2_START_CHOICES = {"lga": ("shots", ("union", "distance"))}
 
 
 def parse_method_options(items: list[str]) -> dict[str, dict]:
@@ -190,6 +196,29 @@ def parse_method_options(items: list[str]) -> dict[str, dict]:
             parsed = value
         options.setdefault(method, {})[key] = parsed
     return options
+
+
+def choose_on_training_classes(method: str, method_options: dict, base: dict, splits: Path, prefix: Path) -> dict:
+    """The value of ``SSV2_START_CHOICES[method]`` whose prepared start (``--episodes 0`` on the
+    training split) scores best at 5-way 5-shot on 300 episodes of the training classes; ties keep
+    the first (the spec's default). Only ``splits/train.txt`` is read."""
+    from fsar.engine.config import EvalConfig, TrainConfig, resolve_config
+    from fsar.engine.run import run_evaluation, run_training
+
+    key, values = SSV2_START_CHOICES[method]
+    scores = {}
+    for value in values:
+        run_dir = prefix.with_name(f"{prefix.name}-start-{key}-{value}")
+        chosen_options = {**method_options, "metric_options": {key: value}}
+        if not (run_dir / "last.json").exists():
+            run_training(resolve_config(TrainConfig, overrides=dict(
+                base, method=method, way=5, shot=1, queries=2, tasks_per_step=SSV2_TASKS_PER_STEP, episodes=0,
+                split_file_dir=str(splits), out=str(run_dir), method_options=chosen_options)))
+        result = run_evaluation(resolve_config(EvalConfig, overrides=dict(
+            base, way=5, shot=5, queries=1, episodes=300, split_file=str(splits / "train.txt"),
+            checkpoint=str(run_dir)))).result
+        scores[value] = round(result.accuracy, 4)
+    return {"key": key, "training_class_accuracy_5shot": scores, "chosen": max(values, key=lambda v: scores[v])}
 
 
 def ssv2(work: Path, *, train_episodes: int, test_episodes: int, seed: int, image_size: int,
@@ -256,6 +285,10 @@ def ssv2(work: Path, *, train_episodes: int, test_episodes: int, seed: int, imag
         for method in methods:
             name = f"ssv2-run-{method}-{backbone}{'-' + tag if tag else ''}"
             method_options = {**SSV2_METHOD_OPTIONS.get(method, {}), **options.get(method, {})}
+            choice = None
+            if method in SSV2_START_CHOICES and "metric_options" not in options.get(method, {}):
+                choice = choose_on_training_classes(method, method_options, base, final_splits, work / name)
+                method_options["metric_options"] = {SSV2_START_CHOICES[method][0]: choice["chosen"]}
             schedule = dict(base, shot=1, method=method, queries=2, tasks_per_step=SSV2_TASKS_PER_STEP, lr=1e-3,
                             weight_decay=1e-4, method_options=method_options, **(train_overrides or {}))
             started = time.perf_counter()
@@ -275,7 +308,7 @@ def ssv2(work: Path, *, train_episodes: int, test_episodes: int, seed: int, imag
                     schedule, way=5, split_file_dir=str(final_splits), out=str(run_dir),
                     episodes=steps * SSV2_TASKS_PER_STEP, checkpoint_every=max(steps, 1))))
             print(json.dumps({"trained": method, "backbone": backbone, "options": method_options,
-                              "fold_best_steps": fold_steps, "steps": steps,
+                              "fold_best_steps": fold_steps, "steps": steps, "start_choice": choice,
                               "seconds": round(time.perf_counter() - started, 1)}), flush=True)
             runs[method] = (run_dir, steps, fold_steps, {**method_options, **(train_overrides or {})})
         for shot in shots:
