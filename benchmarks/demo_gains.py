@@ -198,25 +198,47 @@ def parse_method_options(items: list[str]) -> dict[str, dict]:
     return options
 
 
-def choose_on_training_classes(method: str, method_options: dict, base: dict, splits: Path, prefix: Path) -> dict:
-    """The value of ``SSV2_START_CHOICES[method]`` whose prepared start (``--episodes 0`` on the
-    training split) scores best at 5-way 5-shot on 300 episodes of the training classes; ties keep
-    the first (the spec's default). Only ``splits/train.txt`` is read."""
-    from fsar.engine.config import EvalConfig, TrainConfig, resolve_config
-    from fsar.engine.run import run_evaluation, run_training
+def ssv2_table(rows: list[dict]) -> str:
+    """The ssv2 rows as one markdown table: per backbone and shot, each method's start and
+    cross-validated run (paired differences from the best baseline and from the start), then
+    the baselines."""
+    def pct(row):
+        return f"{100 * row['accuracy']:.2f} ± {100 * row['ci95']:.2f}"
+
+    def diff(d):
+        return f"{100 * d['difference']:+.2f} ± {100 * d['ci95']:.2f}"
+
+    out = ["| backbone | shot | method | start | cross-validated (steps) | trained − best baseline (paired) "
+           "| trained − start (paired) |", "| --- | ---: | --- | ---: | ---: | ---: | ---: |"]
+    cells = {}
+    for row in rows:
+        cells.setdefault((row["backbone"], row["shot"]), []).append(row)
+    for (backbone, shot), cell in cells.items():
+        starts = {r["method"]: r for r in cell if r.get("checkpoint") == "start"}
+        for r in (r for r in cell if r.get("checkpoint") == "cross-validated"):
+            out.append(f"| `{backbone}` | {shot} | {r['method']} | {pct(starts[r['method']])} | "
+                       f"{pct(r)} ({r['steps']}) | {diff(r['versus_best_baseline'])} vs {r['versus']} | "
+                       f"{diff(r['versus_start'])} |")
+        free = [r for r in cell if "checkpoint" not in r]
+        if free:
+            out.append(f"| `{backbone}` | {shot} | baselines | " + ", ".join(f"{r['method']} {pct(r)}" for r in free)
+                       + " | | | |")
+    return "\n".join(out)
+
+
+def choose_on_training_classes(method: str, start_run, base: dict, splits: Path) -> dict:
+    """The value of ``SSV2_START_CHOICES[method]`` whose prepared start (``start_run(value)``, a
+    0-episode run on the training split) scores best at 5-way 5-shot on 300 episodes of the
+    training classes; ties keep the first (the spec's default). Only ``splits/train.txt`` is read."""
+    from fsar.engine.config import EvalConfig, resolve_config
+    from fsar.engine.run import run_evaluation
 
     key, values = SSV2_START_CHOICES[method]
     scores = {}
     for value in values:
-        run_dir = prefix.with_name(f"{prefix.name}-start-{key}-{value}")
-        chosen_options = {**method_options, "metric_options": {key: value}}
-        if not (run_dir / "last.json").exists():
-            run_training(resolve_config(TrainConfig, overrides=dict(
-                base, method=method, way=5, shot=1, queries=2, tasks_per_step=SSV2_TASKS_PER_STEP, episodes=0,
-                split_file_dir=str(splits), out=str(run_dir), method_options=chosen_options)))
         result = run_evaluation(resolve_config(EvalConfig, overrides=dict(
             base, way=5, shot=5, queries=1, episodes=300, split_file=str(splits / "train.txt"),
-            checkpoint=str(run_dir)))).result
+            checkpoint=str(start_run(value))))).result
         scores[value] = round(result.accuracy, 4)
     return {"key": key, "training_class_accuracy_5shot": scores, "chosen": max(values, key=lambda v: scores[v])}
 
@@ -285,12 +307,28 @@ def ssv2(work: Path, *, train_episodes: int, test_episodes: int, seed: int, imag
         for method in methods:
             name = f"ssv2-run-{method}-{backbone}{'-' + tag if tag else ''}"
             method_options = {**SSV2_METHOD_OPTIONS.get(method, {}), **options.get(method, {})}
-            choice = None
-            if method in SSV2_START_CHOICES and "metric_options" not in options.get(method, {}):
-                choice = choose_on_training_classes(method, method_options, base, final_splits, work / name)
-                method_options["metric_options"] = {SSV2_START_CHOICES[method][0]: choice["chosen"]}
             schedule = dict(base, shot=1, method=method, queries=2, tasks_per_step=SSV2_TASKS_PER_STEP, lr=1e-3,
                             weight_decay=1e-4, method_options=method_options, **(train_overrides or {}))
+
+            def start_run(value=None, *, name=name, schedule=schedule, method=method) -> Path:
+                """The prepared training-free start on all 5 training classes (0 episodes)."""
+                settings = dict(schedule)
+                if value is not None:
+                    settings["method_options"] = {**settings["method_options"],
+                                                  "metric_options": {SSV2_START_CHOICES[method][0]: value}}
+                run_dir = work / (f"{name}-start" + (f"-{value}" if value is not None else ""))
+                if not (run_dir / "last.json").exists():
+                    run_training(resolve_config(TrainConfig, overrides=dict(
+                        settings, way=5, split_file_dir=str(final_splits), out=str(run_dir), episodes=0)))
+                return run_dir
+
+            choice, start_dir = None, None
+            if method in SSV2_START_CHOICES and "metric_options" not in options.get(method, {}):
+                choice = choose_on_training_classes(method, start_run, base, final_splits)
+                method_options["metric_options"] = {SSV2_START_CHOICES[method][0]: choice["chosen"]}
+                start_dir = start_run(choice["chosen"])
+            else:
+                start_dir = start_run()
             started = time.perf_counter()
             fold_steps = []
             for k, folder in enumerate(fold_splits):
@@ -302,7 +340,7 @@ def ssv2(work: Path, *, train_episodes: int, test_episodes: int, seed: int, imag
                         checkpoint_every=2, early_stop_patience=3, validate_at_start=True)))
                 fold_steps.append(read_checkpoint(run_dir, prefer="best").step)
             steps = sorted(fold_steps)[len(fold_steps) // 2]  # the median of 5
-            run_dir = work / name
+            run_dir = work / name if steps else start_dir  # 0 steps: the trained run is the start
             if not (run_dir / "last.json").exists():
                 run_training(resolve_config(TrainConfig, overrides=dict(
                     schedule, way=5, split_file_dir=str(final_splits), out=str(run_dir),
@@ -310,27 +348,39 @@ def ssv2(work: Path, *, train_episodes: int, test_episodes: int, seed: int, imag
             print(json.dumps({"trained": method, "backbone": backbone, "options": method_options,
                               "fold_best_steps": fold_steps, "steps": steps, "start_choice": choice,
                               "seconds": round(time.perf_counter() - started, 1)}), flush=True)
-            runs[method] = (run_dir, steps, fold_steps, {**method_options, **(train_overrides or {})})
+            runs[method] = (run_dir, steps, fold_steps, {**method_options, **(train_overrides or {})}, start_dir)
         for shot in shots:
             common = dict(base, way=5, shot=shot, split_file=str(final_splits / "test.txt"), queries=1,
                           episodes=test_episodes)
-            entries = [(b, dict(method=b)) for b in BASELINES] if baselines else []
-            entries += [(m, dict(checkpoint=str(runs[m][0]))) for m in methods]
             results = {}
-            for label, extra in entries:
-                results[label] = result = run_evaluation(resolve_config(EvalConfig, overrides=dict(common, **extra))).result
-                trained = label in runs
-                row = {"part": "ssv2", "backbone": backbone, "shot": shot, "method": label, "trained": trained,
-                       "options": runs[label][3] if trained else None, "tag": tag if trained else None,
-                       "steps": runs[label][1] if trained else None,
-                       "fold_best_steps": runs[label][2] if trained else None,
+
+            def evaluated(key, **extra):
+                if key not in results:
+                    results[key] = run_evaluation(resolve_config(EvalConfig, overrides=dict(common, **extra))).result
+                return results[key]
+
+            def paired(a, b) -> dict:
+                comparison = compare_paired(a.episode_accuracies, b.episode_accuracies, bootstrap=2000)
+                return {"difference": round(comparison.difference, 4), "ci95": round(comparison.ci95, 4),
+                        "p_bootstrap": comparison.p_bootstrap}
+
+            cell = [{"method": b, "trained": False, "result": evaluated(b, method=b)}
+                    for b in (BASELINES if baselines else ())]
+            best_free = max(cell, key=lambda r: r["result"].accuracy)["method"] if cell else None
+            for m in methods:
+                run_dir, steps, fold_steps, settings, start_dir = runs[m]
+                start = evaluated(str(start_dir), checkpoint=str(start_dir))
+                trained = evaluated(str(run_dir), checkpoint=str(run_dir))
+                common_row = {"method": m, "options": settings, "tag": tag, "fold_best_steps": fold_steps}
+                cell.append({**common_row, "trained": False, "checkpoint": "start", "steps": 0, "result": start})
+                cell.append({**common_row, "trained": True, "checkpoint": "cross-validated", "steps": steps,
+                             "result": trained, "versus_start": paired(trained, start)})
+            for row in cell:
+                result = row.pop("result")
+                row = {"part": "ssv2", "backbone": backbone, "shot": shot, **row,
                        "accuracy": result.accuracy, "ci95": result.ci95, "episodes": result.episodes}
-                if trained and baselines:  # paired against the cell's best training-free row
-                    best_free = max(BASELINES, key=lambda b: results[b].accuracy)
-                    paired = compare_paired(result.episode_accuracies, results[best_free].episode_accuracies,
-                                            name_a=label, name_b=best_free, bootstrap=2000)
-                    row.update(versus=best_free, difference=round(paired.difference, 4),
-                               difference_ci95=round(paired.ci95, 4), p_bootstrap=paired.p_bootstrap)
+                if "checkpoint" in row and best_free:  # paired against the cell's best baseline
+                    row.update(versus=best_free, versus_best_baseline=paired(result, results[best_free]))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     return rows
@@ -382,6 +432,8 @@ def main() -> None:
                         seed=args.seed, image_size=160, shots=tuple(args.ssv2_shots), methods=tuple(args.ssv2_methods),
                         options=options, train_overrides=overrides, tag=args.ssv2_tag, backbones=tuple(args.ssv2_backbones),
                         baselines=not args.ssv2_no_baselines)
+            if rows:
+                print(ssv2_table(rows), flush=True)
         if part != "ssv2":  # ssv2 prints its rows as they come
             for row in rows:
                 print(json.dumps(row), flush=True)

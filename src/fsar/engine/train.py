@@ -138,15 +138,15 @@ def prepare_from_training_episodes(
 ) -> dict:
     """Before step 1 of a fresh run: :meth:`FewShotMethod.prepare_training` on the run's own
     first training episodes (task indices 0, 1, ..., each drawn under the seed that task gets
-    in training), in training mode without gradients; sums over ranks when distributed."""
+    in training; the method stops the iteration), in training mode without gradients; sums
+    over ranks when distributed."""
     device = dist.device
 
-    # A run of 0 episodes (the prepared start only) draws the tasks a training run would draw
-    # first, as many as the method asks for.
-    tasks = range(config.episodes) if config.episodes else itertools.count()
+    # As many as the method asks for, even past a short run's last task (and in a run of 0
+    # episodes, the prepared start alone), so a run's length does not change its start.
 
     def episodes():
-        for task_index in tasks:
+        for task_index in itertools.count():
             torch.manual_seed(derive_seed(config.seed, dist.rank, task_index))
             yield train_source.sample(task_index, train=True).to(device)
 

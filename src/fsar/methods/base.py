@@ -120,7 +120,7 @@ class FewShotMethod(nn.Module, ABC):
         The engine calls it once per fresh run (not on resume: the estimate is then in the
         checkpoint), in training mode under ``torch.no_grad``, with an iterator over the run's
         own training episodes (never validation or test ones); the method reads as many as it
-        needs. ``reduce_sum`` sums a tensor over distributed ranks (None: one process). Returns
+        needs (the iterator does not end: a short run's start is the same as a long run's). ``reduce_sum`` sums a tensor over distributed ranks (None: one process). Returns
         what it estimated, for the log (empty: nothing). Default: nothing to estimate.
         """
         return {}
