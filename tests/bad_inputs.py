@@ -255,9 +255,10 @@ for _flag, _value, _message in [
     ("--frames", "0", r"--frames:? must be an integer >= 1"),
     ("--frames", "-2", r"--frames:? must be an integer >= 1"),
     ("--tasks-per-step", "0", r"--tasks-per-step must be an integer >= 1"),
-    ("--episodes", "-1", r"--episodes must be an integer >= 1"),
+    ("--episodes", "-1", r"--episodes must be an integer >= 0 \(0: no training step"),
     ("--seed", "-3", r"--seed must be an integer in 0\.\.2\*\*63-1"),
     ("--way", "1", r"--way must be an integer >= 2"),
+    ("--val-way", "1", r"--val-way must be an integer >= 2"),
     ("--lr", "abc", r"argument --lr: invalid float value"),
 ]:
     case(f"train {_flag} {_value}", "number out of range", "error", _message)(
