@@ -252,9 +252,22 @@ def test_validation_classes_fewer_than_the_way_need_val_way(data, tmp_path, caps
     assert main([*args, "--out", str(tmp_path / "refused")]) == 2
     assert "validation split:" in (err := capsys.readouterr().err) and "--val-way" in err and "2 of 2 classes" in err
     out = tmp_path / "two-way"
-    assert main([*args, "--val-way", "2", "--out", str(out)]) == 0
+    assert main([*args, "--val-way", "2", "--validate-at-start", "--early-stop-patience", "5",
+                 "--out", str(out)]) == 0
     record = json.loads((out / "last.json").read_text())
     assert record["config"]["way"] == 3 and record["config"]["val_way"] == 2
+    assert record["config"]["validate_at_start"] is True and record["config"]["early_stop_patience"] == 5
     assert record["validation_classes"] == sorted(p.name for p in data.iterdir())[7:]
     val_rows = [r for r in read_metrics(out / "metrics.csv") if r["split"] == "val"]
-    assert [int(r["step"]) for r in val_rows] == [1, 2]
+    assert [int(r["step"]) for r in val_rows] == [0, 1, 2]
+
+
+def test_zero_episodes_write_the_untrained_method_as_a_run(data, tmp_path, capsys):
+    out = tmp_path / "start"
+    assert main(["train", "--data", str(data), "--val-classes", "3", "--method", "ma-fsar", *FROZEN, *SMALL,
+                 "--episodes", "0", "--val-episodes", "3", "--out", str(out)]) == 0
+    assert "for 0 steps" in capsys.readouterr().out
+    last, best = (json.loads((out / f"{n}.json").read_text()) for n in ("last", "best"))
+    assert last["step"] == 0 and best["step"] == 0
+    assert [int(r["step"]) for r in read_metrics(out / "metrics.csv") if r["split"] == "val"] == [0]
+    assert main(["eval", "--data", str(data), "--checkpoint", str(out), *SMALL, "--episodes", "4"]) == 0

@@ -81,6 +81,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--val-queries", type=int, help="query clips per class in validation episodes (default 1)")
     parser.add_argument("--val-way", type=int, metavar="N",
                         help="classes per validation episode (default --way; fewer when the validation classes are few)")
+    parser.add_argument("--early-stop-patience", type=int, metavar="N",
+                        help="stop after N validations in a row without a new best (default 0: never)")
+    parser.add_argument("--validate-at-start", action="store_const", const=True,
+                        help="validate before step 1, so the untrained method can be the best checkpoint")
     parser.add_argument("--checkpoint-every", type=int, metavar="STEPS", help="write last.json every this many steps (default 50)")
     parser.add_argument("--hflip", action="store_const", const=True,
                         help="random horizontal flips in training (off: they swap SSv2's left/right classes)")
