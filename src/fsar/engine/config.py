@@ -294,10 +294,13 @@ def _flag(key: str) -> str:
     return "--frames" if key == "num_frames" else "--" + key.replace("_", "-")
 
 
-#: The training side of a shared key, where its range differs from evaluation's.
+#: Training's side of a shared key whose range differs from evaluation's: 0 training episodes
+#: is a run of the method's preparation alone (its training-free start).
 TRAIN_RANGES: dict[str, str] = {
+    **RANGES,
     "episodes": "an integer >= 0 (0: no training step, only the method's preparation, e.g. base-feature centring)",
 }
+_TRAIN_MIN_INT = {**_MIN_INT, "episodes": 0}
 
 
 def _bad(key: str, value: Any, sources: dict[str, str], *, training: bool = False) -> ConfigError:
@@ -306,8 +309,7 @@ def _bad(key: str, value: Any, sources: dict[str, str], *, training: bool = Fals
         where = f"{_flag(key)} / `{key}:`" if source is None else _flag(key)
     else:
         where = f"{source}: {key}"
-    allowed = TRAIN_RANGES.get(key, RANGES[key]) if training else RANGES[key]
-    return ConfigError(f"{where} must be {allowed}, got {value!r}")
+    return ConfigError(f"{where} must be {(TRAIN_RANGES if training else RANGES)[key]}, got {value!r}")
 
 
 def validate_config(config: TrainConfig | EvalConfig, sources: dict[str, str] | None = None) -> None:
@@ -319,16 +321,15 @@ def validate_config(config: TrainConfig | EvalConfig, sources: dict[str, str] | 
     fields = {f.name for f in dataclasses.fields(config)}
     if not config.data:
         raise ConfigError("no data root given (--data ROOT or `data:` in the config file)")
-    for key, minimum in _MIN_INT.items():
+    training = isinstance(config, TrainConfig)
+    for key, minimum in (_TRAIN_MIN_INT if training else _MIN_INT).items():
         if key not in fields:
             continue
         value = getattr(config, key)
         if value is None and key in ("image_size", "num_frames", "val_way"):
             continue
-        if key == "episodes" and isinstance(config, TrainConfig):
-            minimum = 0  # 0 training episodes: only the method's preparation (its training-free start)
         if value < minimum or (key == "seed" and value >= 2**63):
-            raise _bad(key, value, sources, training=isinstance(config, TrainConfig))
+            raise _bad(key, value, sources, training=training)
     if isinstance(config, TrainConfig):
         if config.lr is not None and not (math.isfinite(config.lr) and config.lr > 0):
             raise _bad("lr", config.lr, sources)

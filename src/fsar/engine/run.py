@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from fsar.data.episodes import EpisodeError
 from fsar.data.manifest import Manifest
 from fsar.engine.checkpoint import Checkpoint, CheckpointError, load_method_tensors, read_checkpoint
 from fsar.engine.config import ConfigError, EvalConfig, TrainConfig, config_from_dict, config_to_dict
@@ -184,8 +185,6 @@ def _run_training(config, dist: DistInfo, *, resume, hooks) -> TrainSummary:
                           way=config.way)
     val_source = None
     if val_manifest is not None:
-        from fsar.data.episodes import EpisodeError
-
         val_way = config.val_way or config.way
         try:
             val_source = source(val_manifest, "val", seed=derive_seed(config.seed, 7919), queries=config.val_queries,

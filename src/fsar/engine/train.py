@@ -142,10 +142,9 @@ def prepare_from_training_episodes(
     over ranks when distributed."""
     device = dist.device
 
-    # As many as the method asks for, even past a short run's last task (and in a run of 0
-    # episodes, the prepared start alone), so a run's length does not change its start.
-
     def episodes():
+        # As many as the method asks for, even past a short run's last task (or in a run of 0
+        # episodes), so a run's length does not change its start.
         for task_index in itertools.count():
             torch.manual_seed(derive_seed(config.seed, dist.rank, task_index))
             yield train_source.sample(task_index, train=True).to(device)
