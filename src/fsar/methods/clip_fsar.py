@@ -44,7 +44,7 @@ from fsar.methods import METHODS
 from fsar.methods.base import MethodOutput
 from fsar.methods.common import SHOT_HANDOFF, Scale, check_episode, class_means
 from fsar.methods.grid_temporal import ResidualBottleneck
-from fsar.methods.text_aware import BASE_CENTRING_CLIPS, STARTS, TextAwareMethod
+from fsar.methods.text_aware import STARTS, CentringOptions, TextAwareMethod
 from fsar.methods.text_side import cosine_logits, episode_text
 from fsar.methods.memo import ClipMemo
 from fsar.methods.tpcm import PrototypeModulation
@@ -53,7 +53,7 @@ __all__ = ["CLIPFSAR", "CLIPFSARConfig"]
 
 
 @dataclass
-class CLIPFSARConfig:
+class CLIPFSARConfig(CentringOptions):
     """Resolved CLIP-FSAR options (JSON-able)."""
 
     backbone: str
@@ -82,9 +82,6 @@ class CLIPFSARConfig:
     start: str = "auto"
     #: inner width of the modulation layer's residual bottleneck when start is "training-free".
     modulation_bottleneck: int = 128
-    #: base-feature centring (training-free start only): frames minus the training clips' mean frame.
-    base_centring: bool = True
-    base_centring_clips: int = BASE_CENTRING_CLIPS
 
     def validate(self) -> None:
         if self.start not in STARTS:

@@ -91,8 +91,8 @@ from fsar.methods.base import MethodOutput
 from fsar.methods.base import MethodOption
 from fsar.encoders.embedded_grid import grid_tokens
 from fsar.methods.common import check_episode, class_means
-from fsar.methods.grid_temporal import STATIC_GATE_RATE, GridTemporalModule, check_grid_options
-from fsar.methods.text_aware import BASE_CENTRING_CLIPS, STARTS, TextAwareMethod, resolve_start
+from fsar.methods.grid_temporal import GridTemporalOptions, check_grid_options, grid_temporal_for
+from fsar.methods.text_aware import STARTS, CentringOptions, TextAwareMethod, resolve_start
 from fsar.methods.text_side import TextSpace
 from fsar.metrics._common import PEER_COSINE_EPS
 from fsar.metrics.otam import OTAM
@@ -832,7 +832,7 @@ PIXEL_NORMALISATIONS = ("clip", "none")
 
 
 @dataclass
-class CLIPSPMConfig:
+class CLIPSPMConfig(CentringOptions, GridTemporalOptions):
     """Resolved CLIP-SPM options (JSON-able). ``None`` hyper-parameters come from ``preset``."""
 
     backbone: str
@@ -878,22 +878,8 @@ class CLIPSPMConfig:
     #: on encoders without a shared space (the embedded pairs), "standard" on CLIP (exactly the
     #: release). Recorded resolved in the saved config.
     start: str = "auto"
-    #: Base-feature centring (fsar's own, after SimpleShot's CL2N idea; training-free start only):
-    #: frames minus the mean frame of the training clips, estimated before step 1 from
-    #: ``base_centring_clips`` training clips and then fixed (zero until then).
-    base_centring: bool = True
-    base_centring_clips: int = BASE_CENTRING_CLIPS
     #: width of the release's head inside the residual branches when start is "training-free".
     bottleneck: int = 128
-    #: grid backbones with start "training-free": the temporal module over the grid tokens
-    #: (fsar.methods.grid_temporal, as MA-FSAR's; zero-initialised, so the identity at the start).
-    grid_width: int = 64
-    grid_kernel: int = 3
-    grid_dropout: float = 0.1
-    #: its static-suppression gate: "shared" (one for all cells and channels) or "per-channel".
-    grid_gate: str = "shared"
-    #: the gate is this x its stored parameter (how fast Adam can open it).
-    grid_static_rate: float = STATIC_GATE_RATE
 
     def validate(self) -> None:
         if self.preset not in PRESETS:
@@ -979,13 +965,7 @@ class CLIPSPM(TextAwareMethod):
         video-text space, started as ``config.start`` says (resolved and recorded by
         :meth:`TextAwareMethod.build_space`, base-feature centring included)."""
         start = resolve_start(config.start, encoder.shared_space, method=self.name)
-        cells = int(getattr(encoder, "grid_cells", 1) or 1)
-        self.grid_temporal = None
-        if start == "training-free" and cells > 1:
-            self.grid_temporal = GridTemporalModule(
-                cells=cells, dim=encoder.feature_dim // cells, width=config.grid_width, kernel=config.grid_kernel,
-                dropout=config.grid_dropout, gate=config.grid_gate, static_rate=config.grid_static_rate,
-            )
+        self.grid_temporal = grid_temporal_for(config, encoder) if start == "training-free" else None
         return super().build_space(config, encoder)
 
     def _frames(self, clips: Tensor) -> Tensor:

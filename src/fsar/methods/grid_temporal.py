@@ -36,10 +36,15 @@ features, and validation decides how far training moves away from it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-__all__ = ["GATES", "GridTemporalModule", "ResidualBottleneck", "STATIC_GATE_RATE", "check_grid_options"]
+__all__ = [
+    "GATES", "GridTemporalModule", "GridTemporalOptions", "ResidualBottleneck", "STATIC_GATE_RATE", "check_grid_options",
+    "grid_temporal_for",
+]
 
 #: The static-suppression gate is ``static_rate x`` its parameter (default this), so that at lr
 #: 1e-3 it can open by ~0.05 a step, i.e. fully within ~20 optimiser steps (on the demo's set the
@@ -56,6 +61,34 @@ def check_grid_options(method: str, *, gate: str, static_rate: float) -> None:
         raise ValueError(f"{method}: grid_gate must be one of {GATES}, got {gate!r}")
     if not float(static_rate) > 0:
         raise ValueError(f"{method}: grid_static_rate must be positive, got {static_rate}")
+
+
+@dataclass(kw_only=True)
+class GridTemporalOptions:
+    """The grid temporal module's options, as every method config that can hold one has them (a
+    base of the config dataclasses; keyword-only, so a config's own required fields may come first)."""
+
+    #: grid backbones: the temporal module over the grid tokens (zero-initialised, so the identity
+    #: at the start): its width, temporal kernel and dropout.
+    grid_width: int = 64
+    grid_kernel: int = 3
+    grid_dropout: float = 0.1
+    #: its static-suppression gate: "shared" (one for all cells and channels) or "per-channel".
+    grid_gate: str = "shared"
+    #: the gate is this x its stored parameter (how fast Adam can open it).
+    grid_static_rate: float = STATIC_GATE_RATE
+
+
+def grid_temporal_for(config: GridTemporalOptions, encoder) -> GridTemporalModule | None:
+    """The temporal module over ``encoder``'s grid tokens as ``config`` sets it up; None for an
+    encoder without a grid (one pooled vector per frame)."""
+    cells = int(getattr(encoder, "grid_cells", 1) or 1)
+    if cells <= 1:
+        return None
+    return GridTemporalModule(
+        cells=cells, dim=encoder.feature_dim // cells, width=config.grid_width, kernel=config.grid_kernel,
+        dropout=config.grid_dropout, gate=config.grid_gate, static_rate=config.grid_static_rate,
+    )
 
 
 class GridTemporalModule(nn.Module):

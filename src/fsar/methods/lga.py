@@ -88,8 +88,8 @@ from fsar.metrics.stages import stage_mask
 from fsar.methods import METHODS
 from fsar.methods.base import MethodOutput
 from fsar.methods.common import Scale
-from fsar.methods.grid_temporal import STATIC_GATE_RATE, GridTemporalModule, check_grid_options
-from fsar.methods.text_aware import BASE_CENTRING_CLIPS, STARTS, TextAwareMethod, resolve_start
+from fsar.methods.grid_temporal import GridTemporalOptions, check_grid_options, grid_temporal_for
+from fsar.methods.text_aware import STARTS, CentringOptions, TextAwareMethod, resolve_start
 from fsar.methods.memo import ClipMemo
 from fsar.methods.text_side import TextSpace
 
@@ -99,7 +99,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class LGAConfig:
+class LGAConfig(CentringOptions, GridTemporalOptions):
     """Resolved LGA options (JSON-able). [proposed] = our choice where the paper is silent."""
 
     backbone: str
@@ -148,22 +148,8 @@ class LGAConfig:
     #: shared space); "auto" = "training-free" on encoders without a shared space (the embedded
     #: pairs), "standard" on CLIP. Recorded resolved in the saved config.
     start: str = "auto"
-    #: Base-feature centring (fsar's own, after SimpleShot's CL2N idea; training-free start only):
-    #: frames minus the mean frame of the training clips, estimated before step 1 from
-    #: ``base_centring_clips`` training clips and then fixed (zero until then).
-    base_centring: bool = True
-    base_centring_clips: int = BASE_CENTRING_CLIPS
     #: inner width of the fusion's residual bottleneck when start is "training-free".
     fusion_bottleneck: int = 128
-    #: grid backbones with start "training-free": the temporal module over the grid tokens
-    #: (fsar.methods.grid_temporal, as MA-FSAR's; zero-initialised, so the identity at the start).
-    grid_width: int = 64
-    grid_kernel: int = 3
-    grid_dropout: float = 0.1
-    #: its static-suppression gate: "shared" (one for all cells and channels) or "per-channel".
-    grid_gate: str = "shared"
-    #: the gate is this x its stored parameter (how fast Adam can open it).
-    grid_static_rate: float = STATIC_GATE_RATE
 
     def validate(self) -> None:
         if self.num_stages < 1:
@@ -268,13 +254,7 @@ class LGA(TextAwareMethod):
         start = resolve_start(config.start, encoder.shared_space, method=self.name)
         if config.alpha is None:
             config.alpha = 1.0 if start == "training-free" and not encoder.shared_space else 0.5
-        cells = int(getattr(encoder, "grid_cells", 1) or 1)
-        self.grid_temporal = None
-        if start == "training-free" and cells > 1:
-            self.grid_temporal = GridTemporalModule(
-                cells=cells, dim=encoder.feature_dim // cells, width=config.grid_width, kernel=config.grid_kernel,
-                dropout=config.grid_dropout, gate=config.grid_gate, static_rate=config.grid_static_rate,
-            )
+        self.grid_temporal = grid_temporal_for(config, encoder) if start == "training-free" else None
         return super().build_space(config, encoder)
 
     def _frames(self, clips: torch.Tensor) -> torch.Tensor:

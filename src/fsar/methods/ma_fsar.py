@@ -65,9 +65,9 @@ from fsar.methods import METHODS
 from fsar.methods.base import MethodOutput
 from fsar.encoders.embedded_grid import grid_tokens
 from fsar.methods.common import SHOT_HANDOFF, Scale, check_episode, class_means, mix_log_probs
-from fsar.methods.grid_temporal import STATIC_GATE_RATE, GridTemporalModule, ResidualBottleneck, check_grid_options
+from fsar.methods.grid_temporal import GridTemporalOptions, ResidualBottleneck, check_grid_options, grid_temporal_for
 from fsar.methods.text_aware import (
-    BASE_CENTRING_CLIPS, CLIP_INITIAL_LOGIT_SCALE, CLIP_LOGIT_SCALE, STARTS, TextAwareMethod, initial_logit_scale,
+    CLIP_INITIAL_LOGIT_SCALE, CLIP_LOGIT_SCALE, STARTS, CentringOptions, TextAwareMethod, initial_logit_scale,
 )
 from fsar.methods.memo import ClipMemo
 from fsar.methods.text_side import TextSpace, cosine_logits, episode_text
@@ -82,8 +82,10 @@ __all__ = [
 ALPHA_BY_DATASET_KIND = {"spatial": 0.75, "temporal": 0.25}
 
 @dataclass
-class MAFSARConfig:
-    """Resolved MA-FSAR options (saved beside checkpoints; JSON-able)."""
+class MAFSARConfig(CentringOptions, GridTemporalOptions):
+    """Resolved MA-FSAR options (saved beside checkpoints; JSON-able). Base-feature centring and,
+    on grid backbones (effnet-lite0-grid+minilm), the grid temporal module take their options
+    from the two bases."""
 
     backbone: str
     weights: str | None = None
@@ -117,21 +119,8 @@ class MAFSARConfig:
     #: (random projections on encoders without a shared space); "auto" = "training-free" on
     #: encoders without a shared space (the embedded pairs), "standard" on CLIP.
     start: str = "auto"
-    #: Base-feature centring (fsar's own, after SimpleShot's CL2N idea; training-free start only):
-    #: frames minus the mean frame of the training clips, estimated before step 1 from
-    #: ``base_centring_clips`` training clips and then fixed (zero until then).
-    base_centring: bool = True
-    base_centring_clips: int = BASE_CENTRING_CLIPS
     #: inner width of TPCM's residual bottleneck when start is "training-free".
     tpcm_bottleneck: int = 128
-    #: grid backbones (effnet-lite0-grid+minilm): the temporal module over the grid tokens.
-    grid_width: int = 64
-    grid_kernel: int = 3
-    grid_dropout: float = 0.1
-    #: its static-suppression gate: "shared" (one for all cells and channels) or "per-channel".
-    grid_gate: str = "shared"
-    #: the gate is this x its stored parameter (how fast Adam can open it).
-    grid_static_rate: float = STATIC_GATE_RATE
 
     def resolved_alpha(self) -> float:
         return float(self.alpha) if self.alpha is not None else ALPHA_BY_DATASET_KIND[self.dataset_kind]
@@ -219,13 +208,7 @@ class MAFSAR(TextAwareMethod):
         ``config.start`` says (resolved and recorded by :meth:`TextAwareMethod.build_space`)."""
         # Grid backbones: a trained temporal module over the grid tokens (fsar's CNN analogue of
         # FgMA's temporal adaptation), identity at initialisation.
-        cells = int(getattr(encoder, "grid_cells", 1) or 1)
-        self.grid_temporal = None
-        if cells > 1:
-            self.grid_temporal = GridTemporalModule(
-                cells=cells, dim=encoder.feature_dim // cells, width=config.grid_width, kernel=config.grid_kernel,
-                dropout=config.grid_dropout, gate=config.grid_gate, static_rate=config.grid_static_rate,
-            )
+        self.grid_temporal = grid_temporal_for(config, encoder)
         return super().build_space(config, encoder)
 
     def _enhance(self, features: torch.Tensor, text: torch.Tensor | None) -> torch.Tensor:

@@ -11,6 +11,7 @@ Logit scales: CLIP's trained logit scale is 100 (its cap); its initial value was
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -22,7 +23,7 @@ from fsar.methods.common import EncoderMethod, Scale, configure_method, resolve_
 from fsar.methods.text_side import TextSpace, text_bank_for
 
 __all__ = [
-    "BASE_CENTRING_CLIPS", "CLIP_INITIAL_LOGIT_SCALE", "CLIP_LOGIT_SCALE", "STARTS", "TextAwareMethod",
+    "BASE_CENTRING_CLIPS", "CLIP_INITIAL_LOGIT_SCALE", "CLIP_LOGIT_SCALE", "CentringOptions", "STARTS", "TextAwareMethod",
     "initial_logit_scale", "resolve_start",
 ]
 
@@ -40,6 +41,18 @@ STARTS = ("auto", "standard", "training-free")
 #: Training clips (counted as drawn, repeats included) whose frames estimate the base-class
 #: frame mean of base-feature centring: on ssv2-mini's 35 training clips ~15 draws of each.
 BASE_CENTRING_CLIPS = 512
+
+
+@dataclass(kw_only=True)
+class CentringOptions:
+    """Base-feature centring's options, as every text-aware method config holds them (a base of
+    the config dataclasses; keyword-only, so a config's own required fields may come first)."""
+
+    #: Base-feature centring (fsar's own, after SimpleShot's CL2N idea; training-free start only):
+    #: frames minus the mean frame of the training clips, estimated before step 1 from
+    #: ``base_centring_clips`` training clips and then fixed (zero until then).
+    base_centring: bool = True
+    base_centring_clips: int = BASE_CENTRING_CLIPS
 
 
 def resolve_start(start: str, shared_space: bool, *, method: str) -> str:
