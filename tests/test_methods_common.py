@@ -35,6 +35,24 @@ def test_class_means_average_each_class():
     torch.testing.assert_close(means[2], feats[3])
 
 
+@pytest.mark.parametrize("labels", [[0, 1, 2, 3], [2, 0, 3, 1]])
+def test_one_shot_class_means_are_the_clips_exactly_with_the_averaging_gradients(labels):
+    """One shot per class takes a shortcut (no product over the features): the same values and
+    gradients as the averaging product, bit for bit; labels in class order give the clips themselves."""
+    from fsar.metrics._common import shot_average_matrix
+
+    labels = torch.tensor(labels)
+    feats = torch.randn(4, 3, 5, requires_grad=True)
+    means = class_means(feats, labels, 4)
+    expected = (shot_average_matrix(labels, 4, feats.dtype).T @ feats.flatten(1)).view(4, 3, 5)
+    assert torch.equal(means, expected)
+    weights = torch.randn(4, 3, 5)
+    (grad,) = torch.autograd.grad((means * weights).sum(), feats)
+    (expected_grad,) = torch.autograd.grad((expected * weights).sum(), feats)
+    assert torch.equal(grad, expected_grad)
+    assert (means.data_ptr() == feats.data_ptr()) == (labels.tolist() == [0, 1, 2, 3])
+
+
 @pytest.mark.parametrize("alpha", [0.0, 0.25, 0.75, 1.0])
 def test_mix_log_probs_is_log_of_eq_17(alpha):
     torch.manual_seed(0)

@@ -26,7 +26,7 @@ def _episode(seed, names, dim, shot=2, frames=4):
     )
 
 
-@pytest.mark.parametrize("name", ["ma-fsar", "clip-fsar", "lga"])
+@pytest.mark.parametrize("name", ["ma-fsar", "clip-fsar", "lga", "clip-spm"])
 def test_memo_gives_the_uncached_results_and_forgets_on_mode_change(name):
     torch.manual_seed(0)
     method = fsar.create_method(name, backbone="clip-vit-b32", weights="random", encoder_options=TINY,
@@ -56,6 +56,39 @@ def test_memo_gives_the_uncached_results_and_forgets_on_mode_change(name):
     with torch.enable_grad():
         assert torch.allclose(changed, method(first).log_probs.detach(), atol=1e-6)
     assert not torch.allclose(changed, got[0])
+
+
+@pytest.mark.parametrize("padm", ["transductive", "inductive"])
+def test_clip_spm_residual_head_from_memory_gives_the_plain_results(padm):
+    """On the grid pair (the residual head behind the grid module): each clip's frames, Down and
+    a support's SPM pass a come from memory, the episode's part is computed, the logits are the
+    plain path's; trained-looking weights (every zero-started map moved) so every branch counts."""
+    from fsar.encoders import create_encoder
+
+    torch.manual_seed(2)
+    encoder = create_encoder("effnet-lite0-grid+minilm", weights="random", grid=2)
+    method = fsar.create_method("clip-spm", backbone=encoder, padm=padm, heads=2, dim_head=8, mlp_dim=32,
+                                prompt_hidden=32, bottleneck=8, grid_width=8)
+    with torch.no_grad():
+        for name, p in method.named_parameters():
+            if p.requires_grad and ("up" in name or "anchor_weight" in name or "text_proj" in name or "gate" in name):
+                p.add_(0.05 * torch.randn_like(p))
+    method.eval()
+    names = ["a", "b", "c", "d"]
+    first = _episode(4, names, encoder.feature_dim, shot=1, frames=4)
+    order = torch.tensor([2, 0, 3, 1])  # the same clips, supports out of class order, other queries' order
+    second = EpisodeInputs(support=first.support[order], support_labels=first.support_labels[order],
+                           query=first.query.flip(0), class_names=names, features=True)
+    episodes = [_named(first, range(4), range(10, 14)), _named(second, order.tolist(), [13, 12, 11, 10])]
+    with torch.enable_grad():
+        expected = [method(e).log_probs.detach() for e in episodes]
+    with torch.no_grad():
+        got = [method(e) for e in episodes]
+    for out, plain in zip(got, expected):
+        torch.testing.assert_close(out.log_probs, plain, atol=1e-5, rtol=1e-5)
+        assert set(out.parts) == {"log_p", "d_spm", "d_padm"}
+    assert method.clip_memo.hits >= 8  # the second episode's clips came from memory
+    assert not torch.allclose(expected[0], expected[0].mean(-1, keepdim=True))  # not uniform: weights matter
 
 
 def _summing(calls: list):
@@ -96,7 +129,7 @@ def _named(episode: EpisodeInputs, support_ids, query_ids) -> EpisodeInputs:
     return replace(episode, cached_rows=CachedRows.of(episode.support, support_ids, episode.query, query_ids))
 
 
-@pytest.mark.parametrize("name", ["ma-fsar", "clip-fsar", "lga"])
+@pytest.mark.parametrize("name", ["ma-fsar", "clip-fsar", "lga", "clip-spm"])
 def test_rows_named_by_the_cache_are_found_by_name_with_the_plain_results(name):
     torch.manual_seed(1)
     method = fsar.create_method(name, backbone="clip-vit-b32", weights="random", encoder_options=TINY,

@@ -92,6 +92,7 @@ from fsar.methods.base import MethodOption
 from fsar.encoders.embedded_grid import grid_tokens
 from fsar.methods.common import check_episode, class_means
 from fsar.methods.grid_temporal import GridTemporalOptions, check_grid_options, grid_temporal_for
+from fsar.methods.memo import ClipMemo
 from fsar.methods.text_aware import STARTS, CentringOptions, TextAwareMethod, resolve_start
 from fsar.methods.text_side import TextSpace
 from fsar.metrics._common import PEER_COSINE_EPS
@@ -265,6 +266,8 @@ class PromptGenerator(nn.Module):
 
 
 def _class_sum_and_count(features: Tensor, labels: Tensor, way: int) -> tuple[Tensor, Tensor]:
+    if features.shape[0] == way:  # one shot per class: the sums are the clips (see class_means)
+        return class_means(features, labels, way), features.new_ones(way)
     one_hot = F.one_hot(labels, way).to(features.dtype)  # (n, way)
     return torch.einsum("nc,n...->c...", one_hot, features), one_hot.sum(0)
 
@@ -662,7 +665,7 @@ class ResidualCLIPSPMHead(nn.Module):
             query_r, query_r_token = core.sf(inner_query, prompts_query)  # pass d
             support_g, support_g_token = core.sf(inner_support, generated_support)  # pass c
         fused_query, fused_query_token = core.sf(inner_query, generated_query)  # pass b
-        fused_support, fused_support_token = core.sf(inner_support, prompts_support)  # pass a
+        support_r, fused_support, fused_support_token = self.support_part(support, prompts_support, inner_support)
         if spm_auxiliary:
             out.update(spm_auxiliary_terms(
                 prompts_query=prompts_query, generated_query=generated_query, prompts_support=prompts_support,
@@ -670,8 +673,37 @@ class ResidualCLIPSPMHead(nn.Module):
                 query_g=fused_query, query_g_token=fused_query_token, support_r=fused_support,
                 support_r_token=fused_support_token, support_g=support_g, support_g_token=support_g_token,
             ))
+        return self._matching(out, support_r, fused_support, support_labels, query, fused_query, way)
+
+    def support_part(self, support: Tensor, prompts: Tensor, inner: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """SPM pass a of support clips ``(n, T, D)`` with their classes' inner-width prompts
+        ``(n, 1, inner)`` (``inner``: ``Down support`` when already computed): ``(X_s^r, z_s, the
+        SF token)``. A function of each clip and its class alone, so evaluation from the feature
+        cache computes it once per clip (:class:`~fsar.methods.memo.ClipMemo`)."""
+        fused, token = self.core.sf(self.down(support) if inner is None else inner, prompts)
+        return support + self.up_spm(fused), fused, token
+
+    def forward_from_parts(
+        self, support_r: Tensor, fused_support: Tensor, support_labels: Tensor, query: Tensor, inner_query: Tensor,
+        inner_bank: Tensor, way: int,
+    ) -> dict[str, Tensor]:
+        """Evaluation's :meth:`forward_details` from per-clip parts: :meth:`support_part`'s first two
+        outputs of every support clip, ``Down query`` of every query and ``Down_text text_bank``
+        (the same logits; no training-only terms). The rest depends on the episode: the prompt
+        reads every support text, and PADM every clip."""
+        core = self.core
+        support_labels = support_labels.to(query.device)
+        token = inner_bank[support_labels].unsqueeze(1).mean(0).view(1, -1)  # g from support texts only
+        fused_query, _ = core.sf(inner_query, core.prompt_generator(token, inner_query))  # pass b
+        return self._matching({}, support_r, fused_support, support_labels, query, fused_query, way)
+
+    def _matching(
+        self, out: dict[str, Tensor], support_r: Tensor, fused_support: Tensor, support_labels: Tensor, query: Tensor,
+        fused_query: Tensor, way: int,
+    ) -> dict[str, Tensor]:
+        """SPM's distance, PADM and the logits, from pass a (``X_s^r``, ``z_s``) and pass b (``z_q``)."""
+        core = self.core
         query_g = query + self.up_spm(fused_query)
-        support_r = support + self.up_spm(fused_support)
         out["d_spm"] = core.otam_distance(class_means(support_r, support_labels, way), query_g)
 
         refined = core.padm(fused_support, support_labels, fused_query, way)
@@ -977,6 +1009,43 @@ class CLIPSPM(TextAwareMethod):
             clips = self.grid_temporal(grid_tokens(clips, self.grid_temporal.cells))
         return self.space.frames(clips, centred=True)
 
+    @staticmethod
+    def _output_parts(log_probs: Tensor, details: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {"log_p": log_probs.detach(), "d_spm": details["d_spm"].detach(), "d_padm": details["d_padm"].detach()}
+
+    def _forward_from_memo(self, support: Tensor, labels: Tensor, query: Tensor, way: int, names: list[str]) -> MethodOutput:
+        """Evaluation from the feature cache with the residual head: every part that depends on
+        one clip (its frames, ``Down``, a support's SPM pass a with its class's text) or one class
+        (its inner-width text) once per evaluation; per episode only what reads the episode
+        (:meth:`ResidualCLIPSPMHead.forward_from_parts`)."""
+        head, device = self.head, query.device
+        (inner_bank,) = self.clip_memo.map(
+            lambda index: (head.text_down(self._class_text([names[i] for i in index.tolist()], device)),), None,
+            [("clip-spm inner text",)] * len(names), ids=names,
+        )
+        prompts = inner_bank[labels].unsqueeze(1)
+
+        def support_part(index: Tensor) -> tuple[Tensor, Tensor]:
+            refined, fused, _ = head.support_part(self._frames(support[index]), prompts[index])
+            return refined, fused
+
+        def query_part(index: Tensor) -> tuple[Tensor, Tensor]:
+            frames = self._frames(query[index])
+            return frames, head.down(frames)
+
+        support_r, fused_support = self.clip_memo.map(
+            support_part, support, [("clip-spm support", names[c]) for c in labels.tolist()])
+        f_query, inner_query = self.clip_memo.map(query_part, query, [("clip-spm query",)] * query.shape[0])
+        details = head.forward_from_parts(support_r, fused_support, labels, f_query, inner_query, inner_bank, way)
+        log_probs = F.log_softmax(details["logits"], dim=-1)
+        return MethodOutput(log_probs=log_probs, loss=None, parts=self._output_parts(log_probs, details))
+
+    def _class_text(self, class_names: list[str], device: torch.device) -> Tensor:
+        """The classes' texts in the space (C, W): the frozen text encoder's 16-template means
+        (the release's fixed text banks), through the space's text map."""
+        class_text = self.text_bank.features(class_names, train=False).detach().float().to(device)
+        return self.space.text(class_text)
+
     @classmethod
     def options(cls) -> tuple[MethodOption, ...]:
         return (
@@ -1035,9 +1104,24 @@ class CLIPSPM(TextAwareMethod):
         assert support is not None
         device = query.device
         labels = inputs.support_labels.to(device)
-        class_text = self.text_bank.features(list(inputs.class_names), train=False).detach().float().to(device)
-        f_support, f_query = self._frames(support), self._frames(query)
-        text_bank = self.space.text(class_text).to(f_support.dtype)
+        names = list(inputs.class_names)
+        memo = ClipMemo.applies(self, inputs.features, support)
+        if memo and isinstance(self.head, ResidualCLIPSPMHead):
+            return self._forward_from_memo(support, labels, query, inputs.way, names)
+        if memo:
+            # Evaluation from the cache: each clip's frames (centring, the grid module, the frame
+            # map) and each class's projected text once per evaluation, not once per episode.
+            frames = lambda clips: lambda index: (self._frames(clips[index]),)  # noqa: E731
+            (f_support,) = self.clip_memo.map(frames(support), support, [("clip-spm frames",)] * support.shape[0])
+            (f_query,) = self.clip_memo.map(frames(query), query, [("clip-spm frames",)] * query.shape[0])
+            (text_bank,) = self.clip_memo.map(
+                lambda index: (self._class_text([names[i] for i in index.tolist()], device),), None,
+                [("clip-spm text",)] * len(names), ids=names,
+            )
+        else:
+            f_support, f_query = self._frames(support), self._frames(query)
+            text_bank = self._class_text(list(inputs.class_names), device)
+        text_bank = text_bank.to(f_support.dtype)
         train = self.training and inputs.query_labels is not None
         weight = self.head.effective_hsmr_weight()
         need_hsmr = train and not (self.config.hsmr_weight == "fixed" and float(weight) == 0.0)
@@ -1049,8 +1133,7 @@ class CLIPSPM(TextAwareMethod):
         )
         logits = details["logits"]
         log_probs = F.log_softmax(logits, dim=-1)
-        parts: dict[str, Tensor] = {"log_p": log_probs.detach(), "d_spm": details["d_spm"].detach(),
-                                    "d_padm": details["d_padm"].detach()}
+        parts = self._output_parts(log_probs, details)
         loss = None
         if train:
             query_labels = inputs.query_labels.to(device)

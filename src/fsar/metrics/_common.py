@@ -124,8 +124,16 @@ def class_means(features: Tensor, labels: Tensor, way: int) -> Tensor:
 
     The one K-shot prototype of fsar: metrics average raw frame features with it
     (``shots="prototype"``), methods their enhanced support clips. Labels must be validated
-    (every class present).
+    (every class present). With one shot per class the prototypes are the clips themselves
+    (``features`` as it is, when on the CPU the labels are already in class order).
     """
+    if features.shape[0] == way:
+        # One shot per class (validated labels are then a permutation): each prototype is its
+        # clip, exactly what the averaging product gives, without a pass over every feature
+        # (on wide frames, such as the grid backbone's, that pass costs as much as a matmul).
+        if labels.device.type == "cpu" and torch.equal(labels, torch.arange(way)):  # no device sync on the CPU
+            return features
+        return features.index_select(0, torch.argsort(labels))
     average = shot_average_matrix(labels, way, features.dtype)
     return (average.T @ features.flatten(1)).view(way, *features.shape[1:])
 
