@@ -219,12 +219,16 @@ def _laid_out(packs, valid):
 @pytest.mark.parametrize("shots", ["union", "distance"])
 @pytest.mark.parametrize("window", [0, 1])
 @pytest.mark.parametrize("shot", [1, 3])
-def test_abmhm_stage_packs_equal_the_concatenated_form_with_gradients(shots, window, shot) -> None:
+@pytest.mark.parametrize("ordered", [False, True], ids=["shuffled", "class-order"])
+def test_abmhm_stage_packs_equal_the_concatenated_form_with_gradients(shots, window, shot, ordered) -> None:
     g = torch.Generator().manual_seed(10 * shot + window)
     way, stages, slots, dim = 4, 3, 4, 6
     support, support_valid = _packs(way * shot, stages, slots, dim, g)
     query, query_valid = _packs(5, stages, slots, dim, g)
-    labels = torch.arange(way).repeat(shot)[torch.randperm(way * shot, generator=g)]
+    # class order (one shot each: the union takes the packs as they are) or shuffled
+    labels = torch.arange(way).repeat_interleave(shot)
+    if not ordered:
+        labels = labels[torch.randperm(way * shot, generator=g)]
     metric = ABMHM(num_stages=stages, shots=shots, neighbor_window=window)
     support.requires_grad_(True)
     fast = metric.stage_packs(support, support_valid, labels, query, query_valid, way)

@@ -364,12 +364,19 @@ class ABMHM(nn.Module):
             distance = distance @ shot_average_matrix(support_labels, way, distance.dtype)
             return check_finite_logits(-distance, support, query, metric="abmhm")
         # union: a class's stage i = the stage-i slots of all its shots side by side
-        index, valid = _class_index_of_few(support_labels.tolist(), way, support.device)  # (way, max_shot)
-        n_support, num_stages, slots, dim = support.shape
-        max_shot = index.shape[1]
-        class_packs = support[index].permute(0, 2, 1, 3, 4).reshape(way, num_stages, max_shot * slots, dim)
-        class_valid = (support_valid[index] & valid[:, :, None, None]).permute(0, 2, 1, 3)
-        class_valid = class_valid.reshape(way, num_stages, max_shot * slots)
+        labels = support_labels.tolist()
+        if labels == list(range(way)):  # one shot per class, in class order: the packs are the classes'
+            class_packs, class_valid = support, support_valid
+        else:
+            index, valid = _class_index_of_few(labels, way, support.device)  # (way, max_shot)
+            n_support, num_stages, slots, dim = support.shape
+            max_shot = index.shape[1]
+            # index_select rather than support[index]: the same rows, and a backward that adds
+            # rows instead of an accumulating index_put (several ms on the grid backbone's packs)
+            class_packs = support.index_select(0, index.flatten()).view(way, max_shot, num_stages, slots, dim)
+            class_packs = class_packs.permute(0, 2, 1, 3, 4).reshape(way, num_stages, max_shot * slots, dim)
+            class_valid = (support_valid[index] & valid[:, :, None, None]).permute(0, 2, 1, 3)
+            class_valid = class_valid.reshape(way, num_stages, max_shot * slots)
         distance = aligned_stage_pack_distances(query, query_valid, class_packs, class_valid, unit=unit)
         return check_finite_logits(-distance, support, query, metric="abmhm")
 
