@@ -64,7 +64,11 @@ grid backbones the grid tokens first pass MA-FSAR's zero-initialised
 :class:`~fsar.methods.grid_temporal.GridTemporalModule`. The untrained method's logits are then
 ``-1.5 · OTAM(X_q, mean_K X_s)`` with the release's OTAM preset below on the raw features, i.e.
 its predictions are that training-free metric's, and validation decides how far training moves
-away from it. A config saved before ``start`` existed loads as ``"standard"``.
+away from it. A config saved before ``start`` existed loads as ``"standard"``. Evaluated from the
+feature cache, everything that depends on one clip (its frames through the grid module, the
+residual head's ``Down`` and a support's SPM pass a) or one class (its text) is computed once per
+evaluation (:class:`~fsar.methods.memo.ClipMemo`); per episode remain the prompt (it reads every
+support text), pass b, PADM and the OTAM distances.
 
 The OTAM distance is fsar's ``otam_clipfsar`` head (:mod:`fsar.metrics.otam`): the release's
 ``otam_distance`` is CLIP-FSAR's ``OTAM_cum_dist_v2`` with λ 0.5, the ``cos_sim`` with +0.01 on
