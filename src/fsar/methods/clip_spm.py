@@ -1023,10 +1023,7 @@ class CLIPSPM(TextAwareMethod):
         (its inner-width text) once per evaluation; per episode only what reads the episode
         (:meth:`ResidualCLIPSPMHead.forward_from_parts`)."""
         head, device = self.head, query.device
-        (inner_bank,) = self.clip_memo.map(
-            lambda index: (head.text_down(self._class_text([names[i] for i in index.tolist()], device)),), None,
-            [("clip-spm inner text",)] * len(names), ids=names,
-        )
+        inner_bank = self._class_texts_once(names, device, inner=True)
         prompts = inner_bank[labels].unsqueeze(1)
 
         def support_part(index: Tensor) -> tuple[Tensor, Tensor]:
@@ -1043,6 +1040,17 @@ class CLIPSPM(TextAwareMethod):
         details = head.forward_from_parts(support_r, fused_support, labels, f_query, inner_query, inner_bank, way)
         log_probs = F.log_softmax(details["logits"], dim=-1)
         return MethodOutput(log_probs=log_probs, loss=None, parts=self._output_parts(log_probs, details))
+
+    def _class_texts_once(self, names: list[str], device: torch.device, *, inner: bool) -> Tensor:
+        """:meth:`_class_text` of ``names`` (through the residual head's ``Down_text`` when
+        ``inner``), each class computed once per evaluation (:class:`ClipMemo`, by name)."""
+        def compute(index: Tensor) -> tuple[Tensor]:
+            text = self._class_text([names[i] for i in index.tolist()], device)
+            return (self.head.text_down(text) if inner else text,)
+
+        context = ("clip-spm inner text",) if inner else ("clip-spm text",)
+        (texts,) = self.clip_memo.map(compute, None, [context] * len(names), ids=names)
+        return texts
 
     def _class_text(self, class_names: list[str], device: torch.device) -> Tensor:
         """The classes' texts in the space (C, W): the frozen text encoder's 16-template means
@@ -1118,13 +1126,10 @@ class CLIPSPM(TextAwareMethod):
             frames = lambda clips: lambda index: (self._frames(clips[index]),)  # noqa: E731
             (f_support,) = self.clip_memo.map(frames(support), support, [("clip-spm frames",)] * support.shape[0])
             (f_query,) = self.clip_memo.map(frames(query), query, [("clip-spm frames",)] * query.shape[0])
-            (text_bank,) = self.clip_memo.map(
-                lambda index: (self._class_text([names[i] for i in index.tolist()], device),), None,
-                [("clip-spm text",)] * len(names), ids=names,
-            )
+            text_bank = self._class_texts_once(names, device, inner=False)
         else:
             f_support, f_query = self._frames(support), self._frames(query)
-            text_bank = self._class_text(list(inputs.class_names), device)
+            text_bank = self._class_text(names, device)
         text_bank = text_bank.to(f_support.dtype)
         train = self.training and inputs.query_labels is not None
         weight = self.head.effective_hsmr_weight()
